@@ -2,6 +2,10 @@
 //! the tokio shell that drives it, and the reply type shared with the delivery client.
 //! It knows nothing of policy or storage: decisions come back from its caller.
 
+pub mod auth;
+pub mod data;
 pub mod reply;
+pub mod session;
 
 pub use reply::Reply;
+pub use session::{Event, Limits, MailFrom, RcptTo, Ret, Session, SessionConfig};
