@@ -1,1 +1,165 @@
-fn main(){}
+//! The `portcullis` binary: configuration, command line, logging, and the wiring of the
+//! smtp, queue and store crates into one gateway.
+
+mod cli;
+mod config;
+mod control;
+mod handler;
+mod policy;
+mod serve;
+mod tls;
+mod users;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Portcullis secure email gateway")]
+struct Cli {
+    /// Configuration file (TOML); without it, the embedded development defaults.
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Check a configuration file and exit (errors name file, line and key).
+    CheckConfig,
+    /// Domains the gateway accepts mail for, and their routes.
+    Domain {
+        #[command(subcommand)]
+        action: cli::DomainCmd,
+    },
+    /// Internal networks allowed to relay outbound.
+    Network {
+        #[command(subcommand)]
+        action: cli::NetworkCmd,
+    },
+    /// Users who may authenticate (SMTP AUTH).
+    User {
+        #[command(subcommand)]
+        action: cli::UserCmd,
+    },
+    /// The mail queue.
+    Queue {
+        #[command(subcommand)]
+        action: cli::QueueCmd,
+    },
+    /// The message log.
+    Log {
+        #[command(subcommand)]
+        action: cli::LogCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, Command::CheckConfig) {
+        if cli.config.is_none() {
+            eprintln!("portcullis: check-config needs --config FILE");
+            return ExitCode::from(2);
+        }
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config, matches!(cli.command, Command::Serve));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(config).await.map(|_| ExitCode::SUCCESS),
+            Command::CheckConfig => Ok(ExitCode::SUCCESS),
+            Command::Domain { action } => cli::domain(&config, action).await,
+            Command::Network { action } => cli::network(&config, action).await,
+            Command::User { action } => cli::user(&config, action).await,
+            Command::Queue { action } => cli::queue(&config, action).await,
+            Command::Log { action } => cli::log(&config, action).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &config::Config, serving: bool) {
+    let default = if serving { config.log.level.as_str() } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 10:41:02 +0000`. Hand-written
+/// because only this one format is needed and a date crate would be its only user.
+pub fn rfc5322_date(unix: i64) -> String {
+    let days = unix.div_euclid(86400);
+    let secs = unix.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[weekday as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            super::rfc5322_date(1_795_430_462),
+            "Mon, 23 Nov 2026 10:41:02 +0000"
+        );
+        assert_eq!(
+            super::rfc5322_date(951_782_400),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+    }
+}

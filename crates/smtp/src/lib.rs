@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod data;
 pub mod reply;
+pub mod server;
 pub mod session;
 
 pub use reply::Reply;

@@ -210,6 +210,12 @@ impl Session {
         self.authenticated.as_deref()
     }
 
+    /// A body is being received (DATA, or BDAT chunks since the first), so a spool
+    /// file may be open.
+    pub fn in_body(&self) -> bool {
+        matches!(self.mode, Input::Data(_) | Input::Bdat { .. }) || self.bdat_started
+    }
+
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
     }

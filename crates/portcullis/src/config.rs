@@ -1,0 +1,369 @@
+//! `portcullis.toml`: what belongs to one node (listeners, hostname, data directory,
+//! store URL, TLS files, DNS, delivery and limits). Every key has a safe default, so
+//! `portcullis serve` runs without a file; errors name the file, the line and the key.
+//! Policy (domains, networks, users) lives in the store, not here.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The name in the greeting, EHLO, Received headers and DSNs.
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub store: StoreConfig,
+    pub dns: Dns,
+    pub delivery: Delivery,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Port 25 in production: inbound MX and relay from internal servers. "" disables.
+    pub smtp: String,
+    /// Port 587: STARTTLS then AUTH required.
+    pub submission: String,
+    /// Port 465: implicit TLS, AUTH required.
+    pub submissions: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; when unset, a self-signed one is made under data_dir/tls.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite:///path/portcullis.db`; default `<data_dir>/portcullis.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// `["127.0.0.1:5353"]`; empty uses /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// `host:port` for all mail not routed to a configured domain; unset uses MX.
+    pub smarthost: Option<String>,
+    /// none | may | encrypt | verify
+    pub smarthost_tls: String,
+    pub smarthost_user: Option<String>,
+    pub smarthost_password: Option<String>,
+    /// Port of MX hosts; 25 except in tests.
+    pub mx_port: u16,
+    pub concurrency: usize,
+    pub min_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    pub max_lifetime_secs: u64,
+    /// 0 sends delay DSNs only when the sender asked with NOTIFY=DELAY.
+    pub delay_warning_secs: u64,
+    /// How long an idle connection is kept for the next message to the same server.
+    pub connection_idle_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_line_length: usize,
+    pub max_errors: usize,
+    pub max_auth_failures: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// tracing filter, e.g. `info` or `portcullis=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: default_hostname(),
+            data_dir: PathBuf::from("./data"),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            store: StoreConfig::default(),
+            dns: Dns::default(),
+            delivery: Delivery::default(),
+            limits: Limits::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            smtp: "127.0.0.1:2525".into(),
+            submission: "127.0.0.1:2587".into(),
+            submissions: "127.0.0.1:2465".into(),
+        }
+    }
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            nameservers: Vec::new(),
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            smarthost: None,
+            smarthost_tls: "may".into(),
+            smarthost_user: None,
+            smarthost_password: None,
+            mx_port: 25,
+            concurrency: 50,
+            min_backoff_secs: 300,
+            max_backoff_secs: 4000,
+            max_lifetime_secs: 5 * 86400,
+            delay_warning_secs: 4 * 3600,
+            connection_idle_secs: 5,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let s = portcullis_smtp::Limits::default();
+        let c = portcullis_smtp::server::ConnectionLimits::default();
+        Limits {
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_line_length: s.max_line_length,
+            max_errors: s.max_errors,
+            max_auth_failures: s.max_auth_failures,
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_per_ip,
+            command_timeout_secs: 300,
+            data_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A configuration error with where it is.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load a file, or the defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let config = Self::parse(&text, &path.display().to_string())?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .map(|k| k.lines().next().unwrap_or("").trim().to_string())
+                .filter(|k| !k.is_empty())
+                .map(|k| format!(" at `{k}`"))
+                .unwrap_or_default();
+            ConfigError(format!(
+                "{origin}:{line}:{col}: {}{key}",
+                e.message().trim()
+            ))
+        })?;
+        config.validate(text, origin)?;
+        Ok(config)
+    }
+
+    fn validate(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| {
+            let line = find_key_line(text, key);
+            ConfigError(format!("{origin}:{line}: key `{key}`: {msg}"))
+        };
+        for (key, value) in [
+            ("smtp", &self.listen.smtp),
+            ("submission", &self.listen.submission),
+            ("submissions", &self.listen.submissions),
+        ] {
+            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
+                return Err(err(
+                    key,
+                    format!("`{value}` is not an address:port such as 127.0.0.1:2525"),
+                ));
+            }
+        }
+        if !matches!(
+            self.delivery.smarthost_tls.as_str(),
+            "none" | "may" | "encrypt" | "verify"
+        ) {
+            return Err(err(
+                "smarthost_tls",
+                "expected one of none, may, encrypt, verify".into(),
+            ));
+        }
+        if let Some(host) = &self.delivery.smarthost
+            && crate::policy::parse_host_port(host).is_none()
+        {
+            return Err(err("smarthost", format!("`{host}` is not host:port")));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(err("cert", "set both `cert` and `key`, or neither".into()));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(err("format", "expected `text` or `json`".into()));
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return Err(err("hostname", "must be a host name".into()));
+        }
+        if self.limits.max_line_length < 512 {
+            return Err(err(
+                "max_line_length",
+                "RFC 5321 requires at least 512".into(),
+            ));
+        }
+        if self.delivery.concurrency == 0 {
+            return Err(err("concurrency", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store.url.clone().unwrap_or_else(|| {
+            let path = self.data_dir.join("portcullis.db");
+            let abs = std::path::absolute(&path).unwrap_or(path);
+            format!("sqlite://{}", abs.display())
+        })
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|p| offset - p).unwrap_or(offset + 1);
+    (line, col)
+}
+
+fn find_key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let c = Config::load(None).expect("defaults");
+        assert_eq!(c.listen.smtp, "127.0.0.1:2525");
+        assert_eq!(c.listen.submissions, "127.0.0.1:2465");
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let text = "hostname = \"mx.test\"\n[listen]\nsmtp = \"nonsense\"\n";
+        let e = Config::parse(text, "p.toml").unwrap_err().0;
+        assert!(e.starts_with("p.toml:3: key `smtp`"), "{e}");
+        let e = Config::parse("[listen]\nsmtpp = \"1.2.3.4:25\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2:"), "{e}");
+        assert!(e.contains("smtpp"), "{e}");
+        let e = Config::parse("[limits]\nmax_recipients = \"many\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+hostname = "mx.example.org"
+data_dir = "/var/lib/portcullis"
+[listen]
+smtp = "0.0.0.0:25"
+submission = ""
+[store]
+url = "sqlite:///var/lib/portcullis/p.db"
+[dns]
+nameservers = ["127.0.0.1:5353"]
+[delivery]
+smarthost = "relay.example.org:587"
+smarthost_tls = "encrypt"
+"#;
+        let c = Config::parse(text, "x").expect("parse");
+        assert_eq!(c.dns.nameservers.len(), 1);
+        assert_eq!(c.listen.submission, "");
+    }
+}

@@ -1,0 +1,255 @@
+//! The gateway's answer to each SMTP event: who may send, to whom (relay control), where
+//! the body goes (the spool, with a Received header first), when 250 may be said (after
+//! the commit is durable), and what the message log records.
+
+use crate::policy::Policy;
+use crate::{rfc5322_date, users};
+use portcullis_queue::Queue;
+use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
+use portcullis_smtp::server::{ConnInfo, Handler};
+use portcullis_smtp::{MailFrom, RcptTo, Reply, Session};
+use portcullis_store::{MessageRecord, RecipientRecord, Store};
+use std::sync::Arc;
+
+/// What every connection shares.
+pub struct Shared {
+    pub hostname: String,
+    pub policy: Policy,
+    pub store: Store,
+    pub queue: Queue,
+}
+
+pub struct GatewayHandler {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    mail: Option<MailFrom>,
+    recipients: Vec<RcptTo>,
+    writer: Option<SpoolWriter>,
+    /// The start of the message, kept for the log (Subject, Message-ID).
+    head: Vec<u8>,
+}
+
+const HEAD_KEEP: usize = 64 * 1024;
+
+impl GatewayHandler {
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Self {
+        tracing::debug!(client = %conn.peer, listener = conn.listener, "connect");
+        GatewayHandler {
+            shared,
+            conn,
+            mail: None,
+            recipients: Vec::new(),
+            writer: None,
+            head: Vec::new(),
+        }
+    }
+
+    fn internal(&self, session: &Session) -> bool {
+        session.authenticated().is_some() || self.shared.policy.is_internal_ip(self.conn.peer.ip())
+    }
+
+    fn received_header(&self, session: &Session, id: &str) -> String {
+        let with = match (session.is_tls(), session.authenticated().is_some()) {
+            (false, false) => "ESMTP",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (true, true) => "ESMTPSA",
+        };
+        let helo = sanitize(session.helo().unwrap_or("unknown"));
+        let ip = crate::policy::canonical_ip(self.conn.peer.ip());
+        let mut h = format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {} (Portcullis) with {with} id {id}",
+            self.shared.hostname
+        );
+        if let [only] = self.recipients.as_slice() {
+            h.push_str(&format!("\r\n\tfor <{}>", sanitize(&only.address)));
+        }
+        h.push_str(&format!("; {}\r\n", rfc5322_date(now())));
+        h
+    }
+}
+
+/// Keep header text to printable ASCII so nothing a client sends can break the header.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .take(255)
+        .collect()
+}
+
+impl Handler for GatewayHandler {
+    async fn auth(&mut self, _session: &Session, username: &str, password: &str) -> Reply {
+        match users::verify(&self.shared.store, username, password).await {
+            Ok(true) => {
+                tracing::info!(client = %self.conn.peer, user = username, "authenticated");
+                Reply::new(235, "2.7.0", "Authentication successful")
+            }
+            Ok(false) => {
+                tracing::warn!(client = %self.conn.peer, user = username, "authentication failed");
+                Reply::new(535, "5.7.8", "Authentication credentials invalid")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "user lookup failed");
+                Reply::new(454, "4.7.0", "Temporary authentication failure")
+            }
+        }
+    }
+
+    async fn mail(&mut self, _session: &Session, mail: &MailFrom) -> Reply {
+        if !mail.address.is_empty() && crate::policy::split_address(&mail.address).is_none() {
+            return Reply::new(501, "5.1.7", "Bad sender address syntax");
+        }
+        self.mail = Some(mail.clone());
+        self.recipients.clear();
+        Reply::new(250, "2.1.0", "Sender ok")
+    }
+
+    async fn rcpt(&mut self, session: &Session, rcpt: &RcptTo) -> Reply {
+        let internal = self.internal(session);
+        match self.shared.policy.check_recipient(&rcpt.address, internal) {
+            Ok(()) => {
+                self.recipients.push(rcpt.clone());
+                Reply::new(250, "2.1.5", "Recipient ok")
+            }
+            Err(reply) => {
+                tracing::info!(
+                    client = %self.conn.peer,
+                    from = self.mail.as_ref().map(|m| m.address.as_str()).unwrap_or(""),
+                    to = %rcpt.address,
+                    reply = %reply,
+                    "recipient refused"
+                );
+                reply
+            }
+        }
+    }
+
+    async fn data_start(&mut self, session: &Session) -> Reply {
+        let id = new_id();
+        let mut writer = self.shared.queue.spool().writer(id.clone());
+        let header = self.received_header(session, &id);
+        writer.write(header.as_bytes());
+        self.writer = Some(writer);
+        self.head.clear();
+        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+    }
+
+    async fn data_chunk(&mut self, bytes: &[u8]) {
+        if let Some(w) = &mut self.writer {
+            w.write(bytes);
+        }
+        if self.head.len() < HEAD_KEEP {
+            let take = bytes.len().min(HEAD_KEEP - self.head.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+    }
+
+    async fn data_end(&mut self, session: &Session, size: usize) -> Reply {
+        let (Some(writer), Some(mail)) = (self.writer.take(), self.mail.take()) else {
+            return Reply::new(451, "4.3.0", "Error: no message in progress");
+        };
+        let id = writer.id().to_string();
+        let internal = self.internal(session);
+        let direction = if internal {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
+        let envelope = Envelope {
+            id: id.clone(),
+            received_at: now(),
+            client_ip: crate::policy::canonical_ip(self.conn.peer.ip()).to_string(),
+            helo: session.helo().unwrap_or("").to_string(),
+            direction,
+            auth_user: session.authenticated().map(str::to_string),
+            sender: mail.address.clone(),
+            eight_bit: mail.eight_bit,
+            smtputf8: mail.smtputf8,
+            ret: mail.ret,
+            envid: mail.envid.clone(),
+            recipients: self
+                .recipients
+                .drain(..)
+                .map(|r| EnvelopeRecipient {
+                    address: r.address,
+                    orcpt: r.orcpt,
+                    notify: r.notify,
+                })
+                .collect(),
+        };
+        if let Err(e) = writer.commit(envelope.clone()).await {
+            tracing::error!(id, error = %e, "spool commit failed");
+            return Reply::new(451, "4.3.0", "Error: queue file write error, try again later");
+        }
+        let (subject, message_id) = header_facts(&self.head);
+        let record = MessageRecord {
+            id: id.clone(),
+            received_at: envelope.received_at,
+            client_ip: envelope.client_ip.clone(),
+            helo: envelope.helo.clone(),
+            direction: direction.as_str().to_string(),
+            sender: envelope.sender.clone(),
+            size: size as i64,
+            auth_user: envelope.auth_user.clone(),
+            message_id,
+            subject,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RecipientRecord {
+                    address: r.address.clone(),
+                    status: "queued".into(),
+                    reply: None,
+                    remote_host: None,
+                    updated_at: envelope.received_at,
+                    attempts: 0,
+                })
+                .collect(),
+        };
+        // The spool is the truth; a log failure must not turn an accepted message away.
+        if let Err(e) = self.shared.store.log_message(&record).await {
+            tracing::error!(id, error = %e, "message log write failed");
+        }
+        tracing::info!(
+            id,
+            client = %self.conn.peer,
+            direction = direction.as_str(),
+            from = %envelope.sender,
+            to = ?envelope.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+            size,
+            "queued"
+        );
+        self.shared.queue.enqueue(&id);
+        Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+    }
+
+    async fn data_aborted(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.discard();
+        }
+        self.head.clear();
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.discard();
+        }
+        self.mail = None;
+        self.recipients.clear();
+        self.head.clear();
+    }
+}
+
+/// Subject and Message-ID from the message head, for the log.
+fn header_facts(head: &[u8]) -> (Option<String>, Option<String>) {
+    let end = memchr::memmem::find(head, b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(head.len());
+    let Some(msg) = mail_parser::MessageParser::new().parse_headers(&head[..end]) else {
+        return (None, None);
+    };
+    (
+        msg.subject().map(str::to_string),
+        msg.message_id().map(str::to_string),
+    )
+}

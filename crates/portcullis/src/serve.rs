@@ -1,0 +1,221 @@
+//! `portcullis serve`: opens the store and the spool, rebuilds the queue, starts the
+//! listeners and the control socket, and runs until SIGINT or SIGTERM.
+
+use crate::config::Config;
+use crate::handler::{GatewayHandler, Shared};
+use crate::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
+use anyhow::{Context, Result};
+use portcullis_queue::client::{ClientSettings, TlsConfigs};
+use portcullis_queue::delivery::ConnectionPool;
+use portcullis_queue::spool::{Envelope, Spool};
+use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
+use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
+use portcullis_smtp::SessionConfig;
+use portcullis_store::{MessageRecord, RecipientRecord, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Writes delivery results to the message log.
+struct StoreJournal(Store);
+
+impl Journal for StoreJournal {
+    fn recipient_result(
+        &self,
+        id: &str,
+        recipient: &str,
+        status: &str,
+        reply: Option<&str>,
+        host: Option<&str>,
+    ) {
+        let store = self.0.clone();
+        let (id, recipient, status) = (id.to_string(), recipient.to_string(), status.to_string());
+        let (reply, host) = (reply.map(str::to_string), host.map(str::to_string));
+        tokio::spawn(async move {
+            let at = portcullis_queue::spool::now();
+            if let Err(e) = store
+                .log_recipient_status(&id, &recipient, &status, reply.as_deref(), host.as_deref(), at)
+                .await
+            {
+                tracing::error!(id, error = %e, "message log update failed");
+            }
+        });
+    }
+
+    fn generated(&self, envelope: &Envelope, size: usize) {
+        let store = self.0.clone();
+        let record = MessageRecord {
+            id: envelope.id.clone(),
+            received_at: envelope.received_at,
+            client_ip: envelope.client_ip.clone(),
+            helo: envelope.helo.clone(),
+            direction: envelope.direction.as_str().to_string(),
+            sender: envelope.sender.clone(),
+            size: size as i64,
+            auth_user: None,
+            message_id: None,
+            subject: Some("(delivery status notification)".into()),
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RecipientRecord {
+                    address: r.address.clone(),
+                    status: "queued".into(),
+                    reply: None,
+                    remote_host: None,
+                    updated_at: envelope.received_at,
+                    attempts: 0,
+                })
+                .collect(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = store.log_message(&record).await {
+                tracing::error!(error = %e, "message log write failed");
+            }
+        });
+    }
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.store_url()).await?;
+    let smarthost = match &config.delivery.smarthost {
+        Some(s) => {
+            let (host, port) = parse_host_port(s).context("delivery.smarthost is not host:port")?;
+            Some(RouteHost {
+                host,
+                port,
+                tls: tls_mode(&config.delivery.smarthost_tls),
+                auth: config
+                    .delivery
+                    .smarthost_user
+                    .clone()
+                    .zip(config.delivery.smarthost_password.clone()),
+            })
+        }
+        None => None,
+    };
+    let policy = Policy::new(smarthost);
+    policy.reload(&store).await?;
+    policy.spawn_reloader(store.clone(), Duration::from_secs(2));
+
+    let spool = Spool::open(&config.data_dir.join("spool")).context("opening the spool")?;
+    let resolver = portcullis_queue::mx::build_resolver(
+        &config.dns.nameservers,
+        Duration::from_secs(config.dns.timeout_secs),
+    )
+    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+    let d = &config.delivery;
+    let deliverer = Deliverer {
+        resolver,
+        tls: TlsConfigs::new(&[]).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))?,
+        client: ClientSettings {
+            helo_name: config.hostname.clone(),
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+            command_timeout: Duration::from_secs(d.command_timeout_secs),
+            data_timeout: Duration::from_secs(d.data_timeout_secs),
+        },
+        router: Box::new(PolicyRouter(policy.clone())),
+        pool: ConnectionPool::new(Duration::from_secs(d.connection_idle_secs)),
+        mx_port: d.mx_port,
+    };
+    let settings = QueueSettings {
+        hostname: config.hostname.clone(),
+        concurrency: d.concurrency,
+        min_backoff: Duration::from_secs(d.min_backoff_secs),
+        max_backoff: Duration::from_secs(d.max_backoff_secs),
+        max_lifetime: Duration::from_secs(d.max_lifetime_secs),
+        delay_warning: Duration::from_secs(d.delay_warning_secs),
+    };
+    let queue = Queue::start(
+        spool,
+        settings,
+        deliverer,
+        Arc::new(StoreJournal(store.clone())),
+    )?;
+    crate::control::spawn(&config.data_dir, queue.clone()).context("control socket")?;
+
+    let tls = crate::tls::server_config(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.data_dir,
+        &config.hostname,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let acceptor = TlsAcceptor::from(tls);
+    let shared = Arc::new(Shared {
+        hostname: config.hostname.clone(),
+        policy,
+        store,
+        queue,
+    });
+    let l = &config.limits;
+    let limits = portcullis_smtp::Limits {
+        max_line_length: l.max_line_length,
+        max_recipients: l.max_recipients,
+        max_message_size: l.max_message_size,
+        max_errors: l.max_errors,
+        max_auth_failures: l.max_auth_failures,
+    };
+    let timeouts = Timeouts {
+        command: Duration::from_secs(l.command_timeout_secs),
+        data: Duration::from_secs(l.data_timeout_secs),
+        tls_handshake: Duration::from_secs(60),
+    };
+    let conn_limits = ConnectionLimits {
+        max_connections: l.max_connections,
+        max_per_ip: l.max_connections_per_ip,
+    };
+    // One counter for all listeners: the limits are per gateway, not per port.
+    let counter = ConnectionCounter::default();
+    let listeners: [(&'static str, &str, bool, bool); 3] = [
+        ("smtp", &config.listen.smtp, false, false),
+        ("submission", &config.listen.submission, false, true),
+        ("submissions", &config.listen.submissions, true, true),
+    ];
+    for (name, addr, implicit_tls, auth_required) in listeners {
+        if addr.is_empty() {
+            continue;
+        }
+        let socket = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen.{name}: cannot listen on {addr}"))?;
+        tracing::info!(listener = name, address = addr, "listening");
+        let shared = shared.clone();
+        let listener = Listener {
+            name,
+            socket,
+            session: SessionConfig {
+                hostname: config.hostname.clone(),
+                limits: limits.clone(),
+                starttls: !implicit_tls,
+                implicit_tls,
+                auth: true,
+                auth_required,
+            },
+            tls: Some(acceptor.clone()),
+            timeouts: timeouts.clone(),
+            limits: conn_limits,
+            counter: counter.clone(),
+            make_handler: move |info| GatewayHandler::new(shared.clone(), info),
+        };
+        tokio::spawn(listener.run());
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

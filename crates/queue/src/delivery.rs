@@ -1,0 +1,329 @@
+//! One delivery attempt of one message: recipients grouped by domain, each group sent to
+//! its destination (configured routes, a smarthost, or the domain's MX hosts), over a
+//! connection reused from earlier messages when one is idle. Produces a result per
+//! recipient; retry timing and bounces are the scheduler's job.
+
+use crate::client::{
+    ClientError, ClientSettings, DsnRet, OutgoingMessage, OutgoingRecipient, RecipientOutcome,
+    SmtpClient, TlsConfigs, TlsMode,
+};
+use crate::mx::{self, TokioResolver};
+use crate::spool::{Envelope, Ret};
+use portcullis_smtp::Reply;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One server to try, with how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHost {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub auth: Option<(String, String)>,
+}
+
+/// Where a recipient domain's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Configured servers (a domain's own servers, or a smarthost), in order.
+    Hosts(Vec<RouteHost>),
+    /// The domain's MX hosts (RFC 5321 §5.1).
+    Mx,
+}
+
+/// Chooses the destination of a recipient domain; the binary implements it from policy.
+pub trait Router: Send + Sync {
+    fn route(&self, domain: &str) -> Destination;
+}
+
+/// The result of one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered { reply: Reply, host: String },
+    Deferred { reply: Reply, host: Option<String> },
+    Failed { reply: Reply, host: Option<String> },
+}
+
+/// Idle connections kept for the next message to the same server.
+pub struct ConnectionPool {
+    idle: Mutex<HashMap<String, Vec<(SmtpClient, Instant)>>>,
+    max_idle: Duration,
+    max_per_key: usize,
+}
+
+impl ConnectionPool {
+    pub fn new(max_idle: Duration) -> Self {
+        ConnectionPool {
+            idle: Mutex::new(HashMap::new()),
+            max_idle,
+            max_per_key: 8,
+        }
+    }
+
+    fn take(&self, key: &str) -> Option<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some((client, since)) = list.pop() {
+            if since.elapsed() < self.max_idle && client.is_usable() {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: String, client: SmtpClient) {
+        if self.max_idle.is_zero() || !client.is_usable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        list.retain(|(_, since)| since.elapsed() < self.max_idle);
+        if list.len() < self.max_per_key {
+            list.push((client, Instant::now()));
+        }
+    }
+
+    /// Close connections idle for too long (called now and then by the scheduler).
+    pub fn expire(&self) -> Vec<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut expired = Vec::new();
+        for list in idle.values_mut() {
+            let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|(_, since)| since.elapsed() < self.max_idle);
+            *list = keep;
+            expired.extend(old.into_iter().map(|(c, _)| c));
+        }
+        idle.retain(|_, l| !l.is_empty());
+        expired
+    }
+}
+
+/// What a delivery attempt needs, shared by every attempt.
+pub struct Deliverer {
+    pub resolver: TokioResolver,
+    pub tls: TlsConfigs,
+    pub client: ClientSettings,
+    pub router: Box<dyn Router>,
+    pub pool: ConnectionPool,
+    /// Port for MX delivery: 25, changed only by tests that run MX hosts on loopback.
+    pub mx_port: u16,
+}
+
+/// The domain of an address, lower-cased (`""` when there is none).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Deliverer {
+    /// Try every recipient whose index is in `pending`; one outcome per index.
+    pub async fn attempt(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        pending: &[usize],
+    ) -> Vec<(usize, Outcome)> {
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for &i in pending {
+            let domain = domain_of(&envelope.recipients[i].address);
+            match groups.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(i),
+                None => groups.push((domain, vec![i])),
+            }
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (domain, indexes) in groups {
+            let outcomes = self.deliver_group(envelope, message, &domain, &indexes).await;
+            results.extend(indexes.into_iter().zip(outcomes));
+        }
+        results
+    }
+
+    async fn deliver_group(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        domain: &str,
+        indexes: &[usize],
+    ) -> Vec<Outcome> {
+        let all = |o: Outcome| vec![o; indexes.len()];
+        let hosts = match self.hosts_for(domain).await {
+            Ok(hosts) => hosts,
+            Err((reply, permanent)) => {
+                return all(if permanent {
+                    Outcome::Failed { reply, host: None }
+                } else {
+                    Outcome::Deferred { reply, host: None }
+                });
+            }
+        };
+        let recipients: Vec<OutgoingRecipient> = indexes
+            .iter()
+            .map(|&i| {
+                let r = &envelope.recipients[i];
+                OutgoingRecipient {
+                    address: r.address.clone(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                }
+            })
+            .collect();
+        let outgoing = OutgoingMessage {
+            sender: &envelope.sender,
+            recipients: &recipients,
+            data: message,
+            eight_bit: envelope.eight_bit,
+            smtputf8: envelope.smtputf8,
+            envid: envelope.envid.as_deref(),
+            ret: envelope.ret.map(|r| match r {
+                Ret::Full => DsnRet::Full,
+                Ret::Headers => DsnRet::Headers,
+            }),
+        };
+        let mut last_error = Reply::new(451, "4.4.0", format!("no servers for {domain}"));
+        let mut last_permanent = false;
+        let mut last_host = None;
+        for route in &hosts {
+            let addrs = match self.addresses(&route.host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last_error = e.as_reply();
+                    last_permanent = false;
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, route.port);
+                let key = format!(
+                    "{addr}|{:?}|{}",
+                    route.tls,
+                    route.auth.as_ref().map(|a| a.0.as_str()).unwrap_or("")
+                );
+                let host_label = format!("{}[{}]:{}", route.host, ip, route.port);
+                last_host = Some(host_label.clone());
+                // A pooled connection may have been closed by the server meanwhile; on
+                // an error with one, try once more on a fresh connection.
+                if let Some(mut client) = self.pool.take(&key) {
+                    if let Ok(outcomes) = client.send(&outgoing).await {
+                        self.pool.put(key, client);
+                        return convert(outcomes, &host_label);
+                    }
+                }
+                let mut client = match SmtpClient::connect(
+                    addr,
+                    &route.host,
+                    route.tls,
+                    route.auth.clone(),
+                    &self.tls,
+                    &self.client,
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(host = %host_label, error = %e, "connection failed");
+                        last_error = e.as_reply();
+                        last_permanent = e.is_permanent();
+                        continue;
+                    }
+                };
+                return match client.send(&outgoing).await {
+                    Ok(outcomes) => {
+                        self.pool.put(key, client);
+                        convert(outcomes, &host_label)
+                    }
+                    Err(e) => {
+                        tracing::info!(host = %host_label, error = %e, "delivery failed");
+                        all(deferred_or_failed(&e, Some(host_label)))
+                    }
+                };
+            }
+        }
+        all(if last_permanent {
+            Outcome::Failed {
+                reply: last_error,
+                host: last_host,
+            }
+        } else {
+            Outcome::Deferred {
+                reply: last_error,
+                host: last_host,
+            }
+        })
+    }
+
+    async fn hosts_for(&self, domain: &str) -> Result<Vec<RouteHost>, (Reply, bool)> {
+        if domain.is_empty() {
+            return Err((Reply::new(550, "5.1.3", "recipient has no domain"), true));
+        }
+        match self.router.route(domain) {
+            Destination::Hosts(hosts) => Ok(hosts),
+            Destination::Mx => {
+                if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+                    return Ok(vec![self.mx_route(literal)]);
+                }
+                match mx::resolve_mx(&self.resolver, domain).await {
+                    Ok(list) => Ok(list.into_iter().map(|m| self.mx_route(&m.host)).collect()),
+                    Err(e) => Err((e.as_reply(), e.is_permanent())),
+                }
+            }
+        }
+    }
+
+    fn mx_route(&self, host: &str) -> RouteHost {
+        RouteHost {
+            host: host.to_string(),
+            port: self.mx_port,
+            tls: TlsMode::May,
+            auth: None,
+        }
+    }
+
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, mx::MxError> {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let literal = literal.strip_prefix("IPv6:").unwrap_or(literal);
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        mx::resolve_addrs(&self.resolver, host).await
+    }
+}
+
+fn deferred_or_failed(e: &ClientError, host: Option<String>) -> Outcome {
+    if e.is_permanent() {
+        Outcome::Failed {
+            reply: e.as_reply(),
+            host,
+        }
+    } else {
+        Outcome::Deferred {
+            reply: e.as_reply(),
+            host,
+        }
+    }
+}
+
+fn convert(outcomes: Vec<RecipientOutcome>, host: &str) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            RecipientOutcome::Delivered(reply) => Outcome::Delivered {
+                reply,
+                host: host.to_string(),
+            },
+            RecipientOutcome::TempFailed(reply) => Outcome::Deferred {
+                reply,
+                host: Some(host.to_string()),
+            },
+            RecipientOutcome::PermFailed(reply) => Outcome::Failed {
+                reply,
+                host: Some(host.to_string()),
+            },
+        })
+        .collect()
+}

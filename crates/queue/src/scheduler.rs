@@ -1,0 +1,462 @@
+//! The queue manager: rebuilds the queue from the spool at start, runs delivery attempts
+//! with bounded concurrency, retries with exponential backoff up to a maximum queue
+//! lifetime, sends DSNs on final failure and delay warnings, and reports each
+//! recipient's result to a [`Journal`] (the message log).
+
+use crate::delivery::{Deliverer, Outcome};
+use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
+use crate::spool::{
+    self, DeliveryState, Direction, Envelope, EnvelopeRecipient, RecipientStatus, Spool,
+};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Where recipient results go (the binary writes them to the message log).
+pub trait Journal: Send + Sync {
+    fn recipient_result(
+        &self,
+        id: &str,
+        recipient: &str,
+        status: &str,
+        reply: Option<&str>,
+        host: Option<&str>,
+    );
+    /// A message the queue made itself (a bounce) was queued.
+    fn generated(&self, envelope: &Envelope, size: usize);
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub hostname: String,
+    /// Delivery attempts running at once.
+    pub concurrency: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// After this long in the queue a message bounces.
+    pub max_lifetime: Duration,
+    /// Send a delay DSN once after this long (zero: only when NOTIFY=DELAY asks).
+    pub delay_warning: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            hostname: "localhost".into(),
+            concurrency: 50,
+            min_backoff: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(4000),
+            max_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+struct Inner {
+    spool: Arc<Spool>,
+    settings: QueueSettings,
+    deliverer: Deliverer,
+    journal: Arc<dyn Journal>,
+    due: Mutex<BinaryHeap<Reverse<(i64, String)>>>,
+    running: Mutex<HashSet<String>>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+/// Handle to the running queue manager.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl Queue {
+    /// Load every message in the spool and start delivering.
+    pub fn start(
+        spool: Arc<Spool>,
+        settings: QueueSettings,
+        deliverer: Deliverer,
+        journal: Arc<dyn Journal>,
+    ) -> std::io::Result<Queue> {
+        let mut due = BinaryHeap::new();
+        for id in spool.list()? {
+            match spool.read_envelope(&id) {
+                Ok(env) => {
+                    let state = spool.read_state(&id, &env);
+                    if !state.held {
+                        due.push(Reverse((state.next_attempt, id)));
+                    }
+                }
+                Err(e) => tracing::error!(id, error = %e, "unreadable spool file left in place"),
+            }
+        }
+        tracing::info!(messages = due.len(), "queue loaded from spool");
+        let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                spool,
+                settings,
+                deliverer,
+                journal,
+                due: Mutex::new(due),
+                running: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                slots,
+            }),
+        };
+        tokio::spawn(queue.clone().run());
+        Ok(queue)
+    }
+
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.inner.spool
+    }
+
+    /// A message was committed: try it now.
+    pub fn enqueue(&self, id: &str) {
+        self.schedule(spool::now(), id.to_string());
+    }
+
+    fn schedule(&self, at: i64, id: String) {
+        self.inner
+            .due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Reverse((at, id)));
+        self.inner.wake.notify_one();
+    }
+
+    /// Try every deferred message now.
+    pub fn flush(&self) -> std::io::Result<usize> {
+        let now = spool::now();
+        let mut count = 0;
+        for id in self.inner.spool.list()? {
+            let Ok(env) = self.inner.spool.read_envelope(&id) else {
+                continue;
+            };
+            let mut state = self.inner.spool.read_state(&id, &env);
+            if state.held {
+                continue;
+            }
+            state.next_attempt = now;
+            self.inner.spool.write_state(&id, &state)?;
+            self.schedule(now, id);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Hold or release a message; returns false when it is not in the queue.
+    pub fn set_held(&self, id: &str, held: bool) -> std::io::Result<bool> {
+        let env = match self.inner.spool.read_envelope(id) {
+            Ok(env) => env,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut state = self.inner.spool.read_state(id, &env);
+        state.held = held;
+        if !held {
+            state.next_attempt = spool::now();
+        }
+        self.inner.spool.write_state(id, &state)?;
+        if !held {
+            self.schedule(state.next_attempt, id.to_string());
+        }
+        Ok(true)
+    }
+
+    async fn run(self) {
+        let mut expire = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let now = spool::now();
+            let next = loop {
+                let item = {
+                    let mut due = self.inner.due.lock().unwrap_or_else(|p| p.into_inner());
+                    match due.peek() {
+                        Some(Reverse((at, _))) if *at <= now => due.pop(),
+                        Some(Reverse((at, _))) => break Some(*at),
+                        None => break None,
+                    }
+                };
+                let Some(Reverse((_, id))) = item else {
+                    break None;
+                };
+                let Ok(permit) = self.inner.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                if !self
+                    .inner
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone())
+                {
+                    continue;
+                }
+                let queue = self.clone();
+                tokio::spawn(async move {
+                    queue.attempt(&id).await;
+                    queue
+                        .inner
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    drop(permit);
+                });
+            };
+            let sleep = next
+                .map(|at| Duration::from_secs((at - now).clamp(1, 60) as u64))
+                .unwrap_or(Duration::from_secs(60));
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = expire.tick() => {
+                    for client in self.inner.deliverer.pool.expire() {
+                        tokio::spawn(client.quit());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, id: &str) {
+        let spool = self.inner.spool.clone();
+        let owned = id.to_string();
+        let loaded = tokio::task::spawn_blocking(move || spool.read_message(&owned)).await;
+        let (envelope, message) = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(Err(e)) => {
+                tracing::error!(id, error = %e, "cannot read spool file");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut state = self.inner.spool.read_state(id, &envelope);
+        let now = spool::now();
+        if state.held {
+            return;
+        }
+        if state.next_attempt > now {
+            self.schedule(state.next_attempt, id.to_string());
+            return;
+        }
+        let pending: Vec<usize> = (0..envelope.recipients.len())
+            .filter(|&i| state.status[i] == RecipientStatus::Pending)
+            .collect();
+        let results = if pending.is_empty() {
+            Vec::new()
+        } else {
+            self.inner
+                .deliverer
+                .attempt(&envelope, &message, &pending)
+                .await
+        };
+        let mut failed = Vec::new();
+        for (i, outcome) in results {
+            let address = &envelope.recipients[i].address;
+            let (status, word, reply, host) = match &outcome {
+                Outcome::Delivered { reply, host } => {
+                    (RecipientStatus::Delivered, "delivered", reply, Some(host.as_str()))
+                }
+                Outcome::Deferred { reply, host } => {
+                    (RecipientStatus::Pending, "deferred", reply, host.as_deref())
+                }
+                Outcome::Failed { reply, host } => {
+                    (RecipientStatus::Failed, "bounced", reply, host.as_deref())
+                }
+            };
+            let line = reply.to_string();
+            tracing::info!(id, to = %address, status = word, relay = host.unwrap_or("-"), reply = %line, "delivery");
+            self.inner
+                .journal
+                .recipient_result(id, address, word, Some(&line), host);
+            state.status[i] = status;
+            state.last_reply[i] = Some(line.clone());
+            if status == RecipientStatus::Failed {
+                failed.push(dsn_recipient(&envelope, i, "failed", &line, host, now, None));
+            }
+        }
+        state.attempts += 1;
+        let settings = &self.inner.settings;
+        let age = now - envelope.received_at;
+        if state.pending() > 0 && age >= settings.max_lifetime.as_secs() as i64 {
+            for i in 0..envelope.recipients.len() {
+                if state.status[i] != RecipientStatus::Pending {
+                    continue;
+                }
+                let last = state.last_reply[i].clone().unwrap_or_default();
+                let line = format!("500 5.4.7 message expired after {age} seconds in queue: {last}");
+                self.inner.journal.recipient_result(
+                    id,
+                    &envelope.recipients[i].address,
+                    "bounced",
+                    Some(&line),
+                    None,
+                );
+                state.status[i] = RecipientStatus::Failed;
+                failed.push(dsn_recipient(&envelope, i, "failed", &line, None, now, None));
+            }
+        }
+        if !failed.is_empty() {
+            self.bounce(&envelope, &message, failed, DsnKind::Failure).await;
+        }
+        if state.pending() == 0 {
+            if let Err(e) = self.inner.spool.remove(id) {
+                tracing::error!(id, error = %e, "cannot remove delivered message");
+            }
+            return;
+        }
+        let backoff = settings
+            .min_backoff
+            .as_secs()
+            .saturating_mul(1u64 << (state.attempts - 1).min(16))
+            .min(settings.max_backoff.as_secs()) as i64;
+        state.next_attempt = now + backoff.max(1);
+        if !state.delay_warned {
+            let warn_all = !settings.delay_warning.is_zero()
+                && age >= settings.delay_warning.as_secs() as i64;
+            let until = envelope.received_at + settings.max_lifetime.as_secs() as i64;
+            let delayed: Vec<DsnRecipient> = (0..envelope.recipients.len())
+                .filter(|&i| state.status[i] == RecipientStatus::Pending)
+                .filter(|&i| wants_delay(&envelope.recipients[i], warn_all))
+                .map(|i| {
+                    let line = state.last_reply[i].clone().unwrap_or_default();
+                    dsn_recipient(&envelope, i, "delayed", &line, None, now, Some(until))
+                })
+                .collect();
+            if !delayed.is_empty() {
+                state.delay_warned = true;
+                self.bounce(&envelope, &message, delayed, DsnKind::Delay).await;
+            }
+        }
+        if let Err(e) = self.inner.spool.write_state(id, &state) {
+            tracing::error!(id, error = %e, "cannot write delivery state");
+        }
+        self.schedule(state.next_attempt, id.to_string());
+    }
+
+    /// Queue a DSN to the original sender. Never for the null sender (RFC 5321 §6.1),
+    /// and only for recipients whose NOTIFY asks for it.
+    async fn bounce(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        recipients: Vec<DsnRecipient>,
+        kind: DsnKind,
+    ) {
+        if !dsn::should_bounce(&envelope.sender) {
+            return;
+        }
+        let recipients: Vec<DsnRecipient> = recipients
+            .into_iter()
+            .filter(|r| {
+                let env_rcpt = envelope.recipients.iter().find(|e| e.address == r.address);
+                env_rcpt.is_none_or(|e| match &e.notify {
+                    None => true,
+                    Some(n) => n.iter().any(|v| {
+                        v == if kind == DsnKind::Delay {
+                            "DELAY"
+                        } else {
+                            "FAILURE"
+                        }
+                    }),
+                })
+            })
+            .collect();
+        if recipients.is_empty() {
+            return;
+        }
+        let hostname = &self.inner.settings.hostname;
+        let postmaster = format!("MAILER-DAEMON@{hostname}");
+        let input = DsnInput {
+            reporting_mta: hostname,
+            original_envelope_id: envelope.envid.as_deref(),
+            arrival_date: envelope.received_at,
+            original_sender: &envelope.sender,
+            postmaster: &postmaster,
+            recipients: &recipients,
+            kind,
+            original: message,
+            return_full: envelope.ret != Some(spool::Ret::Headers),
+            max_original_size: 1024 * 1024,
+        };
+        let bytes = dsn::build_dsn(&input);
+        let bounce = Envelope {
+            id: spool::new_id(),
+            received_at: spool::now(),
+            client_ip: "127.0.0.1".into(),
+            helo: hostname.clone(),
+            direction: Direction::Outbound,
+            auth_user: None,
+            sender: String::new(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: vec![EnvelopeRecipient {
+                address: envelope.sender.clone(),
+                orcpt: None,
+                notify: Some(vec!["NEVER".into()]),
+            }],
+        };
+        let spool = self.inner.spool.clone();
+        let stored = bounce.clone();
+        let size = bytes.len();
+        let result = tokio::task::spawn_blocking(move || spool.store_message(&stored, &bytes)).await;
+        match result {
+            Ok(Ok(())) => {
+                tracing::info!(id = %envelope.id, dsn = %bounce.id, to = %envelope.sender, "DSN queued");
+                self.inner.journal.generated(&bounce, size);
+                self.enqueue(&bounce.id);
+            }
+            Ok(Err(e)) => tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN"),
+            Err(e) => tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN"),
+        }
+    }
+}
+
+fn wants_delay(r: &EnvelopeRecipient, warn_all: bool) -> bool {
+    match &r.notify {
+        Some(n) => n.iter().any(|v| v == "DELAY"),
+        None => warn_all,
+    }
+}
+
+fn dsn_recipient(
+    envelope: &Envelope,
+    i: usize,
+    action: &str,
+    reply_line: &str,
+    host: Option<&str>,
+    now: i64,
+    retry_until: Option<i64>,
+) -> DsnRecipient {
+    let r = &envelope.recipients[i];
+    let status = reply_line
+        .split_whitespace()
+        .nth(1)
+        .filter(|s| portcullis_smtp::reply::is_enhanced_code(s))
+        .map(str::to_string)
+        .unwrap_or_else(|| if action == "failed" { "5.0.0" } else { "4.0.0" }.to_string());
+    DsnRecipient {
+        address: r.address.clone(),
+        orcpt: r.orcpt.clone(),
+        status,
+        action: action.to_string(),
+        remote_mta: host.map(|h| h.split('[').next().unwrap_or(h).to_string()),
+        diagnostic: (!reply_line.is_empty()).then(|| format!("smtp; {reply_line}")),
+        last_attempt: Some(now),
+        will_retry_until: retry_until,
+    }
+}
+
+/// State of a message in the queue, for `queue list` and `queue show`.
+pub fn describe(spool: &Spool, id: &str) -> std::io::Result<(Envelope, DeliveryState, u64)> {
+    let env = spool.read_envelope(id)?;
+    let state = spool.read_state(id, &env);
+    let size = std::fs::metadata(spool.message_path(id))?.len();
+    Ok((env, state, size))
+}

@@ -1,0 +1,539 @@
+//! The durable spool: the truth for mail in flight.
+//!
+//! Layout under the spool directory (states are directories, as in Postfix):
+//! - `tmp/`   messages being received; removed at start-up (never acknowledged).
+//! - `queue/` committed messages, one file `<id>.msg` each: the message bytes followed by
+//!   the envelope as JSON and a fixed-size footer giving the JSON's length. One file means
+//!   one fsync per message; the envelope trails the body so the body can be streamed to
+//!   disk before the envelope is final.
+//! - `queue/<id>.st` delivery state (per-recipient results, attempts, next try, hold).
+//!   It is rewritten by rename and not fsynced: losing it in a crash means a retry, which
+//!   at-least-once delivery allows.
+//!
+//! A message is acknowledged only after its file is fsynced, renamed into `queue/` and the
+//! directory fsynced. Directory fsyncs are group-committed: one fsync covers every rename
+//! that finished before it started.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use portcullis_smtp::Ret;
+
+const FOOTER_MAGIC: &[u8; 10] = b"\n%PCSPOOL ";
+const FOOTER_LEN: usize = FOOTER_MAGIC.len() + 10 + 1;
+/// Bodies up to this size stay in memory until commit; larger ones spill to `tmp/`.
+const SPILL_THRESHOLD: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The envelope written with the message; it never changes after commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub received_at: i64,
+    pub client_ip: String,
+    pub helo: String,
+    pub direction: Direction,
+    pub auth_user: Option<String>,
+    /// Empty for the null sender (bounces).
+    pub sender: String,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+    pub recipients: Vec<EnvelopeRecipient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeRecipient {
+    pub address: String,
+    pub orcpt: Option<String>,
+    pub notify: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// Mutable delivery state, kept beside the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    pub status: Vec<RecipientStatus>,
+    pub last_reply: Vec<Option<String>>,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub held: bool,
+    pub delay_warned: bool,
+}
+
+impl DeliveryState {
+    pub fn new(recipients: usize, now: i64) -> Self {
+        DeliveryState {
+            status: vec![RecipientStatus::Pending; recipients],
+            last_reply: vec![None; recipients],
+            attempts: 0,
+            next_attempt: now,
+            held: false,
+            delay_warned: false,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.status
+            .iter()
+            .filter(|s| **s == RecipientStatus::Pending)
+            .count()
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A queue id: microseconds since the epoch and a process counter, in hex, so ids sort
+/// by arrival and never repeat within a process.
+pub fn new_id() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("{micros:014X}{n:04X}")
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The spool directories and the group-commit state for the queue directory.
+pub struct Spool {
+    tmp: PathBuf,
+    queue: PathBuf,
+    dir_sync: DirSync,
+}
+
+impl Spool {
+    /// Open (and create) the spool under `dir`, and clear `tmp/` of messages that were
+    /// never acknowledged.
+    pub fn open(dir: &Path) -> io::Result<Arc<Spool>> {
+        let tmp = dir.join("tmp");
+        let queue = dir.join("queue");
+        fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(&queue)?;
+        for entry in fs::read_dir(&tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        let dir_sync = DirSync::new(File::open(&queue)?);
+        Ok(Arc::new(Spool {
+            tmp,
+            queue,
+            dir_sync,
+        }))
+    }
+
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.st"))
+    }
+
+    /// Start receiving a message.
+    pub fn writer(self: &Arc<Self>, id: String) -> SpoolWriter {
+        SpoolWriter {
+            spool: self.clone(),
+            tmp_path: self.tmp.join(format!("{id}.msg")),
+            id,
+            buffer: Vec::new(),
+            file: None,
+            error: None,
+        }
+    }
+
+    /// Ids of every committed message, oldest first.
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.queue)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".msg")
+                && valid_id(id)
+            {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Read a committed message's envelope.
+    pub fn read_envelope(&self, id: &str) -> io::Result<Envelope> {
+        let (envelope, _) = self.read_envelope_and_len(id)?;
+        Ok(envelope)
+    }
+
+    fn read_envelope_and_len(&self, id: &str) -> io::Result<(Envelope, u64)> {
+        if !valid_id(id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad queue id"));
+        }
+        let mut file = File::open(self.message_path(id))?;
+        let total = file.metadata()?.len();
+        if total < FOOTER_LEN as u64 {
+            return Err(corrupt(id, "too short"));
+        }
+        file.seek(SeekFrom::Start(total - FOOTER_LEN as u64))?;
+        let mut footer = [0u8; FOOTER_LEN];
+        file.read_exact(&mut footer)?;
+        if &footer[..FOOTER_MAGIC.len()] != FOOTER_MAGIC || footer[FOOTER_LEN - 1] != b'\n' {
+            return Err(corrupt(id, "no footer"));
+        }
+        let len: u64 = std::str::from_utf8(&footer[FOOTER_MAGIC.len()..FOOTER_LEN - 1])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| corrupt(id, "bad footer length"))?;
+        let body_len = total
+            .checked_sub(FOOTER_LEN as u64 + len)
+            .ok_or_else(|| corrupt(id, "envelope longer than file"))?;
+        file.seek(SeekFrom::Start(body_len))?;
+        let mut json = vec![0u8; len as usize];
+        file.read_exact(&mut json)?;
+        let envelope =
+            serde_json::from_slice(&json).map_err(|e| corrupt(id, &format!("envelope: {e}")))?;
+        Ok((envelope, body_len))
+    }
+
+    /// Read a committed message's bytes (without the envelope).
+    pub fn read_message(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
+        let (envelope, body_len) = self.read_envelope_and_len(id)?;
+        let mut file = File::open(self.message_path(id))?;
+        let mut body = vec![0u8; body_len as usize];
+        file.read_exact(&mut body)?;
+        Ok((envelope, body))
+    }
+
+    /// The delivery state, or a fresh one when none was written yet.
+    pub fn read_state(&self, id: &str, envelope: &Envelope) -> DeliveryState {
+        fs::read(self.state_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DeliveryState>(&b).ok())
+            .filter(|s| s.status.len() == envelope.recipients.len())
+            .unwrap_or_else(|| DeliveryState::new(envelope.recipients.len(), envelope.received_at))
+    }
+
+    pub fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
+        if !valid_id(id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad queue id"));
+        }
+        let json = serde_json::to_vec(state).map_err(io::Error::other)?;
+        let tmp = self.queue.join(format!("{id}.st.tmp"));
+        fs::write(&tmp, json)?;
+        fs::rename(tmp, self.state_path(id))
+    }
+
+    /// Remove a message whose every recipient is final (or that an admin deleted).
+    pub fn remove(&self, id: &str) -> io::Result<bool> {
+        if !valid_id(id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad queue id"));
+        }
+        let _ = fs::remove_file(self.state_path(id));
+        match fs::remove_file(self.message_path(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write a complete message (bounces, tests) straight into the queue.
+    pub fn store_message(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> io::Result<()> {
+        let mut writer = self.writer(envelope.id.clone());
+        writer.buffer.extend_from_slice(message);
+        writer.commit_blocking(envelope)
+    }
+}
+
+fn corrupt(id: &str, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("spool file {id} is corrupt: {what}"),
+    )
+}
+
+/// Receives one message's bytes, then commits it durably.
+pub struct SpoolWriter {
+    spool: Arc<Spool>,
+    id: String,
+    tmp_path: PathBuf,
+    buffer: Vec<u8>,
+    file: Option<File>,
+    /// The first write error; reported at commit so the client gets a 4xx.
+    error: Option<io::Error>,
+}
+
+impl SpoolWriter {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Append message bytes. Large bodies spill to disk (blocking writes of at most
+    /// about a megabyte at a time, short enough to run on the async thread).
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= SPILL_THRESHOLD
+            && let Err(e) = self.spill()
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.tmp_path)?,
+            );
+        }
+        if let Some(file) = &mut self.file {
+            file.write_all(&self.buffer)?;
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Make the message durable: write the envelope, fsync the file, rename it into the
+    /// queue and fsync the directory (group commit). Blocking: call from
+    /// `spawn_blocking` or [`SpoolWriter::commit`].
+    pub fn commit_blocking(mut self, envelope: &Envelope) -> io::Result<()> {
+        if let Some(e) = self.error.take() {
+            self.discard();
+            return Err(e);
+        }
+        let result = self.write_and_rename(envelope);
+        if result.is_err() {
+            self.discard();
+        }
+        result
+    }
+
+    fn write_and_rename(&mut self, envelope: &Envelope) -> io::Result<()> {
+        let json = serde_json::to_vec(envelope).map_err(io::Error::other)?;
+        self.buffer.extend_from_slice(&json);
+        self.buffer.extend_from_slice(FOOTER_MAGIC);
+        self.buffer
+            .extend_from_slice(format!("{:>10}\n", json.len()).as_bytes());
+        self.spill()?;
+        let file = self.file.take().ok_or_else(|| io::Error::other("spool file vanished"))?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.tmp_path, self.spool.message_path(&self.id))?;
+        self.spool.dir_sync.sync()
+    }
+
+    /// Commit on a blocking thread.
+    pub async fn commit(self, envelope: Envelope) -> io::Result<()> {
+        tokio::task::spawn_blocking(move || self.commit_blocking(&envelope))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Throw the message away.
+    pub fn discard(&mut self) {
+        self.file = None;
+        self.buffer = Vec::new();
+        let _ = fs::remove_file(&self.tmp_path);
+    }
+}
+
+/// Group commit of directory fsyncs: a caller whose rename finished before an fsync
+/// began is covered by that fsync and need not start its own.
+struct DirSync {
+    dir: File,
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Tickets handed out; each caller takes one after its rename.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    running: bool,
+    /// The last fsync failed: callers whose tickets it covered must fail.
+    failed_upto: u64,
+}
+
+impl DirSync {
+    fn new(dir: File) -> Self {
+        DirSync {
+            dir,
+            state: Mutex::new(SyncState::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.requested += 1;
+        let ticket = st.requested;
+        loop {
+            if st.synced >= ticket {
+                return if st.failed_upto >= ticket {
+                    Err(io::Error::other("spool directory fsync failed"))
+                } else {
+                    Ok(())
+                };
+            }
+            if !st.running {
+                st.running = true;
+                let target = st.requested;
+                drop(st);
+                let result = self.dir.sync_all();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.running = false;
+                st.synced = target;
+                if result.is_err() {
+                    st.failed_upto = target;
+                }
+                self.done.notify_all();
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.to_string(),
+            received_at: 1_700_000_000,
+            client_ip: "127.0.0.1".into(),
+            helo: "client".into(),
+            direction: Direction::Inbound,
+            auth_user: None,
+            sender: "a@x.test".into(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: vec![EnvelopeRecipient {
+                address: "b@y.test".into(),
+                orcpt: None,
+                notify: None,
+            }],
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pc-spool-{name}-{}", new_id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn commit_and_read_back_small_and_spilled() {
+        let dir = temp_dir("rw");
+        let spool = Spool::open(&dir).expect("open");
+        for size in [10usize, 3 * SPILL_THRESHOLD + 17] {
+            let id = new_id();
+            let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut w = spool.writer(id.clone());
+            for chunk in body.chunks(65536) {
+                w.write(chunk);
+            }
+            w.commit_blocking(&envelope(&id)).expect("commit");
+            let (env, read) = spool.read_message(&id).expect("read");
+            assert_eq!(env, envelope(&id));
+            assert_eq!(read, body);
+        }
+        assert_eq!(spool.list().expect("list").len(), 2);
+        assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn tmp_is_cleared_at_open_and_state_round_trips() {
+        let dir = temp_dir("state");
+        let spool = Spool::open(&dir).expect("open");
+        let id = new_id();
+        let mut w = spool.writer(id.clone());
+        w.write(&vec![b'x'; SPILL_THRESHOLD + 1]);
+        drop(w); // a crash before commit: the tmp file stays behind
+        assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 1);
+        let spool = Spool::open(&dir).expect("reopen");
+        assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
+        assert!(spool.list().expect("list").is_empty());
+
+        spool.store_message(&envelope(&id), b"hello\r\n").expect("store");
+        let env = spool.read_envelope(&id).expect("env");
+        let mut st = spool.read_state(&id, &env);
+        assert_eq!(st.pending(), 1);
+        st.status[0] = RecipientStatus::Delivered;
+        spool.write_state(&id, &st).expect("state");
+        assert_eq!(spool.read_state(&id, &env).pending(), 0);
+        assert!(spool.remove(&id).expect("remove"));
+        assert!(!spool.remove(&id).expect("remove again"));
+        assert!(spool.read_envelope("../etc").is_err());
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn group_commit_from_many_threads() {
+        let dir = temp_dir("group");
+        let spool = Spool::open(&dir).expect("open");
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    let id = new_id();
+                    spool.store_message(&envelope(&id), b"x\r\n").expect("store");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(spool.list().expect("list").len(), 16);
+        fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,350 @@
+//! The thin async shell around [`Session`]: accepts connections, enforces connection
+//! limits and timeouts, upgrades to TLS, and hands each session event to a [`Handler`]
+//! that the binary supplies (policy, spool). All protocol decisions stay in the session.
+
+use crate::reply::Reply;
+use crate::session::{Event, MailFrom, RcptTo, Session, SessionConfig};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Facts about a connection, fixed when it is accepted.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The listener's name (`smtp`, `submission`, `submissions`), for logs.
+    pub listener: &'static str,
+}
+
+/// What the binary does with session events. One handler per connection.
+pub trait Handler: Send {
+    fn helo(&mut self, _session: &Session, _name: &str) {}
+    fn auth(
+        &mut self,
+        session: &Session,
+        username: &str,
+        password: &str,
+    ) -> impl Future<Output = Reply> + Send;
+    fn mail(&mut self, session: &Session, mail: &MailFrom) -> impl Future<Output = Reply> + Send;
+    fn rcpt(&mut self, session: &Session, rcpt: &RcptTo) -> impl Future<Output = Reply> + Send;
+    /// Open the spool file; 354 to go on.
+    fn data_start(&mut self, session: &Session) -> impl Future<Output = Reply> + Send;
+    /// Store body bytes. Errors are kept by the handler and reported by `data_end`.
+    fn data_chunk(&mut self, bytes: &[u8]) -> impl Future<Output = ()> + Send;
+    /// The body is complete: make it durable and reply 250, or say why not.
+    fn data_end(&mut self, session: &Session, size: usize)
+    -> impl Future<Output = Reply> + Send;
+    /// Throw away a partly received body.
+    fn data_aborted(&mut self) -> impl Future<Output = ()> + Send;
+    /// Forget the current envelope (RSET, EHLO, STARTTLS, end of connection).
+    fn reset(&mut self);
+}
+
+/// Timeouts of the shell (RFC 5321 §4.5.3.2 suggests 5 minutes for commands).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub data: Duration,
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(300),
+            data: Duration::from_secs(300),
+            tls_handshake: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Connection counts, in total and per client address.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1000,
+            max_per_ip: 50,
+        }
+    }
+}
+
+/// Counts live connections; a slot is released when its guard drops.
+#[derive(Clone, Default)]
+pub struct ConnectionCounter {
+    inner: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+}
+
+pub struct ConnectionSlot {
+    counter: ConnectionCounter,
+    ip: IpAddr,
+}
+
+impl ConnectionCounter {
+    /// Take a slot, or None when a limit is reached.
+    pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Option<ConnectionSlot> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *guard;
+        let count = per_ip.entry(ip).or_insert(0);
+        if *total >= limits.max_connections || *count >= limits.max_per_ip {
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *count += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            counter: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut guard = self.counter.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A listener's setup.
+pub struct Listener<F> {
+    pub name: &'static str,
+    pub socket: TcpListener,
+    pub session: SessionConfig,
+    /// For STARTTLS, or for every connection when `session.implicit_tls`.
+    pub tls: Option<TlsAcceptor>,
+    pub timeouts: Timeouts,
+    pub limits: ConnectionLimits,
+    pub counter: ConnectionCounter,
+    /// Makes the handler for each accepted connection.
+    pub make_handler: F,
+}
+
+impl<F, H> Listener<F>
+where
+    F: Fn(ConnInfo) -> H + Send + Sync + 'static,
+    H: Handler + 'static,
+{
+    /// Accept connections for ever; each runs in its own task.
+    pub async fn run(self) {
+        let this = Arc::new(self);
+        loop {
+            let (stream, peer) = match this.socket.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = this.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let this = this.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let Some(slot) = this.counter.acquire(peer.ip(), &this.limits) else {
+                    tracing::warn!(listener = this.name, client = %peer, "connection limit reached");
+                    let mut stream = stream;
+                    let reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
+                    let _ = stream.write_all(&reply.to_bytes()).await;
+                    return;
+                };
+                let local = stream.local_addr().unwrap_or(peer);
+                let info = ConnInfo {
+                    peer,
+                    local,
+                    listener: this.name,
+                };
+                let mut handler = (this.make_handler)(info);
+                let result = this.serve(stream, &mut handler).await;
+                handler.reset();
+                if let Err(e) = result {
+                    tracing::debug!(listener = this.name, client = %peer, error = %e, "session ended");
+                }
+                drop(slot);
+            });
+        }
+    }
+
+    async fn serve(&self, stream: TcpStream, handler: &mut H) -> io::Result<()> {
+        let mut conn = if self.session.implicit_tls {
+            let acceptor = self.tls.as_ref().ok_or_else(|| {
+                io::Error::other("implicit TLS listener without a certificate")
+            })?;
+            let tls = tokio::time::timeout(self.timeouts.tls_handshake, acceptor.accept(stream))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
+            Conn::Tls(Box::new(tls))
+        } else {
+            Conn::Plain(stream)
+        };
+        let mut session = Session::new(self.session.clone());
+        drive(&mut conn, &mut session, handler, self).await
+    }
+}
+
+async fn drive<F, H: Handler>(
+    conn: &mut Conn,
+    session: &mut Session,
+    handler: &mut H,
+    listener: &Listener<F>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(event) = session.next() {
+            match event {
+                Event::Helo { name, .. } => handler.helo(session, &name),
+                Event::Auth { username, password } => {
+                    let reply = handler.auth(session, &username, &password).await;
+                    session.decide(reply);
+                }
+                Event::Mail(mail) => {
+                    let reply = handler.mail(session, &mail).await;
+                    session.decide(reply);
+                }
+                Event::Rcpt(rcpt) => {
+                    let reply = handler.rcpt(session, &rcpt).await;
+                    session.decide(reply);
+                }
+                Event::DataStart => {
+                    let reply = handler.data_start(session).await;
+                    session.decide(reply);
+                }
+                Event::Body => {
+                    let body = std::mem::take(session.body());
+                    handler.data_chunk(&body).await;
+                    // Hand the allocation back so the next chunk reuses it.
+                    *session.body() = body;
+                    session.body().clear();
+                }
+                Event::DataEnd { size } => {
+                    let tail = std::mem::take(session.body());
+                    if !tail.is_empty() {
+                        handler.data_chunk(&tail).await;
+                    }
+                    let reply = handler.data_end(session, size).await;
+                    session.decide(reply);
+                }
+                Event::DataAborted => {
+                    session.body().clear();
+                    handler.data_aborted().await;
+                }
+                Event::Reset => handler.reset(),
+                Event::StartTls => {
+                    flush(conn, session).await?;
+                    handler.reset();
+                    let Conn::Plain(stream) = std::mem::replace(conn, Conn::Closed) else {
+                        return Err(io::Error::other("STARTTLS on an encrypted connection"));
+                    };
+                    let acceptor = listener
+                        .tls
+                        .as_ref()
+                        .ok_or_else(|| io::Error::other("STARTTLS without a certificate"))?;
+                    let tls = tokio::time::timeout(
+                        listener.timeouts.tls_handshake,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
+                    *conn = Conn::Tls(Box::new(tls));
+                    session.tls_started();
+                }
+                Event::Close => {
+                    flush(conn, session).await?;
+                    conn.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+        flush(conn, session).await?;
+        let timeout = if session.in_body() {
+            listener.timeouts.data
+        } else {
+            listener.timeouts.command
+        };
+        let n = match tokio::time::timeout(timeout, conn.read(&mut buf)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                if session.in_body() {
+                    handler.data_aborted().await;
+                }
+                let reply = Reply::new(421, "4.4.2", "Error: timeout exceeded");
+                let _ = conn.write_all(&reply.to_bytes()).await;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "client timeout"));
+            }
+        };
+        if n == 0 {
+            if session.in_body() {
+                handler.data_aborted().await;
+            }
+            return Ok(());
+        }
+        session.feed(&buf[..n]);
+    }
+}
+
+async fn flush(conn: &mut Conn, session: &mut Session) -> io::Result<()> {
+    let out = session.output();
+    if !out.is_empty() {
+        conn.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// A connection before or after STARTTLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Closed,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Closed => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(bytes).await,
+            Conn::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Conn::Closed => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Closed => Ok(()),
+        };
+    }
+}

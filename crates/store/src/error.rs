@@ -1,0 +1,81 @@
+//! The one error type of the store. Every variant says what was being done, so a message reads like
+//! "adding domain example.com: UNIQUE constraint failed" at the terminal, not a bare driver error.
+
+use std::path::PathBuf;
+
+/// Anything that can go wrong opening or using the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL names an engine or form we cannot open.
+    #[error("store URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+
+    /// PostgreSQL is planned for cluster mode; the URL is not echoed because it may carry a password.
+    #[error(
+        "store URL uses PostgreSQL, which is not yet supported (cluster mode comes later); \
+         use a sqlite:// URL such as sqlite:///var/lib/portcullis/portcullis.db"
+    )]
+    PostgresNotSupported,
+
+    /// The directory that should hold the SQLite file could not be made.
+    #[error("creating directory {} for the store: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Connecting to the database failed.
+    #[error("opening store {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The embedded schema migrations could not be applied.
+    #[error("migrating store {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A query failed; `context` says which operation on which item.
+    #[error("{context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The caller passed a value the store refuses to keep (bad TLS mode, empty domain, ...).
+    #[error("{context}: {reason}")]
+    Invalid { context: String, reason: String },
+
+    /// A stored value could not be read back into its Rust type; the database was edited by hand
+    /// or by a newer version.
+    #[error("{context}: stored value is corrupt: {reason}")]
+    Corrupt { context: String, reason: String },
+}
+
+impl StoreError {
+    pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Query { context, source }
+    }
+
+    pub(crate) fn invalid(context: impl Into<String>, reason: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            context: context.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(context: impl Into<String>, reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            context: context.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The message log: one record per accepted (or rejected-at-DATA) message and one row per recipient,
+//! updated as delivery proceeds. Owns the `messages` and `message_recipients` tables. It records what
+//! the queue and the SMTP server report; it never decides delivery itself.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+
+use crate::{Store, StoreError};
+
+/// Directions a message can travel.
+pub const DIRECTIONS: [&str; 2] = ["inbound", "outbound"];
+
+/// States of one recipient of one message.
+pub const RECIPIENT_STATUSES: [&str; 5] =
+    ["queued", "delivered", "deferred", "bounced", "rejected"];
+
+/// Statuses that are the outcome of a delivery attempt, and so count towards `attempts`.
+const ATTEMPT_STATUSES: [&str; 3] = ["delivered", "deferred", "bounced"];
+
+/// Largest `LogQuery::limit` honoured, so one careless request cannot pull the whole log into memory.
+pub const MAX_SEARCH_LIMIT: i64 = 10_000;
+
+/// How many message ids go into one `IN (...)` list when fetching recipients; well under the
+/// bound-parameter limits of both SQLite and PostgreSQL.
+const RECIPIENT_FETCH_CHUNK: usize = 500;
+
+/// The escape character for LIKE patterns. Not a backslash, whose meaning inside a string literal
+/// depends on PostgreSQL's `standard_conforming_strings`.
+const LIKE_ESCAPE: char = '!';
+
+/// One message as seen by the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageRecord {
+    /// The gateway's own queue id.
+    pub id: String,
+    /// Unix seconds.
+    pub received_at: i64,
+    pub client_ip: String,
+    pub helo: String,
+    /// One of [`DIRECTIONS`].
+    pub direction: String,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    pub size: i64,
+    pub auth_user: Option<String>,
+    /// The Message-ID header.
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    /// In RCPT order.
+    pub recipients: Vec<RecipientRecord>,
+}
+
+/// One envelope recipient of a message and where its delivery stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecipientRecord {
+    pub address: String,
+    /// One of [`RECIPIENT_STATUSES`].
+    pub status: String,
+    /// The remote server's last reply, one line.
+    pub reply: Option<String>,
+    pub remote_host: Option<String>,
+    /// Unix seconds of the last status change.
+    pub updated_at: i64,
+    pub attempts: i64,
+}
+
+/// A log search. Text filters are case-insensitive substring matches; `%` and `_` match literally.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogQuery {
+    pub sender: Option<String>,
+    /// Matches a message if any of its recipients matches.
+    pub recipient: Option<String>,
+    /// Received at or after (unix seconds).
+    pub since: Option<i64>,
+    /// Received strictly before (unix seconds), so consecutive ranges do not overlap.
+    pub until: Option<i64>,
+    /// At most this many messages, newest first; capped at [`MAX_SEARCH_LIMIT`].
+    pub limit: i64,
+}
+
+impl Default for LogQuery {
+    fn default() -> Self {
+        LogQuery {
+            sender: None,
+            recipient: None,
+            since: None,
+            until: None,
+            limit: 100,
+        }
+    }
+}
+
+/// Row shape of `messages`, in `MESSAGE_COLUMNS` order.
+type MessageRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
+                               m.size, m.auth_user, m.message_id, m.subject";
+
+/// Row shape of `message_recipients`, in `RECIPIENT_COLUMNS` order.
+type RecipientRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+const RECIPIENT_COLUMNS: &str =
+    "message, address, status, reply, remote_host, updated_at, attempts";
+
+fn message_from_row(row: MessageRow) -> MessageRecord {
+    let (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) =
+        row;
+    MessageRecord {
+        id,
+        received_at,
+        client_ip,
+        helo,
+        direction,
+        sender,
+        size,
+        auth_user,
+        message_id,
+        subject,
+        recipients: Vec::new(),
+    }
+}
+
+fn recipient_from_row(row: RecipientRow) -> (String, RecipientRecord) {
+    let (message, address, status, reply, remote_host, updated_at, attempts) = row;
+    (
+        message,
+        RecipientRecord {
+            address,
+            status,
+            reply,
+            remote_host,
+            updated_at,
+            attempts,
+        },
+    )
+}
+
+fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
+    if RECIPIENT_STATUSES.contains(&status) {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            context,
+            format!(
+                "recipient status {status:?}; expected one of {}",
+                RECIPIENT_STATUSES.join(", ")
+            ),
+        ))
+    }
+}
+
+/// A LIKE pattern matching `needle` anywhere, with the wildcards of user input taken literally.
+fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if c == LIKE_ESCAPE || c == '%' || c == '_' {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A value bound to a dynamically built query. Kept engine-neutral (no driver argument buffer) so the
+/// search runs unchanged once PostgreSQL is wired in.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Store {
+    /// Records a message and its recipients in one transaction. Logging an id that is already
+    /// present does nothing: after a crash the queue may log the same message again.
+    pub async fn log_message(&self, rec: &MessageRecord) -> Result<(), StoreError> {
+        let context = format!("logging message {}", rec.id);
+        if rec.id.is_empty() {
+            return Err(StoreError::invalid(context, "message id is empty"));
+        }
+        if !DIRECTIONS.contains(&rec.direction.as_str()) {
+            return Err(StoreError::invalid(
+                context,
+                format!(
+                    "direction {:?}; expected inbound or outbound",
+                    rec.direction
+                ),
+            ));
+        }
+        for rcpt in &rec.recipients {
+            check_status(&context, &rcpt.status)?;
+        }
+
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(&context))?;
+        let inserted = sqlx::query(
+            "INSERT INTO messages \
+             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&rec.id)
+        .bind(rec.received_at)
+        .bind(&rec.client_ip)
+        .bind(&rec.helo)
+        .bind(&rec.direction)
+        .bind(&rec.sender)
+        .bind(rec.size)
+        .bind(rec.auth_user.as_deref())
+        .bind(rec.message_id.as_deref())
+        .bind(rec.subject.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(&context))?;
+        if inserted.rows_affected() == 0 {
+            // The first logging carried the recipients in the same transaction, so they are there.
+            tracing::debug!(id = %rec.id, "message already logged; keeping the first record");
+            return Ok(());
+        }
+
+        for (seq, rcpt) in rec.recipients.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO message_recipients \
+                 (message, seq, address, status, reply, remote_host, updated_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (message, address) DO NOTHING",
+            )
+            .bind(&rec.id)
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(&rcpt.address)
+            .bind(&rcpt.status)
+            .bind(rcpt.reply.as_deref())
+            .bind(rcpt.remote_host.as_deref())
+            .bind(rcpt.updated_at)
+            .bind(rcpt.attempts)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(&context))?;
+        }
+        tx.commit().await.map_err(StoreError::query(&context))?;
+        Ok(())
+    }
+
+    /// Sets the status of one recipient of message `id`. Delivered, deferred and bounced are the
+    /// outcome of a delivery attempt and add one to `attempts`.
+    ///
+    /// An unknown message or recipient is logged as a warning, not an error: a missing log line must
+    /// never stop a delivery.
+    pub async fn log_recipient_status(
+        &self,
+        id: &str,
+        address: &str,
+        status: &str,
+        reply: Option<&str>,
+        remote_host: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let context = format!("logging status {status} for {address} of message {id}");
+        check_status(&context, status)?;
+        let attempt = i64::from(ATTEMPT_STATUSES.contains(&status));
+        let done = sqlx::query(
+            "UPDATE message_recipients \
+             SET status = $1, reply = $2, remote_host = $3, updated_at = $4, attempts = attempts + $5 \
+             WHERE message = $6 AND address = $7",
+        )
+        .bind(status)
+        .bind(reply)
+        .bind(remote_host)
+        .bind(at)
+        .bind(attempt)
+        .bind(id)
+        .bind(address)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        if done.rows_affected() == 0 {
+            tracing::warn!(
+                id,
+                address,
+                status,
+                "status for a recipient that is not in the log"
+            );
+        }
+        Ok(())
+    }
+
+    /// One message with its recipients, or `None` if it was never logged.
+    pub async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let context = format!("reading message {id}");
+        let row: Option<MessageRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut messages = vec![message_from_row(row)];
+        self.fill_recipients(&context, &mut messages).await?;
+        Ok(messages.pop())
+    }
+
+    /// Messages matching `q`, newest first, with their recipients.
+    pub async fn search_log(&self, q: &LogQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        let context = "searching the message log";
+        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
+        let mut binds = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+
+        if let Some(sender) = q.sender.as_deref().filter(|s| !s.is_empty()) {
+            sql.push_str(&format!(
+                " AND LOWER(m.sender) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}'",
+                next()
+            ));
+            binds.push(Bind::Text(contains_pattern(sender)));
+        }
+        if let Some(recipient) = q.recipient.as_deref().filter(|s| !s.is_empty()) {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.message = m.id \
+                 AND LOWER(r.address) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}')",
+                next()
+            ));
+            binds.push(Bind::Text(contains_pattern(recipient)));
+        }
+        if let Some(since) = q.since {
+            sql.push_str(&format!(" AND m.received_at >= ${}", next()));
+            binds.push(Bind::Int(since));
+        }
+        if let Some(until) = q.until {
+            sql.push_str(&format!(" AND m.received_at < ${}", next()));
+            binds.push(Bind::Int(until));
+        }
+        sql.push_str(&format!(
+            " ORDER BY m.received_at DESC, m.id DESC LIMIT ${}",
+            next()
+        ));
+        binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
+
+        let mut query = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(context))?;
+        let mut messages: Vec<MessageRecord> = rows.into_iter().map(message_from_row).collect();
+        self.fill_recipients(context, &mut messages).await?;
+        Ok(messages)
+    }
+
+    /// Loads the recipients of `messages` in a few batched queries rather than one per message.
+    async fn fill_recipients(
+        &self,
+        context: &str,
+        messages: &mut [MessageRecord],
+    ) -> Result<(), StoreError> {
+        let index: HashMap<String, usize> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        for chunk in messages
+            .iter()
+            .map(|m| m.id.clone())
+            .collect::<Vec<_>>()
+            .chunks(RECIPIENT_FETCH_CHUNK)
+        {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {RECIPIENT_COLUMNS} FROM message_recipients \
+                 WHERE message IN ({placeholders}) ORDER BY message, seq"
+            );
+            let mut query = sqlx::query_as::<_, RecipientRow>(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            let rows = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query(context))?;
+            for row in rows {
+                let (message, rcpt) = recipient_from_row(row);
+                if let Some(&i) = index.get(&message) {
+                    messages[i].recipients.push(rcpt);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! The message log: inserts, duplicates, status updates, lookups and searches.
+
+mod common;
+
+use portcullis_store::{LogQuery, MessageRecord, RecipientRecord, StoreError};
+
+fn rcpt(address: &str) -> RecipientRecord {
+    RecipientRecord {
+        address: address.to_string(),
+        status: "queued".to_string(),
+        reply: None,
+        remote_host: None,
+        updated_at: 1_000,
+        attempts: 0,
+    }
+}
+
+fn message(id: &str, received_at: i64, sender: &str, recipients: &[&str]) -> MessageRecord {
+    MessageRecord {
+        id: id.to_string(),
+        received_at,
+        client_ip: "192.0.2.1".to_string(),
+        helo: "client.example".to_string(),
+        direction: "inbound".to_string(),
+        sender: sender.to_string(),
+        size: 1234,
+        auth_user: None,
+        message_id: Some(format!("<{id}@client.example>")),
+        subject: Some("Hello".to_string()),
+        recipients: recipients.iter().map(|a| rcpt(a)).collect(),
+    }
+}
+
+fn ids(found: &[MessageRecord]) -> Vec<&str> {
+    found.iter().map(|m| m.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn message_round_trip_on_file() {
+    let db = common::TempDb::new();
+    let store = db.open().await;
+    let mut rec = message(
+        "Q1",
+        1_700_000_000,
+        "alice@example.org",
+        &["z@example.com", "a@example.com"],
+    );
+    rec.direction = "outbound".to_string();
+    rec.auth_user = Some("alice@example.org".to_string());
+    rec.subject = None;
+    rec.recipients[1].status = "rejected".to_string();
+    rec.recipients[1].reply = Some("550 5.1.1 no such user".to_string());
+    store.log_message(&rec).await.unwrap();
+
+    // Recipients come back in RCPT order, not sorted.
+    assert_eq!(store.get_message("Q1").await.unwrap(), Some(rec));
+    assert_eq!(store.get_message("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn logging_the_same_id_again_is_ignored() {
+    let store = common::memory().await;
+    let first = message("Q1", 100, "a@example.org", &["x@example.com"]);
+    store.log_message(&first).await.unwrap();
+    let mut again = message("Q1", 200, "other@example.org", &["y@example.com"]);
+    again.size = 1;
+    store.log_message(&again).await.unwrap();
+    assert_eq!(store.get_message("Q1").await.unwrap(), Some(first));
+}
+
+#[tokio::test]
+async fn duplicate_recipient_in_one_message_is_kept_once() {
+    let store = common::memory().await;
+    let rec = message(
+        "Q1",
+        100,
+        "a@example.org",
+        &["x@example.com", "x@example.com"],
+    );
+    store.log_message(&rec).await.unwrap();
+    let got = store.get_message("Q1").await.unwrap().unwrap();
+    assert_eq!(got.recipients.len(), 1);
+}
+
+#[tokio::test]
+async fn status_updates_count_attempts() {
+    let store = common::memory().await;
+    store
+        .log_message(&message(
+            "Q1",
+            100,
+            "a@example.org",
+            &["x@example.com", "y@example.com"],
+        ))
+        .await
+        .unwrap();
+
+    store
+        .log_recipient_status(
+            "Q1",
+            "x@example.com",
+            "deferred",
+            Some("451 4.7.1 try later"),
+            Some("mx.example.com"),
+            200,
+        )
+        .await
+        .unwrap();
+    store
+        .log_recipient_status(
+            "Q1",
+            "x@example.com",
+            "deferred",
+            Some("421 busy"),
+            Some("mx2.example.com"),
+            300,
+        )
+        .await
+        .unwrap();
+    store
+        .log_recipient_status(
+            "Q1",
+            "x@example.com",
+            "delivered",
+            Some("250 2.0.0 ok"),
+            Some("mx.example.com"),
+            400,
+        )
+        .await
+        .unwrap();
+    // Going back to queued (e.g. an admin requeue) is not itself an attempt.
+    store
+        .log_recipient_status("Q1", "y@example.com", "queued", None, None, 150)
+        .await
+        .unwrap();
+    store
+        .log_recipient_status(
+            "Q1",
+            "y@example.com",
+            "bounced",
+            Some("550 5.1.1 unknown"),
+            None,
+            250,
+        )
+        .await
+        .unwrap();
+
+    let got = store.get_message("Q1").await.unwrap().unwrap();
+    let x = &got.recipients[0];
+    assert_eq!(x.address, "x@example.com");
+    assert_eq!(x.status, "delivered");
+    assert_eq!(x.reply.as_deref(), Some("250 2.0.0 ok"));
+    assert_eq!(x.remote_host.as_deref(), Some("mx.example.com"));
+    assert_eq!(x.updated_at, 400);
+    assert_eq!(x.attempts, 3);
+    let y = &got.recipients[1];
+    assert_eq!(y.status, "bounced");
+    assert_eq!(y.remote_host, None);
+    assert_eq!(y.attempts, 1);
+}
+
+#[tokio::test]
+async fn status_for_unknown_recipient_is_not_an_error() {
+    let store = common::memory().await;
+    store
+        .log_recipient_status("missing", "x@example.com", "delivered", None, None, 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn invalid_values_are_refused_with_context() {
+    let store = common::memory().await;
+    let mut rec = message("Q1", 100, "a@example.org", &["x@example.com"]);
+    rec.recipients[0].status = "lost".to_string();
+    let err = store.log_message(&rec).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }));
+    assert!(err.to_string().starts_with("logging message Q1: "), "{err}");
+    assert_eq!(store.get_message("Q1").await.unwrap(), None);
+
+    let mut rec = message("Q2", 100, "a@example.org", &[]);
+    rec.direction = "sideways".to_string();
+    assert!(store.log_message(&rec).await.is_err());
+
+    store
+        .log_message(&message("Q3", 100, "a@example.org", &["x@example.com"]))
+        .await
+        .unwrap();
+    let err = store
+        .log_recipient_status("Q3", "x@example.com", "gone", None, None, 1)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gone"), "{err}");
+}
+
+#[tokio::test]
+async fn search_is_newest_first_with_recipients() {
+    let store = common::memory().await;
+    store
+        .log_message(&message("old", 100, "a@example.org", &["x@example.com"]))
+        .await
+        .unwrap();
+    store
+        .log_message(&message(
+            "new",
+            300,
+            "a@example.org",
+            &["y@example.com", "z@example.com"],
+        ))
+        .await
+        .unwrap();
+    store
+        .log_message(&message("mid", 200, "a@example.org", &[]))
+        .await
+        .unwrap();
+
+    let found = store.search_log(&LogQuery::default()).await.unwrap();
+    assert_eq!(ids(&found), ["new", "mid", "old"]);
+    let addrs: Vec<_> = found[0]
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(addrs, ["y@example.com", "z@example.com"]);
+    assert!(found[1].recipients.is_empty());
+    assert_eq!(found[2].recipients.len(), 1);
+
+    let limited = store
+        .search_log(&LogQuery {
+            limit: 2,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&limited), ["new", "mid"]);
+}
+
+#[tokio::test]
+async fn search_by_time_range() {
+    let store = common::memory().await;
+    for (id, at) in [("a", 100), ("b", 200), ("c", 300)] {
+        store
+            .log_message(&message(id, at, "s@example.org", &[]))
+            .await
+            .unwrap();
+    }
+    let q = LogQuery {
+        since: Some(200),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["c", "b"]);
+    let q = LogQuery {
+        until: Some(300),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b", "a"]);
+    let q = LogQuery {
+        since: Some(150),
+        until: Some(250),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b"]);
+}
+
+#[tokio::test]
+async fn search_is_case_insensitive_substring() {
+    let store = common::memory().await;
+    store
+        .log_message(&message(
+            "1",
+            100,
+            "Alice@Example.ORG",
+            &["Bob@Example.com"],
+        ))
+        .await
+        .unwrap();
+    store
+        .log_message(&message(
+            "2",
+            200,
+            "carol@example.net",
+            &["dave@example.com", "erin@other.test"],
+        ))
+        .await
+        .unwrap();
+
+    let q = LogQuery {
+        sender: Some("alice@EXAMPLE".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
+    let q = LogQuery {
+        recipient: Some("BOB".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
+    let q = LogQuery {
+        recipient: Some("other.TEST".to_string()),
+        ..LogQuery::default()
+    };
+    let found = store.search_log(&q).await.unwrap();
+    assert_eq!(ids(&found), ["2"]);
+    // The whole message comes back, not just the matching recipient.
+    assert_eq!(found[0].recipients.len(), 2);
+    let q = LogQuery {
+        sender: Some("carol".to_string()),
+        recipient: Some("bob".to_string()),
+        ..LogQuery::default()
+    };
+    assert!(store.search_log(&q).await.unwrap().is_empty());
+    let q = LogQuery {
+        sender: Some("example".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["2", "1"]);
+}
+
+#[tokio::test]
+async fn like_wildcards_in_input_match_literally() {
+    let store = common::memory().await;
+    store
+        .log_message(&message(
+            "us",
+            100,
+            "a_b@example.org",
+            &["100%@example.com"],
+        ))
+        .await
+        .unwrap();
+    store
+        .log_message(&message("x", 200, "axb@example.org", &["100x@example.com"]))
+        .await
+        .unwrap();
+    store
+        .log_message(&message(
+            "bang",
+            300,
+            "a!b@example.org",
+            &["a!%@example.com"],
+        ))
+        .await
+        .unwrap();
+
+    let q = LogQuery {
+        sender: Some("a_b".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
+    let q = LogQuery {
+        recipient: Some("100%".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
+    let q = LogQuery {
+        sender: Some("%".to_string()),
+        ..LogQuery::default()
+    };
+    assert!(store.search_log(&q).await.unwrap().is_empty());
+    // The escape character itself is escaped too.
+    let q = LogQuery {
+        sender: Some("a!b".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
+    let q = LogQuery {
+        recipient: Some("a!%".to_string()),
+        ..LogQuery::default()
+    };
+    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
+}
+
+#[tokio::test]
+async fn search_fills_recipients_across_batches() {
+    let db = common::TempDb::new();
+    let store = db.open().await;
+    for i in 0..620 {
+        let addr = format!("r{i}@example.com");
+        store
+            .log_message(&message(&format!("m{i:04}"), i, "s@example.org", &[&addr]))
+            .await
+            .unwrap();
+    }
+    let q = LogQuery {
+        limit: 1000,
+        ..LogQuery::default()
+    };
+    let found = store.search_log(&q).await.unwrap();
+    assert_eq!(found.len(), 620);
+    assert_eq!(found[0].id, "m0619");
+    for m in &found {
+        let n: i64 = m.id[1..].parse().unwrap();
+        assert_eq!(m.recipients.len(), 1);
+        assert_eq!(m.recipients[0].address, format!("r{n}@example.com"));
+    }
+}
+
+#[tokio::test]
+async fn negative_limit_returns_nothing() {
+    let store = common::memory().await;
+    store
+        .log_message(&message("1", 1, "s@example.org", &[]))
+        .await
+        .unwrap();
+    let q = LogQuery {
+        limit: -5,
+        ..LogQuery::default()
+    };
+    assert!(store.search_log(&q).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_one_file_all_succeed() {
+    let db = common::TempDb::new();
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("c{i:02}");
+            store
+                .log_message(&message(&id, i, "s@example.org", &["x@example.com"]))
+                .await?;
+            store
+                .log_recipient_status(
+                    &id,
+                    "x@example.com",
+                    "delivered",
+                    Some("250 ok"),
+                    None,
+                    i + 1,
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let found = store
+        .search_log(&LogQuery {
+            limit: 100,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 40);
+    assert!(found.iter().all(|m| m.recipients[0].attempts == 1));
+}
