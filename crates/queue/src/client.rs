@@ -9,18 +9,14 @@ use std::time::Duration;
 
 use mail_builder::encoders::Base64Encoder;
 use portcullis_smtp::Reply;
-use rustls_pki_types::ServerName;
-use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::tls::Stream;
 pub use crate::tls::TlsConfigs;
+use crate::tls::{Conn, Stream, parse_reply, start_tls};
 
-/// A reply longer than this is a broken or hostile server, not a long EHLO list.
-const MAX_REPLY_BYTES: usize = 64 * 1024;
 /// Size of the pieces the message body is written in.
 const BODY_CHUNK: usize = 64 * 1024;
 
@@ -192,116 +188,6 @@ impl ClientError {
             ClientError::Io(e) => Reply::new(451, "4.4.2", format!("connection lost: {e}")),
         }
     }
-}
-
-/// The socket plus the bytes read but not yet consumed as replies.
-struct Conn {
-    stream: Stream,
-    rbuf: Vec<u8>,
-}
-
-impl Conn {
-    async fn write(
-        &mut self,
-        data: &[u8],
-        limit: Duration,
-        stage: &'static str,
-    ) -> Result<(), ClientError> {
-        let io = async {
-            self.stream.write_all(data).await?;
-            self.stream.flush().await
-        };
-        match timeout(limit, io).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ClientError::Io(e)),
-            Err(_) => Err(ClientError::Timeout(stage)),
-        }
-    }
-
-    /// Reads one complete reply and returns its raw bytes.
-    async fn read_raw(
-        &mut self,
-        limit: Duration,
-        stage: &'static str,
-    ) -> Result<Vec<u8>, ClientError> {
-        let read = async {
-            loop {
-                if let Some(end) = complete_reply_len(&self.rbuf) {
-                    return Ok(self.rbuf.drain(..end).collect());
-                }
-                if self.rbuf.len() > MAX_REPLY_BYTES {
-                    return Err(ClientError::Protocol(format!("reply to {stage} too long")));
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(ClientError::Io)?;
-                if n == 0 {
-                    return Err(ClientError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("connection closed by server during {stage}"),
-                    )));
-                }
-                self.rbuf.extend_from_slice(&chunk[..n]);
-            }
-        };
-        timeout(limit, read)
-            .await
-            .map_err(|_| ClientError::Timeout(stage))?
-    }
-
-    async fn read_reply(
-        &mut self,
-        limit: Duration,
-        stage: &'static str,
-    ) -> Result<Reply, ClientError> {
-        let raw = self.read_raw(limit, stage).await?;
-        parse_reply(&raw)
-    }
-
-    async fn command(
-        &mut self,
-        line: &str,
-        limit: Duration,
-        stage: &'static str,
-    ) -> Result<Reply, ClientError> {
-        self.write(line.as_bytes(), limit, stage).await?;
-        self.read_reply(limit, stage).await
-    }
-}
-
-/// Length of the first complete (possibly multi-line) reply in `buf`.
-fn complete_reply_len(buf: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-        let line = &buf[start..start + nl + 1];
-        start += nl + 1;
-        if line.get(3) != Some(&b'-') {
-            return Some(start);
-        }
-    }
-    None
-}
-
-fn parse_reply(raw: &[u8]) -> Result<Reply, ClientError> {
-    let mut receiver = ResponseReceiver::default();
-    let response = receiver
-        .parse(&mut raw.iter())
-        .map_err(|e| ClientError::Protocol(format!("malformed reply: {e:?}")))?;
-    if !(200..600).contains(&response.code) {
-        return Err(ClientError::Protocol(format!(
-            "reply code {} out of range",
-            response.code
-        )));
-    }
-    let [class, subject, detail] = response.esc;
-    Ok(Reply {
-        code: response.code,
-        status: (class != 0).then(|| format!("{class}.{subject}.{detail}")),
-        lines: response.message.split('\n').map(str::to_string).collect(),
-    })
 }
 
 /// One session with one server.
@@ -813,45 +699,6 @@ async fn ehlo(
     Ok(Extensions::default())
 }
 
-async fn start_tls(
-    conn: Conn,
-    server_name: &str,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    limit: Duration,
-) -> Result<Conn, ClientError> {
-    // Bytes after the 220 were sent before TLS: accepting them would let a man in the
-    // middle inject replies into the encrypted session (CVE-2011-0411).
-    if !conn.rbuf.is_empty() {
-        return Err(ClientError::Protocol(
-            "data received after the STARTTLS reply".into(),
-        ));
-    }
-    let Stream::Plain(tcp) = conn.stream else {
-        return Err(ClientError::Protocol("STARTTLS on a TLS session".into()));
-    };
-    let name = ServerName::try_from(server_name.to_string())
-        .map_err(|e| ClientError::Tls(format!("invalid server name {server_name:?}: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = match timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            return Err(ClientError::Tls(format!(
-                "handshake with {server_name} failed: {e}"
-            )));
-        }
-        // A handshake that stalls is a TLS failure, so `may` falls back to plain text.
-        Err(_) => {
-            return Err(ClientError::Tls(format!(
-                "handshake with {server_name} timed out"
-            )));
-        }
-    };
-    Ok(Conn {
-        stream: Stream::Tls(Box::new(tls)),
-        rbuf: Vec::new(),
-    })
-}
-
 async fn authenticate(
     conn: &mut Conn,
     ext: &Extensions,
@@ -922,17 +769,6 @@ fn xtext(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reply_framing_and_parsing() {
-        assert_eq!(complete_reply_len(b"250-a\r\n250 b\r\nxx"), Some(14));
-        assert_eq!(complete_reply_len(b"250-a\r\n250"), None);
-        let r = parse_reply(b"550-5.1.1 No such\r\n550 5.1.1 user\r\n").expect("valid reply");
-        assert_eq!(r.code, 550);
-        assert_eq!(r.status.as_deref(), Some("5.1.1"));
-        assert_eq!(r.lines, vec!["No such", "user"]);
-        assert!(parse_reply(b"hello\r\n").is_err());
-    }
 
     #[test]
     fn xtext_and_paths() {
