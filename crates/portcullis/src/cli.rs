@@ -50,9 +50,13 @@ pub enum NetworkCmd {
 #[derive(Subcommand)]
 pub enum UserCmd {
     /// Add a user (or change the password); the password is read from stdin.
-    Add { email: String },
+    Add {
+        email: String,
+    },
     List,
-    Remove { email: String },
+    Remove {
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,8 +281,8 @@ pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
             }
         }
         QueueCmd::Show { id } => {
-            let (env, state, _) = describe(&spool, &id)
-                .with_context(|| format!("no message {id} in the queue"))?;
+            let (env, state, _) =
+                describe(&spool, &id).with_context(|| format!("no message {id} in the queue"))?;
             println!("{}", serde_json::to_string_pretty(&env)?);
             println!("{}", serde_json::to_string_pretty(&state)?);
             let (_, body) = spool.read_message(&id)?;

@@ -71,7 +71,10 @@ fn found(r: std::io::Result<bool>, id: &str) -> std::io::Result<String> {
 /// Send one request to a running gateway; None when none is listening.
 pub async fn request(data_dir: &Path, line: &str) -> Option<String> {
     let mut stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
-    stream.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .ok()?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).await.ok()?;
     Some(reply.trim().to_string())

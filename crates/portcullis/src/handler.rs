@@ -179,7 +179,11 @@ impl Handler for GatewayHandler {
         };
         if let Err(e) = writer.commit(envelope.clone()).await {
             tracing::error!(id, error = %e, "spool commit failed");
-            return Reply::new(451, "4.3.0", "Error: queue file write error, try again later");
+            return Reply::new(
+                451,
+                "4.3.0",
+                "Error: queue file write error, try again later",
+            );
         }
         let (subject, message_id) = header_facts(&self.head);
         let record = MessageRecord {

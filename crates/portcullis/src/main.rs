@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Portcullis secure email gateway")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Portcullis secure email gateway"
+)]
 struct Cli {
     /// Configuration file (TOML); without it, the embedded development defaults.
     #[arg(long, global = true, env = "PORTCULLIS_CONFIG")]
@@ -75,7 +79,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config, matches!(cli.command, Command::Serve));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portcullis: cannot start the runtime: {e}");
@@ -103,7 +110,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &config::Config, serving: bool) {
-    let default = if serving { config.log.level.as_str() } else { "warn" };
+    let default = if serving {
+        config.log.level.as_str()
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

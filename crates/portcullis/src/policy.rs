@@ -220,7 +220,11 @@ mod tests {
             let code = r.unwrap_err().code;
             assert!(code == 554 || code == 501, "{rcpt}: {code}");
         }
-        for ok in ["user@example.com", "User@EXAMPLE.COM", "\"a b\"@example.com"] {
+        for ok in [
+            "user@example.com",
+            "User@EXAMPLE.COM",
+            "\"a b\"@example.com",
+        ] {
             assert!(p.check_recipient(ok, false).is_ok(), "{ok} refused");
         }
         assert!(p.check_recipient("anyone@other.org", true).is_ok());

@@ -9,8 +9,8 @@ use portcullis_queue::client::{ClientSettings, TlsConfigs};
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
 use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
-use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
 use portcullis_smtp::SessionConfig;
+use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
 use portcullis_store::{MessageRecord, RecipientRecord, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,14 @@ impl Journal for StoreJournal {
         tokio::spawn(async move {
             let at = portcullis_queue::spool::now();
             if let Err(e) = store
-                .log_recipient_status(&id, &recipient, &status, reply.as_deref(), host.as_deref(), at)
+                .log_recipient_status(
+                    &id,
+                    &recipient,
+                    &status,
+                    reply.as_deref(),
+                    host.as_deref(),
+                    at,
+                )
                 .await
             {
                 tracing::error!(id, error = %e, "message log update failed");

@@ -44,7 +44,15 @@ mod tests {
         let h = super::hash_password("s3cret").expect("hash");
         assert!(h.starts_with("$argon2id$"));
         let parsed = PasswordHash::new(&h).expect("parse");
-        assert!(Argon2::default().verify_password(b"s3cret", &parsed).is_ok());
-        assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong", &parsed)
+                .is_err()
+        );
     }
 }

@@ -138,7 +138,9 @@ impl Deliverer {
         }
         let mut results = Vec::with_capacity(pending.len());
         for (domain, indexes) in groups {
-            let outcomes = self.deliver_group(envelope, message, &domain, &indexes).await;
+            let outcomes = self
+                .deliver_group(envelope, message, &domain, &indexes)
+                .await;
             results.extend(indexes.into_iter().zip(outcomes));
         }
         results
@@ -208,11 +210,11 @@ impl Deliverer {
                 last_host = Some(host_label.clone());
                 // A pooled connection may have been closed by the server meanwhile; on
                 // an error with one, try once more on a fresh connection.
-                if let Some(mut client) = self.pool.take(&key) {
-                    if let Ok(outcomes) = client.send(&outgoing).await {
-                        self.pool.put(key, client);
-                        return convert(outcomes, &host_label);
-                    }
+                if let Some(mut client) = self.pool.take(&key)
+                    && let Ok(outcomes) = client.send(&outgoing).await
+                {
+                    self.pool.put(key, client);
+                    return convert(outcomes, &host_label);
                 }
                 let mut client = match SmtpClient::connect(
                     addr,

@@ -258,9 +258,12 @@ impl Queue {
         for (i, outcome) in results {
             let address = &envelope.recipients[i].address;
             let (status, word, reply, host) = match &outcome {
-                Outcome::Delivered { reply, host } => {
-                    (RecipientStatus::Delivered, "delivered", reply, Some(host.as_str()))
-                }
+                Outcome::Delivered { reply, host } => (
+                    RecipientStatus::Delivered,
+                    "delivered",
+                    reply,
+                    Some(host.as_str()),
+                ),
                 Outcome::Deferred { reply, host } => {
                     (RecipientStatus::Pending, "deferred", reply, host.as_deref())
                 }
@@ -276,7 +279,9 @@ impl Queue {
             state.status[i] = status;
             state.last_reply[i] = Some(line.clone());
             if status == RecipientStatus::Failed {
-                failed.push(dsn_recipient(&envelope, i, "failed", &line, host, now, None));
+                failed.push(dsn_recipient(
+                    &envelope, i, "failed", &line, host, now, None,
+                ));
             }
         }
         state.attempts += 1;
@@ -288,7 +293,8 @@ impl Queue {
                     continue;
                 }
                 let last = state.last_reply[i].clone().unwrap_or_default();
-                let line = format!("500 5.4.7 message expired after {age} seconds in queue: {last}");
+                let line =
+                    format!("500 5.4.7 message expired after {age} seconds in queue: {last}");
                 self.inner.journal.recipient_result(
                     id,
                     &envelope.recipients[i].address,
@@ -297,11 +303,14 @@ impl Queue {
                     None,
                 );
                 state.status[i] = RecipientStatus::Failed;
-                failed.push(dsn_recipient(&envelope, i, "failed", &line, None, now, None));
+                failed.push(dsn_recipient(
+                    &envelope, i, "failed", &line, None, now, None,
+                ));
             }
         }
         if !failed.is_empty() {
-            self.bounce(&envelope, &message, failed, DsnKind::Failure).await;
+            self.bounce(&envelope, &message, failed, DsnKind::Failure)
+                .await;
         }
         if state.pending() == 0 {
             if let Err(e) = self.inner.spool.remove(id) {
@@ -316,8 +325,8 @@ impl Queue {
             .min(settings.max_backoff.as_secs()) as i64;
         state.next_attempt = now + backoff.max(1);
         if !state.delay_warned {
-            let warn_all = !settings.delay_warning.is_zero()
-                && age >= settings.delay_warning.as_secs() as i64;
+            let warn_all =
+                !settings.delay_warning.is_zero() && age >= settings.delay_warning.as_secs() as i64;
             let until = envelope.received_at + settings.max_lifetime.as_secs() as i64;
             let delayed: Vec<DsnRecipient> = (0..envelope.recipients.len())
                 .filter(|&i| state.status[i] == RecipientStatus::Pending)
@@ -329,7 +338,8 @@ impl Queue {
                 .collect();
             if !delayed.is_empty() {
                 state.delay_warned = true;
-                self.bounce(&envelope, &message, delayed, DsnKind::Delay).await;
+                self.bounce(&envelope, &message, delayed, DsnKind::Delay)
+                    .await;
             }
         }
         if let Err(e) = self.inner.spool.write_state(id, &state) {
@@ -405,7 +415,8 @@ impl Queue {
         let spool = self.inner.spool.clone();
         let stored = bounce.clone();
         let size = bytes.len();
-        let result = tokio::task::spawn_blocking(move || spool.store_message(&stored, &bytes)).await;
+        let result =
+            tokio::task::spawn_blocking(move || spool.store_message(&stored, &bytes)).await;
         match result {
             Ok(Ok(())) => {
                 tracing::info!(id = %envelope.id, dsn = %bounce.id, to = %envelope.sender, "DSN queued");

@@ -272,11 +272,7 @@ impl Spool {
     }
 
     /// Write a complete message (bounces, tests) straight into the queue.
-    pub fn store_message(
-        self: &Arc<Self>,
-        envelope: &Envelope,
-        message: &[u8],
-    ) -> io::Result<()> {
+    pub fn store_message(self: &Arc<Self>, envelope: &Envelope, message: &[u8]) -> io::Result<()> {
         let mut writer = self.writer(envelope.id.clone());
         writer.buffer.extend_from_slice(message);
         writer.commit_blocking(envelope)
@@ -358,7 +354,10 @@ impl SpoolWriter {
         self.buffer
             .extend_from_slice(format!("{:>10}\n", json.len()).as_bytes());
         self.spill()?;
-        let file = self.file.take().ok_or_else(|| io::Error::other("spool file vanished"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("spool file vanished"))?;
         file.sync_all()?;
         drop(file);
         fs::rename(&self.tmp_path, self.spool.message_path(&self.id))?;
@@ -504,7 +503,9 @@ mod tests {
         assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
         assert!(spool.list().expect("list").is_empty());
 
-        spool.store_message(&envelope(&id), b"hello\r\n").expect("store");
+        spool
+            .store_message(&envelope(&id), b"hello\r\n")
+            .expect("store");
         let env = spool.read_envelope(&id).expect("env");
         let mut st = spool.read_state(&id, &env);
         assert_eq!(st.pending(), 1);
@@ -526,7 +527,9 @@ mod tests {
                 let spool = spool.clone();
                 std::thread::spawn(move || {
                     let id = new_id();
-                    spool.store_message(&envelope(&id), b"x\r\n").expect("store");
+                    spool
+                        .store_message(&envelope(&id), b"x\r\n")
+                        .expect("store");
                 })
             })
             .collect();

@@ -128,7 +128,10 @@ mod tests {
     #[test]
     fn plain_rejects_other_authzid() {
         let initial = STANDARD.encode(b"bob\0alice\0secret");
-        assert_eq!(start(smtp_proto::AUTH_PLAIN, &initial).unwrap_err().code, 535);
+        assert_eq!(
+            start(smtp_proto::AUTH_PLAIN, &initial).unwrap_err().code,
+            535
+        );
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl Reply {
 /// `class.subject.detail` with class 2, 4 or 5 (RFC 3463 §2).
 pub fn is_enhanced_code(s: &str) -> bool {
     let mut parts = s.split('.');
-    let (Some(a), Some(b), Some(c), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(a), Some(b), Some(c), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };

@@ -40,8 +40,7 @@ pub trait Handler: Send {
     /// Store body bytes. Errors are kept by the handler and reported by `data_end`.
     fn data_chunk(&mut self, bytes: &[u8]) -> impl Future<Output = ()> + Send;
     /// The body is complete: make it durable and reply 250, or say why not.
-    fn data_end(&mut self, session: &Session, size: usize)
-    -> impl Future<Output = Reply> + Send;
+    fn data_end(&mut self, session: &Session, size: usize) -> impl Future<Output = Reply> + Send;
     /// Throw away a partly received body.
     fn data_aborted(&mut self) -> impl Future<Output = ()> + Send;
     /// Forget the current envelope (RSET, EHLO, STARTTLS, end of connection).
@@ -189,9 +188,10 @@ where
 
     async fn serve(&self, stream: TcpStream, handler: &mut H) -> io::Result<()> {
         let mut conn = if self.session.implicit_tls {
-            let acceptor = self.tls.as_ref().ok_or_else(|| {
-                io::Error::other("implicit TLS listener without a certificate")
-            })?;
+            let acceptor = self
+                .tls
+                .as_ref()
+                .ok_or_else(|| io::Error::other("implicit TLS listener without a certificate"))?;
             let tls = tokio::time::timeout(self.timeouts.tls_handshake, acceptor.accept(stream))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
@@ -212,7 +212,7 @@ async fn drive<F, H: Handler>(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        while let Some(event) = session.next() {
+        while let Some(event) = session.poll_event() {
             match event {
                 Event::Helo { name, .. } => handler.helo(session, &name),
                 Event::Auth { username, password } => {

@@ -1,6 +1,6 @@
 //! The sans-IO SMTP server session (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
 //! ENHANCEDSTATUSCODES, STARTTLS, AUTH, CHUNKING and DSN). Bytes go in with
-//! [`Session::feed`]; [`Session::next`] yields events for the caller to act on; replies
+//! [`Session::feed`]; [`Session::poll_event`] yields events for the caller to act on; replies
 //! collect in an output buffer the caller writes when the session wants input, which is
 //! what makes pipelining work. Decisions (accept a sender, a recipient, a message) come
 //! back through [`Session::decide`]. No sockets, no clocks, no policy.
@@ -277,7 +277,7 @@ impl Session {
 
     /// The next thing for the caller to do. `None` means: write the output, read more
     /// input (or wait for a pending decision).
-    pub fn next(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event> {
         if self.pending != Pending::None {
             return None;
         }
@@ -302,7 +302,11 @@ impl Session {
         self.errors += 1;
         self.reply(reply);
         if self.errors >= self.cfg.limits.max_errors {
-            self.reply(Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+            self.reply(Reply::new(
+                421,
+                "4.7.0",
+                "Too many errors, closing connection",
+            ));
             self.closing = true;
         }
     }
@@ -341,7 +345,7 @@ impl Session {
             Ok(line) => line,
             Err(()) => {
                 self.error(Reply::new(500, "5.5.6", "Line too long"));
-                return self.next();
+                return self.poll_event();
             }
         };
         let request = match Request::parse(&mut line.iter()) {
@@ -349,10 +353,10 @@ impl Session {
             Err(e) => {
                 let reply = parse_error_reply(&e, &line);
                 self.error(reply);
-                return self.next();
+                return self.poll_event();
             }
         };
-        self.command(request).or_else(|| self.next())
+        self.command(request).or_else(|| self.poll_event())
     }
 
     fn command(&mut self, request: OwnedRequest) -> Option<Event> {
@@ -536,7 +540,11 @@ impl Session {
         } else if self.authenticated.is_some() {
             self.error(Reply::new(503, "5.5.1", "Error: already authenticated"));
         } else if self.mail.is_some() {
-            self.error(Reply::new(503, "5.5.1", "Error: MAIL transaction in progress"));
+            self.error(Reply::new(
+                503,
+                "5.5.1",
+                "Error: MAIL transaction in progress",
+            ));
         } else {
             match auth::start(mechanism, &initial) {
                 Ok(AuthStep::Done { username, password }) => {
@@ -564,7 +572,7 @@ impl Session {
             Err(()) => {
                 self.mode = Input::Command;
                 self.error(Reply::new(500, "5.5.6", "Line too long"));
-                return self.next();
+                return self.poll_event();
             }
         };
         let Input::AuthResponse(step) = std::mem::replace(&mut self.mode, Input::Command) else {
@@ -579,7 +587,7 @@ impl Session {
             }
             Err(reply) => {
                 self.error(reply);
-                self.next()
+                self.poll_event()
             }
         }
     }
@@ -660,7 +668,7 @@ impl Session {
                 // DataStart was refused and its reply already sent.
                 self.end_transaction();
             }
-            return self.next();
+            return self.poll_event();
         }
         let size = self.bdat_size;
         if size > self.cfg.limits.max_message_size {
@@ -678,7 +686,7 @@ impl Session {
         }
         self.reply(Reply::new(250, "2.0.0", format!("{size} octets received")));
         if self.body.is_empty() {
-            self.next()
+            self.poll_event()
         } else {
             Some(Event::Body)
         }
@@ -784,18 +792,18 @@ fn parse_error_reply(e: &ProtoError, line: &[u8]) -> Reply {
             if verb.is_empty() {
                 Reply::new(500, "5.5.2", "Error: bad syntax")
             } else {
-                Reply::new(502, "5.5.2", format!("Error: command not recognized: {verb}"))
+                Reply::new(
+                    502,
+                    "5.5.2",
+                    format!("Error: command not recognized: {verb}"),
+                )
             }
         }
-        ProtoError::InvalidSenderAddress => {
-            Reply::new(501, "5.1.7", "Bad sender address syntax")
-        }
+        ProtoError::InvalidSenderAddress => Reply::new(501, "5.1.7", "Bad sender address syntax"),
         ProtoError::InvalidRecipientAddress => {
             Reply::new(501, "5.1.3", "Bad recipient address syntax")
         }
-        ProtoError::SyntaxError { syntax } => {
-            Reply::new(501, "5.5.4", format!("Syntax: {syntax}"))
-        }
+        ProtoError::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("Syntax: {syntax}")),
         ProtoError::InvalidParameter { param } => {
             Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
         }

@@ -51,7 +51,7 @@ impl Harness {
     }
 
     fn pump(&mut self) {
-        while let Some(ev) = self.session.next() {
+        while let Some(ev) = self.session.poll_event() {
             match &ev {
                 Event::Mail(_) => self.session.decide(Reply::new(250, "2.1.0", "Ok")),
                 Event::Rcpt(r) if r.address.starts_with("bad") => {
@@ -158,7 +158,10 @@ fn recipient_limit_is_452() {
 #[test]
 fn size_declared_and_streamed() {
     let mut h = Harness::new(config());
-    assert!(h.send(b"EHLO c\r\nMAIL FROM:<a@x> SIZE=5000\r\n").contains("552 5.3.4"));
+    assert!(
+        h.send(b"EHLO c\r\nMAIL FROM:<a@x> SIZE=5000\r\n")
+            .contains("552 5.3.4")
+    );
     h.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
     let big = vec![b'a'; 2000];
     h.send(&big);
@@ -192,7 +195,10 @@ fn bare_lf_in_data_rejects_and_closes() {
     assert!(h.closed);
     // Nothing after the bare LF was taken as a command.
     assert_eq!(
-        h.events.iter().filter(|e| matches!(e, Event::Mail(_))).count(),
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::Mail(_)))
+            .count(),
         1
     );
 }
@@ -216,12 +222,18 @@ fn auth_requires_tls_and_checks_credentials() {
     cfg.auth_required = true;
     let mut h = Harness::new(cfg);
     h.send(b"EHLO c\r\n");
-    assert!(h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n").contains("538 5.7.11"));
+    assert!(
+        h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+            .contains("538 5.7.11")
+    );
     assert!(h.send(b"MAIL FROM:<a@x>\r\n").contains("530 5.7.0"));
     h.send(b"STARTTLS\r\n");
     h.send(b"EHLO c\r\n");
     // alice / wrong
-    assert!(h.send(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\n").contains("535 5.7.8"));
+    assert!(
+        h.send(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\n")
+            .contains("535 5.7.8")
+    );
     assert!(h.send(b"AUTH LOGIN\r\n").contains("334 VXNlcm5hbWU6"));
     assert!(h.send(b"YWxpY2U=\r\n").contains("334 UGFzc3dvcmQ6"));
     assert!(h.send(b"c2VjcmV0\r\n").contains("235 2.7.0"));
