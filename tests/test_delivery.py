@@ -1,0 +1,279 @@
+"""Delivery: a downstream that is down and then up, queue commands, bounces (DSN) and
+their absence for the null sender, queue lifetime, and outbound delivery by MX through a
+DNS server run by the test on loopback (MX, implicit MX, null MX)."""
+
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE, RR
+from dnslib.server import BaseResolver, DNSServer
+
+from conftest import Gateway, Sink, free_port, wait_for, wait_port
+
+
+def send(port, sender, rcpts, subject, body="hello\r\n"):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("client.test")
+        s.sendmail(sender, rcpts, f"Subject: {subject}\r\n\r\n{body}".encode())
+
+
+class Zone(BaseResolver):
+    """An authoritative answerer for a zone given as text: NXDOMAIN for unknown names,
+    NODATA for known names without the asked type."""
+
+    def __init__(self, text):
+        self.rrs = RR.fromZone(text)
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        q = request.q
+        known = False
+        for rr in self.rrs:
+            if rr.rname == q.qname:
+                known = True
+                if rr.rtype == q.qtype:
+                    reply.add_answer(rr)
+        if not known:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+@pytest.fixture
+def dns():
+    port = free_port()
+    zone = Zone("""
+outside.test.        60 IN MX 10 mx1.outside.test.
+mx1.outside.test.    60 IN A  127.0.0.1
+implicit.test.       60 IN A  127.0.0.1
+nullmx.test.         60 IN MX 0 .
+""")
+    udp = DNSServer(zone, port=port, address="127.0.0.1")
+    tcp = DNSServer(zone, port=port, address="127.0.0.1", tcp=True)
+    udp.start_thread()
+    tcp.start_thread()
+    yield port
+    udp.stop()
+    tcp.stop()
+
+
+def test_downstream_down_then_up(tmp_path):
+    port = free_port()
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 60\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
+    g.start()
+    try:
+        send(g.smtp, "x@outside.test", ["bob@example.com"], "waits for the server")
+        ids = wait_for(lambda: g.queue_ids(), what="message in queue")
+        listing = g.cli("queue", "list").stdout
+        wait_for(lambda: "4.4.1" in g.cli("queue", "list").stdout or "4.4" in g.cli("queue", "list").stdout,
+                 what="deferral reason in queue list")
+        assert ids[0] in listing
+        log = g.cli("log", "search", "--recipient", "bob@example.com").stdout
+        assert "deferred" in log, log
+        sink = Sink(tmp_path / "sink", port=port).start()
+        try:
+            out = g.cli("queue", "flush").stdout
+            assert "1" in out
+            sink.wait_count(1)
+            wait_for(lambda: g.queue_ids() == [], what="empty queue")
+            log = g.cli("log", "search", "--recipient", "bob@example.com").stdout
+            assert "delivered" in log, log
+        finally:
+            sink.stop()
+    finally:
+        g.stop()
+
+
+def test_hold_release_delete(tmp_path):
+    port = free_port()
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 60\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
+    g.start()
+    sink = Sink(tmp_path / "sink", port=port)
+    try:
+        send(g.smtp, "x@outside.test", ["bob@example.com"], "one")
+        send(g.smtp, "x@outside.test", ["carol@example.com"], "two")
+        ids = wait_for(lambda: len(g.queue_ids()) == 2 and g.queue_ids(), what="two queued")
+        assert g.cli("queue", "hold", ids[0]).returncode == 0
+        assert "HELD" in g.cli("queue", "list").stdout
+        assert g.cli("queue", "delete", ids[1]).returncode == 0
+        assert g.cli("queue", "delete", ids[1], check=False).returncode == 1
+        assert g.cli("queue", "show", ids[0]).stdout.count("bob@example.com") >= 1
+        sink.start()
+        g.cli("queue", "flush")
+        time.sleep(1.5)
+        assert sink.files() == [], "a held message was delivered"
+        g.cli("queue", "release", ids[0])
+        (msg,) = sink.wait_count(1) and sink.messages()
+        assert msg["Subject"] == "one"
+        wait_for(lambda: g.queue_ids() == [], what="empty queue")
+    finally:
+        sink.stop()
+        g.stop()
+
+
+def fake_smtp(port, *args):
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "peers" / "fake_smtp.py"),
+                             str(port), *args])
+    wait_port(port, proc=proc)
+    return proc
+
+
+def test_permanent_failure_bounces_to_sender_but_never_to_null_sender(tmp_path, sink):
+    # example.com's server refuses every recipient; example.net's mail goes to the sink.
+    reject_port = free_port()
+    refuser = fake_smtp(reject_port, "--refuse-rcpt", "550 5.1.1 no such user here")
+    try:
+        g = Gateway(tmp_path / "gw")
+        g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{reject_port}")
+        g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
+        g.start()
+        try:
+            send(g.smtp, "sender@example.net", ["nobody@example.com"], "will bounce")
+            (dsn,) = sink.wait_count(1) and sink.messages()
+            assert dsn["X-Rcpt-Args"].startswith("<sender@example.net>")
+            assert dsn["X-Mail-Args"].startswith("<>")
+            assert dsn["Auto-Submitted"] == "auto-replied"
+            text = dsn.as_string()
+            assert "Final-Recipient: rfc822; nobody@example.com" in text
+            assert "Status: 5.1.1" in text
+            assert "Subject: will bounce" in text, "the original is returned"
+            # The null sender never gets a bounce.
+            send(g.smtp, "", ["nobody@example.com"], "bounce of a bounce")
+            wait_for(lambda: g.cli("log", "search", "--recipient", "nobody@example.com")
+                     .stdout.count("bounced") == 2, what="second bounce logged")
+            wait_for(lambda: g.queue_ids() == [], what="queue empty")
+            time.sleep(1)
+            assert len(sink.files()) == 1
+        finally:
+            g.stop()
+    finally:
+        refuser.kill()
+
+
+def test_queue_lifetime_expiry_bounces(tmp_path, sink):
+    dead = free_port()
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 1\nmax_backoff_secs = 1\n"
+                                 "max_lifetime_secs = 3\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{dead}")
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        send(g.smtp, "sender@example.net", ["bob@example.com"], "never arrives")
+        (dsn,) = sink.wait_count(1, timeout=30) and sink.messages()
+        text = dsn.as_string()
+        assert "Action: failed" in text and "5.4.7" in text, text
+        wait_for(lambda: g.queue_ids() == [], what="expired message removed")
+    finally:
+        g.stop()
+
+
+def test_delay_dsn_when_notify_delay(tmp_path, sink):
+    dead = free_port()
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 60\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{dead}")
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            s.ehlo("c.test")
+            s.sendmail("sender@example.net", ["bob@example.com"], b"Subject: slow\r\n\r\nx\r\n",
+                       rcpt_options=["NOTIFY=DELAY,FAILURE"])
+        (dsn,) = sink.wait_count(1) and sink.messages()
+        assert "Action: delayed" in dsn.as_string()
+        assert len(g.queue_ids()) == 1, "a delayed message stays queued"
+    finally:
+        g.stop()
+
+
+def gateway_with_dns(tmp_path, dns, sink, extra=""):
+    g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{dns}\"]\ntimeout_secs = 2\n"
+                                 f"[delivery]\nmx_port = {sink.port}\n" + extra)
+    g.cli("network", "add", "127.0.0.0/8", "--comment", "test clients")
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
+    return g.start()
+
+
+def test_outbound_by_mx_and_implicit_mx(tmp_path, dns, sink):
+    g = gateway_with_dns(tmp_path, dns, sink)
+    try:
+        send(g.smtp, "me@example.net", ["friend@outside.test"], "by mx")
+        send(g.smtp, "me@example.net", ["friend@implicit.test"], "by implicit mx")
+        sink.wait_count(2)
+        subjects = sorted(m["Subject"] for m in sink.messages())
+        assert subjects == ["by implicit mx", "by mx"]
+        log = g.cli("log", "search", "--recipient", "friend@outside.test").stdout
+        assert "outbound" in log and "mx1.outside.test" in log, log
+    finally:
+        g.stop()
+
+
+def test_null_mx_and_nxdomain_bounce(tmp_path, dns, sink):
+    g = gateway_with_dns(tmp_path, dns, sink)
+    try:
+        send(g.smtp, "me@example.net", ["a@nullmx.test"], "to null mx")
+        send(g.smtp, "me@example.net", ["b@no-such-domain.test"], "to nowhere")
+        sink.wait_count(2)
+        texts = [m.as_string() for m in sink.messages()]
+        assert any("5.1.10" in t and "a@nullmx.test" in t for t in texts), texts
+        assert any("5.1.2" in t and "b@no-such-domain.test" in t for t in texts), texts
+    finally:
+        g.stop()
+
+
+def test_internal_network_may_relay_outbound_others_may_not(tmp_path, dns, sink):
+    g = gateway_with_dns(tmp_path, dns, sink)
+    try:
+        g.cli("network", "remove", "127.0.0.0/8")
+        time.sleep(2.5)  # the policy snapshot is reloaded every 2 s
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            send(g.smtp, "me@example.net", ["friend@outside.test"], "denied")
+        assert e.value.recipients["friend@outside.test"][0] == 554
+    finally:
+        g.stop()
+
+
+def test_one_connection_carries_many_messages(tmp_path):
+    port = free_port()
+    counts = tmp_path / "counts"
+    server = fake_smtp(port, "--count", str(counts))
+    g = Gateway(tmp_path / "gw", "[delivery]\nconnection_idle_secs = 10\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
+    g.start()
+    try:
+        for i in range(5):
+            send(g.smtp, "x@outside.test", ["bob@example.com"], f"m{i}")
+            wait_for(lambda: counts.exists() and counts.read_text().split()[1] == str(i + 1),
+                     what=f"message {i} delivered")
+            # The connection goes back to the pool before the message leaves the queue.
+            wait_for(lambda: g.queue_ids() == [], what="queue empty")
+        connections, messages = counts.read_text().split()
+        assert (connections, messages) == ("1", "5")
+    finally:
+        g.stop()
+        server.kill()
+
+
+def test_threaded_load_all_arrive(gateway, sink):
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(10):
+                send(gateway.smtp, "x@outside.test", ["bob@example.com"], f"load {n}-{i}")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sink.wait_count(50, timeout=60)
+    assert len({m["Subject"] for m in sink.messages()}) == 50

@@ -1,0 +1,116 @@
+"""Against the running gateway: the classic open-relay tricks must all be refused, and no
+SMTP smuggling variant may end a message early or start a second one."""
+
+import socket
+import time
+
+import pytest
+
+RELAY_TRICKS = [
+    "victim@elsewhere.test",
+    "victim%elsewhere.test@example.com",
+    "elsewhere.test!victim@example.com",
+    '"victim@elsewhere.test"@example.com',
+    "victim@elsewhere.test@example.com",
+    "@example.com:victim@elsewhere.test",
+    "@elsewhere.test,@example.com:victim@elsewhere.test",
+    "victim@example.com.",
+    "victim@example.com.elsewhere.test",
+    "victim@[127.0.0.1]",
+    "victim@[IPv6:::1]",
+    "victim@EXAMPLE.COM.elsewhere.test",
+    "victim@exаmple.com",  # Cyrillic а
+    "victim@ｅｘａｍｐｌｅ.com",  # full-width letters
+    "victim@example.com@",
+    "victim@elsewhere.test%example.com",
+    "<victim@elsewhere.test>",
+]
+
+
+class Client:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        assert self.reply()[0] == 220
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                return (0, b"".join(lines))
+            lines.append(line)
+            if line[3:4] != b"-":
+                return (int(line[:3]), b"".join(lines))
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("rcpt", RELAY_TRICKS)
+def test_open_relay_trick_is_refused(gateway, sink, rcpt):
+    c = Client(gateway.smtp)
+    c.cmd("EHLO attacker.test")
+    assert c.cmd("MAIL FROM:<spammer@attacker.test>")[0] == 250
+    code, text = c.cmd(f"RCPT TO:<{rcpt}>" if not rcpt.startswith("<") else f"RCPT TO:{rcpt}")
+    assert code >= 500, f"{rcpt} accepted: {text!r}"
+    code, _ = c.cmd("DATA")
+    assert code in (503, 554)
+    c.close()
+    time.sleep(0.3)
+    assert sink.files() == []
+
+
+def test_source_route_to_our_domain_is_not_relaying(gateway, sink):
+    # RFC 5321 §4.1.1.3: source routes are ignored; what is left is our own domain.
+    c = Client(gateway.smtp)
+    c.cmd("EHLO c.test")
+    c.cmd("MAIL FROM:<x@outside.test>")
+    code, _ = c.cmd("RCPT TO:<@elsewhere.test:bob@example.com>")
+    assert code == 250
+    c.close()
+
+
+SMUGGLING = [
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r",
+    b"\r\n.\r",
+    b"\r.\r\n",
+    b"\n.\r",
+    b"\r\n\x00.\r\n",
+]
+
+
+@pytest.mark.parametrize("terminator", SMUGGLING, ids=[repr(t) for t in SMUGGLING])
+def test_smuggling_variant_never_splits_a_message(gateway, sink, terminator):
+    c = Client(gateway.smtp)
+    c.cmd("EHLO c.test")
+    assert c.cmd("MAIL FROM:<x@outside.test>")[0] == 250
+    assert c.cmd("RCPT TO:<bob@example.com>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    smuggled = (b"Subject: outer\r\n\r\nfirst part" + terminator +
+                b"MAIL FROM:<ceo@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+    c.sock.sendall(smuggled)
+    code, text = c.reply()
+    if terminator == b"\r\n\x00.\r\n":
+        # A NUL is not a line ending: the whole thing is one (odd) message.
+        assert code == 250, text
+        c.cmd("QUIT")
+        sink.wait_count(1)
+        time.sleep(0.5)
+        assert len(sink.files()) == 1
+        return
+    assert code == 521 and b"5.5.2" in text, text
+    # The connection is closed: nothing after the bare line ending was taken as a command.
+    assert c.reply()[0] == 0
+    c.close()
+    time.sleep(0.5)
+    assert sink.files() == []
+    assert gateway.queue_ids() == []
