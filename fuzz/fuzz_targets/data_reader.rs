@@ -105,7 +105,7 @@ fuzz_target!(|input: &[u8]| {
         }
         DataProgress::BareLineEnding { consumed, lf } => {
             let b = data[consumed];
-            assert!(b == b'\n' && lf || !lf && (b != b'\n' && consumed > 0 && data[consumed - 1] == b'\r'),
+            assert!((b == b'\n' && lf) || (!lf && b != b'\n' && consumed > 0 && data[consumed - 1] == b'\r'),
                 "wrong bare line ending at {consumed}");
         }
         DataProgress::NeedMore => {}
