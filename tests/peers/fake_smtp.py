@@ -3,6 +3,7 @@ every recipient with a chosen reply, and counting connections. Usage:
     fake_smtp.py PORT [--refuse-rcpt "550 5.1.1 text"] [--count FILE]"""
 
 import argparse
+import os
 import socket
 import threading
 
@@ -18,8 +19,10 @@ state = {"connections": 0, "messages": 0}
 
 def record():
     if args.count:
-        with open(args.count, "w") as f:
+        # Write and rename, so a reader never sees a half-written file.
+        with open(args.count + ".tmp", "w") as f:
             f.write(f"{state['connections']} {state['messages']}\n")
+        os.replace(args.count + ".tmp", args.count)
 
 
 def serve(conn):
