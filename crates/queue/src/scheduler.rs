@@ -342,10 +342,17 @@ impl Queue {
                     .await;
             }
         }
+        // An admin may have deleted or held the message while it was being tried.
+        if !self.inner.spool.message_path(id).exists() {
+            return;
+        }
+        state.held = self.inner.spool.read_state(id, &envelope).held;
         if let Err(e) = self.inner.spool.write_state(id, &state) {
             tracing::error!(id, error = %e, "cannot write delivery state");
         }
-        self.schedule(state.next_attempt, id.to_string());
+        if !state.held {
+            self.schedule(state.next_attempt, id.to_string());
+        }
     }
 
     /// Queue a DSN to the original sender. Never for the null sender (RFC 5321 §6.1),
