@@ -2,6 +2,7 @@
 their absence for the null sender, queue lifetime, and outbound delivery by MX through a
 DNS server run by the test on loopback (MX, implicit MX, null MX)."""
 
+import os
 import smtplib
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR
 from dnslib.server import BaseResolver, DNSServer
 
-from conftest import Gateway, Sink, free_port, wait_for, wait_port
+from conftest import BIN, Gateway, Sink, free_port, wait_for, wait_port
 
 
 def send(port, sender, rcpts, subject, body="hello\r\n"):
@@ -279,3 +280,39 @@ def test_threaded_load_all_arrive(gateway, sink):
     assert errors == []
     sink.wait_count(50, timeout=60)
     assert len({m["Subject"] for m in sink.messages()}) == 50
+
+
+def test_route_with_required_tls_and_auth(tmp_path, sink):
+    # The downstream is a second Portcullis on its submission port, which insists on
+    # STARTTLS and AUTH: the route must encrypt and authenticate to get through.
+    down = Gateway(tmp_path / "down")
+    down.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    down.cli("user", "add", "relay@example.com", input="relay password\n")
+    down.start()
+    # No pooled connections: the second half must log in again with the wrong password.
+    up = Gateway(tmp_path / "up", "[delivery]\nconnection_idle_secs = 0\n")
+    env = dict(os.environ, PORTCULLIS_ROUTE_PASSWORD="relay password")
+    out = subprocess.run(
+        [str(BIN), "--config", str(up.config), "domain", "add", "example.com",
+         "--route", f"127.0.0.1:{down.submission}", "--tls", "encrypt", "--auth-user", "relay@example.com"],
+        env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    up.start()
+    try:
+        send(up.smtp, "x@outside.test", ["bob@example.com"], "over tls with auth")
+        (msg,) = sink.wait_count(1) and sink.messages()
+        received = " ".join(msg.get_all("Received"))
+        assert "with ESMTPSA" in received, received
+        # Without the right password the downstream refuses, and mail waits (4xx), not bounces.
+        env["PORTCULLIS_ROUTE_PASSWORD"] = "wrong"
+        subprocess.run(
+            [str(BIN), "--config", str(up.config), "domain", "add", "example.com",
+             "--route", f"127.0.0.1:{down.submission}", "--tls", "encrypt", "--auth-user",
+             "relay@example.com"], env=env, check=True, capture_output=True)
+        time.sleep(2.5)
+        send(up.smtp, "x@outside.test", ["bob@example.com"], "wrong password")
+        wait_for(lambda: "535" in up.cli("queue", "list").stdout, what="AUTH failure in queue list")
+        assert len(sink.files()) == 1
+    finally:
+        up.stop()
+        down.stop()

@@ -164,8 +164,11 @@ pub enum ClientError {
 impl ClientError {
     /// Permanent errors fail the recipients; the rest are retried (maybe on another MX).
     pub fn is_permanent(&self) -> bool {
+        // A refused AUTH is never permanent: wrong credentials are our own configuration
+        // error, and mail waits for the fix instead of bouncing (as Postfix's
+        // smtp_sasl_auth_soft_bounce).
         match self {
-            ClientError::Greeting(r) | ClientError::Auth(r) => r.is_permanent(),
+            ClientError::Greeting(r) => r.is_permanent(),
             ClientError::Rejected { reply, .. } => reply.is_permanent(),
             _ => false,
         }

@@ -551,7 +551,8 @@ async fn starttls_encrypt_and_auth_plain() {
     .err()
     .expect("bad credentials fail");
     assert!(matches!(&err, ClientError::Auth(r) if r.code == 535));
-    assert!(err.is_permanent());
+    // Wrong credentials are our configuration error: the mail waits, it does not bounce.
+    assert!(!err.is_permanent());
 }
 
 #[tokio::test]
