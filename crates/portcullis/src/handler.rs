@@ -186,30 +186,7 @@ impl Handler for GatewayHandler {
             );
         }
         let (subject, message_id) = header_facts(&self.head);
-        let record = MessageRecord {
-            id: id.clone(),
-            received_at: envelope.received_at,
-            client_ip: envelope.client_ip.clone(),
-            helo: envelope.helo.clone(),
-            direction: direction.as_str().to_string(),
-            sender: envelope.sender.clone(),
-            size: size as i64,
-            auth_user: envelope.auth_user.clone(),
-            message_id,
-            subject,
-            recipients: envelope
-                .recipients
-                .iter()
-                .map(|r| RecipientRecord {
-                    address: r.address.clone(),
-                    status: "queued".into(),
-                    reply: None,
-                    remote_host: None,
-                    updated_at: envelope.received_at,
-                    attempts: 0,
-                })
-                .collect(),
-        };
+        let record = log_record(&envelope, size, subject, message_id);
         // The spool is the truth; a log failure must not turn an accepted message away.
         if let Err(e) = self.shared.store.log_message(&record).await {
             tracing::error!(id, error = %e, "message log write failed");
@@ -256,4 +233,37 @@ fn header_facts(head: &[u8]) -> (Option<String>, Option<String>) {
         msg.subject().map(str::to_string),
         msg.message_id().map(str::to_string),
     )
+}
+
+/// The message-log record of a newly queued message, every recipient `queued`.
+pub fn log_record(
+    envelope: &Envelope,
+    size: usize,
+    subject: Option<String>,
+    message_id: Option<String>,
+) -> MessageRecord {
+    MessageRecord {
+        id: envelope.id.clone(),
+        received_at: envelope.received_at,
+        client_ip: envelope.client_ip.clone(),
+        helo: envelope.helo.clone(),
+        direction: envelope.direction.as_str().to_string(),
+        sender: envelope.sender.clone(),
+        size: size as i64,
+        auth_user: envelope.auth_user.clone(),
+        message_id,
+        subject,
+        recipients: envelope
+            .recipients
+            .iter()
+            .map(|r| RecipientRecord {
+                address: r.address.clone(),
+                status: "queued".into(),
+                reply: None,
+                remote_host: None,
+                updated_at: envelope.received_at,
+                attempts: 0,
+            })
+            .collect(),
+    }
 }

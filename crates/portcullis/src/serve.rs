@@ -11,7 +11,7 @@ use portcullis_queue::spool::{Envelope, Spool};
 use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
 use portcullis_smtp::SessionConfig;
 use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
-use portcullis_store::{MessageRecord, RecipientRecord, Store};
+use portcullis_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
@@ -51,30 +51,8 @@ impl Journal for StoreJournal {
 
     fn generated(&self, envelope: &Envelope, size: usize) {
         let store = self.0.clone();
-        let record = MessageRecord {
-            id: envelope.id.clone(),
-            received_at: envelope.received_at,
-            client_ip: envelope.client_ip.clone(),
-            helo: envelope.helo.clone(),
-            direction: envelope.direction.as_str().to_string(),
-            sender: envelope.sender.clone(),
-            size: size as i64,
-            auth_user: None,
-            message_id: None,
-            subject: Some("(delivery status notification)".into()),
-            recipients: envelope
-                .recipients
-                .iter()
-                .map(|r| RecipientRecord {
-                    address: r.address.clone(),
-                    status: "queued".into(),
-                    reply: None,
-                    remote_host: None,
-                    updated_at: envelope.received_at,
-                    attempts: 0,
-                })
-                .collect(),
-        };
+        let subject = Some("(delivery status notification)".to_string());
+        let record = crate::handler::log_record(envelope, size, subject, None);
         tokio::spawn(async move {
             if let Err(e) = store.log_message(&record).await {
                 tracing::error!(error = %e, "message log write failed");

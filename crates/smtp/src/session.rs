@@ -501,11 +501,7 @@ impl Session {
             };
             self.error(reply);
         } else if mail.size > self.cfg.limits.max_message_size {
-            self.reply(Reply::new(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            ));
+            self.reply(too_big());
         } else {
             self.pending = Pending::Mail;
             self.pending_mail = Some(mail.clone());
@@ -607,11 +603,7 @@ impl Session {
                 let size = reader.size();
                 if reader.too_big() {
                     self.end_transaction();
-                    self.reply(Reply::new(
-                        552,
-                        "5.3.4",
-                        "Message size exceeds fixed maximum message size",
-                    ));
+                    self.reply(too_big());
                     return Some(Event::DataAborted);
                 }
                 self.pending = Pending::DataEnd;
@@ -673,11 +665,7 @@ impl Session {
         let size = self.bdat_size;
         if size > self.cfg.limits.max_message_size {
             self.end_transaction();
-            self.reply(Reply::new(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            ));
+            self.reply(too_big());
             return Some(Event::DataAborted);
         }
         if last {
@@ -778,6 +766,14 @@ impl IntoOwnedRequest for Request<std::borrow::Cow<'_, str>> {
             other => OwnedRequest::Unsupported(other.name()),
         }
     }
+}
+
+fn too_big() -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        "Message size exceeds fixed maximum message size",
+    )
 }
 
 fn parse_error_reply(e: &ProtoError, line: &[u8]) -> Reply {
