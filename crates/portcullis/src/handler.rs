@@ -2,13 +2,14 @@
 //! the body goes (the spool, with a Received header first), when 250 may be said (after
 //! the commit is durable), and what the message log records.
 
+use crate::logwriter::LogWriter;
 use crate::policy::Policy;
 use crate::{rfc5322_date, users};
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
 use portcullis_smtp::server::{ConnInfo, Handler};
 use portcullis_smtp::{MailFrom, RcptTo, Reply, Session};
-use portcullis_store::{MessageRecord, RecipientRecord, Store};
+use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
 use std::sync::Arc;
 
 /// What every connection shares.
@@ -17,6 +18,7 @@ pub struct Shared {
     pub policy: Policy,
     pub store: Store,
     pub queue: Queue,
+    pub log: LogWriter,
 }
 
 pub struct GatewayHandler {
@@ -187,10 +189,8 @@ impl Handler for GatewayHandler {
         }
         let (subject, message_id) = header_facts(&self.head);
         let record = log_record(&envelope, size, subject, message_id);
-        // The spool is the truth; a log failure must not turn an accepted message away.
-        if let Err(e) = self.shared.store.log_message(&record).await {
-            tracing::error!(id, error = %e, "message log write failed");
-        }
+        // Queued before the message is enqueued, so its record precedes its updates.
+        self.shared.log.write(LogEntry::Message(record));
         tracing::info!(
             id,
             client = %self.conn.peer,

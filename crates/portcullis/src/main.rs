@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod control;
 mod handler;
+mod logwriter;
 mod policy;
 mod serve;
 mod tls;

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::handler::{GatewayHandler, Shared};
+use crate::logwriter::LogWriter;
 use crate::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
 use anyhow::{Context, Result};
 use portcullis_queue::client::{ClientSettings, TlsConfigs};
@@ -11,13 +12,13 @@ use portcullis_queue::spool::{Envelope, Spool};
 use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
 use portcullis_smtp::SessionConfig;
 use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
-use portcullis_store::Store;
+use portcullis_store::{LogEntry, StatusUpdate, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 /// Writes delivery results to the message log.
-struct StoreJournal(Store);
+struct StoreJournal(LogWriter);
 
 impl Journal for StoreJournal {
     fn recipient_result(
@@ -28,36 +29,20 @@ impl Journal for StoreJournal {
         reply: Option<&str>,
         host: Option<&str>,
     ) {
-        let store = self.0.clone();
-        let (id, recipient, status) = (id.to_string(), recipient.to_string(), status.to_string());
-        let (reply, host) = (reply.map(str::to_string), host.map(str::to_string));
-        tokio::spawn(async move {
-            let at = portcullis_queue::spool::now();
-            if let Err(e) = store
-                .log_recipient_status(
-                    &id,
-                    &recipient,
-                    &status,
-                    reply.as_deref(),
-                    host.as_deref(),
-                    at,
-                )
-                .await
-            {
-                tracing::error!(id, error = %e, "message log update failed");
-            }
-        });
+        self.0.write(LogEntry::Status(StatusUpdate {
+            id: id.to_string(),
+            address: recipient.to_string(),
+            status: status.to_string(),
+            reply: reply.map(str::to_string),
+            remote_host: host.map(str::to_string),
+            at: portcullis_queue::spool::now(),
+        }));
     }
 
     fn generated(&self, envelope: &Envelope, size: usize) {
-        let store = self.0.clone();
         let subject = Some("(delivery status notification)".to_string());
         let record = crate::handler::log_record(envelope, size, subject, None);
-        tokio::spawn(async move {
-            if let Err(e) = store.log_message(&record).await {
-                tracing::error!(error = %e, "message log write failed");
-            }
-        });
+        self.0.write(LogEntry::Message(record));
     }
 }
 
@@ -113,11 +98,12 @@ pub async fn run(config: Config) -> Result<()> {
         max_lifetime: Duration::from_secs(d.max_lifetime_secs),
         delay_warning: Duration::from_secs(d.delay_warning_secs),
     };
+    let log = LogWriter::spawn(store.clone());
     let queue = Queue::start(
         spool,
         settings,
         deliverer,
-        Arc::new(StoreJournal(store.clone())),
+        Arc::new(StoreJournal(log.clone())),
     )?;
     crate::control::spawn(&config.data_dir, queue.clone()).context("control socket")?;
 
@@ -134,6 +120,7 @@ pub async fn run(config: Config) -> Result<()> {
         policy,
         store,
         queue,
+        log,
     });
     let l = &config.limits;
     let limits = portcullis_smtp::Limits {

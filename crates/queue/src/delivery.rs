@@ -58,7 +58,7 @@ impl ConnectionPool {
         ConnectionPool {
             idle: Mutex::new(HashMap::new()),
             max_idle,
-            max_per_key: 8,
+            max_per_key: 32,
         }
     }
 

@@ -22,7 +22,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use domains::{Domain, Route, TLS_MODES};
 pub use error::StoreError;
 pub use log::{
-    DIRECTIONS, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES, RecipientRecord,
+    DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
+    RecipientRecord, StatusUpdate,
 };
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.

@@ -196,71 +196,13 @@ impl Store {
     /// present does nothing: after a crash the queue may log the same message again.
     pub async fn log_message(&self, rec: &MessageRecord) -> Result<(), StoreError> {
         let context = format!("logging message {}", rec.id);
-        if rec.id.is_empty() {
-            return Err(StoreError::invalid(context, "message id is empty"));
-        }
-        if !DIRECTIONS.contains(&rec.direction.as_str()) {
-            return Err(StoreError::invalid(
-                context,
-                format!(
-                    "direction {:?}; expected inbound or outbound",
-                    rec.direction
-                ),
-            ));
-        }
-        for rcpt in &rec.recipients {
-            check_status(&context, &rcpt.status)?;
-        }
-
+        validate_message(rec, &context)?;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        let inserted = sqlx::query(
-            "INSERT INTO messages \
-             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&rec.id)
-        .bind(rec.received_at)
-        .bind(&rec.client_ip)
-        .bind(&rec.helo)
-        .bind(&rec.direction)
-        .bind(&rec.sender)
-        .bind(rec.size)
-        .bind(rec.auth_user.as_deref())
-        .bind(rec.message_id.as_deref())
-        .bind(rec.subject.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(&context))?;
-        if inserted.rows_affected() == 0 {
-            // The first logging carried the recipients in the same transaction, so they are there.
-            tracing::debug!(id = %rec.id, "message already logged; keeping the first record");
-            return Ok(());
-        }
-
-        for (seq, rcpt) in rec.recipients.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO message_recipients \
-                 (message, seq, address, status, reply, remote_host, updated_at, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (message, address) DO NOTHING",
-            )
-            .bind(&rec.id)
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .bind(&rcpt.address)
-            .bind(&rcpt.status)
-            .bind(rcpt.reply.as_deref())
-            .bind(rcpt.remote_host.as_deref())
-            .bind(rcpt.updated_at)
-            .bind(rcpt.attempts)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
-        }
+        insert_message(&mut tx, rec, &context).await?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -281,31 +223,60 @@ impl Store {
     ) -> Result<(), StoreError> {
         let context = format!("logging status {status} for {address} of message {id}");
         check_status(&context, status)?;
-        let attempt = i64::from(ATTEMPT_STATUSES.contains(&status));
-        let done = sqlx::query(
-            "UPDATE message_recipients \
-             SET status = $1, reply = $2, remote_host = $3, updated_at = $4, attempts = attempts + $5 \
-             WHERE message = $6 AND address = $7",
-        )
-        .bind(status)
-        .bind(reply)
-        .bind(remote_host)
-        .bind(at)
-        .bind(attempt)
-        .bind(id)
-        .bind(address)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::query(&context))?;
-        if done.rows_affected() == 0 {
-            tracing::warn!(
-                id,
-                address,
-                status,
-                "status for a recipient that is not in the log"
-            );
+        let update = StatusUpdate {
+            id: id.to_string(),
+            address: address.to_string(),
+            status: status.to_string(),
+            reply: reply.map(str::to_string),
+            remote_host: remote_host.map(str::to_string),
+            at,
+        };
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::query(&context))?;
+        update_status(&mut conn, &update, &context).await
+    }
+
+    /// Several log writes in one transaction, in order. SQLite has one writer at a time:
+    /// batching the log of a busy gateway into few transactions avoids lock contention.
+    /// Invalid entries are skipped with a warning so one bad entry cannot lose the rest.
+    pub async fn log_batch(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        let context = format!("writing {} message-log entries", entries.len());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(&context))?;
+        for entry in entries {
+            let result = match entry {
+                LogEntry::Message(rec) => {
+                    let ctx = format!("logging message {}", rec.id);
+                    match validate_message(rec, &ctx) {
+                        Ok(()) => insert_message(&mut tx, rec, &ctx).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                LogEntry::Status(u) => {
+                    let ctx = format!(
+                        "logging status {} for {} of message {}",
+                        u.status, u.address, u.id
+                    );
+                    match check_status(&ctx, &u.status) {
+                        Ok(()) => update_status(&mut tx, u, &ctx).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Err(e @ StoreError::Invalid { .. }) => {
+                    tracing::warn!(error = %e, "skipped log entry")
+                }
+                other => other?,
+            }
         }
-        Ok(())
+        tx.commit().await.map_err(StoreError::query(&context))
     }
 
     /// One message with its recipients, or `None` if it was never logged.
@@ -424,4 +395,130 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Inserts one message and its recipients on `conn` (inside the caller's transaction).
+async fn insert_message(
+    conn: &mut sqlx::SqliteConnection,
+    rec: &MessageRecord,
+    context: &str,
+) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+            "INSERT INTO messages \
+             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&rec.id)
+        .bind(rec.received_at)
+        .bind(&rec.client_ip)
+        .bind(&rec.helo)
+        .bind(&rec.direction)
+        .bind(&rec.sender)
+        .bind(rec.size)
+        .bind(rec.auth_user.as_deref())
+        .bind(rec.message_id.as_deref())
+        .bind(rec.subject.as_deref())
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::query(context))?;
+    if inserted.rows_affected() == 0 {
+        // The first logging carried the recipients in the same transaction, so they are there.
+        tracing::debug!(id = %rec.id, "message already logged; keeping the first record");
+        return Ok(());
+    }
+    for (seq, rcpt) in rec.recipients.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO message_recipients \
+                 (message, seq, address, status, reply, remote_host, updated_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (message, address) DO NOTHING",
+        )
+        .bind(&rec.id)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .bind(&rcpt.address)
+        .bind(&rcpt.status)
+        .bind(rcpt.reply.as_deref())
+        .bind(rcpt.remote_host.as_deref())
+        .bind(rcpt.updated_at)
+        .bind(rcpt.attempts)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::query(context))?;
+    }
+    Ok(())
+}
+
+/// Updates one recipient's status on `conn`; an unknown recipient is only a warning.
+async fn update_status(
+    conn: &mut sqlx::SqliteConnection,
+    u: &StatusUpdate,
+    context: &str,
+) -> Result<(), StoreError> {
+    let attempt = i64::from(ATTEMPT_STATUSES.contains(&u.status.as_str()));
+    let done = sqlx::query(
+        "UPDATE message_recipients \
+         SET status = $1, reply = $2, remote_host = $3, updated_at = $4, attempts = attempts + $5 \
+         WHERE message = $6 AND address = $7",
+    )
+    .bind(&u.status)
+    .bind(u.reply.as_deref())
+    .bind(u.remote_host.as_deref())
+    .bind(u.at)
+    .bind(attempt)
+    .bind(&u.id)
+    .bind(&u.address)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::query(context))?;
+    if done.rows_affected() == 0 {
+        tracing::warn!(
+            id = %u.id,
+            address = %u.address,
+            status = %u.status,
+            "status for a recipient that is not in the log"
+        );
+    }
+    Ok(())
+}
+
+/// A status change of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub id: String,
+    pub address: String,
+    pub status: String,
+    pub reply: Option<String>,
+    pub remote_host: Option<String>,
+    pub at: i64,
+}
+
+/// One write to the message log, for [`Store::log_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEntry {
+    Message(MessageRecord),
+    Status(StatusUpdate),
+}
+
+fn validate_message(rec: &MessageRecord, context: &str) -> Result<(), StoreError> {
+    if rec.id.is_empty() {
+        return Err(StoreError::invalid(
+            context.to_string(),
+            "message id is empty",
+        ));
+    }
+    if !DIRECTIONS.contains(&rec.direction.as_str()) {
+        return Err(StoreError::invalid(
+            context,
+            format!(
+                "direction {:?}; expected inbound or outbound",
+                rec.direction
+            ),
+        ));
+    }
+    for rcpt in &rec.recipients {
+        check_status(context, &rcpt.status)?;
+    }
+
+    Ok(())
 }

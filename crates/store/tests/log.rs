@@ -2,7 +2,9 @@
 
 mod common;
 
-use portcullis_store::{LogQuery, MessageRecord, RecipientRecord, StoreError};
+use portcullis_store::{
+    LogEntry, LogQuery, MessageRecord, RecipientRecord, StatusUpdate, StoreError,
+};
 
 fn rcpt(address: &str) -> RecipientRecord {
     RecipientRecord {
@@ -444,4 +446,35 @@ async fn concurrent_writers_on_one_file_all_succeed() {
         .unwrap();
     assert_eq!(found.len(), 40);
     assert!(found.iter().all(|m| m.recipients[0].attempts == 1));
+}
+
+#[tokio::test]
+async fn batch_applies_in_order_and_skips_invalid_entries() {
+    let store = common::memory().await;
+    let status = |id: &str, address: &str, status: &str| {
+        LogEntry::Status(StatusUpdate {
+            id: id.into(),
+            address: address.into(),
+            status: status.into(),
+            reply: Some("250 2.0.0 Ok".into()),
+            remote_host: Some("mx".into()),
+            at: 200,
+        })
+    };
+    let mut bad = message("Q9", 100, "a@example.org", &["z@example.com"]);
+    bad.direction = "sideways".into();
+    store
+        .log_batch(&[
+            LogEntry::Message(message("Q1", 100, "a@example.org", &["x@example.com"])),
+            status("Q1", "x@example.com", "deferred"),
+            LogEntry::Message(bad),
+            status("Q1", "x@example.com", "no-such-status"),
+            status("Q1", "x@example.com", "delivered"),
+        ])
+        .await
+        .unwrap();
+    let m = store.get_message("Q1").await.unwrap().expect("logged");
+    assert_eq!(m.recipients[0].status, "delivered");
+    assert_eq!(m.recipients[0].attempts, 2);
+    assert!(store.get_message("Q9").await.unwrap().is_none());
 }

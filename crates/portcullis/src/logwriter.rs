@@ -1,0 +1,39 @@
+//! The one writer of the message log. Connections and delivery attempts hand their log
+//! entries to a channel; one task writes whatever has piled up in one transaction. SQLite
+//! takes one writer at a time, so many small concurrent writes would wait on each other's
+//! locks; a single ordered writer also keeps a message's record ahead of its updates.
+//! The log is not the truth for mail in flight (the spool is), so a failed write is
+//! logged and dropped, never retried at the cost of accepting mail.
+
+use portcullis_store::{LogEntry, Store};
+use tokio::sync::mpsc;
+
+/// Entries written per transaction at most.
+const BATCH: usize = 512;
+
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::UnboundedSender<LogEntry>,
+}
+
+impl LogWriter {
+    pub fn spawn(store: Store) -> LogWriter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogEntry>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                if let Err(e) = store.log_batch(&batch).await {
+                    tracing::error!(error = %e, entries = batch.len(), "message log write failed");
+                }
+                batch.clear();
+            }
+        });
+        LogWriter { tx }
+    }
+
+    pub fn write(&self, entry: LogEntry) {
+        if self.tx.send(entry).is_err() {
+            tracing::error!("message log writer has stopped");
+        }
+    }
+}
