@@ -22,7 +22,7 @@
 //! - the body stored for one message never exceeds `max_message_size`;
 //! - `DataEnd { size }` equals the bytes delivered, and a DATA body (as opposed to
 //!   BDAT, which is binary) is empty or CRLF-terminated with no bare CR and no bare LF;
-//! - events come in protocol order: RCPT only inside a transaction, DataStart only with
+//! - events come in protocol order: RCPT only inside a transaction (and not in DATA), DataStart only with
 //!   an accepted recipient, Body/DataEnd only after an accepted DataStart, MAIL only
 //!   after HELO/EHLO and when none is open, AUTH only over TLS, MAIL only once
 //!   authenticated when AUTH is required, and at most `max_recipients` accepted;
@@ -191,6 +191,8 @@ fuzz_target!(|input: &[u8]| {
                 }
                 Event::Rcpt(rcpt) => {
                     assert!(model.mail, "RCPT without MAIL reached the policy");
+                    // RFC 3030: the envelope is complete before the first BDAT chunk, and
+                    // inside DATA a RCPT would be smuggling.
                     assert!(!model.in_message, "RCPT inside a message");
                     assert!(model.recipients < MAX_RECIPIENTS, "too many RCPT reached the policy");
                     let ok = !(policy.refuse_odd_rcpt && rcpt.address.len() % 2 == 1);

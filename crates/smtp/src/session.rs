@@ -407,6 +407,10 @@ impl Session {
                 if self.mail.is_none() {
                     self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
                     None
+                } else if self.bdat_started {
+                    // RFC 3030: the recipients are fixed before the first chunk.
+                    self.error(Reply::new(503, "5.5.1", "Error: RCPT after BDAT"));
+                    None
                 } else if self.recipients >= self.cfg.limits.max_recipients {
                     self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
                     None
