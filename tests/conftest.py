@@ -83,8 +83,19 @@ class Sink:
         return [email.message_from_bytes(p.read_bytes()) for p in self.files()]
 
     def wait_count(self, n, timeout=20.0):
-        return wait_for(lambda: len(self.files()) >= n and self.files(), timeout,
-                        f"{n} messages at the sink (have {len(self.files())})")
+        wait_for(lambda: len(self.files()) >= n, timeout,
+                 f"{n} messages at the sink (have {len(self.files())})")
+        # smtp-sink writes a dump while the message streams in: wait until the files
+        # stop growing before anyone reads them.
+        def sizes():
+            return [p.stat().st_size for p in self.files()]
+        before = sizes()
+        while True:
+            time.sleep(0.2)
+            after = sizes()
+            if after == before:
+                return self.files()
+            before = after
 
 
 class Gateway:
