@@ -24,7 +24,10 @@ class Postfix:
         for d in ("etc", "spool", "lib"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.dir / "lib", user="postfix")
-        master = Path("/etc/postfix/master.cf").read_text().splitlines()
+        master_cf = Path("/etc/postfix/master.cf")
+        if not master_cf.exists():
+            master_cf = Path("/usr/share/postfix/master.cf.dist")
+        master = master_cf.read_text().splitlines()
         out = []
         for line in master:
             fields = line.split()
