@@ -316,3 +316,31 @@ def test_route_with_required_tls_and_auth(tmp_path, sink):
     finally:
         up.stop()
         down.stop()
+
+
+def test_notify_success_to_a_hop_without_dsn_gets_a_relayed_notice(tmp_path, sink):
+    # The fake next hop does not offer DSN, so the request ends with us (RFC 3461 §5.2.2).
+    port = free_port()
+    server = fake_smtp(port)
+    g = Gateway(tmp_path / "gw")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            s.ehlo("c.test")
+            s.mail("sender@example.net", ["RET=HDRS"])
+            assert s.rcpt("bob@example.com", ["NOTIFY=SUCCESS,FAILURE"])[0] == 250
+            assert s.rcpt("carol@example.com")[0] == 250
+            assert s.data(b"Subject: tell me again\r\n\r\nx\r\n")[0] == 250
+        (dsn,) = sink.wait_count(1) and sink.messages()
+        text = dsn.as_string()
+        assert "Action: relayed" in text, text
+        assert "Final-Recipient: rfc822; bob@example.com" in text
+        assert "Final-Recipient: rfc822; carol@example.com" not in text
+        assert dsn.get_content_type() == "multipart/report"
+        time.sleep(1)
+        assert len(sink.files()) == 1, "only the recipient that asked gets a notice"
+    finally:
+        g.stop()
+        server.kill()

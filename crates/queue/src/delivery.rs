@@ -41,9 +41,21 @@ pub trait Router: Send + Sync {
 /// The result of one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered { reply: Reply, host: String },
-    Deferred { reply: Reply, host: Option<String> },
-    Failed { reply: Reply, host: Option<String> },
+    /// `dsn_relayed`: the next hop did not offer DSN, so a NOTIFY=SUCCESS request ends
+    /// here and we owe the sender a "relayed" notice (RFC 3461 §5.2.2).
+    Delivered {
+        reply: Reply,
+        host: String,
+        dsn_relayed: bool,
+    },
+    Deferred {
+        reply: Reply,
+        host: Option<String>,
+    },
+    Failed {
+        reply: Reply,
+        host: Option<String>,
+    },
 }
 
 /// Idle connections kept for the next message to the same server.
@@ -213,8 +225,9 @@ impl Deliverer {
                 if let Some(mut client) = self.pool.take(&key)
                     && let Ok(outcomes) = client.send(&outgoing).await
                 {
+                    let outcomes = convert(&client, outcomes, &host_label);
                     self.pool.put(key, client);
-                    return convert(outcomes, &host_label);
+                    return outcomes;
                 }
                 let mut client = match SmtpClient::connect(
                     addr,
@@ -236,8 +249,9 @@ impl Deliverer {
                 };
                 return match client.send(&outgoing).await {
                     Ok(outcomes) => {
+                        let outcomes = convert(&client, outcomes, &host_label);
                         self.pool.put(key, client);
-                        convert(outcomes, &host_label)
+                        outcomes
                     }
                     Err(e) => {
                         tracing::info!(host = %host_label, error = %e, "delivery failed");
@@ -310,13 +324,15 @@ fn deferred_or_failed(e: &ClientError, host: Option<String>) -> Outcome {
     }
 }
 
-fn convert(outcomes: Vec<RecipientOutcome>, host: &str) -> Vec<Outcome> {
+fn convert(client: &SmtpClient, outcomes: Vec<RecipientOutcome>, host: &str) -> Vec<Outcome> {
+    let dsn_relayed = !client.extensions().dsn;
     outcomes
         .into_iter()
         .map(|o| match o {
             RecipientOutcome::Delivered(reply) => Outcome::Delivered {
                 reply,
                 host: host.to_string(),
+                dsn_relayed,
             },
             RecipientOutcome::TempFailed(reply) => Outcome::Deferred {
                 reply,

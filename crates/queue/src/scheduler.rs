@@ -255,10 +255,11 @@ impl Queue {
                 .await
         };
         let mut failed = Vec::new();
+        let mut relayed = Vec::new();
         for (i, outcome) in results {
             let address = &envelope.recipients[i].address;
             let (status, word, reply, host) = match &outcome {
-                Outcome::Delivered { reply, host } => (
+                Outcome::Delivered { reply, host, .. } => (
                     RecipientStatus::Delivered,
                     "delivered",
                     reply,
@@ -283,6 +284,18 @@ impl Queue {
                     &envelope, i, "failed", &line, host, now, None,
                 ));
             }
+            if let Outcome::Delivered {
+                dsn_relayed: true, ..
+            } = outcome
+            {
+                relayed.push(dsn_recipient(
+                    &envelope, i, "relayed", &line, host, now, None,
+                ));
+            }
+        }
+        if !relayed.is_empty() {
+            self.bounce(&envelope, &message, relayed, DsnKind::Success)
+                .await;
         }
         state.attempts += 1;
         let settings = &self.inner.settings;
@@ -371,15 +384,16 @@ impl Queue {
             .into_iter()
             .filter(|r| {
                 let env_rcpt = envelope.recipients.iter().find(|e| e.address == r.address);
+                let wanted = match kind {
+                    DsnKind::Failure => "FAILURE",
+                    DsnKind::Delay => "DELAY",
+                    DsnKind::Success => "SUCCESS",
+                };
+                // Without NOTIFY, RFC 3461 §4.1 means FAILURE (and delays at our
+                // discretion); success is only ever reported when asked for.
                 env_rcpt.is_none_or(|e| match &e.notify {
-                    None => true,
-                    Some(n) => n.iter().any(|v| {
-                        v == if kind == DsnKind::Delay {
-                            "DELAY"
-                        } else {
-                            "FAILURE"
-                        }
-                    }),
+                    None => kind != DsnKind::Success,
+                    Some(n) => n.iter().any(|v| v == wanted),
                 })
             })
             .collect();
@@ -397,7 +411,8 @@ impl Queue {
             recipients: &recipients,
             kind,
             original: message,
-            return_full: envelope.ret != Some(spool::Ret::Headers),
+            // RET asks for the content of failure notices only (RFC 3461 §4.3).
+            return_full: kind == DsnKind::Failure && envelope.ret != Some(spool::Ret::Headers),
             max_original_size: 1024 * 1024,
         };
         let bytes = dsn::build_dsn(&input);
@@ -458,7 +473,14 @@ fn dsn_recipient(
         .nth(1)
         .filter(|s| portcullis_smtp::reply::is_enhanced_code(s))
         .map(str::to_string)
-        .unwrap_or_else(|| if action == "failed" { "5.0.0" } else { "4.0.0" }.to_string());
+        .unwrap_or_else(|| {
+            match action {
+                "failed" => "5.0.0",
+                "delayed" => "4.0.0",
+                _ => "2.0.0",
+            }
+            .to_string()
+        });
     DsnRecipient {
         address: r.address.clone(),
         orcpt: r.orcpt.clone(),

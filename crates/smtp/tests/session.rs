@@ -321,7 +321,11 @@ fn rcpt_between_bdat_chunks_is_refused() {
     let mut h = Harness::new(config());
     let out = h.send(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 1\r\nxRCPT TO:<c@y>\r\nBDAT 1 LAST\r\ny");
     assert_eq!(codes(&out), vec![250, 250, 250, 250, 503, 250], "{out}");
-    let rcpts = h.events.iter().filter(|e| matches!(e, Event::Rcpt(_))).count();
+    let rcpts = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Rcpt(_)))
+        .count();
     assert_eq!(rcpts, 1);
     assert_eq!(h.messages, vec![b"xy".to_vec()]);
 }
