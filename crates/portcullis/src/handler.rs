@@ -126,12 +126,9 @@ impl Handler for GatewayHandler {
         }
     }
 
-    async fn data_start(&mut self, session: &Session) -> Reply {
+    async fn data_start(&mut self, _session: &Session) -> Reply {
         let id = new_id();
-        let mut writer = self.shared.queue.spool().writer(id.clone());
-        let header = self.received_header(session, &id);
-        writer.write(header.as_bytes());
-        self.writer = Some(writer);
+        self.writer = Some(self.shared.queue.spool().writer(id));
         self.head.clear();
         Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
     }
@@ -151,6 +148,7 @@ impl Handler for GatewayHandler {
             return Reply::new(451, "4.3.0", "Error: no message in progress");
         };
         let id = writer.id().to_string();
+        let received = self.received_header(session, &id);
         let internal = self.internal(session);
         let direction = if internal {
             Direction::Outbound
@@ -178,6 +176,7 @@ impl Handler for GatewayHandler {
                     notify: r.notify,
                 })
                 .collect(),
+            prepend: received,
         };
         if let Err(e) = writer.commit(envelope.clone()).await {
             tracing::error!(id, error = %e, "spool commit failed");

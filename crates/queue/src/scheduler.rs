@@ -433,6 +433,7 @@ impl Queue {
                 orcpt: None,
                 notify: Some(vec!["NEVER".into()]),
             }],
+            prepend: String::new(),
         };
         let spool = self.inner.spool.clone();
         let stored = bounce.clone();

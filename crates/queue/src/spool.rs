@@ -61,6 +61,11 @@ pub struct Envelope {
     pub ret: Option<Ret>,
     pub envid: Option<String>,
     pub recipients: Vec<EnvelopeRecipient>,
+    /// Header fields the gateway adds (Received, Authentication-Results, ...), CRLF
+    /// terminated. They go in front of the body when the message is read, so that a body
+    /// already streamed to disk never has to be rewritten to add them.
+    #[serde(default)]
+    pub prepend: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,13 +235,16 @@ impl Spool {
         Ok((envelope, body_len))
     }
 
-    /// Read a committed message's bytes (without the envelope).
+    /// Read a committed message as it is to be delivered: the added header fields, then
+    /// the received bytes (without the envelope).
     pub fn read_message(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
         let (envelope, body_len) = self.read_envelope_and_len(id)?;
         let mut file = File::open(self.message_path(id))?;
-        let mut body = vec![0u8; body_len as usize];
-        file.read_exact(&mut body)?;
-        Ok((envelope, body))
+        let prefix = envelope.prepend.len();
+        let mut message = vec![0u8; prefix + body_len as usize];
+        message[..prefix].copy_from_slice(envelope.prepend.as_bytes());
+        file.read_exact(&mut message[prefix..])?;
+        Ok((envelope, message))
     }
 
     /// The delivery state, or a fresh one when none was written yet.
@@ -460,6 +468,7 @@ mod tests {
                 orcpt: None,
                 notify: None,
             }],
+            prepend: String::new(),
         }
     }
 
