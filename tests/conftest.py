@@ -11,7 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import contextlib
+
 import pytest
+from dnslib import RCODE, RR
+from dnslib.server import BaseResolver, DNSServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("PORTCULLIS_BIN", ROOT / "target" / "debug" / "portcullis"))
@@ -51,6 +55,43 @@ def wait_for(predicate, timeout=15.0, what="condition"):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Zone(BaseResolver):
+    """An authoritative answerer for a zone given as text: NXDOMAIN for unknown names,
+    NODATA for known names without the asked type."""
+
+    def __init__(self, text):
+        self.rrs = RR.fromZone(text)
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        q = request.q
+        known = False
+        for rr in self.rrs:
+            if rr.rname == q.qname:
+                known = True
+                if rr.rtype == q.qtype:
+                    reply.add_answer(rr)
+        if not known:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+@contextlib.contextmanager
+def dns_server(zone_text):
+    """A DNS server on a loopback port (UDP and TCP) serving the zone; yields the port."""
+    port = free_port()
+    zone = Zone(zone_text)
+    udp = DNSServer(zone, port=port, address="127.0.0.1")
+    tcp = DNSServer(zone, port=port, address="127.0.0.1", tcp=True)
+    udp.start_thread()
+    tcp.start_thread()
+    try:
+        yield port
+    finally:
+        udp.stop()
+        tcp.stop()
 
 
 class Sink:
@@ -121,7 +162,9 @@ level = "info,portcullis_queue=debug"
             "" if "[dns]" in extra_config else
             # Never ask the machine's resolver from a test: a loopback port where no DNS
             # server runs makes every lookup a temporary failure.
-            f"\n[dns]\nnameservers = [\"127.0.0.1:{free_port()}\"]\ntimeout_secs = 1\n")
+            f"\n[dns]\nnameservers = [\"127.0.0.1:{free_port()}\"]\ntimeout_secs = 1\n") + (
+            # Mail authentication needs DNS; tests of it turn it on with a DNS server.
+            "" if "[auth]" in extra_config else "\n[auth]\nenabled = false\n")
         )
         self.proc = None
         self.log = self.dir / "serve.log"

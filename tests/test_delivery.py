@@ -11,10 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE, RR
-from dnslib.server import BaseResolver, DNSServer
-
-from conftest import BIN, Gateway, Sink, free_port, wait_for, wait_port
+from conftest import BIN, Gateway, Sink, dns_server, free_port, wait_for, wait_port
 
 
 def send(port, sender, rcpts, subject, body="hello\r\n"):
@@ -23,43 +20,15 @@ def send(port, sender, rcpts, subject, body="hello\r\n"):
         s.sendmail(sender, rcpts, f"Subject: {subject}\r\n\r\n{body}".encode())
 
 
-class Zone(BaseResolver):
-    """An authoritative answerer for a zone given as text: NXDOMAIN for unknown names,
-    NODATA for known names without the asked type."""
-
-    def __init__(self, text):
-        self.rrs = RR.fromZone(text)
-
-    def resolve(self, request, handler):
-        reply = request.reply()
-        q = request.q
-        known = False
-        for rr in self.rrs:
-            if rr.rname == q.qname:
-                known = True
-                if rr.rtype == q.qtype:
-                    reply.add_answer(rr)
-        if not known:
-            reply.header.rcode = RCODE.NXDOMAIN
-        return reply
-
-
 @pytest.fixture
 def dns():
-    port = free_port()
-    zone = Zone("""
+    with dns_server("""
 outside.test.        60 IN MX 10 mx1.outside.test.
 mx1.outside.test.    60 IN A  127.0.0.1
 implicit.test.       60 IN A  127.0.0.1
 nullmx.test.         60 IN MX 0 .
-""")
-    udp = DNSServer(zone, port=port, address="127.0.0.1")
-    tcp = DNSServer(zone, port=port, address="127.0.0.1", tcp=True)
-    udp.start_thread()
-    tcp.start_thread()
-    yield port
-    udp.stop()
-    tcp.stop()
+""") as port:
+        yield port
 
 
 def test_downstream_down_then_up(tmp_path):

@@ -19,7 +19,32 @@ pub struct Config {
     pub dns: Dns,
     pub delivery: Delivery,
     pub limits: Limits,
+    pub auth: Auth,
     pub log: Log,
+}
+
+/// Inbound mail authentication (SPF, DKIM, ARC, DMARC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub enabled: bool,
+    /// authserv-id of Authentication-Results; default: `hostname`.
+    pub authserv_id: Option<String>,
+    /// Refuse at MAIL time when the sender's SPF says fail (`-all`).
+    pub spf_reject_fail: bool,
+    /// Refuse DMARC failures of domains publishing `p=reject` (550 5.7.1).
+    pub dmarc_reject: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            enabled: true,
+            authserv_id: None,
+            spf_reject_fail: false,
+            dmarc_reject: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +139,7 @@ impl Default for Config {
             dns: Dns::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            auth: Auth::default(),
             log: Log::default(),
         }
     }

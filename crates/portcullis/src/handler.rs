@@ -5,6 +5,7 @@
 use crate::logwriter::LogWriter;
 use crate::policy::Policy;
 use crate::{rfc5322_date, users};
+use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
 use portcullis_smtp::server::{ConnInfo, Handler};
@@ -15,6 +16,7 @@ use std::sync::Arc;
 /// What every connection shares.
 pub struct Shared {
     pub hostname: String,
+    pub auth: Authenticator,
     pub policy: Policy,
     pub store: Store,
     pub queue: Queue,
@@ -27,6 +29,8 @@ pub struct GatewayHandler {
     mail: Option<MailFrom>,
     recipients: Vec<RcptTo>,
     writer: Option<SpoolWriter>,
+    /// SPF from MAIL time, for inbound mail when authentication is on.
+    spf: Option<SpfVerdict>,
     /// The start of the message, kept for the log (Subject, Message-ID).
     head: Vec<u8>,
 }
@@ -42,6 +46,7 @@ impl GatewayHandler {
             mail: None,
             recipients: Vec::new(),
             writer: None,
+            spf: None,
             head: Vec::new(),
         }
     }
@@ -71,6 +76,51 @@ impl GatewayHandler {
     }
 }
 
+impl GatewayHandler {
+    /// Run the message checks of mail authentication; the header fields to add, or the
+    /// reply that refuses the message.
+    async fn authenticate(
+        &self,
+        writer: &mut SpoolWriter,
+        session: &Session,
+        sender: &str,
+        spf: &SpfVerdict,
+    ) -> Result<String, Reply> {
+        let ip = crate::policy::canonical_ip(self.conn.peer.ip());
+        let helo = session.helo().unwrap_or("");
+        let raw = match tokio::task::block_in_place(|| writer.contents()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::error!(id = writer.id(), error = %e, "spool read failed");
+                return Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file read error, try again later",
+                ));
+            }
+        };
+        let verdict = self
+            .shared
+            .auth
+            .check_message(&raw, ip, helo, sender, spf)
+            .await;
+        tracing::info!(id = writer.id(), client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
+        let mut header = verdict.header;
+        match verdict.action {
+            AuthAction::Accept => {}
+            AuthAction::Quarantine => {
+                // Until the quarantine exists, a failed DMARC quarantine policy is tagged.
+                header.push_str("X-Portcullis-Quarantine: dmarc\r\n");
+            }
+            AuthAction::Reject(reply) | AuthAction::TempFail(reply) => {
+                tracing::info!(id = writer.id(), client = %self.conn.peer, from = %sender, reply = %reply, "message refused by authentication");
+                return Err(reply);
+            }
+        }
+        Ok(header)
+    }
+}
+
 /// Keep header text to printable ASCII so nothing a client sends can break the header.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -97,9 +147,20 @@ impl Handler for GatewayHandler {
         }
     }
 
-    async fn mail(&mut self, _session: &Session, mail: &MailFrom) -> Reply {
+    async fn mail(&mut self, session: &Session, mail: &MailFrom) -> Reply {
         if !mail.address.is_empty() && crate::policy::split_address(&mail.address).is_none() {
             return Reply::new(501, "5.1.7", "Bad sender address syntax");
+        }
+        self.spf = None;
+        if self.shared.auth.enabled() && !self.internal(session) {
+            let ip = crate::policy::canonical_ip(self.conn.peer.ip());
+            let helo = session.helo().unwrap_or("");
+            let (spf, refuse) = self.shared.auth.check_spf(ip, helo, &mail.address).await;
+            if let Some(reply) = refuse {
+                tracing::info!(client = %self.conn.peer, from = %mail.address, reply = %reply, "sender refused by SPF");
+                return reply;
+            }
+            self.spf = Some(spf);
         }
         self.mail = Some(mail.clone());
         self.recipients.clear();
@@ -147,8 +208,22 @@ impl Handler for GatewayHandler {
         let (Some(writer), Some(mail)) = (self.writer.take(), self.mail.take()) else {
             return Reply::new(451, "4.3.0", "Error: no message in progress");
         };
+        let mut writer = writer;
         let id = writer.id().to_string();
-        let received = self.received_header(session, &id);
+        let mut received = self.received_header(session, &id);
+        if let Some(spf) = self.spf.take() {
+            match self
+                .authenticate(&mut writer, session, &mail.address, &spf)
+                .await
+            {
+                Ok(header) => received.push_str(&header),
+                Err(reply) => {
+                    writer.discard();
+                    self.recipients.clear();
+                    return reply;
+                }
+            }
+        }
         let internal = self.internal(session);
         let direction = if internal {
             Direction::Outbound
@@ -214,6 +289,7 @@ impl Handler for GatewayHandler {
         if let Some(mut w) = self.writer.take() {
             w.discard();
         }
+        self.spf = None;
         self.mail = None;
         self.recipients.clear();
         self.head.clear();

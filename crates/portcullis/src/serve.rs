@@ -6,6 +6,7 @@ use crate::handler::{GatewayHandler, Shared};
 use crate::logwriter::LogWriter;
 use crate::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
 use anyhow::{Context, Result};
+use portcullis_filter::auth::{AuthSettings, Authenticator};
 use portcullis_queue::client::{ClientSettings, TlsConfigs};
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
@@ -77,6 +78,19 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
     let d = &config.delivery;
+    let auth = Authenticator::new(
+        resolver.clone(),
+        AuthSettings {
+            enabled: config.auth.enabled,
+            authserv_id: config
+                .auth
+                .authserv_id
+                .clone()
+                .unwrap_or_else(|| config.hostname.clone()),
+            spf_reject_fail: config.auth.spf_reject_fail,
+            dmarc_reject: config.auth.dmarc_reject,
+        },
+    );
     let deliverer = Deliverer {
         resolver,
         tls: TlsConfigs::new(&[]).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))?,
@@ -117,6 +131,7 @@ pub async fn run(config: Config) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let shared = Arc::new(Shared {
         hostname: config.hostname.clone(),
+        auth,
         policy,
         store,
         queue,

@@ -340,6 +340,19 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// The message received so far: from memory, or read back from disk when it was
+    /// large enough to spill (blocking; only for bodies over the spill threshold).
+    pub fn contents(&mut self) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        if let Some(e) = &self.error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        if self.file.is_none() {
+            return Ok(std::borrow::Cow::Borrowed(&self.buffer));
+        }
+        self.spill()?;
+        Ok(std::borrow::Cow::Owned(fs::read(&self.tmp_path)?))
+    }
+
     /// Make the message durable: write the envelope, fsync the file, rename it into the
     /// queue and fsync the directory (group commit). Blocking: call from
     /// `spawn_blocking` or [`SpoolWriter::commit`].
@@ -489,6 +502,7 @@ mod tests {
             for chunk in body.chunks(65536) {
                 w.write(chunk);
             }
+            assert_eq!(w.contents().expect("contents").as_ref(), &body[..]);
             w.commit_blocking(&envelope(&id)).expect("commit");
             let (env, read) = spool.read_message(&id).expect("read");
             assert_eq!(env, envelope(&id));

@@ -1,0 +1,247 @@
+//! Inbound mail authentication on mail-auth: SPF for HELO and MAIL FROM at MAIL time,
+//! DKIM, ARC and DMARC when the message is complete, one `Authentication-Results` header
+//! with our authserv-id, and the decision they lead to. DNS failures never become a
+//! permanent refusal: a verdict that depends on a failed lookup is a `451 4.4.3`.
+
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
+    SpfOutput, SpfResult,
+};
+use portcullis_smtp::Reply;
+use std::net::IpAddr;
+
+pub use mail_auth::hickory_resolver::TokioResolver;
+
+/// The authentication settings of `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Verify inbound mail at all.
+    pub enabled: bool,
+    /// Our authserv-id in `Authentication-Results` (RFC 8601), normally the host name.
+    pub authserv_id: String,
+    /// Refuse mail whose MAIL FROM fails SPF (`-all`) at MAIL time.
+    pub spf_reject_fail: bool,
+    /// Refuse mail that fails DMARC of a domain publishing `p=reject`.
+    pub dmarc_reject: bool,
+}
+
+/// SPF results kept from MAIL time for the message checks.
+#[derive(Debug, Clone)]
+pub struct SpfVerdict {
+    helo: SpfOutput,
+    mail_from: SpfOutput,
+}
+
+/// What the message checks found and decided.
+#[derive(Debug, Clone)]
+pub struct AuthVerdict {
+    /// The `Authentication-Results` field, CRLF terminated, to put on the message.
+    pub header: String,
+    /// One line for logs: `spf=pass dkim=pass dmarc=pass`.
+    pub summary: String,
+    pub action: AuthAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAction {
+    Accept,
+    /// DMARC `p=quarantine` failed: accept, but hold or mark the message.
+    Quarantine,
+    Reject(Reply),
+    TempFail(Reply),
+}
+
+pub struct Authenticator {
+    inner: MessageAuthenticator,
+    settings: AuthSettings,
+}
+
+impl Authenticator {
+    /// Share the process's one resolver.
+    pub fn new(resolver: TokioResolver, settings: AuthSettings) -> Self {
+        Authenticator {
+            inner: MessageAuthenticator(resolver),
+            settings,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// SPF for the HELO name and the MAIL FROM domain (RFC 7208 §2.3, §2.4). The
+    /// second result is what a refusal and DMARC use.
+    pub async fn check_spf(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+    ) -> (SpfVerdict, Option<Reply>) {
+        let host = self.settings.authserv_id.as_str();
+        let helo_output = self
+            .inner
+            .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+            .await;
+        let mail_from = if sender.is_empty() {
+            // The null sender is checked as postmaster@HELO (RFC 7208 §2.4).
+            helo_output.clone()
+        } else {
+            self.inner
+                .verify_spf(SpfParameters::verify_mail_from(ip, helo, host, sender))
+                .await
+        };
+        let refuse =
+            (self.settings.spf_reject_fail && mail_from.result() == SpfResult::Fail).then(|| {
+                Reply::new(
+                    550,
+                    "5.7.23",
+                    format!("SPF validation failed for {}", mail_from.domain()),
+                )
+            });
+        (
+            SpfVerdict {
+                helo: helo_output,
+                mail_from,
+            },
+            refuse,
+        )
+    }
+
+    /// DKIM, ARC and DMARC over the complete message as received, and the decision.
+    pub async fn check_message(
+        &self,
+        raw: &[u8],
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        spf: &SpfVerdict,
+    ) -> AuthVerdict {
+        let host = self.settings.authserv_id.as_str();
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return AuthVerdict {
+                header: format!("Authentication-Results: {host}; none\r\n"),
+                summary: "unparsable message".into(),
+                action: AuthAction::Reject(Reply::new(
+                    550,
+                    "5.6.0",
+                    "Message headers could not be parsed",
+                )),
+            };
+        };
+        let dkim = self.inner.verify_dkim(&message).await;
+        let arc = self.inner.verify_arc(&message).await;
+        let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
+        let dmarc = self
+            .inner
+            .verify_dmarc(DmarcParameters::new(
+                &message,
+                &dkim,
+                mail_from_domain,
+                &spf.mail_from,
+            ))
+            .await;
+        let header_from = message.from.first().map(String::as_str).unwrap_or("");
+        let results = AuthenticationResults::new(host)
+            .with_dkim_results(&dkim, header_from)
+            .with_spf_ehlo_result(&spf.helo, ip, helo)
+            .with_spf_mailfrom_result(&spf.mail_from, ip, sender, helo)
+            .with_arc_result(&arc, ip)
+            .with_dmarc_result(&dmarc);
+
+        let dkim_word = if dkim.iter().any(|d| *d.result() == DkimResult::Pass) {
+            "pass"
+        } else if dkim.is_empty() {
+            "none"
+        } else {
+            "fail"
+        };
+        let dmarc_result = dmarc.result();
+        let summary = format!(
+            "spf={} dkim={dkim_word} arc={} dmarc={} policy={:?}",
+            spf_word(spf.mail_from.result()),
+            dkim_word_of(arc.result()),
+            dmarc_word(&dmarc_result),
+            dmarc.policy()
+        );
+        let dns_trouble = spf.mail_from.result() == SpfResult::TempError
+            || dkim
+                .iter()
+                .any(|d| matches!(d.result(), DkimResult::TempError(_)));
+        let action = match (&dmarc_result, dmarc.policy()) {
+            (DmarcResult::TempError(_), _) => AuthAction::TempFail(Reply::new(
+                451,
+                "4.4.3",
+                format!(
+                    "DMARC policy of {} could not be fetched, try again later",
+                    dmarc.domain()
+                ),
+            )),
+            (DmarcResult::Fail(_), Policy::Reject) if self.settings.dmarc_reject => {
+                if dns_trouble {
+                    // The failure may only be a lookup that failed: never refuse for good.
+                    AuthAction::TempFail(Reply::new(
+                        451,
+                        "4.4.3",
+                        "DNS lookups for authentication failed, try again later",
+                    ))
+                } else if *arc.result() == DkimResult::Pass {
+                    // An intact ARC chain vouches for an earlier pass (a list or forwarder).
+                    AuthAction::Quarantine
+                } else {
+                    AuthAction::Reject(Reply::new(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "Message rejected: DMARC policy of {} says reject",
+                            dmarc.domain()
+                        ),
+                    ))
+                }
+            }
+            (DmarcResult::Fail(_), Policy::Quarantine | Policy::Reject) => AuthAction::Quarantine,
+            _ => AuthAction::Accept,
+        };
+        AuthVerdict {
+            header: results.to_header(),
+            summary,
+            action,
+        }
+    }
+}
+
+fn spf_word(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_word_of(r: &DkimResult) -> &'static str {
+    match r {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+fn dmarc_word(r: &DmarcResult) -> &'static str {
+    match r {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
+}

@@ -1,0 +1,164 @@
+"""Inbound mail authentication end to end: a DNS server run by the test serves SPF,
+DKIM keys and DMARC policies; messages are signed by dkimpy. Portcullis must pass an
+aligned signed message and stamp Authentication-Results, reject a spoofed p=reject
+domain at SMTP time, tag a p=quarantine failure, and never reject for good when DNS
+fails."""
+
+import base64
+import smtplib
+import subprocess
+
+import dkim
+import pytest
+
+from conftest import Gateway, dns_server
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dkim")
+    key = d / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "1024"], check=True, capture_output=True)
+    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return key.read_bytes(), base64.b64encode(der).decode()
+
+
+@pytest.fixture
+def auth_dns(dkim_key):
+    _, public = dkim_key
+    zone = f"""
+outside.test.                 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
+sel._domainkey.outside.test.  60 IN TXT "v=DKIM1; k=rsa; p={public}"
+_dmarc.outside.test.          60 IN TXT "v=DMARC1; p=reject"
+spoofed.test.                 60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
+_dmarc.spoofed.test.          60 IN TXT "v=DMARC1; p=reject"
+doubtful.test.                60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
+_dmarc.doubtful.test.         60 IN TXT "v=DMARC1; p=quarantine"
+"""
+    with dns_server(zone) as port:
+        yield port
+
+
+def gateway(tmp_path, sink, dns_port, extra=""):
+    g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_secs = 1\n"
+                                 f"[auth]\nenabled = true\n{extra}")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    return g.start()
+
+
+def message(sender, subject):
+    return (f"From: {sender}\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@test>\r\n\r\nhello\r\n").encode()
+
+
+def sign(msg, key):
+    sig = dkim.sign(msg, b"sel", b"outside.test", key, include_headers=[b"from", b"to", b"subject"])
+    return sig + msg
+
+
+def test_aligned_signed_message_passes_and_is_stamped(tmp_path, sink, auth_dns, dkim_key):
+    g = gateway(tmp_path, sink, auth_dns)
+    try:
+        signed = sign(message("alice@outside.test", "signed"), dkim_key[0])
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("mail.outside.test")
+            s.sendmail("alice@outside.test", ["bob@example.com"], signed)
+        (msg,) = sink.wait_count(1) and sink.messages()
+        ar = msg["Authentication-Results"]
+        assert ar is not None and ar.startswith("gw.test;"), ar
+        assert "dkim=pass" in ar and "header.i=@outside.test" in ar, ar
+        assert "spf=pass" in ar and "dmarc=pass" in ar, ar
+        # The signature still verifies downstream: the body was not touched.
+        assert msg["DKIM-Signature"] is not None
+    finally:
+        g.stop()
+
+
+def test_spoofed_reject_domain_is_refused_at_smtp_time(tmp_path, sink, auth_dns):
+    g = gateway(tmp_path, sink, auth_dns)
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("attacker.test")
+            s.mail("ceo@spoofed.test")
+            s.rcpt("bob@example.com")
+            code, text = s.data(message("ceo@spoofed.test", "pay this invoice"))
+        assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+        assert b"DMARC" in text
+        assert g.queue_ids() == []
+        assert sink.files() == []
+    finally:
+        g.stop()
+
+
+def test_tampered_signature_fails(tmp_path, sink, auth_dns, dkim_key):
+    g = gateway(tmp_path, sink, auth_dns)
+    try:
+        signed = sign(message("alice@outside.test", "tampered"), dkim_key[0])
+        tampered = signed.replace(b"hello", b"HELLO")
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("mail.outside.test")
+            # SPF still passes for outside.test from 127.0.0.1, so DMARC passes by SPF.
+            s.sendmail("alice@outside.test", ["bob@example.com"], tampered)
+        (msg,) = sink.wait_count(1) and sink.messages()
+        ar = msg["Authentication-Results"]
+        # mail-auth reports a body hash mismatch as neutral; either way, not a pass.
+        assert "dkim=pass" not in ar and "body hash did not verify" in ar, ar
+        assert "dmarc=pass" in ar, ar
+    finally:
+        g.stop()
+
+
+def test_quarantine_policy_failure_is_tagged(tmp_path, sink, auth_dns):
+    g = gateway(tmp_path, sink, auth_dns)
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("somewhere.test")
+            s.sendmail("news@doubtful.test", ["bob@example.com"], message("news@doubtful.test", "q"))
+        (msg,) = sink.wait_count(1) and sink.messages()
+        assert msg["X-Portcullis-Quarantine"] == "dmarc"
+        assert "dmarc=fail" in msg["Authentication-Results"]
+    finally:
+        g.stop()
+
+
+def test_spf_fail_rejected_at_mail_when_configured(tmp_path, sink, auth_dns):
+    g = gateway(tmp_path, sink, auth_dns, "spf_reject_fail = true\n")
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("attacker.test")
+            code, text = s.mail("ceo@spoofed.test")
+        assert code == 550 and text.startswith(b"5.7.23"), (code, text)
+    finally:
+        g.stop()
+
+
+def test_dns_failure_is_a_temporary_error(tmp_path, sink):
+    # A nameserver that never answers: nothing can be verified, nothing is refused for good.
+    from conftest import free_port
+    g = gateway(tmp_path, sink, free_port())
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=60) as s:
+            s.ehlo("mail.outside.test")
+            s.mail("alice@outside.test")
+            s.rcpt("bob@example.com")
+            code, text = s.data(message("alice@outside.test", "dns down"))
+        assert code == 451 and text.startswith(b"4.4.3"), (code, text)
+        assert g.queue_ids() == []
+    finally:
+        g.stop()
+
+
+def test_internal_and_authenticated_mail_is_not_verified(tmp_path, sink, auth_dns):
+    g = gateway(tmp_path, sink, auth_dns)
+    g.cli("network", "add", "127.0.0.0/8")
+    try:
+        import time
+        time.sleep(2.5)
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("internal.example.com")
+            s.sendmail("ceo@spoofed.test", ["bob@example.com"], message("ceo@spoofed.test", "internal"))
+        (msg,) = sink.wait_count(1) and sink.messages()
+        assert msg["Authentication-Results"] is None
+    finally:
+        g.stop()
