@@ -148,8 +148,14 @@ impl Handler for GatewayHandler {
     }
 
     async fn mail(&mut self, session: &Session, mail: &MailFrom) -> Reply {
-        if !mail.address.is_empty() && crate::policy::split_address(&mail.address).is_none() {
-            return Reply::new(501, "5.1.7", "Bad sender address syntax");
+        if !mail.address.is_empty() {
+            match crate::policy::split_address(&mail.address) {
+                None => return Reply::new(501, "5.1.7", "Bad sender address syntax"),
+                Some((local, _)) if !crate::policy::forwardable_local_part(local) => {
+                    return Reply::new(553, "5.1.7", "Sender address cannot be relayed intact");
+                }
+                Some(_) => {}
+            }
         }
         self.spf = None;
         if self.shared.auth.enabled() && !self.internal(session) {
@@ -189,6 +195,9 @@ impl Handler for GatewayHandler {
 
     async fn data_start(&mut self, _session: &Session) -> Reply {
         let id = new_id();
+        if let Some(mut old) = self.writer.take() {
+            old.discard();
+        }
         self.writer = Some(self.shared.queue.spool().writer(id));
         self.head.clear();
         Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")

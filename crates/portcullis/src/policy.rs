@@ -84,6 +84,13 @@ impl Policy {
         if domain.ends_with('.') || domain.starts_with('.') || domain.contains("..") {
             return Err(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
         }
+        if !forwardable_local_part(local) {
+            return Err(Reply::new(
+                553,
+                "5.1.3",
+                "Recipient address cannot be relayed intact",
+            ));
+        }
         let domain = domain.to_ascii_lowercase();
         if internal {
             return Ok(());
@@ -100,6 +107,20 @@ impl Policy {
             Err(Reply::new(554, "5.7.1", "Relay access denied"))
         }
     }
+}
+
+/// The SMTP parser hands us local parts with their quoting removed, so one that needed
+/// quotes (spaces, `"`, `<`, `@`, ...) would reach the next hop as a different address:
+/// such addresses are refused instead of accepted and bounced later.
+pub fn forwardable_local_part(local: &str) -> bool {
+    !local.is_empty()
+        && !local.chars().any(|c| {
+            c.is_control()
+                || matches!(
+                    c,
+                    ' ' | '"' | '\\' | '<' | '>' | '@' | ',' | '(' | ')' | '[' | ']' | ';' | ':'
+                )
+        })
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) compares as IPv4.
@@ -218,12 +239,24 @@ mod tests {
             let r = p.check_recipient(rcpt, false);
             assert!(r.is_err(), "{rcpt} was accepted");
             let code = r.unwrap_err().code;
-            assert!(code == 554 || code == 501, "{rcpt}: {code}");
+            assert!(matches!(code, 501 | 553 | 554), "{rcpt}: {code}");
+        }
+        for quoted in [
+            "\"a b\"@example.com",
+            "\"x>y\"@example.com",
+            "\"x@y\"@example.com",
+        ] {
+            // As the parser hands them over: quotes removed.
+            let unquoted = quoted.replace('"', "");
+            assert_eq!(
+                p.check_recipient(&unquoted, true).map_err(|r| r.code),
+                Err(553)
+            );
         }
         for ok in [
             "user@example.com",
             "User@EXAMPLE.COM",
-            "\"a b\"@example.com",
+            "first.last+tag@example.com",
         ] {
             assert!(p.check_recipient(ok, false).is_ok(), "{ok} refused");
         }

@@ -229,10 +229,14 @@ impl Queue {
             Ok(Ok(m)) => m,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
             Ok(Err(e)) => {
-                tracing::error!(id, error = %e, "cannot read spool file");
+                tracing::error!(id, error = %e, "cannot read spool file; will try again");
+                self.schedule(spool::now() + 60, id.to_string());
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                self.schedule(spool::now() + 60, id.to_string());
+                return;
+            }
         };
         let mut state = self.inner.spool.read_state(id, &envelope);
         let now = spool::now();
@@ -294,7 +298,9 @@ impl Queue {
             }
         }
         if !relayed.is_empty() {
-            self.bounce(&envelope, &message, relayed, DsnKind::Success)
+            // A lost success notice is not worth holding the message for.
+            let _ = self
+                .bounce(&envelope, &message, relayed, DsnKind::Success)
                 .await;
         }
         state.attempts += 1;
@@ -322,8 +328,19 @@ impl Queue {
             }
         }
         if !failed.is_empty() {
-            self.bounce(&envelope, &message, failed, DsnKind::Failure)
-                .await;
+            let addresses: Vec<String> = failed.iter().map(|r| r.address.clone()).collect();
+            if !self
+                .bounce(&envelope, &message, failed, DsnKind::Failure)
+                .await
+            {
+                // The sender must hear of the failure: keep the message and these
+                // recipients until the notice can be stored.
+                for (i, r) in envelope.recipients.iter().enumerate() {
+                    if addresses.contains(&r.address) {
+                        state.status[i] = RecipientStatus::Pending;
+                    }
+                }
+            }
         }
         if state.pending() == 0 {
             if let Err(e) = self.inner.spool.remove(id) {
@@ -350,8 +367,8 @@ impl Queue {
                 })
                 .collect();
             if !delayed.is_empty() {
-                state.delay_warned = true;
-                self.bounce(&envelope, &message, delayed, DsnKind::Delay)
+                state.delay_warned = self
+                    .bounce(&envelope, &message, delayed, DsnKind::Delay)
                     .await;
             }
         }
@@ -369,16 +386,17 @@ impl Queue {
     }
 
     /// Queue a DSN to the original sender. Never for the null sender (RFC 5321 §6.1),
-    /// and only for recipients whose NOTIFY asks for it.
+    /// and only for recipients whose NOTIFY asks for it. False when a notice was owed
+    /// but could not be stored.
     async fn bounce(
         &self,
         envelope: &Envelope,
         message: &[u8],
         recipients: Vec<DsnRecipient>,
         kind: DsnKind,
-    ) {
+    ) -> bool {
         if !dsn::should_bounce(&envelope.sender) {
-            return;
+            return true;
         }
         let recipients: Vec<DsnRecipient> = recipients
             .into_iter()
@@ -398,7 +416,7 @@ impl Queue {
             })
             .collect();
         if recipients.is_empty() {
-            return;
+            return true;
         }
         let hostname = &self.inner.settings.hostname;
         let postmaster = format!("MAILER-DAEMON@{hostname}");
@@ -445,9 +463,16 @@ impl Queue {
                 tracing::info!(id = %envelope.id, dsn = %bounce.id, to = %envelope.sender, "DSN queued");
                 self.inner.journal.generated(&bounce, size);
                 self.enqueue(&bounce.id);
+                true
             }
-            Ok(Err(e)) => tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN"),
-            Err(e) => tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN; will try again");
+                false
+            }
+            Err(e) => {
+                tracing::error!(id = %envelope.id, error = %e, "cannot queue DSN; will try again");
+                false
+            }
         }
     }
 }

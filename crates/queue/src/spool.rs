@@ -180,6 +180,7 @@ impl Spool {
             buffer: Vec::new(),
             file: None,
             error: None,
+            committed: false,
         }
     }
 
@@ -271,12 +272,15 @@ impl Spool {
         if !valid_id(id) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad queue id"));
         }
+        // The message first: a crash in between leaves an orphan state file, not a
+        // message whose finished recipients would all be tried again.
+        let removed = match fs::remove_file(self.message_path(id)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
         let _ = fs::remove_file(self.state_path(id));
-        match fs::remove_file(self.message_path(id)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(removed)
     }
 
     /// Write a complete message (bounces, tests) straight into the queue.
@@ -303,6 +307,18 @@ pub struct SpoolWriter {
     file: Option<File>,
     /// The first write error; reported at commit so the client gets a 4xx.
     error: Option<io::Error>,
+    /// Renamed into the queue: the file is no longer ours to remove.
+    committed: bool,
+}
+
+impl Drop for SpoolWriter {
+    /// A message dropped before commit (a reset, a lost connection) leaves nothing in
+    /// `tmp/`: otherwise a client could fill the disk with abandoned bodies.
+    fn drop(&mut self) {
+        if !self.committed {
+            self.discard();
+        }
+    }
 }
 
 impl SpoolWriter {
@@ -381,8 +397,17 @@ impl SpoolWriter {
             .ok_or_else(|| io::Error::other("spool file vanished"))?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&self.tmp_path, self.spool.message_path(&self.id))?;
-        self.spool.dir_sync.sync()
+        let path = self.spool.message_path(&self.id);
+        fs::rename(&self.tmp_path, &path)?;
+        self.committed = true;
+        if let Err(e) = self.spool.dir_sync.sync() {
+            // The client will hear 451 and send again: take the message back out so it
+            // is not delivered twice, once from here and once from the retry.
+            let _ = fs::remove_file(&path);
+            let _ = self.spool.dir_sync.sync();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Commit on a blocking thread.
@@ -520,8 +545,8 @@ mod tests {
         let id = new_id();
         let mut w = spool.writer(id.clone());
         w.write(&vec![b'x'; SPILL_THRESHOLD + 1]);
-        drop(w); // a crash before commit: the tmp file stays behind
         assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 1);
+        std::mem::forget(w); // a crash before commit: the tmp file stays behind
         let spool = Spool::open(&dir).expect("reopen");
         assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
         assert!(spool.list().expect("list").is_empty());
@@ -538,6 +563,17 @@ mod tests {
         assert!(spool.remove(&id).expect("remove"));
         assert!(!spool.remove(&id).expect("remove again"));
         assert!(spool.read_envelope("../etc").is_err());
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing_behind() {
+        let dir = temp_dir("drop");
+        let spool = Spool::open(&dir).expect("open");
+        let mut w = spool.writer(new_id());
+        w.write(&vec![b'x'; SPILL_THRESHOLD + 1]);
+        drop(w);
+        assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
         fs::remove_dir_all(dir).ok();
     }
 

@@ -214,7 +214,10 @@ async fn drive<F, H: Handler>(
     loop {
         while let Some(event) = session.poll_event() {
             match event {
-                Event::Helo { name, .. } => handler.helo(session, &name),
+                Event::Helo { name, .. } => {
+                    handler.reset();
+                    handler.helo(session, &name);
+                }
                 Event::Auth { username, password } => {
                     let reply = handler.auth(session, &username, &password).await;
                     session.decide(reply);

@@ -85,7 +85,7 @@ pub struct RcptTo {
 /// [`Session::decide`] is called with the reply to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// EHLO/HELO was accepted; informational.
+    /// EHLO/HELO was accepted. Like RSET it ends any transaction: forget the envelope.
     Helo { name: String, extended: bool },
     /// Decide: verify these credentials; reply 235 to accept, 535 to refuse.
     Auth { username: String, password: String },
@@ -104,7 +104,7 @@ pub enum Event {
     /// The body was refused by the session itself (size, bare line ending); discard
     /// what was stored. The session has already queued its reply.
     DataAborted,
-    /// The transaction was reset (RSET, EHLO, STARTTLS); forget the envelope.
+    /// The transaction was reset (RSET); forget the envelope.
     Reset,
     /// Write the output, then start TLS, then call [`Session::tls_started`].
     StartTls,
@@ -123,6 +123,15 @@ enum Input {
         discard: bool,
     },
     AuthResponse(AuthStep),
+}
+
+/// One step of [`Session::poll_event`]'s loop.
+enum Step {
+    Event(Event),
+    /// Progress was made without an event; look again.
+    Again,
+    /// Nothing to do until more input or a decision arrives.
+    Wait,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +166,8 @@ pub struct Session {
     errors: usize,
     auth_failures: usize,
     closing: bool,
+    /// The rest of an over-long line is being thrown away.
+    discarding_line: bool,
 }
 
 impl Session {
@@ -181,6 +192,7 @@ impl Session {
             errors: 0,
             auth_failures: 0,
             closing: false,
+            discarding_line: false,
         };
         let greeting = format!("{} ESMTP Portcullis", s.cfg.hostname);
         s.reply(Reply::new(220, "", greeting));
@@ -278,13 +290,25 @@ impl Session {
     /// The next thing for the caller to do. `None` means: write the output, read more
     /// input (or wait for a pending decision).
     pub fn poll_event(&mut self) -> Option<Event> {
+        // A loop, not recursion: a client may pipeline thousands of commands that each
+        // produce only a reply, and none of them may grow the stack.
+        loop {
+            match self.step() {
+                Step::Event(event) => return Some(event),
+                Step::Again => {}
+                Step::Wait => return None,
+            }
+        }
+    }
+
+    fn step(&mut self) -> Step {
         if self.pending != Pending::None {
-            return None;
+            return Step::Wait;
         }
         if self.closing {
             self.closing = false;
             self.input.clear();
-            return Some(Event::Close);
+            return Step::Event(Event::Close);
         }
         match &mut self.mode {
             Input::Data(_) => self.next_data(),
@@ -323,6 +347,19 @@ impl Session {
     /// Take one line (up to and including LF) off the input, or None when incomplete.
     /// An over-long line is reported as `Err` after dropping it.
     fn take_line(&mut self) -> Option<Result<Vec<u8>, ()>> {
+        if self.discarding_line {
+            let pos = memchr::memchr(b'\n', &self.input);
+            match pos {
+                Some(pos) => {
+                    self.input.drain(..=pos);
+                    self.discarding_line = false;
+                }
+                None => {
+                    self.input.clear();
+                    return None;
+                }
+            }
+        }
         let max = self.cfg.limits.max_line_length;
         match memchr::memchr(b'\n', &self.input) {
             Some(pos) if pos < max => Some(Ok(self.input.drain(..=pos).collect())),
@@ -331,8 +368,10 @@ impl Session {
                 Some(Err(()))
             }
             None if self.input.len() >= max => {
-                // Keep discarding until the line ends; remember nothing of it.
+                // Keep discarding until the line ends, so its tail is never read as a
+                // command of its own.
                 self.input.clear();
+                self.discarding_line = true;
                 self.mode = Input::Command;
                 Some(Err(()))
             }
@@ -340,12 +379,13 @@ impl Session {
         }
     }
 
-    fn next_command(&mut self) -> Option<Event> {
-        let line = match self.take_line()? {
-            Ok(line) => line,
-            Err(()) => {
+    fn next_command(&mut self) -> Step {
+        let line = match self.take_line() {
+            None => return Step::Wait,
+            Some(Ok(line)) => line,
+            Some(Err(())) => {
                 self.error(Reply::new(500, "5.5.6", "Line too long"));
-                return self.poll_event();
+                return Step::Again;
             }
         };
         let request = match Request::parse(&mut line.iter()) {
@@ -353,10 +393,13 @@ impl Session {
             Err(e) => {
                 let reply = parse_error_reply(&e, &line);
                 self.error(reply);
-                return self.poll_event();
+                return Step::Again;
             }
         };
-        self.command(request).or_else(|| self.poll_event())
+        match self.command(request) {
+            Some(event) => Step::Event(event),
+            None => Step::Again,
+        }
     }
 
     fn command(&mut self, request: OwnedRequest) -> Option<Event> {
@@ -566,41 +609,44 @@ impl Session {
         Event::Auth { username, password }
     }
 
-    fn next_auth_line(&mut self) -> Option<Event> {
-        let line = match self.take_line()? {
-            Ok(line) => line,
-            Err(()) => {
+    fn next_auth_line(&mut self) -> Step {
+        let line = match self.take_line() {
+            None => return Step::Wait,
+            Some(Ok(line)) => line,
+            Some(Err(())) => {
                 self.mode = Input::Command;
                 self.error(Reply::new(500, "5.5.6", "Line too long"));
-                return self.poll_event();
+                return Step::Again;
             }
         };
         let Input::AuthResponse(step) = std::mem::replace(&mut self.mode, Input::Command) else {
-            return None;
+            return Step::Wait;
         };
         match step.respond(&line) {
-            Ok(AuthStep::Done { username, password }) => Some(self.ask_auth(username, password)),
+            Ok(AuthStep::Done { username, password }) => {
+                Step::Event(self.ask_auth(username, password))
+            }
             Ok(step) => {
                 self.reply(step.challenge());
                 self.mode = Input::AuthResponse(step);
-                None
+                Step::Again
             }
             Err(reply) => {
                 self.error(reply);
-                self.poll_event()
+                Step::Again
             }
         }
     }
 
-    fn next_data(&mut self) -> Option<Event> {
+    fn next_data(&mut self) -> Step {
         let Input::Data(reader) = &mut self.mode else {
-            return None;
+            return Step::Wait;
         };
         let progress = reader.feed(&self.input, &mut self.body);
         match progress {
             DataProgress::NeedMore => {
                 self.input.clear();
-                (!self.body.is_empty()).then_some(Event::Body)
+                self.body_or_wait()
             }
             DataProgress::End { consumed } => {
                 self.input.drain(..consumed);
@@ -608,10 +654,10 @@ impl Session {
                 if reader.too_big() {
                     self.end_transaction();
                     self.reply(too_big());
-                    return Some(Event::DataAborted);
+                    return Step::Event(Event::DataAborted);
                 }
                 self.pending = Pending::DataEnd;
-                Some(Event::DataEnd { size })
+                Step::Event(Event::DataEnd { size })
             }
             DataProgress::BareLineEnding { lf, .. } => {
                 // As Postfix with smtpd_forbid_bare_newline: refuse and hang up, so nothing
@@ -624,19 +670,27 @@ impl Session {
                     format!("Error: bare {what} received in message data"),
                 ));
                 self.closing = true;
-                Some(Event::DataAborted)
+                Step::Event(Event::DataAborted)
             }
         }
     }
 
-    fn next_bdat(&mut self) -> Option<Event> {
+    fn body_or_wait(&self) -> Step {
+        if self.body.is_empty() {
+            Step::Wait
+        } else {
+            Step::Event(Event::Body)
+        }
+    }
+
+    fn next_bdat(&mut self) -> Step {
         let Input::Bdat {
             remaining,
             last,
             discard,
         } = &mut self.mode
         else {
-            return None;
+            return Step::Wait;
         };
         let take = (*remaining).min(self.input.len());
         if !*discard {
@@ -651,7 +705,7 @@ impl Session {
         *remaining -= take;
         self.input.drain(..take);
         if *remaining > 0 {
-            return (!self.body.is_empty()).then_some(Event::Body);
+            return self.body_or_wait();
         }
         let (last, discard) = (*last, *discard);
         self.mode = Input::Command;
@@ -664,23 +718,23 @@ impl Session {
                 // DataStart was refused and its reply already sent.
                 self.end_transaction();
             }
-            return self.poll_event();
+            return Step::Again;
         }
         let size = self.bdat_size;
         if size > self.cfg.limits.max_message_size {
             self.end_transaction();
             self.reply(too_big());
-            return Some(Event::DataAborted);
+            return Step::Event(Event::DataAborted);
         }
         if last {
             self.pending = Pending::DataEnd;
-            return Some(Event::DataEnd { size });
+            return Step::Event(Event::DataEnd { size });
         }
         self.reply(Reply::new(250, "2.0.0", format!("{size} octets received")));
         if self.body.is_empty() {
-            self.poll_event()
+            Step::Again
         } else {
-            Some(Event::Body)
+            Step::Event(Event::Body)
         }
     }
 }

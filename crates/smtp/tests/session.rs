@@ -329,3 +329,24 @@ fn rcpt_between_bdat_chunks_is_refused() {
     assert_eq!(rcpts, 1);
     assert_eq!(h.messages, vec![b"xy".to_vec()]);
 }
+
+#[test]
+fn a_flood_of_pipelined_commands_does_not_grow_the_stack() {
+    // Found in review: recursion per command overflowed the stack at ~5000 NOOPs.
+    let mut h = Harness::new(config());
+    let flood = b"NOOP\r\n".repeat(200_000);
+    let out = h.send(&flood);
+    assert_eq!(out.matches("250 2.0.0 Ok").count(), 200_000);
+}
+
+#[test]
+fn the_tail_of_an_overlong_line_is_not_a_command() {
+    let mut h = Harness::new(config());
+    let mut line = vec![b'X'; 2100];
+    line.extend_from_slice(b"RSET\r\n");
+    let out = h.send(&line[..2048]);
+    assert_eq!(codes(&out), vec![500]);
+    let out = h.send(&line[2048..]);
+    assert!(out.is_empty(), "the tail was executed: {out}");
+    assert_eq!(codes(&h.send(b"NOOP\r\n")), vec![250]);
+}
