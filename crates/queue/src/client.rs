@@ -204,6 +204,9 @@ pub struct SmtpClient {
     needs_rset: bool,
     /// False after an I/O error, a timeout or a 421: the session is over.
     usable: bool,
+    /// The body of the current transaction went out: after a failure from here on the
+    /// server may already have the message, so a retry could deliver it twice.
+    body_sent: bool,
 }
 
 impl SmtpClient {
@@ -307,6 +310,7 @@ impl SmtpClient {
             data_timeout: settings.data_timeout,
             needs_rset: false,
             usable: true,
+            body_sent: false,
         })
     }
 
@@ -323,6 +327,11 @@ impl SmtpClient {
     }
 
     /// False once the session has failed (I/O error, timeout, 421); open a new one.
+    /// Whether the last `send` got as far as sending the body.
+    pub fn body_sent(&self) -> bool {
+        self.body_sent
+    }
+
     pub fn is_usable(&self) -> bool {
         self.usable
     }
@@ -347,6 +356,7 @@ impl SmtpClient {
         if !self.usable {
             return Err(ClientError::Protocol("session already failed".into()));
         }
+        self.body_sent = false;
         let result = self.transaction(msg).await;
         if result.is_err() {
             self.usable = false;
@@ -492,6 +502,7 @@ impl SmtpClient {
         };
         tracing::trace!(server = %self.server_name, %data, "sending message body");
 
+        self.body_sent = true;
         self.write_body(msg.data).await?;
         let last = self
             .conn

@@ -222,12 +222,20 @@ impl Deliverer {
                 last_host = Some(host_label.clone());
                 // A pooled connection may have been closed by the server meanwhile; on
                 // an error with one, try once more on a fresh connection.
-                if let Some(mut client) = self.pool.take(&key)
-                    && let Ok(outcomes) = client.send(&outgoing).await
-                {
-                    let outcomes = convert(&client, outcomes, &host_label);
-                    self.pool.put(key, client);
-                    return outcomes;
+                if let Some(mut client) = self.pool.take(&key) {
+                    match client.send(&outgoing).await {
+                        Ok(outcomes) => {
+                            let outcomes = convert(&client, outcomes, &host_label);
+                            self.pool.put(key, client);
+                            return outcomes;
+                        }
+                        // Once the body went out the server may have the message: defer
+                        // rather than risk a second copy on a fresh connection.
+                        Err(e) if client.body_sent() => {
+                            return all(deferred_or_failed(&e, Some(host_label)));
+                        }
+                        Err(_) => {}
+                    }
                 }
                 let mut client = match SmtpClient::connect(
                     addr,

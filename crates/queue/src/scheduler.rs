@@ -429,8 +429,12 @@ impl Queue {
             recipients: &recipients,
             kind,
             original: message,
-            // RET asks for the content of failure notices only (RFC 3461 §4.3).
-            return_full: kind == DsnKind::Failure && envelope.ret != Some(spool::Ret::Headers),
+            // RET asks for the content of failure notices only (RFC 3461 §4.3). Inbound
+            // senders are unverified until recipients are checked at RCPT time, so their
+            // notices carry headers only: a forged sender gets no copy of the content.
+            return_full: kind == DsnKind::Failure
+                && envelope.ret != Some(spool::Ret::Headers)
+                && envelope.direction == Direction::Outbound,
             max_original_size: 1024 * 1024,
         };
         let bytes = dsn::build_dsn(&input);

@@ -155,6 +155,13 @@ impl Spool {
         for entry in fs::read_dir(&tmp)? {
             let _ = fs::remove_file(entry?.path());
         }
+        // State files half-written when the process died.
+        for entry in fs::read_dir(&queue)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(path);
+            }
+        }
         let dir_sync = DirSync::new(File::open(&queue)?);
         Ok(Arc::new(Spool {
             tmp,
@@ -262,7 +269,11 @@ impl Spool {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad queue id"));
         }
         let json = serde_json::to_vec(state).map_err(io::Error::other)?;
-        let tmp = self.queue.join(format!("{id}.st.tmp"));
+        // A name of its own per write: the scheduler and an admin command may write the
+        // same message's state at once.
+        static WRITES: AtomicU32 = AtomicU32::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.queue.join(format!("{id}.st.{n}.tmp"));
         fs::write(&tmp, json)?;
         fs::rename(tmp, self.state_path(id))
     }
