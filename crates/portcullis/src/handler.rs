@@ -262,14 +262,17 @@ impl Handler for GatewayHandler {
                 .collect(),
             prepend: received,
         };
-        if let Err(e) = writer.commit(envelope.clone()).await {
-            tracing::error!(id, error = %e, "spool commit failed");
-            return Reply::new(
-                451,
-                "4.3.0",
-                "Error: queue file write error, try again later",
-            );
-        }
+        let kept = match writer.commit(envelope.clone()).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::error!(id, error = %e, "spool commit failed");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file write error, try again later",
+                );
+            }
+        };
         let (subject, message_id) = header_facts(&self.head);
         let record = log_record(&envelope, size, subject, message_id);
         // Queued before the message is enqueued, so its record precedes its updates.
@@ -283,7 +286,15 @@ impl Handler for GatewayHandler {
             size,
             "queued"
         );
-        self.shared.queue.enqueue(&id);
+        match kept {
+            Some(body) => {
+                let mut message = Vec::with_capacity(envelope.prepend.len() + body.len());
+                message.extend_from_slice(envelope.prepend.as_bytes());
+                message.extend_from_slice(&body);
+                self.shared.queue.enqueue_with(envelope, message);
+            }
+            None => self.shared.queue.enqueue(&id),
+        }
         Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
     }
 

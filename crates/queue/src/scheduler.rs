@@ -9,7 +9,7 @@ use crate::spool::{
     self, DeliveryState, Direction, Envelope, EnvelopeRecipient, RecipientStatus, Spool,
 };
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -63,7 +63,15 @@ struct Inner {
     running: Mutex<HashSet<String>>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Messages just received, kept in memory for their first attempt so that delivery
+    /// does not read back what was just written. Bounded by `CACHE_BYTES`.
+    fresh: Mutex<FreshCache>,
 }
+
+/// Messages by id, and the bytes they hold in all.
+type FreshCache = (HashMap<String, (Envelope, Vec<u8>)>, usize);
+
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Handle to the running queue manager.
 #[derive(Clone)]
@@ -103,6 +111,7 @@ impl Queue {
                 running: Mutex::new(HashSet::new()),
                 wake: Notify::new(),
                 slots,
+                fresh: Mutex::new((HashMap::new(), 0)),
             }),
         };
         tokio::spawn(queue.clone().run());
@@ -116,6 +125,27 @@ impl Queue {
     /// A message was committed: try it now.
     pub fn enqueue(&self, id: &str) {
         self.schedule(spool::now(), id.to_string());
+    }
+
+    /// A message was committed and its complete bytes (added headers and body) are at
+    /// hand: try it now, from memory when the cache has room.
+    pub fn enqueue_with(&self, envelope: Envelope, message: Vec<u8>) {
+        let id = envelope.id.clone();
+        {
+            let mut fresh = self.inner.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            if fresh.1 + message.len() <= CACHE_BYTES {
+                fresh.1 += message.len();
+                fresh.0.insert(id.clone(), (envelope, message));
+            }
+        }
+        self.enqueue(&id);
+    }
+
+    fn take_fresh(&self, id: &str) -> Option<(Envelope, Vec<u8>)> {
+        let mut fresh = self.inner.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = fresh.0.remove(id)?;
+        fresh.1 -= entry.1.len();
+        Some(entry)
     }
 
     fn schedule(&self, at: i64, id: String) {
@@ -222,9 +252,18 @@ impl Queue {
     }
 
     async fn attempt(&self, id: &str) {
-        let spool = self.inner.spool.clone();
-        let owned = id.to_string();
-        let loaded = tokio::task::spawn_blocking(move || spool.read_message(&owned)).await;
+        // From memory on the first try, unless an admin removed the message meanwhile.
+        let fresh = self
+            .take_fresh(id)
+            .filter(|_| self.inner.spool.message_path(id).exists());
+        let loaded = match fresh {
+            Some(m) => Ok(Ok(m)),
+            None => {
+                let spool = self.inner.spool.clone();
+                let owned = id.to_string();
+                tokio::task::spawn_blocking(move || spool.read_message(&owned)).await
+            }
+        };
         let (envelope, message) = match loaded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,

@@ -388,14 +388,17 @@ impl SpoolWriter {
             self.discard();
             return Err(e);
         }
-        let result = self.write_and_rename(envelope);
+        let result = self.write_and_rename(envelope, false);
         if result.is_err() {
             self.discard();
         }
-        result
+        result.map(|_| ())
     }
 
-    fn write_and_rename(&mut self, envelope: &Envelope) -> io::Result<()> {
+    /// `keep`: also return the body when it never left memory, so that delivery need not
+    /// read it back from disk.
+    fn write_and_rename(&mut self, envelope: &Envelope, keep: bool) -> io::Result<Option<Vec<u8>>> {
+        let kept = (keep && self.file.is_none()).then(|| self.buffer.clone());
         let json = serde_json::to_vec(envelope).map_err(io::Error::other)?;
         self.buffer.extend_from_slice(&json);
         self.buffer.extend_from_slice(FOOTER_MAGIC);
@@ -418,14 +421,25 @@ impl SpoolWriter {
             let _ = self.spool.dir_sync.sync();
             return Err(e);
         }
-        Ok(())
+        Ok(kept)
     }
 
-    /// Commit on a blocking thread.
-    pub async fn commit(self, envelope: Envelope) -> io::Result<()> {
-        tokio::task::spawn_blocking(move || self.commit_blocking(&envelope))
-            .await
-            .map_err(io::Error::other)?
+    /// Commit on a blocking thread. Returns the body when it was small enough to stay in
+    /// memory (under the spill threshold), for delivery straight from memory.
+    pub async fn commit(mut self, envelope: Envelope) -> io::Result<Option<Vec<u8>>> {
+        tokio::task::spawn_blocking(move || {
+            if let Some(e) = self.error.take() {
+                self.discard();
+                return Err(e);
+            }
+            let result = self.write_and_rename(&envelope, true);
+            if result.is_err() {
+                self.discard();
+            }
+            result
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Throw the message away.
