@@ -265,6 +265,12 @@ impl Session {
             Pending::Rcpt => {
                 if ok {
                     self.recipients += 1;
+                } else {
+                    // Refused recipients count as errors (as in Postfix), so that a
+                    // client cannot probe for addresses without end.
+                    self.reply(reply);
+                    self.count_error();
+                    return;
                 }
             }
             Pending::DataStart { bdat } => {
@@ -323,8 +329,12 @@ impl Session {
     }
 
     fn error(&mut self, reply: Reply) {
-        self.errors += 1;
         self.reply(reply);
+        self.count_error();
+    }
+
+    fn count_error(&mut self) {
+        self.errors += 1;
         if self.errors >= self.cfg.limits.max_errors {
             self.reply(Reply::new(
                 421,

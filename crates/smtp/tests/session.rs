@@ -350,3 +350,16 @@ fn the_tail_of_an_overlong_line_is_not_a_command() {
     assert!(out.is_empty(), "the tail was executed: {out}");
     assert_eq!(codes(&h.send(b"NOOP\r\n")), vec![250]);
 }
+
+#[test]
+fn refused_recipients_count_toward_the_error_limit() {
+    let mut h = Harness::new(config());
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x>\r\n");
+    let mut probe = Vec::new();
+    for i in 0..25 {
+        probe.extend_from_slice(format!("RCPT TO:<bad{i}@y>\r\n").as_bytes());
+    }
+    let out = h.send(&probe);
+    assert!(out.contains("421 4.7.0"), "{out}");
+    assert!(h.closed);
+}
