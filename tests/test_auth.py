@@ -162,3 +162,23 @@ def test_internal_and_authenticated_mail_is_not_verified(tmp_path, sink, auth_dn
         assert msg["Authentication-Results"] is None
     finally:
         g.stop()
+
+
+@pytest.mark.parametrize("from_header", [
+    "From: ceo@spoofed.test, x@attacker.test\r\n",
+    "From: ceo@spoofed.test\r\nFrom: x@attacker.test\r\n",
+])
+def test_several_author_domains_cannot_dodge_dmarc(tmp_path, sink, auth_dns, from_header):
+    # mail-auth skips DMARC when From names several domains; the gateway refuses instead.
+    g = gateway(tmp_path, sink, auth_dns)
+    try:
+        msg = (from_header + "To: bob@example.com\r\nSubject: pay\r\n\r\nnow\r\n").encode()
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("attacker.test")
+            s.mail("x@attacker.test")
+            s.rcpt("bob@example.com")
+            code, text = s.data(msg)
+        assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+        assert sink.files() == []
+    finally:
+        g.stop()

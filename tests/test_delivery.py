@@ -313,3 +313,23 @@ def test_notify_success_to_a_hop_without_dsn_gets_a_relayed_notice(tmp_path, sin
     finally:
         g.stop()
         server.kill()
+
+
+def test_queue_commands_do_not_disturb_mail_being_received(gateway, sink):
+    # A body large enough to be spilled to spool/tmp is in flight while an admin runs
+    # queue commands: the message must still be accepted.
+    s = smtplib.SMTP("127.0.0.1", gateway.smtp, timeout=30)
+    s.ehlo("c.test")
+    s.mail("x@outside.test")
+    s.rcpt("bob@example.com")
+    code, _ = s.putcmd("DATA") or s.getreply()
+    assert code == 354
+    s.send(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1600)
+    time.sleep(0.5)
+    gateway.cli("queue", "list")
+    gateway.cli("queue", "flush")
+    s.send(b".\r\n")
+    code, text = s.getreply()
+    s.quit()
+    assert code == 250, text
+    sink.wait_count(1)

@@ -132,6 +132,34 @@ impl Authenticator {
                 )),
             };
         };
+        // DMARC needs exactly one author domain; mail-auth skips DMARC otherwise, which a
+        // spoofer could use (From: ceo@victim, x@attacker). Refuse such messages as
+        // OpenDMARC's RejectMultiValueFrom does.
+        let from_fields = message
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"From"))
+            .count();
+        let mut from_domains: Vec<String> = message
+            .from
+            .iter()
+            .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .collect();
+        from_domains.sort();
+        from_domains.dedup();
+        if from_fields > 1 || from_domains.len() > 1 {
+            return AuthVerdict {
+                header: format!(
+                    "Authentication-Results: {host}; dmarc=permerror (multiple From)\r\n"
+                ),
+                summary: "multiple From domains".into(),
+                action: AuthAction::Reject(Reply::new(
+                    550,
+                    "5.7.1",
+                    "Message rejected: more than one author (From) domain",
+                )),
+            };
+        }
         let dkim = self.inner.verify_dkim(&message).await;
         let arc = self.inner.verify_arc(&message).await;
         let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
@@ -188,10 +216,9 @@ impl Authenticator {
                         "4.4.3",
                         "DNS lookups for authentication failed, try again later",
                     ))
-                } else if *arc.result() == DkimResult::Pass {
-                    // An intact ARC chain vouches for an earlier pass (a list or forwarder).
-                    AuthAction::Quarantine
                 } else {
+                    // No ARC override: without a list of trusted sealers anyone can seal
+                    // a message with a key of their own (issue 3 adds the list).
                     AuthAction::Reject(Reply::new(
                         550,
                         "5.7.1",

@@ -217,7 +217,9 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<ExitCode> {
 }
 
 pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
-    let spool = Spool::open(&config.data_dir.join("spool")).context("opening the spool")?;
+    // Never Spool::open here: its clean-up would delete bodies a running gateway is
+    // receiving.
+    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
     let request = match &cmd {
         QueueCmd::Flush => Some("flush".to_string()),
         QueueCmd::Delete { id } => Some(format!("delete {id}")),

@@ -145,14 +145,32 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Open (and create) the spool under `dir`, and clear `tmp/` of messages that were
-    /// never acknowledged.
+    /// Open (and create) the spool under `dir` for the gateway itself, and clear `tmp/`
+    /// of messages that were never acknowledged. Only `serve` may do this: in any other
+    /// process it would delete bodies a running gateway is still receiving.
     pub fn open(dir: &Path) -> io::Result<Arc<Spool>> {
+        let spool = Self::open_shared(dir)?;
+        spool.clean_leftovers()?;
+        Ok(spool)
+    }
+
+    /// Open the spool beside a gateway that may be running (CLI): no clean-up.
+    pub fn open_shared(dir: &Path) -> io::Result<Arc<Spool>> {
         let tmp = dir.join("tmp");
         let queue = dir.join("queue");
         fs::create_dir_all(&tmp)?;
         fs::create_dir_all(&queue)?;
-        for entry in fs::read_dir(&tmp)? {
+        let dir_sync = DirSync::new(File::open(&queue)?);
+        Ok(Arc::new(Spool {
+            tmp,
+            queue,
+            dir_sync,
+        }))
+    }
+
+    fn clean_leftovers(&self) -> io::Result<()> {
+        let (tmp, queue) = (&self.tmp, &self.queue);
+        for entry in fs::read_dir(tmp)? {
             let _ = fs::remove_file(entry?.path());
         }
         // State files half-written when the process died.
@@ -162,12 +180,7 @@ impl Spool {
                 let _ = fs::remove_file(path);
             }
         }
-        let dir_sync = DirSync::new(File::open(&queue)?);
-        Ok(Arc::new(Spool {
-            tmp,
-            queue,
-            dir_sync,
-        }))
+        Ok(())
     }
 
     pub fn message_path(&self, id: &str) -> PathBuf {
