@@ -174,7 +174,7 @@ impl Spool {
             let _ = fs::remove_file(entry?.path());
         }
         // State files half-written when the process died.
-        for entry in fs::read_dir(&queue)? {
+        for entry in fs::read_dir(queue)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "tmp") {
                 let _ = fs::remove_file(path);
