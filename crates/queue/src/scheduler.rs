@@ -366,22 +366,36 @@ impl Queue {
                 ));
             }
         }
+        // Notices owed from earlier attempts go with this attempt's failures.
+        for i in std::mem::take(&mut state.dsn_owed) {
+            let Some(r) = envelope.recipients.get(i) else {
+                continue;
+            };
+            if !failed.iter().any(|f| f.address == r.address) {
+                let line = state.last_reply[i].clone().unwrap_or_default();
+                failed.push(dsn_recipient(
+                    &envelope, i, "failed", &line, None, now, None,
+                ));
+            }
+        }
         if !failed.is_empty() {
-            let addresses: Vec<String> = failed.iter().map(|r| r.address.clone()).collect();
+            let owed: Vec<usize> = (0..envelope.recipients.len())
+                .filter(|&i| {
+                    failed
+                        .iter()
+                        .any(|f| f.address == envelope.recipients[i].address)
+                })
+                .collect();
             if !self
                 .bounce(&envelope, &message, failed, DsnKind::Failure)
                 .await
             {
-                // The sender must hear of the failure: keep the message and these
-                // recipients until the notice can be stored.
-                for (i, r) in envelope.recipients.iter().enumerate() {
-                    if addresses.contains(&r.address) {
-                        state.status[i] = RecipientStatus::Pending;
-                    }
-                }
+                // The sender must hear of the failure: keep the message until the notice
+                // can be stored; these recipients are not tried again.
+                state.dsn_owed = owed;
             }
         }
-        if state.pending() == 0 {
+        if state.pending() == 0 && state.dsn_owed.is_empty() {
             if let Err(e) = self.inner.spool.remove(id) {
                 tracing::error!(id, error = %e, "cannot remove delivered message");
             }

@@ -92,6 +92,10 @@ pub struct DeliveryState {
     pub next_attempt: i64,
     pub held: bool,
     pub delay_warned: bool,
+    /// Recipients that failed but whose failure notice could not be stored yet: the
+    /// message stays until it is.
+    #[serde(default)]
+    pub dsn_owed: Vec<usize>,
 }
 
 impl DeliveryState {
@@ -103,6 +107,7 @@ impl DeliveryState {
             next_attempt: now,
             held: false,
             delay_warned: false,
+            dsn_owed: Vec::new(),
         }
     }
 
