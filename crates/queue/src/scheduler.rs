@@ -267,6 +267,11 @@ impl Queue {
         let (envelope, message) = match loaded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // As at start-up: a corrupt file is left in place for an admin.
+                tracing::error!(id, error = %e, "corrupt spool file left in place; see queue show");
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::error!(id, error = %e, "cannot read spool file; will try again");
                 self.schedule(spool::now() + 60, id.to_string());
