@@ -101,3 +101,20 @@ def test_restart_rebuilds_queue_from_spool(tmp_path):
             sink.stop()
     finally:
         g.stop()
+
+
+def test_a_second_gateway_on_the_same_spool_is_refused(tmp_path):
+    import subprocess
+    from conftest import BIN
+    g = Gateway(tmp_path / "gw")
+    g.start()
+    try:
+        r = subprocess.run([str(BIN), "--config", str(g.config), "serve"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+        assert "in use by another portcullis serve" in r.stderr, r.stderr
+        # The first one still works.
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            assert s.noop()[0] == 250
+    finally:
+        g.stop()

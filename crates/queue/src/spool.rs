@@ -147,6 +147,8 @@ pub struct Spool {
     tmp: PathBuf,
     queue: PathBuf,
     dir_sync: DirSync,
+    /// The exclusive lock of the gateway that owns this spool (None for the CLI).
+    lock: Mutex<Option<File>>,
 }
 
 impl Spool {
@@ -154,8 +156,22 @@ impl Spool {
     /// of messages that were never acknowledged. Only `serve` may do this: in any other
     /// process it would delete bodies a running gateway is still receiving.
     pub fn open(dir: &Path) -> io::Result<Arc<Spool>> {
+        fs::create_dir_all(dir)?;
+        // One gateway per spool: a second one would clean up and deliver the first one's
+        // mail. The lock lives as long as the process.
+        let lock = File::create(dir.join("lock"))?;
+        lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool {} is in use by another portcullis serve",
+                    dir.display()
+                ),
+            )
+        })?;
         let spool = Self::open_shared(dir)?;
         spool.clean_leftovers()?;
+        *spool.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
         Ok(spool)
     }
 
@@ -170,6 +186,7 @@ impl Spool {
             tmp,
             queue,
             dir_sync,
+            lock: Mutex::new(None),
         }))
     }
 
@@ -586,10 +603,10 @@ mod tests {
         let dir = temp_dir("state");
         let spool = Spool::open(&dir).expect("open");
         let id = new_id();
-        let mut w = spool.writer(id.clone());
-        w.write(&vec![b'x'; SPILL_THRESHOLD + 1]);
+        // A crash before commit leaves a body in tmp/.
+        fs::write(dir.join("tmp").join(format!("{id}.msg")), b"partial").expect("stray");
         assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 1);
-        std::mem::forget(w); // a crash before commit: the tmp file stays behind
+        drop(spool);
         let spool = Spool::open(&dir).expect("reopen");
         assert_eq!(fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0);
         assert!(spool.list().expect("list").is_empty());
@@ -606,6 +623,18 @@ mod tests {
         assert!(spool.remove(&id).expect("remove"));
         assert!(!spool.remove(&id).expect("remove again"));
         assert!(spool.read_envelope("../etc").is_err());
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn one_gateway_per_spool() {
+        let dir = temp_dir("lock");
+        let first = Spool::open(&dir).expect("open");
+        let second = Spool::open(&dir).err().expect("second open refused");
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        assert!(Spool::open_shared(&dir).is_ok(), "the CLI may still look");
+        drop(first);
+        assert!(Spool::open(&dir).is_ok(), "the lock goes with the gateway");
         fs::remove_dir_all(dir).ok();
     }
 
