@@ -328,16 +328,18 @@ impl Queue {
             state.status[i] = status;
             state.last_reply[i] = Some(line.clone());
             if status == RecipientStatus::Failed {
-                failed.push(dsn_recipient(
-                    &envelope, i, "failed", &line, host, now, None,
+                failed.push((
+                    i,
+                    dsn_recipient(&envelope, i, "failed", &line, host, now, None),
                 ));
             }
             if let Outcome::Delivered {
                 dsn_relayed: true, ..
             } = outcome
             {
-                relayed.push(dsn_recipient(
-                    &envelope, i, "relayed", &line, host, now, None,
+                relayed.push((
+                    i,
+                    dsn_recipient(&envelope, i, "relayed", &line, host, now, None),
                 ));
             }
         }
@@ -366,31 +368,24 @@ impl Queue {
                     None,
                 );
                 state.status[i] = RecipientStatus::Failed;
-                failed.push(dsn_recipient(
-                    &envelope, i, "failed", &line, None, now, None,
+                failed.push((
+                    i,
+                    dsn_recipient(&envelope, i, "failed", &line, None, now, None),
                 ));
             }
         }
         // Notices owed from earlier attempts go with this attempt's failures.
         for i in std::mem::take(&mut state.dsn_owed) {
-            let Some(r) = envelope.recipients.get(i) else {
-                continue;
-            };
-            if !failed.iter().any(|f| f.address == r.address) {
+            if i < envelope.recipients.len() && !failed.iter().any(|(f, _)| *f == i) {
                 let line = state.last_reply[i].clone().unwrap_or_default();
-                failed.push(dsn_recipient(
-                    &envelope, i, "failed", &line, None, now, None,
+                failed.push((
+                    i,
+                    dsn_recipient(&envelope, i, "failed", &line, None, now, None),
                 ));
             }
         }
         if !failed.is_empty() {
-            let owed: Vec<usize> = (0..envelope.recipients.len())
-                .filter(|&i| {
-                    failed
-                        .iter()
-                        .any(|f| f.address == envelope.recipients[i].address)
-                })
-                .collect();
+            let owed: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
             if !self
                 .bounce(&envelope, &message, failed, DsnKind::Failure)
                 .await
@@ -416,12 +411,15 @@ impl Queue {
             let warn_all =
                 !settings.delay_warning.is_zero() && age >= settings.delay_warning.as_secs() as i64;
             let until = envelope.received_at + settings.max_lifetime.as_secs() as i64;
-            let delayed: Vec<DsnRecipient> = (0..envelope.recipients.len())
+            let delayed: Vec<(usize, DsnRecipient)> = (0..envelope.recipients.len())
                 .filter(|&i| state.status[i] == RecipientStatus::Pending)
-                .filter(|&i| wants_delay(&envelope.recipients[i], warn_all))
+                .filter(|&i| asks_for(&envelope.recipients[i], DsnKind::Delay, warn_all))
                 .map(|i| {
                     let line = state.last_reply[i].clone().unwrap_or_default();
-                    dsn_recipient(&envelope, i, "delayed", &line, None, now, Some(until))
+                    (
+                        i,
+                        dsn_recipient(&envelope, i, "delayed", &line, None, now, Some(until)),
+                    )
                 })
                 .collect();
             if !delayed.is_empty() {
@@ -450,28 +448,18 @@ impl Queue {
         &self,
         envelope: &Envelope,
         message: &[u8],
-        recipients: Vec<DsnRecipient>,
+        recipients: Vec<(usize, DsnRecipient)>,
         kind: DsnKind,
     ) -> bool {
         if !dsn::should_bounce(&envelope.sender) {
             return true;
         }
+        // Without NOTIFY, RFC 3461 §4.1 means FAILURE (and delays at our discretion,
+        // decided by the caller); success is only ever reported when asked for.
         let recipients: Vec<DsnRecipient> = recipients
             .into_iter()
-            .filter(|r| {
-                let env_rcpt = envelope.recipients.iter().find(|e| e.address == r.address);
-                let wanted = match kind {
-                    DsnKind::Failure => "FAILURE",
-                    DsnKind::Delay => "DELAY",
-                    DsnKind::Success => "SUCCESS",
-                };
-                // Without NOTIFY, RFC 3461 §4.1 means FAILURE (and delays at our
-                // discretion); success is only ever reported when asked for.
-                env_rcpt.is_none_or(|e| match &e.notify {
-                    None => kind != DsnKind::Success,
-                    Some(n) => n.iter().any(|v| v == wanted),
-                })
-            })
+            .filter(|(i, _)| asks_for(&envelope.recipients[*i], kind, kind != DsnKind::Success))
+            .map(|(_, r)| r)
             .collect();
         if recipients.is_empty() {
             return true;
@@ -539,10 +527,17 @@ impl Queue {
     }
 }
 
-fn wants_delay(r: &EnvelopeRecipient, warn_all: bool) -> bool {
+/// Whether a recipient's NOTIFY asks for a notice of this kind; `default` when it gave
+/// no NOTIFY.
+fn asks_for(r: &EnvelopeRecipient, kind: DsnKind, default: bool) -> bool {
+    let wanted = match kind {
+        DsnKind::Failure => "FAILURE",
+        DsnKind::Delay => "DELAY",
+        DsnKind::Success => "SUCCESS",
+    };
     match &r.notify {
-        Some(n) => n.iter().any(|v| v == "DELAY"),
-        None => warn_all,
+        Some(n) => n.iter().any(|v| v == wanted),
+        None => default,
     }
 }
 
