@@ -11,6 +11,7 @@ use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWrite
 use portcullis_smtp::server::{ConnInfo, Handler};
 use portcullis_smtp::{MailFrom, RcptTo, Reply, Session};
 use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What every connection shares.
@@ -26,6 +27,8 @@ pub struct Shared {
 pub struct GatewayHandler {
     shared: Arc<Shared>,
     conn: ConnInfo,
+    /// The client's address, IPv4-mapped IPv6 shown as IPv4.
+    ip: IpAddr,
     mail: Option<MailFrom>,
     recipients: Vec<RcptTo>,
     writer: Option<SpoolWriter>,
@@ -42,6 +45,7 @@ impl GatewayHandler {
         tracing::debug!(client = %conn.peer, listener = conn.listener, "connect");
         GatewayHandler {
             shared,
+            ip: crate::policy::canonical_ip(conn.peer.ip()),
             conn,
             mail: None,
             recipients: Vec::new(),
@@ -52,7 +56,7 @@ impl GatewayHandler {
     }
 
     fn internal(&self, session: &Session) -> bool {
-        session.authenticated().is_some() || self.shared.policy.is_internal_ip(self.conn.peer.ip())
+        session.authenticated().is_some() || self.shared.policy.is_internal_ip(self.ip)
     }
 
     fn received_header(&self, session: &Session, id: &str) -> String {
@@ -63,7 +67,7 @@ impl GatewayHandler {
             (true, true) => "ESMTPSA",
         };
         let helo = sanitize(session.helo().unwrap_or("unknown"));
-        let ip = crate::policy::canonical_ip(self.conn.peer.ip());
+        let ip = self.ip;
         let mut h = format!(
             "Received: from {helo} ([{ip}])\r\n\tby {} (Portcullis) with {with} id {id}",
             self.shared.hostname
@@ -74,9 +78,7 @@ impl GatewayHandler {
         h.push_str(&format!("; {}\r\n", rfc5322_date(now())));
         h
     }
-}
 
-impl GatewayHandler {
     /// Run the message checks of mail authentication; the header fields to add, or the
     /// reply that refuses the message.
     async fn authenticate(
@@ -86,7 +88,6 @@ impl GatewayHandler {
         sender: &str,
         spf: &SpfVerdict,
     ) -> Result<String, Reply> {
-        let ip = crate::policy::canonical_ip(self.conn.peer.ip());
         let helo = session.helo().unwrap_or("");
         let raw = match tokio::task::block_in_place(|| writer.contents()) {
             Ok(raw) => raw,
@@ -102,7 +103,7 @@ impl GatewayHandler {
         let verdict = self
             .shared
             .auth
-            .check_message(&raw, ip, helo, sender, spf)
+            .check_message(&raw, self.ip, helo, sender, spf)
             .await;
         tracing::info!(id = writer.id(), client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
         let mut header = verdict.header;
@@ -159,9 +160,12 @@ impl Handler for GatewayHandler {
         }
         self.spf = None;
         if self.shared.auth.enabled() && !self.internal(session) {
-            let ip = crate::policy::canonical_ip(self.conn.peer.ip());
             let helo = session.helo().unwrap_or("");
-            let (spf, refuse) = self.shared.auth.check_spf(ip, helo, &mail.address).await;
+            let (spf, refuse) = self
+                .shared
+                .auth
+                .check_spf(self.ip, helo, &mail.address)
+                .await;
             if let Some(reply) = refuse {
                 tracing::info!(client = %self.conn.peer, from = %mail.address, reply = %reply, "sender refused by SPF");
                 return reply;
@@ -214,10 +218,9 @@ impl Handler for GatewayHandler {
     }
 
     async fn data_end(&mut self, session: &Session, size: usize) -> Reply {
-        let (Some(writer), Some(mail)) = (self.writer.take(), self.mail.take()) else {
+        let (Some(mut writer), Some(mail)) = (self.writer.take(), self.mail.take()) else {
             return Reply::new(451, "4.3.0", "Error: no message in progress");
         };
-        let mut writer = writer;
         let id = writer.id().to_string();
         let mut received = self.received_header(session, &id);
         if let Some(spf) = self.spf.take() {
@@ -242,7 +245,7 @@ impl Handler for GatewayHandler {
         let envelope = Envelope {
             id: id.clone(),
             received_at: now(),
-            client_ip: crate::policy::canonical_ip(self.conn.peer.ip()).to_string(),
+            client_ip: self.ip.to_string(),
             helo: session.helo().unwrap_or("").to_string(),
             direction,
             auth_user: session.authenticated().map(str::to_string),
@@ -287,12 +290,7 @@ impl Handler for GatewayHandler {
             "queued"
         );
         match kept {
-            Some(body) => {
-                let mut message = Vec::with_capacity(envelope.prepend.len() + body.len());
-                message.extend_from_slice(envelope.prepend.as_bytes());
-                message.extend_from_slice(&body);
-                self.shared.queue.enqueue_with(envelope, message);
-            }
+            Some(message) => self.shared.queue.enqueue_with(envelope, message),
             None => self.shared.queue.enqueue(&id),
         }
         Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))

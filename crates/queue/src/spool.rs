@@ -430,10 +430,15 @@ impl SpoolWriter {
         result.map(|_| ())
     }
 
-    /// `keep`: also return the body when it never left memory, so that delivery need not
-    /// read it back from disk.
+    /// `keep`: also return the message as [`Spool::read_message`] would (added headers,
+    /// then the body) when the body never left memory, so delivery need not read it back.
     fn write_and_rename(&mut self, envelope: &Envelope, keep: bool) -> io::Result<Option<Vec<u8>>> {
-        let kept = (keep && self.file.is_none()).then(|| self.buffer.clone());
+        let kept = (keep && self.file.is_none()).then(|| {
+            let mut message = Vec::with_capacity(envelope.prepend.len() + self.buffer.len());
+            message.extend_from_slice(envelope.prepend.as_bytes());
+            message.extend_from_slice(&self.buffer);
+            message
+        });
         let json = serde_json::to_vec(envelope).map_err(io::Error::other)?;
         self.buffer.extend_from_slice(&json);
         self.buffer.extend_from_slice(FOOTER_MAGIC);
@@ -459,8 +464,8 @@ impl SpoolWriter {
         Ok(kept)
     }
 
-    /// Commit on a blocking thread. Returns the body when it was small enough to stay in
-    /// memory (under the spill threshold), for delivery straight from memory.
+    /// Commit on a blocking thread. Returns the message as it is to be delivered when it
+    /// was small enough to stay in memory (under the spill threshold).
     pub async fn commit(mut self, envelope: Envelope) -> io::Result<Option<Vec<u8>>> {
         tokio::task::spawn_blocking(move || {
             if let Some(e) = self.error.take() {
