@@ -302,11 +302,7 @@ fn offline(spool: &Spool, cmd: &QueueCmd) -> Result<String> {
         QueueCmd::Flush => {
             let mut n = 0;
             for id in spool.list()? {
-                let env = spool.read_envelope(&id)?;
-                let mut st = spool.read_state(&id, &env);
-                st.next_attempt = 0;
-                spool.write_state(&id, &st)?;
-                n += 1;
+                n += usize::from(spool.make_due(&id, 0)?);
             }
             format!("ok {n} messages will be tried at the next start")
         }
@@ -318,13 +314,11 @@ fn offline(spool: &Spool, cmd: &QueueCmd) -> Result<String> {
             }
         }
         QueueCmd::Hold { id } | QueueCmd::Release { id } => {
-            let Ok(env) = spool.read_envelope(id) else {
-                return Ok(missing(id));
-            };
-            let mut st = spool.read_state(id, &env);
-            st.held = matches!(cmd, QueueCmd::Hold { .. });
-            spool.write_state(id, &st)?;
-            format!("ok {id}")
+            let held = matches!(cmd, QueueCmd::Hold { .. });
+            match spool.set_held(id, held, portcullis_queue::spool::now())? {
+                Some(_) => format!("ok {id}"),
+                None => missing(id),
+            }
         }
         _ => "error not a change".into(),
     })

@@ -162,34 +162,19 @@ impl Queue {
         let now = spool::now();
         let mut count = 0;
         for id in self.inner.spool.list()? {
-            let Ok(env) = self.inner.spool.read_envelope(&id) else {
-                continue;
-            };
-            let mut state = self.inner.spool.read_state(&id, &env);
-            if state.held {
-                continue;
+            if self.inner.spool.make_due(&id, now)? {
+                self.schedule(now, id);
+                count += 1;
             }
-            state.next_attempt = now;
-            self.inner.spool.write_state(&id, &state)?;
-            self.schedule(now, id);
-            count += 1;
         }
         Ok(count)
     }
 
     /// Hold or release a message; returns false when it is not in the queue.
     pub fn set_held(&self, id: &str, held: bool) -> std::io::Result<bool> {
-        let env = match self.inner.spool.read_envelope(id) {
-            Ok(env) => env,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
+        let Some(state) = self.inner.spool.set_held(id, held, spool::now())? else {
+            return Ok(false);
         };
-        let mut state = self.inner.spool.read_state(id, &env);
-        state.held = held;
-        if !held {
-            state.next_attempt = spool::now();
-        }
-        self.inner.spool.write_state(id, &state)?;
         if !held {
             self.schedule(state.next_attempt, id.to_string());
         }

@@ -313,6 +313,37 @@ impl Spool {
         fs::rename(tmp, self.state_path(id))
     }
 
+    /// Hold or release a message (a release makes it due at `now`). Ok(None) when it
+    /// is not in the queue; otherwise its new state.
+    pub fn set_held(&self, id: &str, held: bool, now: i64) -> io::Result<Option<DeliveryState>> {
+        let envelope = match self.read_envelope(id) {
+            Ok(envelope) => envelope,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut state = self.read_state(id, &envelope);
+        state.held = held;
+        if !held {
+            state.next_attempt = now;
+        }
+        self.write_state(id, &state)?;
+        Ok(Some(state))
+    }
+
+    /// Make a message that is not held due at `at`; false when it is held or unreadable.
+    pub fn make_due(&self, id: &str, at: i64) -> io::Result<bool> {
+        let Ok(envelope) = self.read_envelope(id) else {
+            return Ok(false);
+        };
+        let mut state = self.read_state(id, &envelope);
+        if state.held {
+            return Ok(false);
+        }
+        state.next_attempt = at;
+        self.write_state(id, &state)?;
+        Ok(true)
+    }
+
     /// Remove a message whose every recipient is final (or that an admin deleted).
     pub fn remove(&self, id: &str) -> io::Result<bool> {
         if !valid_id(id) {
