@@ -1,5 +1,10 @@
-//! The checks room: every check a connection or message goes through, each producing a
-//! finding, and the policy that turns findings into one verdict. It knows nothing of
-//! sockets or the queue. Today: mail authentication (SPF, DKIM, ARC, DMARC).
+//! The checks room: every check a connection or message goes through, each producing
+//! findings (`finding`), and the rules that turn findings into one verdict. It knows
+//! nothing of sockets or the queue.
 
+pub mod attachments;
 pub mod auth;
+pub mod content;
+pub mod finding;
+pub mod spam;
+pub mod text;
