@@ -6,5 +6,6 @@ pub mod attachments;
 pub mod auth;
 pub mod content;
 pub mod finding;
+pub mod rules;
 pub mod spam;
 pub mod text;
