@@ -346,6 +346,10 @@ pub fn log_record(
         auth_user: envelope.auth_user.clone(),
         message_id,
         subject,
+        verdict: None,
+        rule: None,
+        score: None,
+        findings: None,
         recipients: envelope
             .recipients
             .iter()

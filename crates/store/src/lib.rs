@@ -10,6 +10,8 @@ mod domains;
 mod error;
 mod log;
 mod networks;
+mod quarantine;
+mod rules;
 mod users;
 
 use std::path::Path;
@@ -25,6 +27,8 @@ pub use log::{
     DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
     RecipientRecord, StatusUpdate,
 };
+pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
+pub use rules::{LIST_FIELDS, LIST_KINDS, ListEntry};
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

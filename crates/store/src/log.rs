@@ -48,6 +48,18 @@ pub struct MessageRecord {
     /// The Message-ID header.
     pub message_id: Option<String>,
     pub subject: Option<String>,
+    /// What the rules decided: `deliver`, `reject`, `tempfail`, `discard`, `quarantine:<class>`.
+    #[serde(default)]
+    pub verdict: Option<String>,
+    /// The rule that decided, when one did.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The sum of the findings' scores.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The checks' findings, a JSON array of `{name, score, detail}`.
+    #[serde(default)]
+    pub findings: Option<String>,
     /// In RCPT order.
     pub recipients: Vec<RecipientRecord>,
 }
@@ -104,10 +116,15 @@ type MessageRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
 );
 
 const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
-                               m.size, m.auth_user, m.message_id, m.subject";
+                               m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
+                               m.score, m.findings";
 
 /// Row shape of `message_recipients`, in `RECIPIENT_COLUMNS` order.
 type RecipientRow = (
@@ -124,8 +141,22 @@ const RECIPIENT_COLUMNS: &str =
     "message, address, status, reply, remote_host, updated_at, attempts";
 
 fn message_from_row(row: MessageRow) -> MessageRecord {
-    let (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) =
-        row;
+    let (
+        id,
+        received_at,
+        client_ip,
+        helo,
+        direction,
+        sender,
+        size,
+        auth_user,
+        message_id,
+        subject,
+        verdict,
+        rule,
+        score,
+        findings,
+    ) = row;
     MessageRecord {
         id,
         received_at,
@@ -137,6 +168,10 @@ fn message_from_row(row: MessageRow) -> MessageRecord {
         auth_user,
         message_id,
         subject,
+        verdict,
+        rule,
+        score,
+        findings,
         recipients: Vec::new(),
     }
 }
@@ -405,8 +440,9 @@ async fn insert_message(
 ) -> Result<(), StoreError> {
     let inserted = sqlx::query(
             "INSERT INTO messages \
-             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject, \
+              verdict, rule, score, findings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&rec.id)
@@ -419,6 +455,10 @@ async fn insert_message(
         .bind(rec.auth_user.as_deref())
         .bind(rec.message_id.as_deref())
         .bind(rec.subject.as_deref())
+        .bind(rec.verdict.as_deref())
+        .bind(rec.rule.as_deref())
+        .bind(rec.score)
+        .bind(rec.findings.as_deref())
         .execute(&mut *conn)
         .await
         .map_err(StoreError::query(context))?;

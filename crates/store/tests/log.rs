@@ -29,6 +29,10 @@ fn message(id: &str, received_at: i64, sender: &str, recipients: &[&str]) -> Mes
         auth_user: None,
         message_id: Some(format!("<{id}@client.example>")),
         subject: Some("Hello".to_string()),
+        verdict: Some("deliver".to_string()),
+        rule: None,
+        score: Some(-1.5),
+        findings: Some(r#"[{"name":"spam.bayes","score":-1.5,"detail":"0.01"}]"#.to_string()),
         recipients: recipients.iter().map(|a| rcpt(a)).collect(),
     }
 }

@@ -1,0 +1,292 @@
+//! The quarantine: held messages with their bodies, so any node of a cluster can show and
+//! release them. Owns `quarantine_messages` (one row per message: body, envelope, findings)
+//! and `quarantine_items` (one row per recipient, each released or deleted on its own).
+
+use crate::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// A message to hold.
+#[derive(Debug, Clone)]
+pub struct HeldMessage {
+    pub id: String,
+    pub received_at: i64,
+    pub expires_at: i64,
+    pub sender: String,
+    pub subject: Option<String>,
+    pub class: String,
+    pub score: f64,
+    pub rule: Option<String>,
+    /// JSON array of findings.
+    pub findings: String,
+    /// JSON of the spool envelope.
+    pub envelope: String,
+    /// The message as it would have been delivered.
+    pub body: Vec<u8>,
+    pub recipients: Vec<String>,
+}
+
+/// One recipient's copy of a held message, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineItem {
+    /// `<message id>.<recipient number>`
+    pub id: String,
+    pub message: String,
+    pub recipient: String,
+    pub sender: String,
+    pub subject: Option<String>,
+    pub class: String,
+    pub score: f64,
+    pub rule: Option<String>,
+    pub state: String,
+    pub received_at: i64,
+    pub expires_at: i64,
+}
+
+/// States of a quarantine item.
+pub const QUARANTINE_STATES: [&str; 3] = ["held", "released", "deleted"];
+
+const ITEM_COLUMNS: &str = "i.id, i.message, i.recipient, m.sender, m.subject, m.class, m.score, \
+                            m.rule, i.state, m.received_at, m.expires_at";
+
+type ItemRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    f64,
+    Option<String>,
+    String,
+    i64,
+    i64,
+);
+
+fn item(row: ItemRow) -> QuarantineItem {
+    let (
+        id,
+        message,
+        recipient,
+        sender,
+        subject,
+        class,
+        score,
+        rule,
+        state,
+        received_at,
+        expires_at,
+    ) = row;
+    QuarantineItem {
+        id,
+        message,
+        recipient,
+        sender,
+        subject,
+        class,
+        score,
+        rule,
+        state,
+        received_at,
+        expires_at,
+    }
+}
+
+/// Filter for [`Store::quarantine_list`].
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineQuery {
+    pub recipient: Option<String>,
+    /// Only items in this state; None: held ones.
+    pub state: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Holds a message, one item per recipient.
+    pub async fn quarantine_hold(&self, m: &HeldMessage) -> Result<(), StoreError> {
+        let context = format!("quarantining message {}", m.id);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(&context))?;
+        sqlx::query(
+            "INSERT INTO quarantine_messages \
+             (id, received_at, expires_at, sender, subject, class, score, rule, findings, envelope, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&m.id)
+        .bind(m.received_at)
+        .bind(m.expires_at)
+        .bind(&m.sender)
+        .bind(m.subject.as_deref())
+        .bind(&m.class)
+        .bind(m.score)
+        .bind(m.rule.as_deref())
+        .bind(&m.findings)
+        .bind(&m.envelope)
+        .bind(&m.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(&context))?;
+        for (n, rcpt) in m.recipients.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO quarantine_items (id, message, recipient, state, changed_at) \
+                 VALUES ($1, $2, $3, 'held', $4)",
+            )
+            .bind(format!("{}.{}", m.id, n + 1))
+            .bind(&m.id)
+            .bind(rcpt.to_ascii_lowercase())
+            .bind(m.received_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(&context))?;
+        }
+        tx.commit().await.map_err(StoreError::query(&context))?;
+        Ok(())
+    }
+
+    /// Items, newest first.
+    pub async fn quarantine_list(
+        &self,
+        q: &QuarantineQuery,
+    ) -> Result<Vec<QuarantineItem>, StoreError> {
+        let state = q.state.clone().unwrap_or_else(|| "held".into());
+        let limit = if q.limit <= 0 {
+            1000
+        } else {
+            q.limit.min(10_000)
+        };
+        let rows: Vec<ItemRow> = match &q.recipient {
+            Some(r) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+                 ON m.id = i.message WHERE i.state = $1 AND i.recipient = $2 \
+                 ORDER BY m.received_at DESC, i.id LIMIT $3"
+            )))
+            .bind(&state)
+            .bind(r.to_ascii_lowercase())
+            .bind(limit),
+            None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+                 ON m.id = i.message WHERE i.state = $1 \
+                 ORDER BY m.received_at DESC, i.id LIMIT $2"
+            )))
+            .bind(&state)
+            .bind(limit),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("listing the quarantine"))?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    /// One item with its message's findings (JSON), envelope (JSON) and body.
+    pub async fn quarantine_get(
+        &self,
+        id: &str,
+    ) -> Result<Option<(QuarantineItem, String, String, Vec<u8>)>, StoreError> {
+        let context = format!("reading quarantine item {id}");
+        let row: Option<(String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT m.findings, m.envelope, m.body FROM quarantine_items i \
+             JOIN quarantine_messages m ON m.id = i.message WHERE i.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        let Some((findings, envelope, body)) = row else {
+            return Ok(None);
+        };
+        let it: ItemRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+             ON m.id = i.message WHERE i.id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        Ok(Some((item(it), findings, envelope, body)))
+    }
+
+    /// Moves a held item to `released` or `deleted`. False when it is not held (already
+    /// released or deleted, or unknown): a release happens once.
+    pub async fn quarantine_set_state(
+        &self,
+        id: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let context = format!("marking quarantine item {id} {state}");
+        if !QUARANTINE_STATES.contains(&state) {
+            return Err(StoreError::invalid(&context, "unknown state"));
+        }
+        let done = sqlx::query(
+            "UPDATE quarantine_items SET state = $1, changed_at = $2 WHERE id = $3 AND state = 'held'",
+        )
+        .bind(state)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a released item back on hold (its re-queueing failed).
+    pub async fn quarantine_unrelease(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE quarantine_items SET state = 'held', changed_at = $1 WHERE id = $2 AND state = 'released'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(format!("putting quarantine item {id} back on hold")))?;
+        Ok(())
+    }
+
+    /// Held items not yet in a digest, by recipient, for the digest mailer.
+    pub async fn quarantine_digest_due(&self) -> Result<Vec<QuarantineItem>, StoreError> {
+        let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+             ON m.id = i.message WHERE i.state = 'held' AND i.digest_sent_at IS NULL \
+             ORDER BY i.recipient, m.received_at"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("finding quarantine items for digests"))?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    pub async fn quarantine_mark_digested(
+        &self,
+        ids: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let context = "marking quarantine items as sent in a digest";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(context))?;
+        for id in ids {
+            sqlx::query("UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(context))?;
+        }
+        tx.commit().await.map_err(StoreError::query(context))?;
+        Ok(())
+    }
+
+    /// Deletes messages past their expiry (with their items); how many.
+    pub async fn quarantine_expire(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM quarantine_messages WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("expiring quarantined messages"))?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,149 @@
+mod common;
+
+use portcullis_store::{HeldMessage, ListEntry, QuarantineQuery, Store};
+
+fn held(id: &str, recipients: &[&str]) -> HeldMessage {
+    HeldMessage {
+        id: id.into(),
+        received_at: 1_700_000_000,
+        expires_at: 1_700_000_000 + 86_400,
+        sender: "spammer@outside.test".into(),
+        subject: Some("Cheap pills".into()),
+        class: "spam".into(),
+        score: 12.5,
+        rule: Some("default: spam quarantine".into()),
+        findings: r#"[{"name":"spam.bayes","score":12.5,"detail":"0.999"}]"#.into(),
+        envelope: "{}".into(),
+        body: b"Subject: Cheap pills\r\n\r\nBuy\r\n".to_vec(),
+        recipients: recipients.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn hold_list_release_once_and_expire() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store
+        .quarantine_hold(&held("Q1", &["A@example.test", "b@example.test"]))
+        .await
+        .unwrap();
+    let all = store
+        .quarantine_list(&QuarantineQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let a = store
+        .quarantine_list(&QuarantineQuery {
+            recipient: Some("a@EXAMPLE.test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].id, "Q1.1");
+    assert_eq!(a[0].class, "spam");
+
+    let (item, findings, _, body) = store.quarantine_get("Q1.1").await.unwrap().unwrap();
+    assert_eq!(item.recipient, "a@example.test");
+    assert!(findings.contains("spam.bayes"));
+    assert!(body.starts_with(b"Subject: Cheap pills"));
+
+    assert!(
+        store
+            .quarantine_set_state("Q1.1", "released", 1)
+            .await
+            .unwrap()
+    );
+    // Released once only.
+    assert!(
+        !store
+            .quarantine_set_state("Q1.1", "released", 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .quarantine_set_state("Q1.1", "deleted", 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .quarantine_set_state("nope", "released", 2)
+            .await
+            .unwrap()
+    );
+    // A failed re-queue puts it back.
+    store.quarantine_unrelease("Q1.1", 3).await.unwrap();
+    assert!(
+        store
+            .quarantine_set_state("Q1.1", "released", 4)
+            .await
+            .unwrap()
+    );
+    let held_now = store
+        .quarantine_list(&QuarantineQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(held_now.len(), 1);
+    assert_eq!(held_now[0].id, "Q1.2");
+
+    assert_eq!(store.quarantine_digest_due().await.unwrap().len(), 1);
+    store
+        .quarantine_mark_digested(&["Q1.2".into()], 5)
+        .await
+        .unwrap();
+    assert!(store.quarantine_digest_due().await.unwrap().is_empty());
+
+    assert_eq!(store.quarantine_expire(1_700_000_000).await.unwrap(), 0);
+    assert_eq!(store.quarantine_expire(1_800_000_000).await.unwrap(), 1);
+    assert!(store.quarantine_get("Q1.2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn rules_keep_order_and_lists_normalise() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store.put_rule("b", "{\"x\":1}").await.unwrap();
+    store.put_rule("a", "{\"x\":2}").await.unwrap();
+    store.put_rule("b", "{\"x\":3}").await.unwrap();
+    let rules = store.list_rules().await.unwrap();
+    assert_eq!(
+        rules,
+        vec![
+            ("b".into(), "{\"x\":3}".into()),
+            ("a".into(), "{\"x\":2}".into())
+        ]
+    );
+    assert!(store.remove_rule("b").await.unwrap());
+    assert!(!store.remove_rule("b").await.unwrap());
+
+    let e = ListEntry {
+        kind: "block".into(),
+        field: "sender".into(),
+        value: " Spammer@Outside.test ".into(),
+        scope: "".into(),
+        comment: "".into(),
+    };
+    store.add_list_entry(&e).await.unwrap();
+    let got = store.list_entries().await.unwrap();
+    assert_eq!(got[0].value, "spammer@outside.test");
+    let bad = ListEntry {
+        kind: "maybe".into(),
+        ..e.clone()
+    };
+    assert!(
+        store
+            .add_list_entry(&bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("kind")
+    );
+    assert!(store.remove_list_entry(&e).await.unwrap());
+
+    store
+        .replace_filter_policy(&[("z".into(), "{}".into())], &[e.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.list_rules().await.unwrap().len(), 1);
+    assert_eq!(store.list_entries().await.unwrap().len(), 1);
+}
