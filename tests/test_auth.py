@@ -1,10 +1,11 @@
 """Inbound mail authentication end to end: a DNS server run by the test serves SPF,
 DKIM keys and DMARC policies; messages are signed by dkimpy. Portcullis must pass an
 aligned signed message and stamp Authentication-Results, reject a spoofed p=reject
-domain at SMTP time, tag a p=quarantine failure, and never reject for good when DNS
+domain at SMTP time, hold a p=quarantine failure in the quarantine, and never reject for good when DNS
 fails."""
 
 import base64
+import json
 import smtplib
 import subprocess
 
@@ -109,15 +110,18 @@ def test_tampered_signature_fails(tmp_path, sink, auth_dns, dkim_key):
         g.stop()
 
 
-def test_quarantine_policy_failure_is_tagged(tmp_path, sink, auth_dns):
+def test_quarantine_policy_failure_is_held(tmp_path, sink, auth_dns):
     g = gateway(tmp_path, sink, auth_dns)
     try:
         with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
             s.ehlo("somewhere.test")
             s.sendmail("news@doubtful.test", ["bob@example.com"], message("news@doubtful.test", "q"))
-        (msg,) = sink.wait_count(1) and sink.messages()
-        assert msg["X-Portcullis-Quarantine"] == "dmarc"
-        assert "dmarc=fail" in msg["Authentication-Results"]
+        held = json.loads(g.cli("quarantine", "list", "--json").stdout)
+        assert [(h["recipient"], h["class"], h["rule"]) for h in held] == [
+            ("bob@example.com", "policy", "default: dmarc quarantine")], held
+        shown = g.cli("quarantine", "show", held[0]["id"]).stdout
+        assert "dmarc.quarantine" in shown and "dmarc=fail" in shown
+        assert sink.files() == [] and g.queue_ids() == []
     finally:
         g.stop()
 

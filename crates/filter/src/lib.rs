@@ -4,8 +4,12 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod bayes;
+pub mod clamd;
 pub mod content;
+pub mod dnsbl;
 pub mod finding;
+pub mod greylist;
 pub mod rules;
 pub mod spam;
 pub mod text;

@@ -21,6 +21,34 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub log: Log,
+    /// Spam thresholds the default rules use.
+    pub spam: portcullis_filter::rules::SpamThresholds,
+    pub quarantine: Quarantine,
+}
+
+/// The quarantine: how long held mail is kept, and the digests to recipients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quarantine {
+    /// Days a held message is kept before it is deleted.
+    pub expiry_days: u64,
+    /// Seconds between digest runs; 0 sends no digests.
+    pub digest_interval_secs: u64,
+    /// Base URL of the user portal that serves the one-click links in digests.
+    pub portal_url: String,
+    /// Days a digest link stays valid.
+    pub link_days: u64,
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine {
+            expiry_days: 30,
+            digest_interval_secs: 86400,
+            portal_url: "https://localhost:8443/quarantine".into(),
+            link_days: 14,
+        }
+    }
 }
 
 /// Inbound mail authentication (SPF, DKIM, ARC, DMARC).
@@ -141,6 +169,8 @@ impl Default for Config {
             limits: Limits::default(),
             auth: Auth::default(),
             log: Log::default(),
+            spam: Default::default(),
+            quarantine: Quarantine::default(),
         }
     }
 }

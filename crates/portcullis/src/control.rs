@@ -50,6 +50,11 @@ fn execute(queue: &Queue, line: &str) -> String {
         (Some("hold"), Some(id)) => found(queue.set_held(id, true), id),
         (Some("release"), Some(id)) => found(queue.set_held(id, false), id),
         (Some("delete"), Some(id)) => found(queue.spool().remove(id), id),
+        // A message the CLI put in the spool (a quarantine release).
+        (Some("load"), Some(id)) => {
+            queue.enqueue(id);
+            Ok(format!("ok {id}"))
+        }
         _ => return format!("error unknown request: {line}"),
     };
     match result {

@@ -6,11 +6,14 @@ use crate::logwriter::LogWriter;
 use crate::policy::Policy;
 use crate::{rfc5322_date, users};
 use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
+use portcullis_filter::content::ContentScanner;
+use portcullis_filter::finding::Finding;
+use portcullis_filter::rules::{Disposition, Subject, Verdict};
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
 use portcullis_smtp::server::{ConnInfo, Handler};
 use portcullis_smtp::{MailFrom, RcptTo, Reply, Session};
-use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
+use portcullis_store::{HeldMessage, LogEntry, MessageRecord, RecipientRecord, Store};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +25,8 @@ pub struct Shared {
     pub store: Store,
     pub queue: Queue,
     pub log: LogWriter,
+    pub content: ContentScanner,
+    pub quarantine_expiry_secs: i64,
 }
 
 pub struct GatewayHandler {
@@ -36,6 +41,8 @@ pub struct GatewayHandler {
     spf: Option<SpfVerdict>,
     /// The start of the message, kept for the log (Subject, Message-ID).
     head: Vec<u8>,
+    /// An allow list entry matched a recipient of this transaction: spam checks stand down.
+    allowed: bool,
 }
 
 const HEAD_KEEP: usize = 64 * 1024;
@@ -52,6 +59,7 @@ impl GatewayHandler {
             writer: None,
             spf: None,
             head: Vec::new(),
+            allowed: false,
         }
     }
 
@@ -83,42 +91,69 @@ impl GatewayHandler {
     /// reply that refuses the message.
     async fn authenticate(
         &self,
-        writer: &mut SpoolWriter,
+        id: &str,
+        raw: &[u8],
         session: &Session,
         sender: &str,
         spf: &SpfVerdict,
-    ) -> Result<String, Reply> {
+    ) -> Result<(String, Option<Finding>), Reply> {
         let helo = session.helo().unwrap_or("");
-        let raw = match tokio::task::block_in_place(|| writer.contents()) {
-            Ok(raw) => raw,
-            Err(e) => {
-                tracing::error!(id = writer.id(), error = %e, "spool read failed");
-                return Err(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Error: queue file read error, try again later",
-                ));
-            }
-        };
         let verdict = self
             .shared
             .auth
-            .check_message(&raw, self.ip, helo, sender, spf)
+            .check_message(raw, self.ip, helo, sender, spf)
             .await;
-        tracing::info!(id = writer.id(), client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
-        let mut header = verdict.header;
+        tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
         match verdict.action {
-            AuthAction::Accept => {}
-            AuthAction::Quarantine => {
-                // Until the quarantine exists, a failed DMARC quarantine policy is tagged.
-                header.push_str("X-Portcullis-Quarantine: dmarc\r\n");
-            }
+            AuthAction::Accept => Ok((verdict.header, None)),
+            AuthAction::Quarantine => Ok((
+                verdict.header,
+                Some(Finding::new("dmarc.quarantine", 0.0, verdict.summary)),
+            )),
             AuthAction::Reject(reply) | AuthAction::TempFail(reply) => {
-                tracing::info!(id = writer.id(), client = %self.conn.peer, from = %sender, reply = %reply, "message refused by authentication");
-                return Err(reply);
+                tracing::info!(id, client = %self.conn.peer, from = %sender, reply = %reply, "message refused by authentication");
+                Err(reply)
             }
         }
-        Ok(header)
+    }
+
+    /// Every message check, then the rules: the headers to add (authentication results),
+    /// the findings, and the verdict. Err is a reply that refuses the message before any
+    /// rule runs (authentication refusals, an unavailable check that fails closed).
+    async fn check_message(
+        &mut self,
+        id: &str,
+        raw: &[u8],
+        session: &Session,
+        sender: &str,
+        size: usize,
+    ) -> Result<(String, Vec<Finding>, Verdict, Option<String>), Reply> {
+        let mut headers = String::new();
+        let mut findings = Vec::new();
+        if let Some(spf) = self.spf.take() {
+            let (h, f) = self.authenticate(id, raw, session, sender, &spf).await?;
+            headers.push_str(&h);
+            findings.extend(f);
+        }
+        let report = tokio::task::block_in_place(|| self.shared.content.scan(raw));
+        findings.extend(report.findings);
+        if self.allowed {
+            findings.push(Finding::new("list.allow", -100.0, "allow list"));
+        }
+        let inbound = !self.internal(session);
+        let recipients: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
+        let header_fields = report.text.headers;
+        let snapshot = self.shared.policy.current();
+        let verdict = snapshot.filter.rules.evaluate(&Subject {
+            inbound,
+            sender,
+            recipients: &recipients,
+            findings: &findings,
+            attachments: &report.attachments,
+            headers: &header_fields,
+            size: size as u64,
+        });
+        Ok((headers, findings, verdict, Some(report.text.subject).filter(|s| !s.is_empty())))
     }
 }
 
@@ -174,13 +209,28 @@ impl Handler for GatewayHandler {
         }
         self.mail = Some(mail.clone());
         self.recipients.clear();
+        self.allowed = false;
         Reply::new(250, "2.1.0", "Sender ok")
     }
 
     async fn rcpt(&mut self, session: &Session, rcpt: &RcptTo) -> Reply {
         let internal = self.internal(session);
-        match self.shared.policy.check_recipient(&rcpt.address, internal) {
-            Ok(()) => {
+        let sender = self.mail.as_ref().map(|m| m.address.as_str()).unwrap_or("");
+        let checked = self
+            .shared
+            .policy
+            .check_recipient(&rcpt.address, internal)
+            .and_then(|()| {
+                self.shared.policy.current().filter.lists.check(
+                    self.ip,
+                    sender,
+                    &rcpt.address,
+                    !internal,
+                )
+            });
+        match checked {
+            Ok(allowed) => {
+                self.allowed |= allowed;
                 self.recipients.push(rcpt.clone());
                 Reply::new(250, "2.1.5", "Recipient ok")
             }
@@ -222,26 +272,67 @@ impl Handler for GatewayHandler {
             return Reply::new(451, "4.3.0", "Error: no message in progress");
         };
         let id = writer.id().to_string();
-        let mut received = self.received_header(session, &id);
-        if let Some(spf) = self.spf.take() {
-            match self
-                .authenticate(&mut writer, session, &mail.address, &spf)
-                .await
-            {
-                Ok(header) => received.push_str(&header),
-                Err(reply) => {
-                    writer.discard();
-                    self.recipients.clear();
-                    return reply;
-                }
+        let checked = match tokio::task::block_in_place(|| writer.contents()) {
+            Ok(raw) => {
+                let raw = raw.into_owned();
+                self.check_message(&id, &raw, session, &mail.address, size)
+                    .await
+                    .map(|c| (c, raw))
             }
-        }
+            Err(e) => {
+                tracing::error!(id, error = %e, "spool read failed");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file read error, try again later",
+                ))
+            }
+        };
+        let ((added, findings, verdict, subject), raw) = match checked {
+            Ok(c) => c,
+            Err(reply) => {
+                writer.discard();
+                self.recipients.clear();
+                return reply;
+            }
+        };
         let internal = self.internal(session);
         let direction = if internal {
             Direction::Outbound
         } else {
             Direction::Inbound
         };
+        let (change_headers, rewritten) = crate::filtering::apply_changes(&raw, &verdict.changes);
+        let mut prepend = self.received_header(session, &id);
+        prepend.push_str(&added);
+        prepend.push_str(&change_headers);
+        let original_recipients: Vec<EnvelopeRecipient> = self
+            .recipients
+            .drain(..)
+            .map(|r| EnvelopeRecipient {
+                address: r.address,
+                orcpt: r.orcpt,
+                notify: r.notify,
+            })
+            .collect();
+        let mut recipients = match &verdict.redirect {
+            Some(to) => to
+                .iter()
+                .map(|a| EnvelopeRecipient {
+                    address: a.clone(),
+                    orcpt: None,
+                    notify: Some(vec!["NEVER".into()]),
+                })
+                .collect(),
+            None => original_recipients.clone(),
+        };
+        for copy in &verdict.copies {
+            recipients.push(EnvelopeRecipient {
+                address: copy.clone(),
+                orcpt: None,
+                notify: Some(vec!["NEVER".into()]),
+            });
+        }
         let envelope = Envelope {
             id: id.clone(),
             received_at: now(),
@@ -254,18 +345,105 @@ impl Handler for GatewayHandler {
             smtputf8: mail.smtputf8,
             ret: mail.ret,
             envid: mail.envid.clone(),
-            recipients: self
-                .recipients
-                .drain(..)
-                .map(|r| EnvelopeRecipient {
-                    address: r.address,
-                    orcpt: r.orcpt,
-                    notify: r.notify,
-                })
-                .collect(),
-            prepend: received,
+            recipients,
+            prepend,
         };
-        let kept = match writer.commit(envelope.clone()).await {
+        let (subject_h, message_id) = header_facts(&self.head);
+        let subject = subject_h.or(subject);
+        let findings_json = serde_json::to_string(&findings).unwrap_or_default();
+        let mut record = log_record(&envelope, size, subject.clone(), message_id);
+        record.score = Some(verdict.score);
+        record.rule = verdict.rule.clone();
+        record.findings = Some(findings_json.clone());
+        record.verdict = Some(match &verdict.disposition {
+            Disposition::Deliver => "deliver".to_string(),
+            Disposition::Reject(_) => "reject".into(),
+            Disposition::TempFail(_) => "tempfail".into(),
+            Disposition::Discard => "discard".into(),
+            Disposition::Quarantine(class) => format!("quarantine:{class}"),
+        });
+        tracing::info!(
+            id,
+            client = %self.conn.peer,
+            score = verdict.score,
+            verdict = record.verdict.as_deref().unwrap_or(""),
+            rule = verdict.rule.as_deref().unwrap_or(""),
+            findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","),
+            "checked"
+        );
+        // Anything but delivery: nothing goes to the queue, the log says why.
+        let final_status = |record: &mut MessageRecord, status: &str, reply: &str| {
+            record.recipients = original_recipients
+                .iter()
+                .map(|r| RecipientRecord {
+                    address: r.address.clone(),
+                    status: status.into(),
+                    reply: Some(reply.to_string()),
+                    remote_host: None,
+                    updated_at: envelope.received_at,
+                    attempts: 0,
+                })
+                .collect();
+        };
+        match verdict.disposition {
+            Disposition::Deliver => {}
+            Disposition::Reject(reply) | Disposition::TempFail(reply) => {
+                writer.discard();
+                if reply.is_permanent() {
+                    final_status(&mut record, "rejected", &reply.to_string());
+                    self.shared.log.write(LogEntry::Message(record));
+                }
+                return reply;
+            }
+            Disposition::Discard => {
+                writer.discard();
+                final_status(&mut record, "discarded", "discarded by policy");
+                self.shared.log.write(LogEntry::Message(record));
+                return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
+            }
+            Disposition::Quarantine(class) => {
+                let mut body = envelope.prepend.clone().into_bytes();
+                body.extend_from_slice(rewritten.as_deref().unwrap_or(&raw));
+                let held = HeldMessage {
+                    id: id.clone(),
+                    received_at: envelope.received_at,
+                    expires_at: envelope.received_at + self.shared.quarantine_expiry_secs,
+                    sender: envelope.sender.clone(),
+                    subject: subject.clone(),
+                    class: class.clone(),
+                    score: verdict.score,
+                    rule: verdict.rule.clone(),
+                    findings: findings_json,
+                    envelope: serde_json::to_string(&Envelope {
+                        prepend: String::new(),
+                        recipients: original_recipients.clone(),
+                        ..envelope.clone()
+                    })
+                    .unwrap_or_default(),
+                    body,
+                    recipients: original_recipients.iter().map(|r| r.address.clone()).collect(),
+                };
+                writer.discard();
+                // The store commits (SQLite WAL, synchronous NORMAL) before we answer.
+                if let Err(e) = self.shared.store.quarantine_hold(&held).await {
+                    tracing::error!(id, error = %e, "quarantine failed");
+                    return Reply::new(451, "4.3.0", "Error: quarantine unavailable, try again later");
+                }
+                final_status(&mut record, "quarantined", &format!("quarantined ({class})"));
+                self.shared.log.write(LogEntry::Message(record));
+                tracing::info!(id, class, "quarantined");
+                return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
+            }
+        }
+        let kept = match rewritten {
+            Some(body) => {
+                writer.discard();
+                let spool = self.shared.queue.spool().clone();
+                tokio::task::block_in_place(|| spool.store_message(&envelope, &body)).map(|()| None)
+            }
+            None => writer.commit(envelope.clone()).await,
+        };
+        let kept = match kept {
             Ok(kept) => kept,
             Err(e) => {
                 tracing::error!(id, error = %e, "spool commit failed");
@@ -276,8 +454,6 @@ impl Handler for GatewayHandler {
                 );
             }
         };
-        let (subject, message_id) = header_facts(&self.head);
-        let record = log_record(&envelope, size, subject, message_id);
         // Queued before the message is enqueued, so its record precedes its updates.
         self.shared.log.write(LogEntry::Message(record));
         tracing::info!(
@@ -311,6 +487,7 @@ impl Handler for GatewayHandler {
         self.mail = None;
         self.recipients.clear();
         self.head.clear();
+        self.allowed = false;
     }
 }
 

@@ -4,6 +4,9 @@
 mod cli;
 mod config;
 mod control;
+mod corpus;
+mod filter_cli;
+mod filtering;
 mod handler;
 mod logwriter;
 mod policy;
@@ -60,6 +63,31 @@ enum Command {
         #[command(subcommand)]
         action: cli::LogCmd,
     },
+    /// Train and measure the spam classifier on folders of ham and spam.
+    Corpus {
+        #[command(subcommand)]
+        action: corpus::CorpusCmd,
+    },
+    /// Filter rules (conditions over findings, ordered actions).
+    Rule {
+        #[command(subcommand)]
+        action: filter_cli::RuleCmd,
+    },
+    /// Allow, block and valid-recipient lists.
+    List {
+        #[command(subcommand)]
+        action: filter_cli::ListCmd,
+    },
+    /// Held messages.
+    Quarantine {
+        #[command(subcommand)]
+        action: filter_cli::QuarantineCmd,
+    },
+    /// The policy as one TOML document.
+    Config {
+        #[command(subcommand)]
+        action: filter_cli::ConfigCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +127,11 @@ fn main() -> ExitCode {
             Command::User { action } => cli::user(&config, action).await,
             Command::Queue { action } => cli::queue(&config, action).await,
             Command::Log { action } => cli::log(&config, action).await,
+            Command::Corpus { action } => corpus::corpus(&config, action).await,
+            Command::Rule { action } => filter_cli::rule(&config, action).await,
+            Command::List { action } => filter_cli::list(&config, action).await,
+            Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
+            Command::Config { action } => filter_cli::config_cmd(&config, action).await,
         }
     });
     match result {

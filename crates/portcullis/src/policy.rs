@@ -6,7 +6,9 @@
 //! internal network; its mail is outbound and may go anywhere. Everyone else may only
 //! send to the configured domains (inbound). Anything else is relaying: `554 5.7.1`.
 
+use crate::filtering::FilterPolicy;
 use ipnet::IpNet;
+use portcullis_filter::rules::SpamThresholds;
 use portcullis_queue::client::TlsMode;
 use portcullis_queue::{Destination, RouteHost, Router};
 use portcullis_smtp::Reply;
@@ -20,6 +22,9 @@ use std::time::Duration;
 pub struct Snapshot {
     pub domains: HashMap<String, Domain>,
     pub networks: Vec<IpNet>,
+    pub filter: Arc<FilterPolicy>,
+    rule_source: Vec<(String, String)>,
+    list_source: Vec<portcullis_store::ListEntry>,
 }
 
 /// The shared, periodically refreshed policy.
@@ -27,14 +32,24 @@ pub struct Snapshot {
 pub struct Policy {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     smarthost: Option<Vec<RouteHost>>,
+    thresholds: SpamThresholds,
 }
 
 impl Policy {
-    pub fn new(smarthost: Option<RouteHost>) -> Self {
+    pub fn new(smarthost: Option<RouteHost>, thresholds: SpamThresholds) -> Self {
+        let snap = Snapshot {
+            filter: Arc::new(FilterPolicy::build(&[], Vec::new(), &thresholds)),
+            ..Snapshot::default()
+        };
         Policy {
-            snapshot: Arc::default(),
+            snapshot: Arc::new(RwLock::new(Arc::new(snap))),
             smarthost: smarthost.map(|h| vec![h]),
+            thresholds,
         }
+    }
+
+    pub fn thresholds(&self) -> &SpamThresholds {
+        &self.thresholds
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
@@ -47,9 +62,21 @@ impl Policy {
     pub async fn reload(&self, store: &Store) -> Result<(), portcullis_store::StoreError> {
         let domains = store.list_domains().await?;
         let networks = store.list_networks().await?;
+        let rules = store.list_rules().await?;
+        let lists = store.list_entries().await?;
+        let old = self.current();
+        // Rules are compiled (regexes) only when they changed.
+        let filter = if old.rule_source == rules && old.list_source == lists {
+            old.filter.clone()
+        } else {
+            Arc::new(FilterPolicy::build(&rules, lists.clone(), &self.thresholds))
+        };
         let snap = Snapshot {
             domains: domains.into_iter().map(|d| (d.name.clone(), d)).collect(),
             networks: networks.into_iter().map(|(n, _)| n).collect(),
+            filter,
+            rule_source: rules,
+            list_source: lists,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())
@@ -200,7 +227,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        let p = Policy::new(None);
+        let p = Policy::new(None, SpamThresholds::default());
         let mut snap = Snapshot::default();
         snap.domains.insert(
             "example.com".into(),

@@ -67,7 +67,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => None,
     };
-    let policy = Policy::new(smarthost);
+    let policy = Policy::new(smarthost, config.spam.clone());
     policy.reload(&store).await?;
     policy.spawn_reloader(store.clone(), Duration::from_secs(2));
 
@@ -136,6 +136,8 @@ pub async fn run(config: Config) -> Result<()> {
         store,
         queue,
         log,
+        content: portcullis_filter::content::ContentScanner::default(),
+        quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
     });
     let l = &config.limits;
     let limits = portcullis_smtp::Limits {

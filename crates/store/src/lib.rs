@@ -6,8 +6,10 @@
 //! same text later: `$N` placeholders, integer unix-second times, `ON CONFLICT` instead of
 //! `INSERT OR IGNORE`, no engine-specific functions.
 
+mod bayes;
 mod domains;
 mod error;
+mod greylist;
 mod log;
 mod networks;
 mod quarantine;
@@ -21,8 +23,10 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use bayes::{BayesCounts, BayesSummary};
 pub use domains::{Domain, Route, TLS_MODES};
 pub use error::StoreError;
+pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
 pub use log::{
     DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
     RecipientRecord, StatusUpdate,

@@ -13,8 +13,15 @@ use crate::{Store, StoreError};
 pub const DIRECTIONS: [&str; 2] = ["inbound", "outbound"];
 
 /// States of one recipient of one message.
-pub const RECIPIENT_STATUSES: [&str; 5] =
-    ["queued", "delivered", "deferred", "bounced", "rejected"];
+pub const RECIPIENT_STATUSES: [&str; 7] = [
+    "queued",
+    "delivered",
+    "deferred",
+    "bounced",
+    "rejected",
+    "quarantined",
+    "discarded",
+];
 
 /// Statuses that are the outcome of a delivery attempt, and so count towards `attempts`.
 const ATTEMPT_STATUSES: [&str; 3] = ["delivered", "deferred", "bounced"];

@@ -1,0 +1,475 @@
+//! Commands for the filter policy and the quarantine: `rule`, `list`, `quarantine` and
+//! `config export|import`. Rules and lists are checked here before they reach the store,
+//! so a running gateway only ever loads rules that compile.
+
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use portcullis_filter::rules::{Rule, RuleSet};
+use portcullis_queue::spool::{Envelope, Spool, new_id, now};
+use portcullis_store::{ListEntry, QuarantineQuery, Route, Store};
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum RuleCmd {
+    /// Rules in evaluation order (the built-in defaults run after them).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add (or replace, by name) the rules of a TOML file of `[[rule]]` tables.
+    Add { file: std::path::PathBuf },
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ListCmd {
+    /// Add an entry: KIND allow|block|valid, FIELD ip|sender|recipient, VALUE an address,
+    /// a domain, or a network. SCOPE: a domain or address it applies to (default: all).
+    Add {
+        kind: String,
+        field: String,
+        value: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    Remove {
+        kind: String,
+        field: String,
+        value: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+    },
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// Held messages, one line (or JSON object) per recipient's copy.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        recipient: Option<String>,
+        /// held (default), released or deleted.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One held message: what was found, and the message.
+    Show { id: String },
+    /// Deliver a held copy to its recipient (once); `--allow-sender` also puts the sender
+    /// on that recipient's allow list.
+    Release {
+        id: String,
+        #[arg(long)]
+        allow_sender: bool,
+    },
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Print the policy (domains, networks, rules, lists) as one TOML document.
+    Export,
+    /// Replace the policy's rules and lists, and add its domains and networks, from a
+    /// TOML document as `export` prints it.
+    Import { file: std::path::PathBuf },
+}
+
+async fn open_store(config: &Config) -> Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    Ok(Store::open(&config.store_url()).await?)
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<Rule>,
+}
+
+/// Parse a TOML document, naming the file, line and key of a mistake.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        anyhow::anyhow!("{origin}:{line}: {}", e.message().trim())
+    })
+}
+
+fn check_rules(rules: &[Rule], origin: &str) -> Result<()> {
+    RuleSet::new(rules.to_vec()).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok(())
+}
+
+pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        RuleCmd::List { json } => {
+            let rules = store.list_rules().await?;
+            if json {
+                let list: Vec<serde_json::Value> = rules
+                    .iter()
+                    .map(|(_, d)| serde_json::from_str(d).unwrap_or(serde_json::Value::Null))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                let parsed: Vec<Rule> = rules
+                    .iter()
+                    .filter_map(|(_, d)| serde_json::from_str(d).ok())
+                    .collect();
+                print!("{}", toml::to_string(&RulesFile { rule: parsed })?);
+            }
+        }
+        RuleCmd::Add { file } => {
+            let origin = file.display().to_string();
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
+            let doc: RulesFile = parse_toml(&text, &origin)?;
+            if doc.rule.is_empty() {
+                bail!("{origin}: no [[rule]] tables");
+            }
+            check_rules(&doc.rule, &origin)?;
+            for r in &doc.rule {
+                store.put_rule(&r.name, &serde_json::to_string(r)?).await?;
+                println!("rule {:?} saved", r.name);
+            }
+        }
+        RuleCmd::Remove { name } => {
+            if !store.remove_rule(&name).await? {
+                eprintln!("no rule named {name:?}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("rule {name:?} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_entry(e: &ListEntry) -> Result<()> {
+    if e.field == "ip"
+        && e.value.parse::<ipnet::IpNet>().is_err()
+        && e.value.parse::<std::net::IpAddr>().is_err()
+    {
+        bail!("{:?} is not an IP address or network", e.value);
+    }
+    if e.field != "ip" && e.value.contains(char::is_whitespace) {
+        bail!("{:?} is not an address or domain", e.value);
+    }
+    Ok(())
+}
+
+pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        ListCmd::Add {
+            kind,
+            field,
+            value,
+            scope,
+            comment,
+        } => {
+            let e = ListEntry {
+                kind,
+                field,
+                value,
+                scope,
+                comment,
+            };
+            check_entry(&e)?;
+            store.add_list_entry(&e).await?;
+            println!("{} {} {} added", e.kind, e.field, e.value);
+        }
+        ListCmd::Remove {
+            kind,
+            field,
+            value,
+            scope,
+        } => {
+            let e = ListEntry {
+                kind,
+                field,
+                value,
+                scope,
+                comment: String::new(),
+            };
+            if !store.remove_list_entry(&e).await? {
+                eprintln!("no such entry");
+                return Ok(ExitCode::from(1));
+            }
+            println!("removed");
+        }
+        ListCmd::Show { json } => {
+            let entries = store.list_entries().await?;
+            if json {
+                println!("{}", serde_json::to_string(&entries)?);
+            } else {
+                for e in entries {
+                    let scope = if e.scope.is_empty() { "*" } else { &e.scope };
+                    println!("{}\t{}\t{}\t{}\t{}", e.kind, e.field, e.value, scope, e.comment);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        QuarantineCmd::List {
+            json,
+            recipient,
+            state,
+        } => {
+            let items = store
+                .quarantine_list(&QuarantineQuery {
+                    recipient,
+                    state,
+                    limit: 0,
+                })
+                .await?;
+            if json {
+                let rows: Vec<serde_json::Value> = items
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "id": i.id, "recipient": i.recipient, "sender": i.sender,
+                            "subject": i.subject, "class": i.class, "score": i.score,
+                            "rule": i.rule, "state": i.state, "received_at": i.received_at,
+                            "expires_at": i.expires_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for i in items {
+                    println!(
+                        "{}  {:<6}  {:>6.1}  <{}> -> {}  {}",
+                        i.id,
+                        i.class,
+                        i.score,
+                        i.sender,
+                        i.recipient,
+                        i.subject.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        QuarantineCmd::Show { id } => {
+            let Some((item, findings, _, body)) = store.quarantine_get(&id).await? else {
+                eprintln!("no quarantined message {id}");
+                return Ok(ExitCode::from(1));
+            };
+            println!("{}", serde_json::to_string_pretty(&item)?);
+            let findings: serde_json::Value = serde_json::from_str(&findings)?;
+            println!("{}", serde_json::to_string_pretty(&findings)?);
+            println!("{}", String::from_utf8_lossy(&body));
+        }
+        QuarantineCmd::Release { id, allow_sender } => {
+            return release(config, &store, &id, allow_sender).await;
+        }
+        QuarantineCmd::Delete { id } => {
+            if !store.quarantine_set_state(&id, "deleted", now()).await? {
+                eprintln!("no held message {id} (already released or deleted?)");
+                return Ok(ExitCode::from(1));
+            }
+            println!("{id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Release one recipient's copy: marked released first (so two releases cannot both
+/// succeed), then written to the spool for that recipient; a failed write puts it back.
+pub async fn release(
+    config: &Config,
+    store: &Store,
+    id: &str,
+    allow_sender: bool,
+) -> Result<ExitCode> {
+    let Some((item, _, envelope_json, body)) = store.quarantine_get(id).await? else {
+        eprintln!("no quarantined message {id}");
+        return Ok(ExitCode::from(1));
+    };
+    if !store.quarantine_set_state(id, "released", now()).await? {
+        eprintln!("{id} is not held (already {})", item.state);
+        return Ok(ExitCode::from(1));
+    }
+    let queued = async {
+        let mut envelope: Envelope =
+            serde_json::from_str(&envelope_json).context("stored envelope is corrupt")?;
+        let original = envelope
+            .recipients
+            .iter()
+            .find(|r| r.address.eq_ignore_ascii_case(&item.recipient))
+            .cloned();
+        let Some(rcpt) = original else {
+            bail!("stored envelope lacks recipient {}", item.recipient);
+        };
+        // An id the gateway cannot also make: its ids are hex only.
+        envelope.id = format!("{}R", new_id());
+        envelope.recipients = vec![rcpt];
+        envelope.prepend = String::new();
+        let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
+        spool
+            .store_message(&envelope, &body)
+            .context("writing the released message to the spool")?;
+        Ok::<_, anyhow::Error>(envelope.id)
+    }
+    .await;
+    let queue_id = match queued {
+        Ok(q) => q,
+        Err(e) => {
+            store.quarantine_unrelease(id, now()).await?;
+            return Err(e);
+        }
+    };
+    // A running gateway delivers it at once; otherwise at its next start.
+    let _ = crate::control::request(&config.data_dir, &format!("load {queue_id}")).await;
+    if allow_sender && !item.sender.is_empty() {
+        store
+            .add_list_entry(&ListEntry {
+                kind: "allow".into(),
+                field: "sender".into(),
+                value: item.sender.clone(),
+                scope: item.recipient.clone(),
+                comment: format!("released from quarantine ({id})"),
+            })
+            .await?;
+    }
+    println!("{id} released as {queue_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The policy as one document.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    #[serde(default)]
+    domain: Vec<DomainDoc>,
+    #[serde(default)]
+    network: Vec<NetworkDoc>,
+    #[serde(default)]
+    rule: Vec<Rule>,
+    #[serde(default)]
+    list: Vec<ListEntry>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct DomainDoc {
+    name: String,
+    routes: Vec<RouteDoc>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RouteDoc {
+    host: String,
+    port: u16,
+    priority: u32,
+    tls: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_user: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkDoc {
+    cidr: ipnet::IpNet,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    comment: String,
+}
+
+pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        ConfigCmd::Export => {
+            let doc = PolicyDoc {
+                domain: store
+                    .list_domains()
+                    .await?
+                    .into_iter()
+                    .map(|d| DomainDoc {
+                        name: d.name,
+                        routes: d
+                            .routes
+                            .into_iter()
+                            .map(|r| RouteDoc {
+                                host: r.host,
+                                port: r.port,
+                                priority: r.priority,
+                                tls: r.tls,
+                                auth_user: r.auth_user,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                network: store
+                    .list_networks()
+                    .await?
+                    .into_iter()
+                    .map(|(cidr, comment)| NetworkDoc { cidr, comment })
+                    .collect(),
+                rule: store
+                    .list_rules()
+                    .await?
+                    .iter()
+                    .filter_map(|(_, d)| serde_json::from_str(d).ok())
+                    .collect(),
+                list: store.list_entries().await?,
+            };
+            print!("{}", toml::to_string(&doc)?);
+        }
+        ConfigCmd::Import { file } => {
+            let origin = file.display().to_string();
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
+            let doc: PolicyDoc = parse_toml(&text, &origin)?;
+            check_rules(&doc.rule, &origin)?;
+            for e in &doc.list {
+                check_entry(e).with_context(|| format!("{origin}: list entry"))?;
+            }
+            for d in &doc.domain {
+                let routes: Vec<Route> = d
+                    .routes
+                    .iter()
+                    .map(|r| Route {
+                        host: r.host.clone(),
+                        port: r.port,
+                        priority: r.priority,
+                        tls: r.tls.clone(),
+                        auth_user: r.auth_user.clone(),
+                        auth_password: None,
+                    })
+                    .collect();
+                store.add_domain(&d.name, &routes).await?;
+            }
+            for n in &doc.network {
+                store.add_network(n.cidr, &n.comment).await?;
+            }
+            let rules = doc
+                .rule
+                .iter()
+                .map(|r| Ok((r.name.clone(), serde_json::to_string(r)?)))
+                .collect::<Result<Vec<_>>>()?;
+            store.replace_filter_policy(&rules, &doc.list).await?;
+            println!(
+                "imported {} domains, {} networks, {} rules, {} list entries",
+                doc.domain.len(),
+                doc.network.len(),
+                doc.rule.len(),
+                doc.list.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,348 @@
+//! The filter policy of a running gateway: the administrator's rules and lists from the
+//! store (part of the policy snapshot), how list entries match a transaction, and how a
+//! verdict's changes are made to a message (subject tag, attachment removal).
+
+use ipnet::IpNet;
+use mail_parser::MimeHeaders;
+use portcullis_filter::rules::{Change, Rule, RuleSet, SpamThresholds, default_rules};
+use portcullis_smtp::Reply;
+use portcullis_store::ListEntry;
+use std::net::IpAddr;
+
+/// Rules ready to run and lists ready to match.
+pub struct FilterPolicy {
+    pub rules: RuleSet,
+    pub lists: Lists,
+}
+
+impl std::fmt::Debug for FilterPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FilterPolicy({} rules)", self.rules.len())
+    }
+}
+
+impl Default for FilterPolicy {
+    fn default() -> Self {
+        FilterPolicy::build(&[], Vec::new(), &SpamThresholds::default())
+    }
+}
+
+impl FilterPolicy {
+    /// The stored rules (name, JSON) first, then the defaults. A stored rule that does not
+    /// parse or validate is left out with an error in the log; the CLI refuses such rules,
+    /// so only a hand-edited store has them.
+    pub fn build(rules: &[(String, String)], lists: Vec<ListEntry>, t: &SpamThresholds) -> Self {
+        let mut all: Vec<Rule> = Vec::new();
+        for (name, json) in rules {
+            match serde_json::from_str::<Rule>(json) {
+                Ok(r) => match RuleSet::new(vec![r.clone()]) {
+                    Ok(_) => all.push(r),
+                    Err(e) => tracing::error!(rule = %name, error = %e, "stored rule left out"),
+                },
+                Err(e) => tracing::error!(rule = %name, error = %e, "stored rule is corrupt; left out"),
+            }
+        }
+        all.extend(default_rules(t));
+        let rules = RuleSet::new(all).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "rules do not compile; running the defaults only");
+            RuleSet::new(default_rules(t)).expect("default rules compile")
+        });
+        FilterPolicy {
+            rules,
+            lists: Lists::new(lists),
+        }
+    }
+}
+
+/// Allow, block and valid-recipient lists, parsed.
+#[derive(Debug, Default)]
+pub struct Lists {
+    entries: Vec<(ListEntry, Option<IpNet>)>,
+}
+
+/// Lowercased domain of an address.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// An address value matches a whole address (`user@example.com`) or a domain
+/// (`example.com` or `@example.com`, subdomains included).
+fn address_matches(value: &str, address: &str) -> bool {
+    let address = address.to_ascii_lowercase();
+    if let Some(domain) = value.strip_prefix('@').or((!value.contains('@')).then_some(value)) {
+        let d = domain_of(&address);
+        d == domain || d.ends_with(&format!(".{domain}"))
+    } else {
+        value == address
+    }
+}
+
+impl Lists {
+    pub fn new(entries: Vec<ListEntry>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                let net = if e.field == "ip" {
+                    e.value
+                        .parse::<IpNet>()
+                        .ok()
+                        .or_else(|| e.value.parse::<IpAddr>().ok().map(IpNet::from))
+                } else {
+                    None
+                };
+                (e, net)
+            })
+            .collect();
+        Lists { entries }
+    }
+
+    /// Does an entry's scope cover this party (a recipient inbound, the sender outbound)?
+    fn in_scope(e: &ListEntry, party: &str) -> bool {
+        e.scope.is_empty() || address_matches(&e.scope, party)
+    }
+
+    fn hit(&self, kind: &str, ip: IpAddr, sender: &str, recipient: &str, party: &str) -> Option<&ListEntry> {
+        self.entries
+            .iter()
+            .filter(|(e, _)| e.kind == kind && Self::in_scope(e, party))
+            .find(|(e, net)| match e.field.as_str() {
+                "ip" => net.is_some_and(|n| n.contains(&ip)),
+                "sender" => !sender.is_empty() && address_matches(&e.value, sender),
+                "recipient" => address_matches(&e.value, recipient),
+                _ => false,
+            })
+            .map(|(e, _)| e)
+    }
+
+    /// A recipient, checked against the lists: a block gives the refusal, an allow says
+    /// the transaction skips the spam checks (`Ok(true)`).
+    pub fn check(
+        &self,
+        ip: IpAddr,
+        sender: &str,
+        recipient: &str,
+        inbound: bool,
+    ) -> Result<bool, Reply> {
+        let party = if inbound { recipient } else { sender };
+        if let Some(e) = self.hit("block", ip, sender, recipient, party) {
+            tracing::info!(field = %e.field, value = %e.value, scope = %e.scope, "block list hit");
+            return Err(match e.field.as_str() {
+                "ip" => Reply::new(554, "5.7.1", "Client address blocked by policy"),
+                "sender" => Reply::new(550, "5.7.1", "Sender address blocked by policy"),
+                _ => Reply::new(550, "5.7.1", "Recipient address blocked by policy"),
+            });
+        }
+        if inbound {
+            let domain = domain_of(recipient);
+            let mut valid = self
+                .entries
+                .iter()
+                .filter(|(e, _)| e.kind == "valid" && e.scope == domain)
+                .peekable();
+            if valid.peek().is_some()
+                && !valid.any(|(e, _)| e.value == recipient.to_ascii_lowercase())
+            {
+                return Err(Reply::new(
+                    550,
+                    "5.1.1",
+                    "Recipient address rejected: user unknown",
+                ));
+            }
+        }
+        Ok(self.hit("allow", ip, sender, recipient, party).is_some())
+    }
+}
+
+/// Apply a verdict's changes to a message: headers to add come back as text for the
+/// envelope's prepend; the body is rewritten only for a subject tag or a removed
+/// attachment (None: the stored body stands).
+pub fn apply_changes(raw: &[u8], changes: &[Change]) -> (String, Option<Vec<u8>>) {
+    let mut headers = String::new();
+    let mut body: Option<Vec<u8>> = None;
+    for c in changes {
+        match c {
+            Change::AddHeader(name, value) => {
+                headers.push_str(&format!("{name}: {value}\r\n"));
+            }
+            Change::TagSubject(tag) => {
+                let current = body.as_deref().unwrap_or(raw);
+                match tag_subject(current, tag) {
+                    Some(new) => body = Some(new),
+                    None => headers.push_str(&format!("Subject: {tag}\r\n")),
+                }
+            }
+            Change::StripAttachments { names, notice } => {
+                let current = body.as_deref().unwrap_or(raw);
+                if let Some(new) = strip_attachments(current, names, notice) {
+                    body = Some(new);
+                }
+            }
+        }
+    }
+    (headers, body)
+}
+
+fn header_end(raw: &[u8]) -> usize {
+    memchr::memmem::find(raw, b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(raw.len())
+}
+
+/// Put `tag` in front of the first Subject field's value; None when there is none.
+pub fn tag_subject(raw: &[u8], tag: &str) -> Option<Vec<u8>> {
+    let end = header_end(raw);
+    let mut pos = 0;
+    while pos < end {
+        let line_end = memchr::memmem::find(&raw[pos..end], b"\r\n").map_or(end, |p| pos + p + 2);
+        let line = &raw[pos..line_end];
+        if line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"subject:") {
+            let mut at = pos + 8;
+            while at < line_end && raw[at] == b' ' {
+                at += 1;
+            }
+            // Already tagged: leave it, so a message scanned twice is not tagged twice.
+            if raw[at..line_end].starts_with(tag.as_bytes()) {
+                return Some(raw.to_vec());
+            }
+            let mut out = Vec::with_capacity(raw.len() + tag.len() + 1);
+            out.extend_from_slice(&raw[..pos + 8]);
+            out.push(b' ');
+            out.extend_from_slice(tag.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(&raw[at..]);
+            return Some(out);
+        }
+        pos = line_end;
+    }
+    None
+}
+
+/// Replace the named top-level attachments (all when `names` is empty) by a short text
+/// part carrying the notice. None when nothing was removed.
+pub fn strip_attachments(raw: &[u8], names: &[String], notice: &str) -> Option<Vec<u8>> {
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let mut cuts: Vec<(usize, usize, String)> = msg
+        .attachments()
+        .filter_map(|part| {
+            let name = part.attachment_name().unwrap_or("").to_string();
+            let wanted = names.is_empty() || names.iter().any(|n| *n == name);
+            let (start, end) = (part.offset_header as usize, part.offset_end as usize);
+            // A message without MIME structure has its body as the only "part": never
+            // cut the header section away.
+            (wanted && start > 0 && start < end && end <= raw.len()).then_some((start, end, name))
+        })
+        .collect();
+    if cuts.is_empty() {
+        return None;
+    }
+    cuts.sort_by_key(|c| c.0);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut pos = 0;
+    for (start, end, name) in cuts {
+        if start < pos {
+            continue;
+        }
+        out.extend_from_slice(&raw[pos..start]);
+        let safe: String = name
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(200)
+            .collect();
+        out.extend_from_slice(
+            format!(
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Disposition: inline\r\n\r\n{notice}\r\nRemoved: {safe}\r\n"
+            )
+            .as_bytes(),
+        );
+        pos = end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str, field: &str, value: &str, scope: &str) -> ListEntry {
+        ListEntry {
+            kind: kind.into(),
+            field: field.into(),
+            value: value.into(),
+            scope: scope.into(),
+            comment: String::new(),
+        }
+    }
+
+    #[test]
+    fn lists_block_allow_and_valid() {
+        let lists = Lists::new(vec![
+            entry("block", "ip", "192.0.2.0/24", ""),
+            entry("block", "sender", "spam.test", ""),
+            entry("allow", "sender", "friend@partner.test", "boss@example.test"),
+            entry("valid", "recipient", "boss@example.test", "example.test"),
+            entry("valid", "recipient", "info@example.test", "example.test"),
+        ]);
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let bad_ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(
+            lists.check(bad_ip, "a@b.test", "info@example.test", true).unwrap_err().code,
+            554
+        );
+        let r = lists.check(ip, "x@mail.spam.test", "info@example.test", true).unwrap_err();
+        assert_eq!((r.code, r.status.as_deref().unwrap_or("")), (550, "5.7.1"));
+        let r = lists.check(ip, "a@b.test", "nobody@example.test", true).unwrap_err();
+        assert_eq!((r.code, r.status.as_deref().unwrap_or("")), (550, "5.1.1"));
+        // A domain without a valid list accepts anyone.
+        assert_eq!(lists.check(ip, "a@b.test", "x@other.test", true), Ok(false));
+        // Allowed for the boss only.
+        assert_eq!(lists.check(ip, "Friend@partner.test", "boss@example.test", true), Ok(true));
+        assert_eq!(lists.check(ip, "friend@partner.test", "info@example.test", true), Ok(false));
+    }
+
+    #[test]
+    fn subject_tagging() {
+        let raw = b"From: a@b\r\nsubject:  Hello\r\n\r\nSubject: not this\r\n";
+        let out = tag_subject(raw, "[SPAM]").unwrap();
+        assert_eq!(
+            out,
+            b"From: a@b\r\nsubject: [SPAM] Hello\r\n\r\nSubject: not this\r\n".to_vec()
+        );
+        assert_eq!(tag_subject(&out, "[SPAM]").unwrap(), out);
+        assert!(tag_subject(b"From: a@b\r\n\r\nSubject: body\r\n", "[SPAM]").is_none());
+        let (h, b) = apply_changes(b"From: a@b\r\n\r\nx\r\n", &[Change::TagSubject("[SPAM]".into())]);
+        assert_eq!(h, "Subject: [SPAM]\r\n");
+        assert!(b.is_none());
+    }
+
+    #[test]
+    fn attachment_stripping() {
+        let raw = concat!(
+            "From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n",
+            "Content-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n",
+            "--BB\r\nContent-Type: text/plain\r\n\r\nHello there\r\n",
+            "--BB\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\n",
+            "Content-Disposition: attachment; filename=\"evil.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            "TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n",
+            "--BB\r\nContent-Type: application/pdf; name=\"ok.pdf\"\r\n",
+            "Content-Disposition: attachment; filename=\"ok.pdf\"\r\n\r\n%PDF-1.4 fake\r\n",
+            "--BB--\r\n"
+        )
+        .as_bytes();
+        let out = strip_attachments(raw, &["evil.exe".into()], "Removed by policy.").unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains("TVqQ"), "{text}");
+        assert!(text.contains("Removed: evil.exe"));
+        assert!(text.contains("%PDF-1.4 fake"));
+        assert!(text.contains("Hello there"));
+        // Still a well-formed message with three parts.
+        let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.attachments().count(), 1);
+        assert!(parsed.body_text(0).unwrap().contains("Hello there"));
+        assert!(strip_attachments(raw, &["nothere.doc".into()], "x").is_none());
+        assert!(strip_attachments(b"Subject: x\r\n\r\nplain\r\n", &[], "x").is_none());
+    }
+}

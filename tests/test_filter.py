@@ -1,0 +1,200 @@
+"""Rules, lists and the quarantine end to end: rules added from a TOML file decide at
+SMTP time, change messages on their way (subject tag, stripped attachment, added header,
+redirect), lists refuse and allow, quarantined mail is released exactly once and
+delivered, and the message log says which rule decided and why."""
+
+import base64
+import json
+import smtplib
+import time
+
+import pytest
+
+from conftest import Gateway, wait_for
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture
+def gw(tmp_path, sink):
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    yield g
+    g.stop()
+
+
+def mime(subject, attachment=None, body="Hello Bob,\r\nsee you at lunch.\r\n"):
+    head = (f"From: alice@outside.test\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{abs(hash(subject))}@outside.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+            "MIME-Version: 1.0\r\n")
+    if attachment is None:
+        return (head + "Content-Type: text/plain\r\n\r\n" + body).encode()
+    name, data = attachment
+    b64 = base64.encodebytes(data).decode().replace("\n", "\r\n")
+    return (head + 'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+            f"--XX\r\nContent-Type: text/plain\r\n\r\n{body}"
+            f'--XX\r\nContent-Type: application/octet-stream; name="{name}"\r\n'
+            f'Content-Disposition: attachment; filename="{name}"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n{b64}--XX--\r\n").encode()
+
+
+def send(g, data, sender="alice@outside.test", rcpts=("bob@example.com",)):
+    with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+        s.ehlo("mail.outside.test")
+        s.mail(sender)
+        for r in rcpts:
+            code, text = s.rcpt(r)
+            if code != 250:
+                return code, text
+        return s.data(data)
+
+
+def rules(g, tmp_path, text):
+    f = tmp_path / f"rules-{time.monotonic_ns()}.toml"
+    f.write_text(text)
+    g.cli("rule", "add", str(f))
+
+
+def log_of(g, subject):
+    found = json.loads(g.cli("log", "search", "--json").stdout)
+    return next(m for m in found if m["subject"] and subject in m["subject"])
+
+
+def test_rules_decide_and_change_messages(gw, sink, tmp_path):
+    rules(gw, tmp_path, r'''
+[[rule]]
+name = "no executables"
+direction = "inbound"
+when = [{ attachment_extension = ["exe", "scr"] }]
+actions = [{ action = "reject", code = 550, status = "5.7.1", text = "Executable attachments are refused" }]
+
+[[rule]]
+name = "strip scripts"
+when = [{ attachment_extension = ["js"] }]
+actions = [{ action = "strip_attachments", notice = "A script was removed." }, { action = "add_header", name = "X-Stripped", value = "js" }]
+
+[[rule]]
+name = "invoices"
+when = [{ header = "subject", matches = "^invoice" }]
+actions = [{ action = "tag_subject", tag = "[CHECK]" }, { action = "copy", to = "archive@example.com" }]
+
+[[rule]]
+name = "drop"
+when = [{ header = "subject", matches = "please drop me" }]
+actions = [{ action = "discard" }]
+''')
+    listed = gw.cli("rule", "list").stdout
+    assert 'name = "no executables"' in listed and 'name = "drop"' in listed
+    gw.start()
+    code, text = send(gw, mime("tool", ("setup.exe", b"MZ\x90\x00" + b"\x00" * 60)))
+    assert (code, text) == (550, b"5.7.1 Executable attachments are refused")
+    assert send(gw, mime("script", ("run.js", b"alert(1)")))[0] == 250
+    assert send(gw, mime("Invoice 42"))[0] == 250
+    assert send(gw, mime("please drop me"))[0] == 250
+    # The invoice goes to bob and the archive in one transaction: two files in all.
+    sink.wait_count(2)
+    msgs = {m["Subject"]: m for m in sink.messages()}
+    assert set(msgs) == {"script", "[CHECK] Invoice 42"}, list(msgs)
+    stripped = msgs["script"].as_bytes()
+    assert b"A script was removed." in stripped and b"alert(1)" not in stripped
+    assert base64.b64encode(b"alert(1)") not in stripped
+    assert msgs["script"]["X-Stripped"] == "js"
+    # Every inbound message carries the spam headers.
+    assert msgs["script"]["X-Spam-Status"].startswith("No, score=")
+    # The log says which rule decided and what was found.
+    rejected = log_of(gw, "tool")
+    assert rejected["verdict"] == "reject" and rejected["rule"] == "no executables"
+    assert rejected["recipients"][0]["status"] == "rejected"
+    dropped = log_of(gw, "please drop me")
+    assert dropped["verdict"] == "discard" and dropped["recipients"][0]["status"] == "discarded"
+    invoice = log_of(gw, "Invoice 42")
+    assert sorted(r["address"] for r in invoice["recipients"]) == ["archive@example.com", "bob@example.com"]
+
+
+def test_lists_refuse_and_allow(gw, sink):
+    gw.cli("list", "add", "block", "sender", "spam.test")
+    gw.cli("list", "add", "valid", "recipient", "bob@example.com", "--scope", "example.com")
+    gw.cli("list", "add", "block", "ip", "not-an-ip", check=False)
+    bad = gw.cli("list", "add", "block", "ip", "not-an-ip", check=False)
+    assert bad.returncode != 0 and "not an IP" in bad.stderr
+    gw.start()
+    code, text = send(gw, mime("x"), sender="a@mail.spam.test")
+    assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
+    code, text = send(gw, mime("x"), rcpts=("nobody@example.com",))
+    assert (code, text[:5]) == (550, b"5.1.1"), (code, text)
+    assert send(gw, mime("fine"))[0] == 250
+    sink.wait_count(1)
+    shown = json.loads(gw.cli("list", "show", "--json").stdout)
+    assert {"kind": "block", "field": "sender", "value": "spam.test"} in shown
+
+
+def test_quarantine_round_trip_release_once(gw, sink, tmp_path):
+    rules(gw, tmp_path, r'''
+[[rule]]
+name = "hold payroll"
+when = [{ header = "subject", matches = "payroll" }]
+actions = [{ action = "quarantine", class = "policy" }]
+''')
+    gw.start()
+    assert send(gw, mime("payroll changes"), rcpts=("bob@example.com", "carol@example.com"))[0] == 250
+    held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    assert sorted(h["recipient"] for h in held) == ["bob@example.com", "carol@example.com"]
+    assert {h["class"] for h in held} == {"policy"}
+    assert held[0]["subject"] == "payroll changes" and held[0]["sender"] == "alice@outside.test"
+    assert gw.queue_ids() == [] and sink.files() == []
+    bob = next(h for h in held if h["recipient"] == "bob@example.com")
+
+    gw.cli("quarantine", "release", bob["id"], "--allow-sender")
+    sink.wait_count(1)
+    (msg,) = sink.messages()
+    assert msg["Subject"] == "payroll changes"
+    # Released as it would have been delivered: our Received header is on it.
+    assert any("by gw.test (Portcullis)" in r for r in msg.get_all("Received")), msg.get_all("Received")
+    again = gw.cli("quarantine", "release", bob["id"], check=False)
+    assert again.returncode != 0 and "not held" in again.stderr
+    # Only bob's copy was released; carol's is still held.
+    held_now = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    assert [h["recipient"] for h in held_now] == ["carol@example.com"]
+    gw.cli("quarantine", "delete", held_now[0]["id"])
+    assert json.loads(gw.cli("quarantine", "list", "--json").stdout) == []
+    # Released with --allow-sender: the sender is now on bob's allow list.
+    entries = json.loads(gw.cli("list", "show", "--json").stdout)
+    assert any(e["kind"] == "allow" and e["value"] == "alice@outside.test"
+               and e["scope"] == "bob@example.com" for e in entries), entries
+    time.sleep(2.5)  # the policy reloads every 2 s
+    assert send(gw, mime("payroll again"))[0] == 250
+    # The allow list does not bypass an administrator's policy rule: it only cancels spam scores.
+    wait_for(lambda: len(json.loads(gw.cli("quarantine", "list", "--json").stdout)) == 1,
+             what="second payroll message held")
+
+
+def test_gtube_is_quarantined_as_spam(gw, sink):
+    gw.start()
+    assert send(gw, mime("offer", body=f"Buy now\r\n{GTUBE}\r\n"))[0] == 250
+    held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    assert len(held) == 1 and held[0]["class"] == "spam" and held[0]["score"] >= 100, held
+    assert sink.files() == []
+
+
+def test_bad_rules_are_refused_with_file_and_line(gw, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('[[rule]]\nname = "x"\nactions = [{ action = "reject", code = 450 }]\n')
+    r = gw.cli("rule", "add", str(f), check=False)
+    assert r.returncode != 0 and "not a 5xx" in r.stderr
+    f.write_text('[[rule]]\nname = "x"\n\nwhen = [{ finding = "a", colour = "red" }]\nactions = []\n')
+    r = gw.cli("rule", "add", str(f), check=False)
+    assert r.returncode != 0 and "bad.toml:4" in r.stderr and "colour" in r.stderr, r.stderr
+
+
+def test_config_export_import_round_trip(gw, tmp_path, sink):
+    rules(gw, tmp_path, '[[rule]]\nname = "r1"\nwhen = [{ score_at_least = 3.0 }]\n'
+                        'actions = [{ action = "tag_subject", tag = "[MAYBE]" }]\n')
+    gw.cli("list", "add", "allow", "ip", "192.0.2.0/24", "--comment", "partner")
+    gw.cli("network", "add", "10.1.0.0/16")
+    exported = gw.cli("config", "export").stdout
+    assert "r1" in exported and "192.0.2.0/24" in exported and "example.com" in exported
+    other = Gateway(tmp_path / "other")
+    f = tmp_path / "policy.toml"
+    f.write_text(exported)
+    other.cli("config", "import", str(f))
+    assert other.cli("config", "export").stdout == exported
