@@ -198,3 +198,37 @@ def test_config_export_import_round_trip(gw, tmp_path, sink):
     f.write_text(exported)
     other.cli("config", "import", str(f))
     assert other.cli("config", "export").stdout == exported
+
+
+def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
+    import re
+    rules(gw, tmp_path, '[[rule]]\nname = "hold"\nwhen = [{ header = "subject", matches = "^held" }]\n'
+                        'actions = [{ action = "quarantine", class = "policy" }]\n')
+    gw.start()
+    assert send(gw, mime("held one"))[0] == 250
+    assert send(gw, mime("held two"))[0] == 250
+    out = gw.cli("quarantine", "digest").stdout
+    assert "1 digests queued" in out
+    sink.wait_count(1)
+    (digest,) = sink.messages()
+    assert "bob@example.com" in digest["To"] and "2 held message" in digest["Subject"]
+    assert digest["Auto-Submitted"] == "auto-generated"
+    text = next(p for p in digest.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    assert "held one" in text and "held two" in text
+    tokens = re.findall(r"/release\?t=(\S+)", text)
+    assert len(tokens) == 2, text
+    # Nothing new to list: a second run sends nothing.
+    assert "0 digests queued" in gw.cli("quarantine", "digest").stdout
+    # A forged link: another item with the first one's signature.
+    item, action, expires, mac = tokens[0].rsplit(".", 3)
+    other_item = tokens[1].rsplit(".", 3)[0]
+    forged = gw.cli("quarantine", "redeem", f"{other_item}.{action}.{expires}.{mac}", check=False)
+    assert forged.returncode != 0 and "signature" in forged.stderr
+    longer = gw.cli("quarantine", "redeem", f"{item}.{action}.{int(expires) + 999}.{mac}", check=False)
+    assert longer.returncode != 0 and "signature" in longer.stderr
+    assert "released" in gw.cli("quarantine", "redeem", tokens[0]).stdout
+    sink.wait_count(2)
+    again = gw.cli("quarantine", "redeem", tokens[0], check=False)
+    assert again.returncode != 0 and "not held" in again.stderr
+    subjects = sorted(m["Subject"] for m in sink.messages())
+    assert subjects[1:] == ["held one"] or subjects[1:] == ["held two"], subjects

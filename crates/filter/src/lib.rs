@@ -13,3 +13,4 @@ pub mod greylist;
 pub mod rules;
 pub mod spam;
 pub mod text;
+pub mod token;

@@ -6,6 +6,7 @@ use crate::config::Config;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use portcullis_filter::rules::{Rule, RuleSet};
+use portcullis_filter::token::LinkAction;
 use portcullis_queue::spool::{Envelope, Spool, new_id, now};
 use portcullis_store::{ListEntry, QuarantineQuery, Route, Store};
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,11 @@ pub enum QuarantineCmd {
         allow_sender: bool,
     },
     Delete { id: String },
+    /// Send the digests now (a running gateway also sends them every
+    /// `quarantine.digest_interval_secs`).
+    Digest,
+    /// Act on a one-click link's token from a digest, as the portal does.
+    Redeem { token: String },
 }
 
 #[derive(Subcommand)]
@@ -283,6 +289,32 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
                 return Ok(ExitCode::from(1));
             }
             println!("{id} deleted");
+        }
+        QuarantineCmd::Digest => {
+            let spool =
+                Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
+            let ids = crate::digest::send(config, &store, &spool).await?;
+            for id in &ids {
+                let _ = crate::control::request(&config.data_dir, &format!("load {id}")).await;
+            }
+            println!("{} digests queued", ids.len());
+        }
+        QuarantineCmd::Redeem { token } => {
+            let signer = crate::digest::signer(&store).await?;
+            let (id, action) = match signer.verify(token.trim(), now()) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            return match action {
+                LinkAction::Release => release(config, &store, &id, false).await,
+                LinkAction::AllowSender => release(config, &store, &id, true).await,
+                LinkAction::Delete => {
+                    Box::pin(quarantine(config, QuarantineCmd::Delete { id })).await
+                }
+            };
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod control;
+mod digest;
 mod corpus;
 mod filter_cli;
 mod filtering;

@@ -129,6 +129,7 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let acceptor = TlsAcceptor::from(tls);
+    crate::digest::spawn(config.clone(), store.clone(), queue.clone());
     let shared = Arc::new(Shared {
         hostname: config.hostname.clone(),
         auth,

@@ -14,6 +14,7 @@ mod log;
 mod networks;
 mod quarantine;
 mod rules;
+mod settings;
 mod users;
 
 use std::path::Path;

@@ -1,0 +1,191 @@
+//! Quarantine digests: one mail per recipient with held mail not yet listed, each message
+//! with signed, expiring one-click links (release, delete, allow sender) that the user
+//! portal serves; and acting on such a link. Digests go out from the null sender, as
+//! other automatic notices do, so they can never bounce into a loop.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::raw::Raw;
+use portcullis_filter::token::{LinkAction, LinkSigner};
+use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, Spool, new_id, now};
+use portcullis_store::{QuarantineItem, Store};
+use std::sync::Arc;
+
+/// The link-signing secret, made at first use and kept in the store so every node of a
+/// cluster signs and checks alike.
+pub async fn signer(store: &Store) -> Result<LinkSigner> {
+    let hex = store
+        .setting_or_init("quarantine_link_secret", || {
+            let bytes: [u8; 32] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .await?;
+    let secret: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    anyhow::ensure!(secret.len() >= 32, "stored quarantine link secret is corrupt");
+    Ok(LinkSigner::new(&secret))
+}
+
+fn link(config: &Config, signer: &LinkSigner, item: &str, action: LinkAction, t: i64) -> String {
+    let expires = t + (config.quarantine.link_days * 86400) as i64;
+    format!(
+        "{}/{}?t={}",
+        config.quarantine.portal_url.trim_end_matches('/'),
+        action.as_str(),
+        signer.sign(item, action, expires)
+    )
+}
+
+/// Keep a value from the network printable and short in a digest.
+fn clean(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The digest for one recipient.
+pub fn build(config: &Config, signer: &LinkSigner, recipient: &str, items: &[&QuarantineItem], t: i64) -> Vec<u8> {
+    let mut text = format!(
+        "{} message(s) for {recipient} are held in quarantine and were not delivered.\r\n\
+         Use the links to deliver, delete, or deliver and always accept that sender.\r\n\
+         The links work for {} days.\r\n\r\n",
+        items.len(),
+        config.quarantine.link_days
+    );
+    let mut html = format!(
+        "<p>{} message(s) for {} are held in quarantine and were not delivered.</p>\
+         <table><tr><th>From</th><th>Subject</th><th>Score</th><th>Kind</th><th></th></tr>",
+        items.len(),
+        html_escape(recipient)
+    );
+    for i in items {
+        let sender = if i.sender.is_empty() { "<>".to_string() } else { clean(&i.sender, 200) };
+        let subject = clean(i.subject.as_deref().unwrap_or("(no subject)"), 200);
+        let release = link(config, signer, &i.id, LinkAction::Release, t);
+        let delete = link(config, signer, &i.id, LinkAction::Delete, t);
+        let allow = link(config, signer, &i.id, LinkAction::AllowSender, t);
+        text.push_str(&format!(
+            "From:    {sender}\r\nSubject: {subject}\r\nScore:   {:.1} ({})\r\n\
+             Release: {release}\r\nDelete:  {delete}\r\nAllow sender: {allow}\r\n\r\n",
+            i.score, i.class
+        ));
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td><a href=\"{}\">Release</a> \
+             <a href=\"{}\">Delete</a> <a href=\"{}\">Allow sender</a></td></tr>",
+            html_escape(&sender),
+            html_escape(&subject),
+            i.score,
+            html_escape(&i.class),
+            html_escape(&release),
+            html_escape(&delete),
+            html_escape(&allow)
+        ));
+    }
+    html.push_str("</table>");
+    let mut out = Vec::new();
+    let postmaster = format!("postmaster@{}", config.hostname);
+    MessageBuilder::new()
+        .from(("Quarantine", postmaster.as_str()))
+        .to(recipient.to_string())
+        .subject(format!("Quarantine: {} held message(s)", items.len()))
+        .date(mail_builder::headers::date::Date::new(t))
+        .message_id(format!("{}.digest@{}", new_id(), config.hostname))
+        .header("Auto-Submitted", Raw::new("auto-generated"))
+        .text_body(text)
+        .html_body(html)
+        .serialize(&mut out);
+    out
+}
+
+/// Write a digest for every recipient with held mail not yet listed; the queue ids of the
+/// digests, for the caller to hand to the queue.
+pub async fn send(config: &Config, store: &Store, spool: &Arc<Spool>) -> Result<Vec<String>> {
+    let due = store.quarantine_digest_due().await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let signer = signer(store).await?;
+    let t = now();
+    let mut ids = Vec::new();
+    let mut start = 0;
+    while start < due.len() {
+        let rcpt = &due[start].recipient;
+        let end = due[start..]
+            .iter()
+            .position(|i| &i.recipient != rcpt)
+            .map_or(due.len(), |p| start + p);
+        let items: Vec<&QuarantineItem> = due[start..end].iter().collect();
+        let message = build(config, &signer, rcpt, &items, t);
+        let envelope = Envelope {
+            id: format!("{}D", new_id()),
+            received_at: t,
+            client_ip: "127.0.0.1".into(),
+            helo: config.hostname.clone(),
+            direction: Direction::Inbound,
+            auth_user: None,
+            sender: String::new(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: vec![EnvelopeRecipient {
+                address: rcpt.clone(),
+                orcpt: None,
+                notify: None,
+            }],
+            prepend: String::new(),
+        };
+        let s = spool.clone();
+        let env = envelope.clone();
+        tokio::task::spawn_blocking(move || s.store_message(&env, &message))
+            .await
+            .context("digest writer")?
+            .with_context(|| format!("writing the digest for {rcpt}"))?;
+        let listed: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        store.quarantine_mark_digested(&listed, t).await?;
+        tracing::info!(recipient = %rcpt, messages = listed.len(), id = %envelope.id, "quarantine digest queued");
+        ids.push(envelope.id);
+        start = end;
+    }
+    Ok(ids)
+}
+
+/// Keep sending digests and expiring old quarantine entries while the gateway runs.
+pub fn spawn(config: Config, store: Store, queue: portcullis_queue::Queue) {
+    let every = config.quarantine.digest_interval_secs;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(if every == 0 {
+            3600
+        } else {
+            every.min(3600)
+        }));
+        let mut last_digest = now();
+        loop {
+            tick.tick().await;
+            match store.quarantine_expire(now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "expired quarantined messages deleted"),
+                Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
+            }
+            if every == 0 || now() - last_digest < every as i64 {
+                continue;
+            }
+            last_digest = now();
+            match send(&config, &store, queue.spool()).await {
+                Ok(ids) => ids.iter().for_each(|id| queue.enqueue(id)),
+                Err(e) => tracing::warn!(error = %e, "quarantine digests failed"),
+            }
+        }
+    });
+}
