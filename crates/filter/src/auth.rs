@@ -73,6 +73,11 @@ impl Authenticator {
         self.settings.enabled
     }
 
+    /// Our authserv-id in `Authentication-Results`.
+    pub fn authserv_id(&self) -> &str {
+        &self.settings.authserv_id
+    }
+
     /// SPF for the HELO name and the MAIL FROM domain (RFC 7208 §2.3, §2.4). The
     /// second result is what a refusal and DMARC use.
     pub async fn check_spf(

@@ -49,6 +49,17 @@ const WORD_HEADERS: [&str; 6] = [
 /// Header fields whose addresses give domain tokens.
 const ADDRESS_HEADERS: [&str; 5] = ["to", "cc", "return-path", "sender", "errors-to"];
 
+// EXPERIMENT-BEGIN
+pub fn knob(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+fn knobs() -> &'static (f64, f64, usize, u32) {
+    static K: std::sync::OnceLock<(f64, f64, usize, u32)> = std::sync::OnceLock::new();
+    K.get_or_init(|| (knob("B_S", STRENGTH), knob("B_MIN", MIN_DEVIATION), knob("B_CLUES", MAX_CLUES as f64) as usize, knob("B_FLAGS", 0.0) as u32))
+}
+pub fn flag(bit: u32) -> bool { knobs().3 & (1 << bit) != 0 }
+// EXPERIMENT-END
+
 /// Why a model gives no probability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotEnoughTraining {
@@ -264,7 +275,8 @@ impl BayesModel {
         let ham_ratio = f64::from(c.ham) / self.ham_messages.max(1) as f64;
         let raw = spam_ratio / (spam_ratio + ham_ratio);
         let n = f64::from(c.spam) + f64::from(c.ham);
-        (STRENGTH * 0.5 + n * raw) / (STRENGTH + n)
+        let st = knobs().0;
+        (st * 0.5 + n * raw) / (st + n)
     }
 
     fn combine(&self, tokens: &[String], keep: usize) -> Result<Classification, NotEnoughTraining> {
@@ -280,13 +292,14 @@ impl BayesModel {
             }
             let p = self.token_probability(c);
             let d = (p - 0.5).abs();
-            if d >= MIN_DEVIATION {
+            if d >= knobs().1 {
                 clues.push((d, p, i));
             }
         }
-        if clues.len() > MAX_CLUES {
-            clues.select_nth_unstable_by(MAX_CLUES - 1, |a, b| b.0.total_cmp(&a.0));
-            clues.truncate(MAX_CLUES);
+        let max_clues = knobs().2;
+        if clues.len() > max_clues {
+            clues.select_nth_unstable_by(max_clues - 1, |a, b| b.0.total_cmp(&a.0));
+            clues.truncate(max_clues);
         }
         let probability = chi_combine(clues.iter().map(|c| c.1));
         let mut shown = Vec::new();
@@ -439,7 +452,7 @@ pub fn tokenize(text: &MessageText) -> Vec<String> {
             }
         } else if name == "content-type" {
             content_type_tokens(&mut t, value);
-        } else if name == "received" {
+        } else if name == "received" && !flag(0) {
             received_tokens(&mut t, value);
         }
     }

@@ -74,7 +74,7 @@ impl Default for GreylistSettings {
     fn default() -> Self {
         GreylistSettings {
             mode: GreylistMode::Suspicious,
-            suspicious_score: 1.0,
+            suspicious_score: 3.0,
             delay_secs: 300,
             retry_window_secs: 4 * 3600,
             unconfirmed_expiry_secs: 8 * 3600,

@@ -578,8 +578,10 @@ impl CompiledCondition {
                     });
                 if ext_ok && type_ok {
                     found = true;
-                    if !hit.contains(&a.filename) {
-                        hit.push(a.filename.clone());
+                    // A member of an archive is removed with the archive that holds it.
+                    let name = a.attachment_name().to_string();
+                    if !hit.contains(&name) {
+                        hit.push(name);
                     }
                 }
             }

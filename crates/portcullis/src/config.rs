@@ -24,6 +24,33 @@ pub struct Config {
     /// Spam thresholds the default rules use.
     pub spam: portcullis_filter::rules::SpamThresholds,
     pub quarantine: Quarantine,
+    pub antivirus: Antivirus,
+    pub dnsbl: portcullis_filter::dnsbl::DnsblSettings,
+    pub fcrdns: portcullis_filter::dnsbl::FcrdnsSettings,
+    pub greylist: portcullis_filter::greylist::GreylistSettings,
+    pub attachments: portcullis_filter::attachments::AttachmentLimits,
+}
+
+/// Virus scanning through clamd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Antivirus {
+    /// clamd endpoints, tried in order: `host:port` or `unix:/path`. Empty: no scanning.
+    pub clamd: Vec<String>,
+    /// Seconds one message's scan may take.
+    pub timeout: u64,
+    /// When no scanner answers: accept unscanned (true) or `451 4.7.0` (false).
+    pub fail_open: bool,
+}
+
+impl Default for Antivirus {
+    fn default() -> Self {
+        Antivirus {
+            clamd: Vec::new(),
+            timeout: 30,
+            fail_open: false,
+        }
+    }
 }
 
 /// The quarantine: how long held mail is kept, and the digests to recipients.
@@ -171,6 +198,11 @@ impl Default for Config {
             log: Log::default(),
             spam: Default::default(),
             quarantine: Quarantine::default(),
+            antivirus: Antivirus::default(),
+            dnsbl: Default::default(),
+            fcrdns: Default::default(),
+            greylist: Default::default(),
+            attachments: Default::default(),
         }
     }
 }
@@ -323,6 +355,20 @@ impl Config {
             && crate::policy::parse_host_port(host).is_none()
         {
             return Err(err("smarthost", format!("`{host}` is not host:port")));
+        }
+        if let Err(e) = self.dnsbl.validate() {
+            return Err(err("zone", e));
+        }
+        if let Err(e) = self.greylist.validate() {
+            return Err(err("mode", e));
+        }
+        for endpoint in &self.antivirus.clamd {
+            if let Err(e) = portcullis_filter::clamd::Endpoint::parse(endpoint) {
+                return Err(err("clamd", e));
+            }
+        }
+        if self.spam.tag_at > self.spam.quarantine_at {
+            return Err(err("tag_at", "must not be above quarantine_at".into()));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(err("cert", "set both `cert` and `key`, or neither".into()));

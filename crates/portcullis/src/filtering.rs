@@ -185,6 +185,53 @@ pub fn apply_changes(raw: &[u8], changes: &[Change]) -> (String, Option<Vec<u8>>
     (headers, body)
 }
 
+/// Header fields an outsider must not be able to set: `Authentication-Results` claiming
+/// our authserv-id (RFC 8601 §5), and the spam verdict fields we write ourselves. A message
+/// from outside with any of them comes back without them; None when it has none.
+pub fn remove_forged_fields(raw: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+    let end = header_end(raw);
+    let mut out: Option<Vec<u8>> = None;
+    let mut pos = 0;
+    while pos < end {
+        // A field runs to the next line that does not start with white space.
+        let mut field_end = pos;
+        loop {
+            field_end = memchr::memmem::find(&raw[field_end..end], b"\r\n").map_or(end, |p| field_end + p + 2);
+            if field_end >= end || !matches!(raw[field_end], b' ' | b'\t') {
+                break;
+            }
+        }
+        let field = &raw[pos..field_end];
+        let forged = field_named(field, "authentication-results")
+            .is_some_and(|v| {
+                let v = String::from_utf8_lossy(v);
+                let id = v.split(';').next().unwrap_or("").trim();
+                // The authserv-id may carry a version after white space.
+                id.split_whitespace().next().is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+            })
+            || ["x-spam-status", "x-spam-score", "x-spam-flag"]
+                .iter()
+                .any(|n| field_named(field, n).is_some());
+        match (&mut out, forged) {
+            (None, true) => out = Some(raw[..pos].to_vec()),
+            (Some(o), false) => o.extend_from_slice(field),
+            _ => {}
+        }
+        pos = field_end;
+    }
+    if let Some(o) = &mut out {
+        o.extend_from_slice(&raw[end..]);
+    }
+    out
+}
+
+/// The value of a header field if its name is `name` (case-insensitive).
+fn field_named<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let colon = memchr::memchr(b':', field)?;
+    let (n, v) = field.split_at(colon);
+    (n.trim_ascii_end().eq_ignore_ascii_case(name.as_bytes())).then(|| &v[1..])
+}
+
 fn header_end(raw: &[u8]) -> usize {
     memchr::memmem::find(raw, b"\r\n\r\n")
         .map(|p| p + 2)
@@ -301,6 +348,19 @@ mod tests {
         // Allowed for the boss only.
         assert_eq!(lists.check(ip, "Friend@partner.test", "boss@example.test", true), Ok(true));
         assert_eq!(lists.check(ip, "friend@partner.test", "info@example.test", true), Ok(false));
+    }
+
+    #[test]
+    fn forged_fields_removed() {
+        let raw = b"Received: x\r\nAuthentication-Results: gw.test;\r\n\tspf=pass\r\nAuthentication-Results: other.test; dkim=pass\r\nX-Spam-Status: No\r\nSubject: hi\r\n\r\nAuthentication-Results: gw.test; body\r\n";
+        let out = remove_forged_fields(raw, "GW.test").unwrap();
+        assert_eq!(
+            out,
+            b"Received: x\r\nAuthentication-Results: other.test; dkim=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: gw.test; body\r\n".to_vec()
+        );
+        assert!(remove_forged_fields(b"Subject: x\r\n\r\nbody", "gw.test").is_none());
+        let v1 = b"Authentication-Results: gw.test 1; spf=pass\r\n\r\n";
+        assert_eq!(remove_forged_fields(v1, "gw.test").unwrap(), b"\r\n".to_vec());
     }
 
     #[test]

@@ -6,8 +6,12 @@ use crate::logwriter::LogWriter;
 use crate::policy::Policy;
 use crate::{rfc5322_date, users};
 use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
+use portcullis_filter::auth::TokioResolver;
+use portcullis_filter::clamd::{self, ScanResult};
 use portcullis_filter::content::ContentScanner;
-use portcullis_filter::finding::Finding;
+use portcullis_filter::dnsbl::{self, DnsblSettings, FcrdnsSettings};
+use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
+use portcullis_filter::finding::{self, Finding};
 use portcullis_filter::rules::{Disposition, Subject, Verdict};
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
@@ -27,6 +31,12 @@ pub struct Shared {
     pub log: LogWriter,
     pub content: ContentScanner,
     pub quarantine_expiry_secs: i64,
+    pub resolver: TokioResolver,
+    pub antivirus: Option<clamd::Scanner>,
+    pub antivirus_fail_open: bool,
+    pub dnsbl: DnsblSettings,
+    pub fcrdns: FcrdnsSettings,
+    pub greylist: Greylist,
 }
 
 pub struct GatewayHandler {
@@ -43,6 +53,9 @@ pub struct GatewayHandler {
     head: Vec<u8>,
     /// An allow list entry matched a recipient of this transaction: spam checks stand down.
     allowed: bool,
+    /// What the connection checks (DNSBL, FCrDNS) found; None until they ran, once per
+    /// connection, at the first MAIL of an outside client.
+    conn_findings: Option<Vec<Finding>>,
 }
 
 const HEAD_KEEP: usize = 64 * 1024;
@@ -60,6 +73,7 @@ impl GatewayHandler {
             spf: None,
             head: Vec::new(),
             allowed: false,
+            conn_findings: None,
         }
     }
 
@@ -117,6 +131,61 @@ impl GatewayHandler {
         }
     }
 
+    /// DNSBL and FCrDNS for the client, once per connection.
+    async fn connection_checks(&mut self) -> &[Finding] {
+        if self.conn_findings.is_none() {
+            let sh = &self.shared;
+            let fcrdns_on = sh.fcrdns.enabled;
+            let (listed, fcrdns) = tokio::join!(
+                dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.ip),
+                async {
+                    if fcrdns_on {
+                        Some(dnsbl::fcrdns(&sh.resolver, self.ip, &sh.fcrdns).await)
+                    } else {
+                        None
+                    }
+                }
+            );
+            for u in &listed.unavailable {
+                tracing::warn!(client = %self.conn.peer, zone = %u.zone, reason = %u.reason, "DNSBL unavailable");
+            }
+            let mut findings = listed.findings;
+            if let Some(f) = fcrdns {
+                if let dnsbl::Fcrdns::TempError(e) = &f {
+                    tracing::debug!(client = %self.conn.peer, error = %e, "FCrDNS not decided");
+                }
+                findings.extend(f.findings(self.ip, &sh.fcrdns));
+            }
+            if !findings.is_empty() {
+                tracing::info!(client = %self.conn.peer, findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","), "connection checks");
+            }
+            self.conn_findings = Some(findings);
+        }
+        self.conn_findings.as_deref().unwrap_or_default()
+    }
+
+    /// Greylisting of every recipient; the reply when one must wait. A store failure lets
+    /// the mail through: greylisting is a delay, never worth losing mail over.
+    async fn greylisted(&self, recipients: &[String], sender: &str, score: f64) -> Option<Reply> {
+        let now = now();
+        for r in recipients {
+            let triplet = Triplet::new(self.ip, sender, r);
+            match self.shared.greylist.check(&self.shared.store, &triplet, score, now).await {
+                Ok(decision) => {
+                    if let Some(reply) = decision.reply() {
+                        tracing::info!(client = %self.conn.peer, from = %sender, to = %r, score, "greylisted");
+                        return Some(reply);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "greylist store failed; letting the mail through");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
     /// Every message check, then the rules: the headers to add (authentication results),
     /// the findings, and the verdict. Err is a reply that refuses the message before any
     /// rule runs (authentication refusals, an unavailable check that fails closed).
@@ -129,14 +198,52 @@ impl GatewayHandler {
         size: usize,
     ) -> Result<(String, Vec<Finding>, Verdict, Option<String>), Reply> {
         let mut headers = String::new();
-        let mut findings = Vec::new();
-        if let Some(spf) = self.spf.take() {
-            let (h, f) = self.authenticate(id, raw, session, sender, &spf).await?;
+        let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
+        let spf = self.spf.take();
+        let av = self.shared.antivirus.clone();
+        let (auth, scanned) = tokio::join!(
+            async {
+                match &spf {
+                    Some(spf) => self.authenticate(id, raw, session, sender, spf).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            async {
+                match &av {
+                    Some(scanner) => Some(scanner.scan(raw).await),
+                    None => None,
+                }
+            }
+        );
+        if let Some((h, f)) = auth? {
             headers.push_str(&h);
             findings.extend(f);
         }
+        match scanned {
+            Some(ScanResult::Unavailable(why)) => {
+                tracing::error!(id, reason = %why, fail_open = self.shared.antivirus_fail_open, "virus scanner unavailable");
+                if !self.shared.antivirus_fail_open {
+                    return Err(Reply::new(
+                        451,
+                        "4.7.0",
+                        "Error: virus scanner unavailable, try again later",
+                    ));
+                }
+                findings.push(Finding::new("av.unscanned", 0.0, why.to_string()));
+            }
+            Some(result) => findings.extend(result.finding()),
+            None => {}
+        }
         let report = tokio::task::block_in_place(|| self.shared.content.scan(raw));
         findings.extend(report.findings);
+        if !self.shared.dnsbl.uribl.is_empty() && !self.allowed {
+            let listed =
+                dnsbl::check_urls(&self.shared.resolver, &self.shared.dnsbl, &report.text.urls).await;
+            for u in &listed.unavailable {
+                tracing::warn!(id, zone = %u.zone, reason = %u.reason, "URIBL unavailable");
+            }
+            findings.extend(listed.findings);
+        }
         if self.allowed {
             findings.push(Finding::new("list.allow", -100.0, "allow list"));
         }
@@ -153,6 +260,18 @@ impl GatewayHandler {
             headers: &header_fields,
             size: size as u64,
         });
+        // Greylisting of doubtful mail (`suspicious`), by the whole message's score, as
+        // rspamd does: the band from `greylist.suspicious_score` up to what the rules
+        // hold or refuse anyway. A rule that decided (even to accept) is not second-guessed.
+        if self.shared.greylist.settings().mode == GreylistMode::Suspicious
+            && inbound
+            && !self.allowed
+            && verdict.disposition == Disposition::Deliver
+            && verdict.rule.is_none()
+            && let Some(reply) = self.greylisted(&recipients, sender, verdict.score).await
+        {
+            return Err(reply);
+        }
         Ok((headers, findings, verdict, Some(report.text.subject).filter(|s| !s.is_empty())))
     }
 }
@@ -194,6 +313,9 @@ impl Handler for GatewayHandler {
             }
         }
         self.spf = None;
+        if !self.internal(session) {
+            self.connection_checks().await;
+        }
         if self.shared.auth.enabled() && !self.internal(session) {
             let helo = session.helo().unwrap_or("");
             let (spf, refuse) = self
@@ -228,6 +350,21 @@ impl Handler for GatewayHandler {
                     !internal,
                 )
             });
+        let checked = match checked {
+            Ok(allowed)
+                if !internal
+                    && !allowed
+                    && self.shared.greylist.settings().mode == GreylistMode::Always =>
+            {
+                let score = finding::total_score(self.conn_findings.as_deref().unwrap_or_default());
+                let sender = sender.to_string();
+                match self.greylisted(&[rcpt.address.clone()], &sender, score).await {
+                    Some(reply) => Err(reply),
+                    None => Ok(false),
+                }
+            }
+            other => other,
+        };
         match checked {
             Ok(allowed) => {
                 self.allowed |= allowed;
@@ -302,7 +439,15 @@ impl Handler for GatewayHandler {
         } else {
             Direction::Inbound
         };
-        let (change_headers, rewritten) = crate::filtering::apply_changes(&raw, &verdict.changes);
+        // Fields an outsider may not set are removed before the rules' changes apply.
+        let cleaned = if internal {
+            None
+        } else {
+            crate::filtering::remove_forged_fields(&raw, self.shared.auth.authserv_id())
+        };
+        let base = cleaned.as_deref().unwrap_or(&raw);
+        let (change_headers, changed) = crate::filtering::apply_changes(base, &verdict.changes);
+        let rewritten = changed.or(cleaned);
         let mut prepend = self.received_header(session, &id);
         prepend.push_str(&added);
         prepend.push_str(&change_headers);

@@ -48,9 +48,6 @@ impl Policy {
         }
     }
 
-    pub fn thresholds(&self) -> &SpamThresholds {
-        &self.thresholds
-    }
 
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot

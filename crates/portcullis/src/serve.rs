@@ -78,6 +78,20 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
     let d = &config.delivery;
+    let resolver_for_checks = resolver.clone();
+    let greylist = portcullis_filter::greylist::Greylist::new(config.greylist.clone());
+    {
+        let (greylist, store) = (greylist.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                if let Err(e) = greylist.purge(&store, portcullis_queue::spool::now()).await {
+                    tracing::warn!(error = %e, "greylist purge failed");
+                }
+            }
+        });
+    }
     let auth = Authenticator::new(
         resolver.clone(),
         AuthSettings {
@@ -137,7 +151,24 @@ pub async fn run(config: Config) -> Result<()> {
         store,
         queue,
         log,
-        content: portcullis_filter::content::ContentScanner::default(),
+        content: portcullis_filter::content::ContentScanner {
+            attachment_limits: config.attachments.clone(),
+            ..Default::default()
+        },
+        resolver: resolver_for_checks,
+        antivirus: (!config.antivirus.clamd.is_empty())
+            .then(|| {
+                portcullis_filter::clamd::Scanner::from_strs(
+                    &config.antivirus.clamd,
+                    Duration::from_secs(config.antivirus.timeout),
+                )
+            })
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        antivirus_fail_open: config.antivirus.fail_open,
+        dnsbl: config.dnsbl.clone(),
+        fcrdns: config.fcrdns.clone(),
+        greylist: greylist.clone(),
         quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
     });
     let l = &config.limits;
