@@ -114,3 +114,32 @@ def test_smuggling_variant_never_splits_a_message(gateway, sink, terminator):
     time.sleep(0.5)
     assert sink.files() == []
     assert gateway.queue_ids() == []
+
+
+def test_busy_connection_still_ends_at_the_session_limit(tmp_path):
+    """A client that keeps talking just inside the command timeout cannot keep its
+    connection slot for ever."""
+    from conftest import Gateway
+    g = Gateway(tmp_path / "gw", "[limits]\nsession_timeout_secs = 2\ncommand_timeout_secs = 60\n").start()
+    try:
+        with socket.create_connection(("127.0.0.1", g.smtp), timeout=10) as s:
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220")
+            started = time.monotonic()
+            last = b""
+            while time.monotonic() - started < 8:
+                try:
+                    s.sendall(b"NOOP\r\n")
+                except OSError:
+                    break
+                line = f.readline()
+                if not line:
+                    break
+                last = line
+                if line.startswith(b"421"):
+                    break
+                time.sleep(0.3)
+            assert last.startswith(b"421 4.4.2") and b"time limit" in last, last
+            assert 1.5 < time.monotonic() - started < 5
+    finally:
+        g.stop()

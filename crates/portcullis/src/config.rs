@@ -172,6 +172,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub command_timeout_secs: u64,
     pub data_timeout_secs: u64,
+    /// The longest one connection may last in all.
+    pub session_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +263,7 @@ impl Default for Limits {
             max_connections_per_ip: c.max_per_ip,
             command_timeout_secs: 300,
             data_timeout_secs: 300,
+            session_timeout_secs: 3600,
         }
     }
 }

@@ -183,6 +183,7 @@ pub async fn run(config: Config) -> Result<()> {
         command: Duration::from_secs(l.command_timeout_secs),
         data: Duration::from_secs(l.data_timeout_secs),
         tls_handshake: Duration::from_secs(60),
+        session: Duration::from_secs(l.session_timeout_secs),
     };
     let conn_limits = ConnectionLimits {
         max_connections: l.max_connections,

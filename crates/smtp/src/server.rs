@@ -53,6 +53,9 @@ pub struct Timeouts {
     pub command: Duration,
     pub data: Duration,
     pub tls_handshake: Duration,
+    /// The longest a whole connection may last, however busy, so that a client dripping
+    /// bytes just inside the other timeouts cannot hold a connection slot for ever.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
@@ -61,6 +64,7 @@ impl Default for Timeouts {
             command: Duration::from_secs(300),
             data: Duration::from_secs(300),
             tls_handshake: Duration::from_secs(60),
+            session: Duration::from_secs(3600),
         }
     }
 }
@@ -211,6 +215,7 @@ async fn drive<F, H: Handler>(
     listener: &Listener<F>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + listener.timeouts.session;
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -286,13 +291,19 @@ async fn drive<F, H: Handler>(
         } else {
             listener.timeouts.command
         };
-        let n = match tokio::time::timeout(timeout, conn.read(&mut buf)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let n = match tokio::time::timeout(timeout.min(left), conn.read(&mut buf)).await {
             Ok(result) => result?,
             Err(_) => {
                 if session.in_body() {
                     handler.data_aborted().await;
                 }
-                let reply = Reply::new(421, "4.4.2", "Error: timeout exceeded");
+                let text = if timeout <= left {
+                    "Error: timeout exceeded"
+                } else {
+                    "Error: connection time limit exceeded"
+                };
+                let reply = Reply::new(421, "4.4.2", text);
                 let _ = conn.write_all(&reply.to_bytes()).await;
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "client timeout"));
             }
