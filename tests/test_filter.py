@@ -17,7 +17,9 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 @pytest.fixture
 def gw(tmp_path, sink):
-    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
+    # Greylisting is tested on its own (test_checks.py); here it would only delay.
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n"
+                                 "[greylist]\nmode = \"never\"\n")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     yield g
     g.stop()
@@ -232,3 +234,28 @@ def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
     assert again.returncode != 0 and "not held" in again.stderr
     subjects = sorted(m["Subject"] for m in sink.messages())
     assert subjects[1:] == ["held one"] or subjects[1:] == ["held two"], subjects
+
+
+def test_content_lists_score_words_and_patterns(gw, sink, tmp_path):
+    gw.cli("content", "add", "pharma", "cheap pills", "--score", "4", "--field", "body")
+    gw.cli("content", "add", "pharma", r"v[i1]agr[a@]", "--regex", "--score", "3")
+    bad = gw.cli("content", "add", "pharma", "(", "--regex", "--score", "1", check=False)
+    assert bad.returncode != 0 and "pattern" in bad.stderr
+    bad = gw.cli("content", "add", "pharma", "x", "--score", "1", "--field", "footer", check=False)
+    assert bad.returncode != 0 and "field" in bad.stderr
+    # A rule can act on a list by name.
+    rules(gw, tmp_path, '[[rule]]\nname = "pharma"\nwhen = [{ finding = "content.pharma" }, { score_at_least = 7.0 }]\n'
+                        'actions = [{ action = "reject", code = 550, status = "5.7.1", text = "No pharmacy spam" }]\n')
+    gw.start()
+    code, text = send(gw, mime("offer", body="Cheap pills and V1AGRA here\r\n"))
+    assert (code, text) == (550, b"5.7.1 No pharmacy spam")
+    # One match scores, but not enough for the rule; the score shows in the headers.
+    assert send(gw, mime("hi", body="my v1agra question\r\n"))[0] == 250
+    (msg,) = sink.wait_count(1) and sink.messages()
+    assert "content.pharma=3.00" in msg["X-Spam-Status"], msg["X-Spam-Status"]
+    # Whole words only, so "cheap pillsbury" does not match "cheap pills".
+    listed = json.loads(gw.cli("content", "list", "--json").stdout)
+    assert {(r["list"], r["pattern"], r["field"]) for r in listed} == {
+        ("pharma", "cheap pills", "body"), ("pharma", r"v[i1]agr[a@]", "any")}
+    exported = gw.cli("config", "export").stdout
+    assert "[[content]]" in exported and "cheap pills" in exported

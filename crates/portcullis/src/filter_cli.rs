@@ -8,7 +8,8 @@ use clap::Subcommand;
 use portcullis_filter::rules::{Rule, RuleSet};
 use portcullis_filter::token::LinkAction;
 use portcullis_queue::spool::{Envelope, Spool, new_id, now};
-use portcullis_store::{ListEntry, QuarantineQuery, Route, Store};
+use portcullis_filter::lexical;
+use portcullis_store::{ContentRow, ListEntry, QuarantineQuery, Route, Store};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 
@@ -45,6 +46,32 @@ pub enum ListCmd {
         scope: String,
     },
     Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ContentCmd {
+    /// Add a word or phrase (or with --regex a regular expression) to content list LIST,
+    /// with the score a match adds; FIELD subject|body|headers|any.
+    Add {
+        list: String,
+        pattern: String,
+        #[arg(long)]
+        score: f64,
+        #[arg(long, default_value = "any")]
+        field: String,
+        #[arg(long)]
+        regex: bool,
+    },
+    Remove {
+        list: String,
+        pattern: String,
+        #[arg(long, default_value = "any")]
+        field: String,
+    },
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -228,6 +255,60 @@ pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn check_content(r: &ContentRow) -> Result<()> {
+    let e = crate::filtering::content_entry(r).ok_or_else(|| {
+        anyhow::anyhow!("field {:?} is not one of subject, body, headers, any", r.field)
+    })?;
+    lexical::validate(&e).map_err(anyhow::Error::msg)
+}
+
+pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        ContentCmd::Add {
+            list,
+            pattern,
+            score,
+            field,
+            regex,
+        } => {
+            let row = ContentRow {
+                list,
+                pattern,
+                field,
+                regex,
+                score,
+            };
+            check_content(&row)?;
+            store.put_content_pattern(&row).await?;
+            println!("{} {:?} added (score {})", row.list, row.pattern, row.score);
+        }
+        ContentCmd::Remove {
+            list,
+            pattern,
+            field,
+        } => {
+            if !store.remove_content_pattern(&list, &pattern, &field).await? {
+                eprintln!("no such pattern in list {list}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("removed");
+        }
+        ContentCmd::List { json } => {
+            let rows = store.list_content_patterns().await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                for r in rows {
+                    let kind = if r.regex { "regex" } else { "word" };
+                    println!("{}\t{}\t{kind}\t{}\t{}", r.list, r.field, r.score, r.pattern);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode> {
     let store = open_store(config).await?;
     match cmd {
@@ -394,6 +475,8 @@ struct PolicyDoc {
     rule: Vec<Rule>,
     #[serde(default)]
     list: Vec<ListEntry>,
+    #[serde(default)]
+    content: Vec<ContentRow>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -459,6 +542,7 @@ pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
                     .filter_map(|(_, d)| serde_json::from_str(d).ok())
                     .collect(),
                 list: store.list_entries().await?,
+                content: store.list_content_patterns().await?,
             };
             print!("{}", toml::to_string(&doc)?);
         }
@@ -469,6 +553,9 @@ pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
             check_rules(&doc.rule, &origin)?;
             for e in &doc.list {
                 check_entry(e).with_context(|| format!("{origin}: list entry"))?;
+            }
+            for r in &doc.content {
+                check_content(r).with_context(|| format!("{origin}: content pattern"))?;
             }
             for d in &doc.domain {
                 let routes: Vec<Route> = d
@@ -493,13 +580,16 @@ pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
                 .iter()
                 .map(|r| Ok((r.name.clone(), serde_json::to_string(r)?)))
                 .collect::<Result<Vec<_>>>()?;
-            store.replace_filter_policy(&rules, &doc.list).await?;
+            store
+                .replace_filter_policy(&rules, &doc.list, &doc.content)
+                .await?;
             println!(
-                "imported {} domains, {} networks, {} rules, {} list entries",
+                "imported {} domains, {} networks, {} rules, {} list entries, {} content patterns",
                 doc.domain.len(),
                 doc.network.len(),
                 doc.rule.len(),
-                doc.list.len()
+                doc.list.len(),
+                doc.content.len()
             );
         }
     }

@@ -6,13 +6,15 @@ use ipnet::IpNet;
 use mail_parser::MimeHeaders;
 use portcullis_filter::rules::{Change, Rule, RuleSet, SpamThresholds, default_rules};
 use portcullis_smtp::Reply;
-use portcullis_store::ListEntry;
+use portcullis_filter::lexical::{self, ContentEntry, ContentLists, Field};
+use portcullis_store::{ContentRow, ListEntry};
 use std::net::IpAddr;
 
 /// Rules ready to run and lists ready to match.
 pub struct FilterPolicy {
     pub rules: RuleSet,
     pub lists: Lists,
+    pub content: ContentLists,
 }
 
 impl std::fmt::Debug for FilterPolicy {
@@ -23,7 +25,7 @@ impl std::fmt::Debug for FilterPolicy {
 
 impl Default for FilterPolicy {
     fn default() -> Self {
-        FilterPolicy::build(&[], Vec::new(), &SpamThresholds::default())
+        FilterPolicy::build(&[], Vec::new(), &[], &SpamThresholds::default())
     }
 }
 
@@ -31,7 +33,12 @@ impl FilterPolicy {
     /// The stored rules (name, JSON) first, then the defaults. A stored rule that does not
     /// parse or validate is left out with an error in the log; the CLI refuses such rules,
     /// so only a hand-edited store has them.
-    pub fn build(rules: &[(String, String)], lists: Vec<ListEntry>, t: &SpamThresholds) -> Self {
+    pub fn build(
+        rules: &[(String, String)],
+        lists: Vec<ListEntry>,
+        content: &[ContentRow],
+        t: &SpamThresholds,
+    ) -> Self {
         let mut all: Vec<Rule> = Vec::new();
         for (name, json) in rules {
             match serde_json::from_str::<Rule>(json) {
@@ -47,11 +54,41 @@ impl FilterPolicy {
             tracing::error!(error = %e, "rules do not compile; running the defaults only");
             RuleSet::new(default_rules(t)).expect("default rules compile")
         });
+        // Entries the CLI checked; one that no longer compiles is left out, logged.
+        let entries: Vec<ContentEntry> = content
+            .iter()
+            .filter_map(|r| {
+                let e = content_entry(r)?;
+                match lexical::validate(&e) {
+                    Ok(()) => Some(e),
+                    Err(err) => {
+                        tracing::error!(list = %r.list, error = %err, "content pattern left out");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let content = ContentLists::new(entries).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "content lists do not compile; none used");
+            ContentLists::default()
+        });
         FilterPolicy {
             rules,
             lists: Lists::new(lists),
+            content,
         }
     }
+}
+
+/// A stored content pattern as the filter's entry; None for an unknown field.
+pub fn content_entry(r: &ContentRow) -> Option<ContentEntry> {
+    Some(ContentEntry {
+        list: r.list.clone(),
+        pattern: r.pattern.clone(),
+        regex: r.regex,
+        field: Field::parse(&r.field)?,
+        score: r.score,
+    })
 }
 
 /// Allow, block and valid-recipient lists, parsed.

@@ -234,8 +234,14 @@ impl GatewayHandler {
             Some(result) => findings.extend(result.finding()),
             None => {}
         }
-        let report = tokio::task::block_in_place(|| self.shared.content.scan(raw));
+        let snapshot = self.shared.policy.current();
+        let (report, listed) = tokio::task::block_in_place(|| {
+            let report = self.shared.content.scan(raw);
+            let listed = snapshot.filter.content.check(&report.text);
+            (report, listed)
+        });
         findings.extend(report.findings);
+        findings.extend(listed);
         if !self.shared.dnsbl.uribl.is_empty() && !self.allowed {
             let listed =
                 dnsbl::check_urls(&self.shared.resolver, &self.shared.dnsbl, &report.text.urls).await;
@@ -250,7 +256,6 @@ impl GatewayHandler {
         let inbound = !self.internal(session);
         let recipients: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
         let header_fields = report.text.headers;
-        let snapshot = self.shared.policy.current();
         let verdict = snapshot.filter.rules.evaluate(&Subject {
             inbound,
             sender,

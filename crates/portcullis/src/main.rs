@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         action: filter_cli::ListCmd,
     },
+    /// Content lists: words and patterns with scores.
+    Content {
+        #[command(subcommand)]
+        action: filter_cli::ContentCmd,
+    },
     /// Held messages.
     Quarantine {
         #[command(subcommand)]
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             Command::Corpus { action } => corpus::corpus(&config, action).await,
             Command::Rule { action } => filter_cli::rule(&config, action).await,
             Command::List { action } => filter_cli::list(&config, action).await,
+            Command::Content { action } => filter_cli::content(&config, action).await,
             Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
         }

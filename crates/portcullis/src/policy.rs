@@ -25,6 +25,7 @@ pub struct Snapshot {
     pub filter: Arc<FilterPolicy>,
     rule_source: Vec<(String, String)>,
     list_source: Vec<portcullis_store::ListEntry>,
+    content_source: Vec<portcullis_store::ContentRow>,
 }
 
 /// The shared, periodically refreshed policy.
@@ -38,7 +39,7 @@ pub struct Policy {
 impl Policy {
     pub fn new(smarthost: Option<RouteHost>, thresholds: SpamThresholds) -> Self {
         let snap = Snapshot {
-            filter: Arc::new(FilterPolicy::build(&[], Vec::new(), &thresholds)),
+            filter: Arc::new(FilterPolicy::build(&[], Vec::new(), &[], &thresholds)),
             ..Snapshot::default()
         };
         Policy {
@@ -61,12 +62,21 @@ impl Policy {
         let networks = store.list_networks().await?;
         let rules = store.list_rules().await?;
         let lists = store.list_entries().await?;
+        let content = store.list_content_patterns().await?;
         let old = self.current();
         // Rules are compiled (regexes) only when they changed.
-        let filter = if old.rule_source == rules && old.list_source == lists {
+        let filter = if old.rule_source == rules
+            && old.list_source == lists
+            && old.content_source == content
+        {
             old.filter.clone()
         } else {
-            Arc::new(FilterPolicy::build(&rules, lists.clone(), &self.thresholds))
+            Arc::new(FilterPolicy::build(
+                &rules,
+                lists.clone(),
+                &content,
+                &self.thresholds,
+            ))
         };
         let snap = Snapshot {
             domains: domains.into_iter().map(|d| (d.name.clone(), d)).collect(),
@@ -74,6 +84,7 @@ impl Policy {
             filter,
             rule_source: rules,
             list_source: lists,
+            content_source: content,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())

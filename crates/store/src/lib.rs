@@ -7,6 +7,7 @@
 //! `INSERT OR IGNORE`, no engine-specific functions.
 
 mod bayes;
+mod dkim;
 mod domains;
 mod error;
 mod greylist;
@@ -25,6 +26,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use bayes::{BayesCounts, BayesSummary};
+pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
 pub use domains::{Domain, Route, TLS_MODES};
 pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
@@ -33,7 +35,7 @@ pub use log::{
     RecipientRecord, StatusUpdate,
 };
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
-pub use rules::{LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

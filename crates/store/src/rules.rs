@@ -92,11 +92,12 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Replaces every rule and every list entry at once (configuration import).
+    /// Replaces every rule, list entry and content pattern at once (configuration import).
     pub async fn replace_filter_policy(
         &self,
         rules: &[(String, String)],
         lists: &[ListEntry],
+        content: &[ContentRow],
     ) -> Result<(), StoreError> {
         let context = "importing rules and lists";
         for e in lists {
@@ -107,7 +108,11 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context))?;
-        for sql in ["DELETE FROM rules", "DELETE FROM lists"] {
+        for sql in [
+            "DELETE FROM rules",
+            "DELETE FROM lists",
+            "DELETE FROM content_patterns",
+        ] {
             sqlx::query(sql)
                 .execute(&mut *tx)
                 .await
@@ -124,6 +129,9 @@ impl Store {
         }
         for e in lists {
             insert_entry(&mut tx, e, context).await?;
+        }
+        for r in content {
+            insert_content(&mut tx, r).await?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -177,6 +185,85 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// One entry of a content list, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentRow {
+    pub list: String,
+    pub pattern: String,
+    pub field: String,
+    pub regex: bool,
+    pub score: f64,
+}
+
+impl Store {
+    /// Adds an entry or changes its score.
+    pub async fn put_content_pattern(&self, r: &ContentRow) -> Result<(), StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::query("adding a content pattern"))?;
+        insert_content(&mut conn, r).await
+    }
+
+    /// Removes an entry; whether it existed.
+    pub async fn remove_content_pattern(
+        &self,
+        list: &str,
+        pattern: &str,
+        field: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM content_patterns WHERE list = $1 AND pattern = $2 AND field = $3",
+        )
+        .bind(list)
+        .bind(pattern)
+        .bind(field)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(format!("removing content pattern {pattern:?}")))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn list_content_patterns(&self) -> Result<Vec<ContentRow>, StoreError> {
+        let rows: Vec<(String, String, String, i64, f64)> = sqlx::query_as(
+            "SELECT list, pattern, field, is_regex, score FROM content_patterns \
+             ORDER BY list, field, pattern",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("listing content patterns"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(list, pattern, field, is_regex, score)| ContentRow {
+                list,
+                pattern,
+                field,
+                regex: is_regex != 0,
+                score,
+            })
+            .collect())
+    }
+}
+
+async fn insert_content(conn: &mut sqlx::SqliteConnection, r: &ContentRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO content_patterns (list, pattern, field, is_regex, score) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (list, pattern, field) DO UPDATE SET is_regex = excluded.is_regex, \
+         score = excluded.score",
+    )
+    .bind(&r.list)
+    .bind(&r.pattern)
+    .bind(&r.field)
+    .bind(i64::from(r.regex))
+    .bind(r.score)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::query(format!("saving content pattern {:?}", r.pattern)))?;
+    Ok(())
 }
 
 /// Values and scopes are kept lower-case: addresses, domains and networks compare so.
