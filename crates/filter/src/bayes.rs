@@ -482,9 +482,56 @@ pub fn tokenize(text: &MessageText) -> Vec<String> {
     if p.deceptive_links > 0 {
         t.push("meta:deceptive-link");
     }
+    if flag(1) {
+        for m in &text.markup {
+            t.push_with("html:", m);
+        }
+    }
+    if flag(2) {
+        let ws: Vec<String> = text.subject.split_whitespace().map(|w| w.to_lowercase()).collect();
+        for pair in ws.windows(2) {
+            t.push(&format!("subject:{} {}", pair[0], pair[1]));
+        }
+    }
+    if flag(4) {
+        for url in &text.urls {
+            if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+                for seg in rest.split(['/', '?', '&', '=', '.', '-', '_']).skip(1).take(6) {
+                    if seg.len() >= 3 && seg.len() <= 20 {
+                        t.push_with("url-path:", &seg.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+    }
     // Body.
     let body = cut(&text.body, MAX_TOKENIZED_BODY);
-    words(body, |w| t.word("", w));
+    if flag(3) {
+        let mut prev = String::new();
+        words(body, |w| {
+            t.word("", w);
+            let lw = w.to_lowercase();
+            if lw.len() >= 3 && lw.len() <= 15 && !prev.is_empty() {
+                t.push(&format!("{prev} {lw}"));
+            }
+            prev = if lw.len() >= 3 && lw.len() <= 15 { lw } else { String::new() };
+        });
+    } else if flag(5) {
+        words(body, |w| {
+            if !(w.contains("://") || w.to_ascii_lowercase().starts_with("www.")) {
+                t.word("", w);
+            }
+        });
+    } else {
+        words(body, |w| t.word("", w));
+    }
+    if flag(6) {
+        words(body, |w| {
+            if w.len() >= 3 && w.chars().all(|c| !c.is_lowercase()) && w.chars().any(|c| c.is_uppercase()) {
+                t.push_with("caps:", &w.to_lowercase());
+            }
+        });
+    }
     t.finish()
 }
 

@@ -35,7 +35,13 @@ pub struct MessageText {
     pub urls: Vec<String>,
     /// Facts about the parts the body came from.
     pub parts: PartStats,
+    /// Distinct HTML element names (`font`) and element attributes (`font.color`) used,
+    /// lower case, in order of first use, at most [`MAX_MARKUP`].
+    pub markup: Vec<String>,
 }
+
+/// Most distinct element and attribute names kept per message.
+pub const MAX_MARKUP: usize = 64;
 
 /// Facts about the text parts of a message, for heuristics and classifier meta tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,6 +105,11 @@ fn collect_parts(msg: &Message<'_>, out: &mut MessageText, urls: &mut UrlSet, de
                 out.parts.html_text_bytes += converted.text.len();
                 out.parts.html_images += converted.images;
                 out.parts.deceptive_links += converted.deceptive_links;
+                for m in converted.markup {
+                    if out.markup.len() < MAX_MARKUP && !out.markup.contains(&m) {
+                        out.markup.push(m);
+                    }
+                }
                 urls.scan_text(&converted.text);
                 push_bounded(&mut out.body, &converted.text);
             }
@@ -396,6 +407,7 @@ pub(crate) struct HtmlText {
     pub text: String,
     pub images: usize,
     pub deceptive_links: usize,
+    pub markup: Vec<String>,
 }
 
 /// Elements whose content is never shown.
@@ -511,6 +523,9 @@ fn read_markup(
         end.max(attr_start)
     };
     let attributes = &html[attr_start..attr_end];
+    if !closing && !name.is_empty() && out.markup.len() < MAX_MARKUP {
+        note_markup(&mut out.markup, name, attributes);
+    }
 
     if !closing && HIDDEN_ELEMENTS.contains(&name) {
         // Skip to the matching end tag (or the end of the input).
@@ -553,6 +568,53 @@ fn read_markup(
         }
     }
     end
+}
+
+/// Records an element name and its attribute names (`font`, `font.color`).
+fn note_markup(markup: &mut Vec<String>, name: &str, attributes: &str) {
+    let mut add = |item: String| {
+        if markup.len() < MAX_MARKUP && !markup.contains(&item) {
+            markup.push(item);
+        }
+    };
+    add(name.to_string());
+    let bytes = attributes.as_bytes();
+    let mut i = 0;
+    let mut seen = 0;
+    while i < bytes.len() && seen < 8 {
+        while i < bytes.len() && !bytes[i].is_ascii_alphabetic() {
+            // Skip quoted values whole.
+            if bytes[i] == b'"' || bytes[i] == b'\'' {
+                let q = bytes[i];
+                i = memchr::memchr(q, &bytes[i + 1..]).map_or(bytes.len(), |n| i + 1 + n + 1);
+            } else {
+                i += 1;
+            }
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-') {
+            i += 1;
+        }
+        if i > start && i - start <= 16 {
+            add(format!("{name}.{}", attributes[start..i].to_ascii_lowercase()));
+            seen += 1;
+        }
+        // Skip an unquoted value.
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'=' {
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\'' {
+                while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Closes the open link: a link whose text is itself a URL or domain naming another

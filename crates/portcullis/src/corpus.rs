@@ -71,6 +71,9 @@ pub enum CorpusCmd {
         list: bool,
         #[arg(long)]
         json: bool,
+        /// Write every message's class, score and classifier probability to FILE (TSV).
+        #[arg(long, value_name = "FILE")]
+        scores: Option<PathBuf>,
     },
 }
 
@@ -92,7 +95,19 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
             threshold,
             list,
             json,
-        } => cross_validate(&ham, &spam, folds, seed, threshold, list, json),
+            scores,
+        } => cross_validate(
+            &ham,
+            &spam,
+            &CvOptions {
+                folds,
+                seed,
+                threshold,
+                list,
+                json,
+                scores,
+            },
+        ),
     }
 }
 
@@ -425,15 +440,24 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
-fn cross_validate(
-    ham: &[PathBuf],
-    spam: &[PathBuf],
+struct CvOptions {
     folds: usize,
     seed: u64,
     threshold: f64,
     list: bool,
     json: bool,
-) -> Result<ExitCode> {
+    scores: Option<PathBuf>,
+}
+
+fn cross_validate(ham: &[PathBuf], spam: &[PathBuf], opts: &CvOptions) -> Result<ExitCode> {
+    let &CvOptions {
+        folds,
+        seed,
+        threshold,
+        list,
+        json,
+        ..
+    } = opts;
     if folds < 2 {
         bail!("--folds must be at least 2");
     }
@@ -462,6 +486,7 @@ fn cross_validate(
     let mut total = Tally::default();
     let mut per_fold = Vec::new();
     let mut hits: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut table = String::from("path\tclass\tscore\tprobability\n");
     for fold in 0..folds {
         let mut model = BayesModel::new();
         for (i, (_, tokens)) in read.iter().enumerate() {
@@ -478,6 +503,17 @@ fn cross_validate(
             let mut findings = findings.clone();
             findings.extend(checker.bayes_finding(tokens));
             let score = total_score(&findings);
+            if opts.scores.is_some() {
+                let probability = checker
+                    .model()
+                    .and_then(|m| m.probability(tokens).ok())
+                    .unwrap_or(0.5);
+                table.push_str(&format!(
+                    "{}\t{}\t{score}\t{probability}\n",
+                    samples[i].path.display(),
+                    if samples[i].spam { "spam" } else { "ham" },
+                ));
+            }
             let called_spam = score >= threshold;
             tally.add(samples[i].spam, called_spam);
             for f in &findings {
@@ -504,6 +540,9 @@ fn cross_validate(
         per_fold.push(tally);
     }
 
+    if let Some(path) = &opts.scores {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
     if json {
         let mut out = total.json(0.0);
         if let Some(obj) = out.as_object_mut() {
