@@ -143,3 +143,32 @@ def test_busy_connection_still_ends_at_the_session_limit(tmp_path):
             assert 1.5 < time.monotonic() - started < 5
     finally:
         g.stop()
+
+
+def test_connection_and_message_rates_per_client(tmp_path, sink):
+    """Per-client rate limits: connections per minute refused with 421 4.7.0, messages
+    per hour with 450 4.7.1 at MAIL; both temporary, so a real sender retries later."""
+    import smtplib
+    from conftest import Gateway
+    g = Gateway(tmp_path / "gw", "[limits]\nmax_connection_rate_per_ip = 5\nmax_message_rate_per_client = 2\n"
+                                 "[greylist]\nmode = \"never\"\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            s.ehlo("client.test")
+            for i in range(2):
+                s.sendmail("a@outside.test", ["bob@example.com"], b"Subject: r\r\n\r\nx\r\n")
+            code, text = s.mail("a@outside.test")
+            assert (code, text[:5]) == (450, b"4.7.1"), (code, text)
+        # Five a minute: the start-up probes of two ports and the session above took
+        # three, two more fit, the next one is refused.
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", g.smtp), timeout=5) as c:
+                assert c.makefile("rb").readline().startswith(b"220")
+        with socket.create_connection(("127.0.0.1", g.smtp), timeout=5) as c:
+            line = c.makefile("rb").readline()
+            assert line.startswith(b"421 4.7.0"), line
+        sink.wait_count(2)
+    finally:
+        g.stop()

@@ -174,6 +174,10 @@ pub struct Limits {
     pub data_timeout_secs: u64,
     /// The longest one connection may last in all.
     pub session_timeout_secs: u64,
+    /// New connections one address may open per minute (0: no limit).
+    pub max_connection_rate_per_ip: u32,
+    /// Messages one client (authenticated user, else address) may send per hour (0: no limit).
+    pub max_message_rate_per_client: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +268,8 @@ impl Default for Limits {
             command_timeout_secs: 300,
             data_timeout_secs: 300,
             session_timeout_secs: 3600,
+            max_connection_rate_per_ip: 0,
+            max_message_rate_per_client: 0,
         }
     }
 }

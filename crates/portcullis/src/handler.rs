@@ -37,6 +37,8 @@ pub struct Shared {
     pub dnsbl: DnsblSettings,
     pub fcrdns: FcrdnsSettings,
     pub greylist: Greylist,
+    /// Messages per client and hour (per node); None: no limit.
+    pub message_rate: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 pub struct GatewayHandler {
@@ -318,6 +320,19 @@ impl Handler for GatewayHandler {
             }
         }
         self.spf = None;
+        if let Some(rate) = &self.shared.message_rate {
+            let key = match session.authenticated() {
+                Some(user) => format!("user:{user}"),
+                None => format!("ip:{}", self.ip),
+            };
+            if rate.check_key(&key).is_err() {
+                tracing::warn!(client = %self.conn.peer, key, "message rate limit reached");
+                return Reply::new(450, "4.7.1", "Error: too many messages, slow down and try again later");
+            }
+            if rate.len() > 10_000 {
+                rate.retain_recent();
+            }
+        }
         if !self.internal(session) {
             self.connection_checks().await;
         }

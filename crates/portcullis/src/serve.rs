@@ -169,6 +169,9 @@ pub async fn run(config: Config) -> Result<()> {
         dnsbl: config.dnsbl.clone(),
         fcrdns: config.fcrdns.clone(),
         greylist: greylist.clone(),
+        message_rate: std::num::NonZeroU32::new(config.limits.max_message_rate_per_client).map(|n| {
+            governor::DefaultKeyedRateLimiter::keyed(governor::Quota::per_hour(n))
+        }),
         quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
     });
     let l = &config.limits;
@@ -190,7 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
         max_per_ip: l.max_connections_per_ip,
     };
     // One counter for all listeners: the limits are per gateway, not per port.
-    let counter = ConnectionCounter::default();
+    let counter = ConnectionCounter::with_rate(l.max_connection_rate_per_ip);
     let listeners: [(&'static str, &str, bool, bool); 3] = [
         ("smtp", &config.listen.smtp, false, false),
         ("submission", &config.listen.submission, false, true),

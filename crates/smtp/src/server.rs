@@ -85,10 +85,21 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Counts live connections; a slot is released when its guard drops.
+type RateLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Counts live connections; a slot is released when its guard drops. Optionally limits
+/// how many connections one address may open per minute (per node).
 #[derive(Clone, Default)]
 pub struct ConnectionCounter {
     inner: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    rate: Option<Arc<RateLimiter>>,
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    TooMany,
+    TooFast,
 }
 
 pub struct ConnectionSlot {
@@ -97,8 +108,28 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionCounter {
-    /// Take a slot, or None when a limit is reached.
-    pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Option<ConnectionSlot> {
+    /// A counter that also allows each address at most `per_minute` new connections a
+    /// minute (0: no rate limit).
+    pub fn with_rate(per_minute: u32) -> Self {
+        ConnectionCounter {
+            inner: Arc::default(),
+            rate: std::num::NonZeroU32::new(per_minute)
+                .map(|n| Arc::new(RateLimiter::keyed(governor::Quota::per_minute(n)))),
+        }
+    }
+
+    /// Take a slot, or why not.
+    pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Result<ConnectionSlot, Refusal> {
+        let ip = ip.to_canonical();
+        if let Some(rate) = &self.rate {
+            if rate.check_key(&ip).is_err() {
+                return Err(Refusal::TooFast);
+            }
+            // Forget addresses whose budget is full again, so the table stays small.
+            if rate.len() > 10_000 {
+                rate.retain_recent();
+            }
+        }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
@@ -106,11 +137,11 @@ impl ConnectionCounter {
             if *count == 0 {
                 per_ip.remove(&ip);
             }
-            return None;
+            return Err(Refusal::TooMany);
         }
         *count += 1;
         *total += 1;
-        Some(ConnectionSlot {
+        Ok(ConnectionSlot {
             counter: self.clone(),
             ip,
         })
@@ -166,12 +197,19 @@ where
             let this = this.clone();
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let Some(slot) = this.counter.acquire(peer.ip(), &this.limits) else {
-                    tracing::warn!(listener = this.name, client = %peer, "connection limit reached");
-                    let mut stream = stream;
-                    let reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
-                    let _ = stream.write_all(&reply.to_bytes()).await;
-                    return;
+                let slot = match this.counter.acquire(peer.ip(), &this.limits) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        let text = match why {
+                            Refusal::TooMany => "Too many connections, try again later",
+                            Refusal::TooFast => "Too many connections from your address in a short time, try again later",
+                        };
+                        tracing::warn!(listener = this.name, client = %peer, reason = ?why, "connection refused by limits");
+                        let mut stream = stream;
+                        let reply = Reply::new(421, "4.7.0", text);
+                        let _ = stream.write_all(&reply.to_bytes()).await;
+                        return;
+                    }
                 };
                 let local = stream.local_addr().unwrap_or(peer);
                 let info = ConnInfo {
