@@ -36,6 +36,7 @@ spoofed.test.                 60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
 _dmarc.spoofed.test.          60 IN TXT "v=DMARC1; p=reject"
 doubtful.test.                60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
 _dmarc.doubtful.test.         60 IN TXT "v=DMARC1; p=quarantine"
+sel._domainkey.lists.test.    60 IN TXT "v=DKIM1; k=rsa; p={public}"
 """
     with dns_server(zone) as port:
         yield port
@@ -184,5 +185,37 @@ def test_several_author_domains_cannot_dodge_dmarc(tmp_path, sink, auth_dns, fro
             code, text = s.data(msg)
         assert code == 550 and text.startswith(b"5.7.1"), (code, text)
         assert sink.files() == []
+    finally:
+        g.stop()
+
+
+def arc_sealed(msg, key, sealer=b"lists.test"):
+    """A mailing list's forward: it records what it saw, then seals (RFC 8617)."""
+    with_ar = b"Authentication-Results: lists.test; spf=pass smtp.mailfrom=ceo@spoofed.test\r\n" + msg
+    headers = dkim.arc_sign(with_ar, b"sel", sealer, key, b"lists.test",
+                            include_headers=[b"from", b"to", b"subject"])
+    return b"".join(headers) + with_ar
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_trusted_arc_sealer_overrides_dmarc_reject(tmp_path, sink, auth_dns, dkim_key, trusted):
+    extra = 'trusted_arc_sealers = ["lists.test"]\n' if trusted else ""
+    g = gateway(tmp_path, sink, auth_dns, extra)
+    try:
+        sealed = arc_sealed(message("ceo@spoofed.test", "via the list"), dkim_key[0])
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+            s.ehlo("lists.test")
+            s.mail("ceo@spoofed.test")
+            s.rcpt("bob@example.com")
+            code, text = s.data(sealed)
+        if trusted:
+            assert code == 250, (code, text)
+            (msg,) = sink.wait_count(1) and sink.messages()
+            ours = [h for h in msg.get_all("Authentication-Results") if h.startswith("gw.test")]
+            assert len(ours) == 1 and "arc=pass" in ours[0] and "dmarc=fail" in ours[0], ours
+        else:
+            # An untrusted sealer could be the spoofer itself: the DMARC reject stands.
+            assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+            assert sink.files() == []
     finally:
         g.stop()

@@ -27,6 +27,9 @@ pub struct AuthSettings {
     pub spf_reject_fail: bool,
     /// Refuse mail that fails DMARC of a domain publishing `p=reject`.
     pub dmarc_reject: bool,
+    /// ARC sealers (the `d=` of the newest ARC-Seal) whose valid chain overrides a DMARC
+    /// failure: mailing lists and forwarders that break DKIM and SPF on the way.
+    pub trusted_arc_sealers: Vec<String>,
 }
 
 /// SPF results kept from MAIL time for the message checks.
@@ -204,7 +207,25 @@ impl Authenticator {
             || dkim
                 .iter()
                 .any(|d| matches!(d.result(), DkimResult::TempError(_)));
+        // A DMARC failure of mail that a trusted sealer forwarded with a valid chain is the
+        // sealer's change, not a spoof (RFC 8617 §7.2): it is accepted, and said so.
+        let trusted_sealer = (*arc.result() == DkimResult::Pass)
+            .then(|| newest_arc_sealer(&message.headers))
+            .flatten()
+            .filter(|d| {
+                self.settings
+                    .trusted_arc_sealers
+                    .iter()
+                    .any(|t| t.trim_end_matches('.').eq_ignore_ascii_case(d))
+            });
+        let summary = match &trusted_sealer {
+            Some(d) if matches!(dmarc_result, DmarcResult::Fail(_)) => {
+                format!("{summary} arc-override={d}")
+            }
+            _ => summary,
+        };
         let action = match (&dmarc_result, dmarc.policy()) {
+            (DmarcResult::Fail(_), _) if trusted_sealer.is_some() => AuthAction::Accept,
             (DmarcResult::TempError(_), _) => AuthAction::TempFail(Reply::new(
                 451,
                 "4.4.3",
@@ -222,8 +243,7 @@ impl Authenticator {
                         "DNS lookups for authentication failed, try again later",
                     ))
                 } else {
-                    // No ARC override: without a list of trusted sealers anyone can seal
-                    // a message with a key of their own (issue 3 adds the list).
+                    // No ARC override here: an untrusted sealer may be the spoofer.
                     AuthAction::Reject(Reply::new(
                         550,
                         "5.7.1",
@@ -243,6 +263,33 @@ impl Authenticator {
             action,
         }
     }
+}
+
+/// The `d=` of the ARC-Seal with the highest instance (`i=`), the last one to seal.
+/// mail-auth validates the chain but keeps its sets private, so the tag is read here.
+fn newest_arc_sealer(headers: &[(&[u8], &[u8])]) -> Option<String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"ARC-Seal"))
+        .filter_map(|(_, value)| {
+            let value = std::str::from_utf8(value).ok()?;
+            let mut instance = None;
+            let mut domain = None;
+            for tag in value.split(';') {
+                let Some((k, v)) = tag.split_once('=') else {
+                    continue;
+                };
+                let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+                match k.trim() {
+                    "i" => instance = v.parse::<u32>().ok(),
+                    "d" => domain = Some(v.to_ascii_lowercase()),
+                    _ => {}
+                }
+            }
+            Some((instance?, domain?))
+        })
+        .max_by_key(|(i, _)| *i)
+        .map(|(_, d)| d)
 }
 
 fn spf_word(r: SpfResult) -> &'static str {
@@ -275,5 +322,19 @@ fn dmarc_word(r: &DmarcResult) -> &'static str {
         DmarcResult::TempError(_) => "temperror",
         DmarcResult::PermError(_) => "permerror",
         DmarcResult::None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn newest_sealer_is_the_highest_instance() {
+        let h: Vec<(&[u8], &[u8])> = vec![
+            (b"ARC-Seal", b" i=1; a=rsa-sha256; cv=none; d=first.test; s=s; b=AAA"),
+            (b"arc-seal", b" i=2; a=rsa-sha256; cv=pass;\r\n\td=Lists.Test; s=s; b=BBB"),
+            (b"ARC-Message-Signature", b" i=3; d=other.test"),
+        ];
+        assert_eq!(super::newest_arc_sealer(&h).as_deref(), Some("lists.test"));
+        assert_eq!(super::newest_arc_sealer(&[]), None);
     }
 }

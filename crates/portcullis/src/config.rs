@@ -89,6 +89,8 @@ pub struct Auth {
     pub spf_reject_fail: bool,
     /// Refuse DMARC failures of domains publishing `p=reject` (550 5.7.1).
     pub dmarc_reject: bool,
+    /// ARC sealers (mailing lists, forwarders) whose valid chain overrides a DMARC failure.
+    pub trusted_arc_sealers: Vec<String>,
 }
 
 impl Default for Auth {
@@ -98,6 +100,7 @@ impl Default for Auth {
             authserv_id: None,
             spf_reject_fail: false,
             dmarc_reject: true,
+            trusted_arc_sealers: Vec::new(),
         }
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(config: Config) -> Result<()> {
                 .unwrap_or_else(|| config.hostname.clone()),
             spf_reject_fail: config.auth.spf_reject_fail,
             dmarc_reject: config.auth.dmarc_reject,
+            trusted_arc_sealers: config.auth.trusted_arc_sealers.clone(),
         },
     );
     let deliverer = Deliverer {
