@@ -6,6 +6,7 @@ delivered, and the message log says which rule decided and why."""
 import base64
 import json
 import smtplib
+import subprocess
 import time
 
 import pytest
@@ -205,10 +206,14 @@ def test_config_export_import_round_trip(gw, tmp_path, sink):
 def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
     import re
     rules(gw, tmp_path, '[[rule]]\nname = "hold"\nwhen = [{ header = "subject", matches = "^held" }]\n'
+                        'actions = [{ action = "quarantine", class = "spam" }]\n'
+                        '[[rule]]\nname = "dlp"\nwhen = [{ header = "subject", matches = "^secret" }]\n'
                         'actions = [{ action = "quarantine", class = "policy" }]\n')
     gw.start()
     assert send(gw, mime("held one"))[0] == 250
     assert send(gw, mime("held two"))[0] == 250
+    # Held by policy: for the administrator, not in the user's digest.
+    assert send(gw, mime("secret plans"))[0] == 250
     out = gw.cli("quarantine", "digest").stdout
     assert "1 digests queued" in out
     sink.wait_count(1)
@@ -216,7 +221,7 @@ def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
     assert "bob@example.com" in digest["To"] and "2 held message" in digest["Subject"]
     assert digest["Auto-Submitted"] == "auto-generated"
     text = next(p for p in digest.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
-    assert "held one" in text and "held two" in text
+    assert "held one" in text and "held two" in text and "secret plans" not in text
     tokens = re.findall(r"/release\?t=(\S+)", text)
     assert len(tokens) == 2, text
     # Nothing new to list: a second run sends nothing.
@@ -259,3 +264,69 @@ def test_content_lists_score_words_and_patterns(gw, sink, tmp_path):
         ("pharma", "cheap pills", "body"), ("pharma", r"v[i1]agr[a@]", "any")}
     exported = gw.cli("config", "export").stdout
     assert "[[content]]" in exported and "cheap pills" in exported
+
+
+def test_recipients_with_different_policies_are_split(gw, sink, tmp_path):
+    """One verdict serves a whole transaction, so a recipient under other rules or lists
+    is deferred (452 4.5.3) and comes in a transaction of its own."""
+    rules(gw, tmp_path, '[[rule]]\nname = "leaver"\nusers = ["leaver@example.com"]\n'
+                        'actions = [{ action = "redirect", to = ["manager@example.com"] }]\n')
+    gw.cli("list", "add", "allow", "sender", "friend@outside.test", "--scope", "bob@example.com")
+    gw.start()
+    with smtplib.SMTP("127.0.0.1", gw.smtp, timeout=20) as s:
+        s.ehlo("mail.outside.test")
+        s.mail("friend@outside.test")
+        assert s.rcpt("ceo@example.com")[0] == 250
+        code, text = s.rcpt("leaver@example.com")
+        assert (code, text[:5]) == (452, b"4.5.3"), (code, text)
+        code, text = s.rcpt("bob@example.com")
+        assert (code, text[:5]) == (452, b"4.5.3"), (code, text)
+        assert s.rcpt("carol@example.com")[0] == 250
+        assert s.data(mime("all hands"))[0] == 250
+    # The leaver's copy, on its own, is redirected; the others were not.
+    assert send(gw, mime("for the leaver"), sender="friend@outside.test", rcpts=("leaver@example.com",))[0] == 250
+    sink.wait_count(2)
+    logged = json.loads(gw.cli("log", "search", "--json").stdout)
+    rcpts = {m["subject"]: sorted(r["address"] for r in m["recipients"]) for m in logged}
+    assert rcpts["all hands"] == ["carol@example.com", "ceo@example.com"]
+    assert rcpts["for the leaver"] == ["manager@example.com"]
+
+
+def test_attachment_that_cannot_be_stripped_is_held(gw, sink, tmp_path):
+    rules(gw, tmp_path, '[[rule]]\nname = "strip exe"\nwhen = [{ attachment_extension = ["exe"] }]\n'
+                        'actions = [{ action = "strip_attachments" }]\n')
+    gw.start()
+    inner = mime("inner", ("tool.exe", b"MZ\x90\x00" + b"\x00" * 60)).decode()
+    outer = ("From: alice@outside.test\r\nTo: bob@example.com\r\nSubject: forwarded\r\n"
+             "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <fw@outside.test>\r\nMIME-Version: 1.0\r\n"
+             'Content-Type: multipart/mixed; boundary="OUT"\r\n\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nsee below\r\n'
+             '--OUT\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="fw.eml"\r\n\r\n'
+             + inner + "\r\n--OUT--\r\n").encode()
+    assert send(gw, outer)[0] == 250
+    held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    assert [(h["subject"], h["class"], h["rule"]) for h in held] == [("forwarded", "policy", "strip exe")], held
+    assert sink.files() == []
+
+
+def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_path):
+    rules(gw, tmp_path, '[[rule]]\nname = "hold"\nwhen = [{ header = "subject", matches = "^hold" }]\n'
+                        'actions = [{ action = "quarantine", class = "spam" }]\n')
+    gw.start()
+    assert send(gw, mime("hold me"))[0] == 250
+    (item,) = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    out = gw.cli("quarantine", "release", item["id"]).stdout
+    queue_id = out.split()[-1]
+    sink.wait_count(1)
+    logged = {m["id"]: m for m in json.loads(gw.cli("log", "search", "--json").stdout)}
+    assert logged[queue_id]["rule"] == f"released from quarantine ({item['id']})"
+    wait_for(lambda: json.loads(gw.cli("log", "search", "--json").stdout)[0]["recipients"][0]["status"] == "delivered",
+             what="released copy logged as delivered")
+    assert logged[queue_id]["received_at"] >= item["received_at"]
+
+
+def test_bad_subject_tag_is_a_config_error(tmp_path):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[spam]\nsubject_tag = "[SPAM]\\r\\nBcc: x@y"\n')
+    from conftest import BIN
+    r = subprocess.run([str(BIN), "--config", str(cfg), "check-config"], capture_output=True, text=True)
+    assert r.returncode != 0 and "subject_tag" in r.stderr and "line break" in r.stderr, r.stderr

@@ -39,6 +39,13 @@ pub struct SpfVerdict {
     mail_from: SpfOutput,
 }
 
+impl SpfVerdict {
+    /// The MAIL FROM domain authorised the client (SPF pass).
+    pub fn mail_from_pass(&self) -> bool {
+        self.mail_from.result() == SpfResult::Pass
+    }
+}
+
 /// What the message checks found and decided.
 #[derive(Debug, Clone)]
 pub struct AuthVerdict {

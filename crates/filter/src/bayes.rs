@@ -337,6 +337,12 @@ pub fn chi_combine(probabilities: impl Iterator<Item = f64>) -> f64 {
     if n == 0 {
         return 0.5;
     }
+    if flag(7) {
+        let lqs = ln_chi2_q(-2.0 * ln_spam, 2 * n);
+        let lqh = ln_chi2_q(-2.0 * ln_ham, 2 * n);
+        let k = knob("B_K", 1.0);
+        return 1.0 / (1.0 + ((lqs - lqh) * k).exp());
+    }
     let s = 1.0 - chi2_q(-2.0 * ln_spam, 2 * n);
     let h = 1.0 - chi2_q(-2.0 * ln_ham, 2 * n);
     ((1.0 + s - h) / 2.0).clamp(0.0, 1.0)
@@ -359,6 +365,23 @@ pub fn chi2_q(x2: f64, dof: usize) -> f64 {
         sum += ln_term.exp();
     }
     sum.min(1.0)
+}
+
+pub fn ln_chi2_q(x2: f64, dof: usize) -> f64 {
+    let m = x2 / 2.0;
+    if m <= 0.0 {
+        return 0.0;
+    }
+    let ln_m = m.ln();
+    let mut ln_term = -m;
+    let mut terms = Vec::with_capacity(dof / 2);
+    terms.push(ln_term);
+    for i in 1..dof / 2 {
+        ln_term += ln_m - (i as f64).ln();
+        terms.push(ln_term);
+    }
+    let max = terms.iter().copied().fold(f64::MIN, f64::max);
+    (max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()).min(0.0)
 }
 
 fn clamp_u64(n: i64) -> u64 {

@@ -8,6 +8,7 @@ pub mod bayes;
 pub mod clamd;
 pub mod content;
 pub mod dnsbl;
+pub mod external;
 pub mod finding;
 pub mod greylist;
 pub mod lexical;

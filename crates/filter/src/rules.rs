@@ -216,6 +216,8 @@ pub enum Change {
     StripAttachments {
         names: Vec<String>,
         notice: String,
+        /// The rule that asked for it.
+        rule: String,
     },
 }
 
@@ -383,6 +385,19 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// The rules whose scope covers one recipient (inbound) or the sender (outbound):
+    /// recipients of one transaction must agree on it, or the rules could not decide for
+    /// all of them at once.
+    pub fn scope_of(&self, inbound: bool, sender: &str, recipient: &str) -> Vec<usize> {
+        let party = [if inbound { recipient } else { sender }];
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| direction_ok(&r.rule, inbound) && parties_ok(&r.rule, &party))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub fn evaluate(&self, s: &Subject<'_>) -> Verdict {
         let score = total_score(s.findings);
         let mut v = Verdict {
@@ -446,6 +461,7 @@ impl RuleSet {
                         v.changes.push(Change::StripAttachments {
                             names: hit_attachments.clone(),
                             notice: notice.clone(),
+                            rule: r.rule.name.clone(),
                         });
                         None
                     }
@@ -492,10 +508,16 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
 }
 
+fn direction_ok(rule: &Rule, inbound: bool) -> bool {
+    !matches!(
+        (rule.direction, inbound),
+        (Scope::Inbound, false) | (Scope::Outbound, true)
+    )
+}
+
 fn in_scope(rule: &Rule, s: &Subject<'_>) -> bool {
-    match (rule.direction, s.inbound) {
-        (Scope::Inbound, false) | (Scope::Outbound, true) => return false,
-        _ => {}
+    if !direction_ok(rule, s.inbound) {
+        return false;
     }
     // Inbound mail is for our recipients; outbound mail is from our sender.
     let parties: Vec<&str> = if s.inbound {
@@ -503,6 +525,10 @@ fn in_scope(rule: &Rule, s: &Subject<'_>) -> bool {
     } else {
         vec![s.sender]
     };
+    parties_ok(rule, &parties)
+}
+
+fn parties_ok(rule: &Rule, parties: &[&str]) -> bool {
     let domain_ok = rule.domains.is_empty()
         || parties.iter().any(|p| {
             rule.domains
@@ -816,7 +842,8 @@ mod tests {
             v.changes[0],
             Change::StripAttachments {
                 names: vec!["a.exe".into()],
-                notice: strip_notice()
+                notice: strip_notice(),
+                rule: "exe".into()
             }
         );
         // Another domain is out of the rule's scope.

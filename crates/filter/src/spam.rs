@@ -51,6 +51,10 @@ pub mod scores {
     pub const HTML_IMAGE_LITTLE_TEXT: f64 = 1.0;
     pub const URL_IP: f64 = 1.5;
     pub const DECEPTIVE_LINK: f64 = 1.0;
+    pub const UNDISCLOSED_RECIPIENTS: f64 = 1.0;
+    pub const PRIORITY_HIGH: f64 = 0.5;
+    pub const DATE_SKEW: f64 = 1.0;
+    pub const BODY_CAPS: f64 = 1.0;
 }
 
 /// HTML mail with images and less visible text than this is mostly pictures.
@@ -139,6 +143,28 @@ pub fn heuristics(msg: &mail_parser::Message<'_>, text: &MessageText) -> Vec<Fin
             detail,
         ));
     }
+    if let Some(to) = text.header("to")
+        && (to.trim().is_empty() || to.to_ascii_lowercase().contains("undisclosed"))
+    {
+        out.push(Finding::new(
+            "spam.undisclosed_recipients",
+            scores::UNDISCLOSED_RECIPIENTS,
+            "To names no recipient",
+        ));
+    }
+    if let Some(detail) = high_priority(text) {
+        out.push(Finding::new(
+            "spam.priority_high",
+            scores::PRIORITY_HIGH,
+            detail,
+        ));
+    }
+    if let Some(detail) = date_skew(msg) {
+        out.push(Finding::new("spam.date_skew", scores::DATE_SKEW, detail));
+    }
+    if let Some(detail) = body_caps(&text.body) {
+        out.push(Finding::new("spam.body_caps", scores::BODY_CAPS, detail));
+    }
     if subject_all_caps(&text.subject) {
         out.push(Finding::new(
             "spam.subject_caps",
@@ -209,6 +235,58 @@ fn from_name_address(msg: &mail_parser::Message<'_>) -> Option<String> {
         })?;
     (text::base_domain(&shown) != text::base_domain(&real_domain))
         .then(|| format!("From name shows {shown}, sender is {real_domain}"))
+}
+
+/// A message marked urgent (`X-Priority: 1`, `X-MSMail-Priority: High`, `Importance: high`).
+fn high_priority(text: &MessageText) -> Option<String> {
+    for (name, value) in &text.headers {
+        let value = value.trim();
+        let urgent = match name.as_str() {
+            "x-priority" => value.starts_with('1'),
+            "x-msmail-priority" | "importance" | "priority" => {
+                value.eq_ignore_ascii_case("high") || value.eq_ignore_ascii_case("urgent")
+            }
+            _ => false,
+        };
+        if urgent {
+            return Some(format!("{name}: {}", shorten(value, 40)));
+        }
+    }
+    None
+}
+
+/// How far ahead of its receipt a message may be dated (clocks are wrong by hours, not days).
+const MAX_DATE_AHEAD: i64 = 24 * 3600;
+/// How far behind its receipt a message may be dated (queues retry for days).
+const MAX_DATE_BEHIND: i64 = 7 * 24 * 3600;
+
+/// A Date header far from when the message arrived: the latest `Received` time (the
+/// gateway's own, or the last hop's when a corpus is read).
+fn date_skew(msg: &mail_parser::Message<'_>) -> Option<String> {
+    let date = msg.date()?.to_timestamp();
+    let received = msg.received()?.date()?.to_timestamp();
+    let ahead = date - received;
+    if ahead > MAX_DATE_AHEAD {
+        Some(format!("dated {} days after receipt", ahead / 86400))
+    } else if -ahead > MAX_DATE_BEHIND {
+        Some(format!("dated {} days before receipt", -ahead / 86400))
+    } else {
+        None
+    }
+}
+
+/// A body of some length written mostly in capitals.
+fn body_caps(body: &str) -> Option<String> {
+    let mut letters = 0usize;
+    let mut upper = 0usize;
+    for c in body.chars().take(20_000) {
+        if c.is_alphabetic() {
+            letters += 1;
+            upper += usize::from(c.is_uppercase());
+        }
+    }
+    (letters >= 200 && upper * 100 >= letters * 40)
+        .then(|| format!("{}% of the letters are capitals", upper * 100 / letters))
 }
 
 /// A subject of at least three words and ten letters, nearly all capitals.

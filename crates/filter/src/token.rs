@@ -86,6 +86,10 @@ impl LinkSigner {
             return Err(TokenError::Malformed);
         };
         let action = LinkAction::parse(action).ok_or(TokenError::Malformed)?;
+        // Digits only: the MAC is checked over the value as printed again.
+        if expires.is_empty() || expires.len() > 18 || !expires.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TokenError::Malformed);
+        }
         let expires: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
         if item.is_empty() || !item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
             return Err(TokenError::Malformed);
@@ -134,7 +138,7 @@ mod tests {
             LinkSigner::new(&[8u8; 32]).verify(&t, 0),
             Err(TokenError::BadSignature)
         );
-        for junk in ["", "a.b", "x.release.1.!!", "x.fly.1.AAAA", "x/y.release.5.AAAA"] {
+        for junk in ["", "a.b", "x.release.1.!!", "x.fly.1.AAAA", "x/y.release.5.AAAA", "x.release.+5.AAAA"] {
             assert_eq!(s.verify(junk, 0), Err(TokenError::Malformed), "{junk}");
         }
         let a = s.sign("ID.3", LinkAction::AllowSender, 50);

@@ -20,7 +20,7 @@ pub enum DomainCmd {
         /// `host:port` of the domain's own server; repeat for more, in priority order.
         #[arg(long = "route", required = true)]
         routes: Vec<String>,
-        /// TLS to the routes: none, may, encrypt, verify.
+        /// TLS to the routes: none, may, encrypt, verify, dane.
         #[arg(long, default_value = "may")]
         tls: String,
         /// AUTH user for the routes (the password is read from PORTCULLIS_ROUTE_PASSWORD).

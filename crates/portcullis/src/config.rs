@@ -144,7 +144,7 @@ pub struct Dns {
 pub struct Delivery {
     /// `host:port` for all mail not routed to a configured domain; unset uses MX.
     pub smarthost: Option<String>,
-    /// none | may | encrypt | verify
+    /// none | may | encrypt | verify | dane
     pub smarthost_tls: String,
     pub smarthost_user: Option<String>,
     pub smarthost_password: Option<String>,
@@ -161,6 +161,17 @@ pub struct Delivery {
     pub connect_timeout_secs: u64,
     pub command_timeout_secs: u64,
     pub data_timeout_secs: u64,
+    /// MTA-STS (RFC 8461) for delivery by MX.
+    pub mta_sts: bool,
+    /// DANE (RFC 7672) for delivery by MX and routes with TLS mode `dane`.
+    pub dane: bool,
+    /// Test/lab: HTTPS port of MTA-STS policy hosts (443).
+    pub mta_sts_port: u16,
+    /// Test/lab: PEM file of CA certificates trusted in addition to the WebPKI roots
+    /// (verify routes, MTA-STS policy hosts and MX hosts).
+    pub extra_ca_file: Option<PathBuf>,
+    /// Test/lab: DNSKEY records trusted instead of the root's for DNSSEC (DANE).
+    pub dnssec_trust_anchor: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +263,11 @@ impl Default for Delivery {
             connect_timeout_secs: 30,
             command_timeout_secs: 300,
             data_timeout_secs: 600,
+            mta_sts: true,
+            dane: true,
+            mta_sts_port: 443,
+            extra_ca_file: None,
+            dnssec_trust_anchor: None,
         }
     }
 }
@@ -356,11 +372,11 @@ impl Config {
         }
         if !matches!(
             self.delivery.smarthost_tls.as_str(),
-            "none" | "may" | "encrypt" | "verify"
+            "none" | "may" | "encrypt" | "verify" | "dane"
         ) {
             return Err(err(
                 "smarthost_tls",
-                "expected one of none, may, encrypt, verify".into(),
+                "expected one of none, may, encrypt, verify, dane".into(),
             ));
         }
         if let Some(host) = &self.delivery.smarthost
@@ -377,6 +393,11 @@ impl Config {
         for endpoint in &self.antivirus.clamd {
             if let Err(e) = portcullis_filter::clamd::Endpoint::parse(endpoint) {
                 return Err(err("clamd", e));
+            }
+        }
+        for rule in portcullis_filter::rules::default_rules(&self.spam) {
+            if let Err(e) = portcullis_filter::rules::validate(&rule) {
+                return Err(err("subject_tag", e));
             }
         }
         if self.spam.tag_at > self.spam.quarantine_at {

@@ -486,7 +486,7 @@ fn cross_validate(ham: &[PathBuf], spam: &[PathBuf], opts: &CvOptions) -> Result
     let mut total = Tally::default();
     let mut per_fold = Vec::new();
     let mut hits: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
-    let mut table = String::from("path\tclass\tscore\tprobability\n");
+    let mut table = String::from("path\tclass\tscore\tprobability\tfindings\n");
     for fold in 0..folds {
         let mut model = BayesModel::new();
         for (i, (_, tokens)) in read.iter().enumerate() {
@@ -508,10 +508,12 @@ fn cross_validate(ham: &[PathBuf], spam: &[PathBuf], opts: &CvOptions) -> Result
                     .model()
                     .and_then(|m| m.probability(tokens).ok())
                     .unwrap_or(0.5);
+                let names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
                 table.push_str(&format!(
-                    "{}\t{}\t{score}\t{probability}\n",
+                    "{}\t{}\t{score}\t{probability}\t{}\n",
                     samples[i].path.display(),
                     if samples[i].spam { "spam" } else { "ham" },
+                    names.join(","),
                 ));
             }
             let called_spam = score >= threshold;

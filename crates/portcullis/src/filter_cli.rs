@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use portcullis_filter::rules::{Rule, RuleSet};
 use portcullis_filter::token::LinkAction;
-use portcullis_queue::spool::{Envelope, Spool, new_id, now};
+use portcullis_queue::spool::{Envelope, Spool, now};
 use portcullis_filter::lexical;
 use portcullis_store::{ContentRow, ListEntry, QuarantineQuery, Route, Store};
 use serde::{Deserialize, Serialize};
@@ -365,7 +365,7 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
             return release(config, &store, &id, allow_sender).await;
         }
         QuarantineCmd::Delete { id } => {
-            if !store.quarantine_set_state(&id, "deleted", now()).await? {
+            if !store.quarantine_transition(&id, "held", "deleted", now()).await? {
                 eprintln!("no held message {id} (already released or deleted?)");
                 return Ok(ExitCode::from(1));
             }
@@ -389,6 +389,19 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
                     return Ok(ExitCode::from(1));
                 }
             };
+            // Links are only ever made for inbound spam (digest_due); anything else is
+            // the administrator's to release, whatever a token says.
+            match store.quarantine_get(&id).await? {
+                Some((item, ..)) if item.direction == "inbound" && item.class == "spam" => {}
+                Some(_) => {
+                    eprintln!("{id} can only be released by an administrator");
+                    return Ok(ExitCode::from(1));
+                }
+                None => {
+                    eprintln!("no quarantined message {id}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
             return match action {
                 LinkAction::Release => release(config, &store, &id, false).await,
                 LinkAction::AllowSender => release(config, &store, &id, true).await,
@@ -401,48 +414,27 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Release one recipient's copy: marked released first (so two releases cannot both
-/// succeed), then written to the spool for that recipient; a failed write puts it back.
+/// Release one recipient's copy (see [`release_item`]) and say what happened.
 pub async fn release(
     config: &Config,
     store: &Store,
     id: &str,
     allow_sender: bool,
 ) -> Result<ExitCode> {
-    let Some((item, _, envelope_json, body)) = store.quarantine_get(id).await? else {
+    let Some((item, _, _, _)) = store.quarantine_get(id).await? else {
         eprintln!("no quarantined message {id}");
         return Ok(ExitCode::from(1));
     };
-    if !store.quarantine_set_state(id, "released", now()).await? {
+    if !store.quarantine_transition(id, "held", "releasing", now()).await? {
         eprintln!("{id} is not held (already {})", item.state);
         return Ok(ExitCode::from(1));
     }
-    let queued = async {
-        let mut envelope: Envelope =
-            serde_json::from_str(&envelope_json).context("stored envelope is corrupt")?;
-        let original = envelope
-            .recipients
-            .iter()
-            .find(|r| r.address.eq_ignore_ascii_case(&item.recipient))
-            .cloned();
-        let Some(rcpt) = original else {
-            bail!("stored envelope lacks recipient {}", item.recipient);
-        };
-        // An id the gateway cannot also make: its ids are hex only.
-        envelope.id = format!("{}R", new_id());
-        envelope.recipients = vec![rcpt];
-        envelope.prepend = String::new();
-        let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-        spool
-            .store_message(&envelope, &body)
-            .context("writing the released message to the spool")?;
-        Ok::<_, anyhow::Error>(envelope.id)
-    }
-    .await;
-    let queue_id = match queued {
+    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
+    let queue_id = match release_item(store, &spool, id).await {
         Ok(q) => q,
         Err(e) => {
-            store.quarantine_unrelease(id, now()).await?;
+            // Give the claim back so the release can be tried again.
+            store.quarantine_transition(id, "releasing", "held", now()).await?;
             return Err(e);
         }
     };
@@ -461,6 +453,53 @@ pub async fn release(
     }
     println!("{id} released as {queue_id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The queue id of a released item: made from the item's id, so finishing a release
+/// twice (after a crash) writes the same queue file, and never one the gateway makes
+/// (its ids are hex only).
+fn release_queue_id(item: &str) -> String {
+    item.replace('.', "R")
+}
+
+/// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
+/// mark it released. The order makes a crash harmless: an item still `releasing` is
+/// finished again at the gateway's start, writing the same queue file.
+pub async fn release_item(store: &Store, spool: &std::sync::Arc<Spool>, id: &str) -> Result<String> {
+    let Some((item, findings, envelope_json, body)) = store.quarantine_get(id).await? else {
+        bail!("no quarantined message {id}");
+    };
+    let mut envelope: Envelope =
+        serde_json::from_str(&envelope_json).context("stored envelope is corrupt")?;
+    let Some(rcpt) = envelope
+        .recipients
+        .iter()
+        .find(|r| r.address.eq_ignore_ascii_case(&item.recipient))
+        .cloned()
+    else {
+        bail!("stored envelope lacks recipient {}", item.recipient);
+    };
+    envelope.id = release_queue_id(id);
+    // Its time in the queue starts now, not when it was first received.
+    envelope.received_at = now();
+    envelope.recipients = vec![rcpt];
+    envelope.prepend = String::new();
+    let (spool2, env2, body2) = (spool.clone(), envelope.clone(), body);
+    tokio::task::spawn_blocking(move || spool2.store_message(&env2, &body2))
+        .await
+        .context("spool writer")?
+        .context("writing the released message to the spool")?;
+    let mut record = crate::handler::log_record(&envelope, 0, item.subject.clone(), None);
+    record.verdict = Some("deliver".into());
+    record.rule = Some(format!("released from quarantine ({id})"));
+    record.score = Some(item.score);
+    record.findings = Some(findings);
+    if let Err(e) = store.log_message(&record).await {
+        tracing::warn!(id, error = %e, "released message not logged");
+    }
+    store.quarantine_transition(id, "releasing", "released", now()).await?;
+    tracing::info!(item = id, queue_id = %envelope.id, "released from quarantine");
+    Ok(envelope.id)
 }
 
 /// The policy as one document.

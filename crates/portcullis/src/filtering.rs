@@ -52,7 +52,10 @@ impl FilterPolicy {
         all.extend(default_rules(t));
         let rules = RuleSet::new(all).unwrap_or_else(|e| {
             tracing::error!(error = %e, "rules do not compile; running the defaults only");
-            RuleSet::new(default_rules(t)).expect("default rules compile")
+            // Config::validate checks the defaults, so this is only reached by a bug.
+            RuleSet::new(default_rules(t))
+                .or_else(|_| RuleSet::new(Vec::new()))
+                .unwrap_or_else(|_| unreachable!("an empty rule set always compiles"))
         });
         // Entries the CLI checked; one that no longer compiles is left out, logged.
         let entries: Vec<ContentEntry> = content
@@ -154,15 +157,16 @@ impl Lists {
             .map(|(e, _)| e)
     }
 
-    /// A recipient, checked against the lists: a block gives the refusal, an allow says
-    /// the transaction skips the spam checks (`Ok(true)`).
+    /// A recipient, checked against the lists: a block gives the refusal, an allow entry
+    /// that matched is returned by its field (`ip`, `sender`, `recipient`); the caller
+    /// decides whether a sender entry may count (an envelope sender can be forged).
     pub fn check(
         &self,
         ip: IpAddr,
         sender: &str,
         recipient: &str,
         inbound: bool,
-    ) -> Result<bool, Reply> {
+    ) -> Result<Option<&str>, Reply> {
         let party = if inbound { recipient } else { sender };
         if let Some(e) = self.hit("block", ip, sender, recipient, party) {
             tracing::info!(field = %e.field, value = %e.value, scope = %e.scope, "block list hit");
@@ -189,16 +193,33 @@ impl Lists {
                 ));
             }
         }
-        Ok(self.hit("allow", ip, sender, recipient, party).is_some())
+        Ok(self
+            .hit("allow", ip, sender, recipient, party)
+            .map(|e| e.field.as_str()))
     }
 }
 
-/// Apply a verdict's changes to a message: headers to add come back as text for the
-/// envelope's prepend; the body is rewritten only for a subject tag or a removed
-/// attachment (None: the stored body stands).
-pub fn apply_changes(raw: &[u8], changes: &[Change]) -> (String, Option<Vec<u8>>) {
+/// What a verdict's changes made of a message.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Header fields to add, for the envelope's prepend.
+    pub headers: String,
+    /// The rewritten message, when a subject tag or a removed attachment needed one
+    /// (None: the stored body stands).
+    pub body: Option<Vec<u8>>,
+    /// Attachments a rule said to remove that could not be removed (inside an attached
+    /// message, or the message's only part): the caller must not deliver them.
+    pub not_stripped: Vec<String>,
+    /// The rule that asked for them to be removed.
+    pub strip_rule: Option<String>,
+}
+
+/// Apply a verdict's changes to a message.
+pub fn apply_changes(raw: &[u8], changes: &[Change]) -> Changed {
     let mut headers = String::new();
     let mut body: Option<Vec<u8>> = None;
+    let mut not_stripped = Vec::new();
+    let mut strip_rule = None;
     for c in changes {
         match c {
             Change::AddHeader(name, value) => {
@@ -211,15 +232,29 @@ pub fn apply_changes(raw: &[u8], changes: &[Change]) -> (String, Option<Vec<u8>>
                     None => headers.push_str(&format!("Subject: {tag}\r\n")),
                 }
             }
-            Change::StripAttachments { names, notice } => {
+            Change::StripAttachments {
+                names,
+                notice,
+                rule,
+            } => {
                 let current = body.as_deref().unwrap_or(raw);
-                if let Some(new) = strip_attachments(current, names, notice) {
+                let stripped = strip_attachments(current, names, notice);
+                if !stripped.missed.is_empty() {
+                    strip_rule.get_or_insert_with(|| rule.clone());
+                }
+                not_stripped.extend(stripped.missed);
+                if let Some(new) = stripped.message {
                     body = Some(new);
                 }
             }
         }
     }
-    (headers, body)
+    Changed {
+        headers,
+        body,
+        not_stripped,
+        strip_rule,
+    }
 }
 
 /// Header fields an outsider must not be able to set: `Authentication-Results` claiming
@@ -240,12 +275,7 @@ pub fn remove_forged_fields(raw: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
         }
         let field = &raw[pos..field_end];
         let forged = field_named(field, "authentication-results")
-            .is_some_and(|v| {
-                let v = String::from_utf8_lossy(v);
-                let id = v.split(';').next().unwrap_or("").trim();
-                // The authserv-id may carry a version after white space.
-                id.split_whitespace().next().is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
-            })
+            .is_some_and(|v| authserv_id_of(v).eq_ignore_ascii_case(authserv_id))
             || ["x-spam-status", "x-spam-score", "x-spam-flag"]
                 .iter()
                 .any(|n| field_named(field, n).is_some());
@@ -262,6 +292,59 @@ pub fn remove_forged_fields(raw: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
     out
 }
 
+/// The authserv-id an `Authentication-Results` value starts with (RFC 8601 §2.2): after
+/// folding white space and comments, a token or a quoted string.
+fn authserv_id_of(value: &[u8]) -> String {
+    let mut i = 0;
+    let skip_cfws = |mut i: usize| {
+        loop {
+            while i < value.len() && value[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < value.len() && value[i] == b'(' {
+                let mut depth = 0;
+                while i < value.len() {
+                    match value[i] {
+                        b'\\' => i += 1,
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            return i;
+        }
+    };
+    i = skip_cfws(i);
+    let mut id = Vec::new();
+    if value.get(i) == Some(&b'"') {
+        i += 1;
+        while i < value.len() && value[i] != b'"' {
+            if value[i] == b'\\' {
+                i += 1;
+            }
+            if let Some(&b) = value.get(i) {
+                id.push(b);
+            }
+            i += 1;
+        }
+    } else {
+        while i < value.len() && !matches!(value[i], b';' | b'(' | b'"') && !value[i].is_ascii_whitespace() {
+            id.push(value[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&id).into_owned()
+}
+
 /// The value of a header field if its name is `name` (case-insensitive).
 fn field_named<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let colon = memchr::memchr(b':', field)?;
@@ -270,6 +353,9 @@ fn field_named<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
 }
 
 fn header_end(raw: &[u8]) -> usize {
+    if raw.starts_with(b"\r\n") {
+        return 0;
+    }
     memchr::memmem::find(raw, b"\r\n\r\n")
         .map(|p| p + 2)
         .unwrap_or(raw.len())
@@ -282,8 +368,13 @@ pub fn tag_subject(raw: &[u8], tag: &str) -> Option<Vec<u8>> {
     while pos < end {
         let line_end = memchr::memmem::find(&raw[pos..end], b"\r\n").map_or(end, |p| pos + p + 2);
         let line = &raw[pos..line_end];
-        if line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"subject:") {
-            let mut at = pos + 8;
+        // `Subject:` or the obsolete `Subject :` (RFC 5322 §4.5).
+        let colon = memchr::memchr(b':', line).filter(|&c| {
+            line[..c].trim_ascii_end().eq_ignore_ascii_case(b"subject")
+        });
+        if let Some(colon) = colon {
+            let value = pos + colon + 1;
+            let mut at = value;
             while at < line_end && raw[at] == b' ' {
                 at += 1;
             }
@@ -292,7 +383,7 @@ pub fn tag_subject(raw: &[u8], tag: &str) -> Option<Vec<u8>> {
                 return Some(raw.to_vec());
             }
             let mut out = Vec::with_capacity(raw.len() + tag.len() + 1);
-            out.extend_from_slice(&raw[..pos + 8]);
+            out.extend_from_slice(&raw[..value]);
             out.push(b' ');
             out.extend_from_slice(tag.as_bytes());
             out.push(b' ');
@@ -304,23 +395,53 @@ pub fn tag_subject(raw: &[u8], tag: &str) -> Option<Vec<u8>> {
     None
 }
 
+/// The outcome of [`strip_attachments`].
+#[derive(Debug, Default)]
+pub struct Stripped {
+    /// The message without them; None when nothing was removed.
+    pub message: Option<Vec<u8>>,
+    /// Named attachments that are not top-level parts that can be cut out (inside an
+    /// attached message, or the whole message), left in place.
+    pub missed: Vec<String>,
+}
+
 /// Replace the named top-level attachments (all when `names` is empty) by a short text
-/// part carrying the notice. None when nothing was removed.
-pub fn strip_attachments(raw: &[u8], names: &[String], notice: &str) -> Option<Vec<u8>> {
-    let msg = mail_parser::MessageParser::default().parse(raw)?;
-    let mut cuts: Vec<(usize, usize, String)> = msg
-        .attachments()
-        .filter_map(|part| {
-            let name = part.attachment_name().unwrap_or("").to_string();
-            let wanted = names.is_empty() || names.iter().any(|n| *n == name);
-            let (start, end) = (part.offset_header as usize, part.offset_end as usize);
-            // A message without MIME structure has its body as the only "part": never
-            // cut the header section away.
-            (wanted && start > 0 && start < end && end <= raw.len()).then_some((start, end, name))
-        })
-        .collect();
+/// part carrying the notice.
+pub fn strip_attachments(raw: &[u8], names: &[String], notice: &str) -> Stripped {
+    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
+        return Stripped {
+            message: None,
+            missed: names.to_vec(),
+        };
+    };
+    let mut missed = Vec::new();
+    let mut cuts: Vec<(usize, usize, String)> = Vec::new();
+    for part in msg.attachments() {
+        let name = part.attachment_name().unwrap_or("").to_string();
+        if !(names.is_empty() || names.contains(&name)) {
+            continue;
+        }
+        let (start, end) = (part.offset_header as usize, part.offset_end as usize);
+        // A message without MIME structure has its body as the only "part": its header
+        // section cannot be cut away.
+        if start > 0 && start < end && end <= raw.len() {
+            cuts.push((start, end, name));
+        } else {
+            missed.push(name);
+        }
+    }
+    // Names the rule matched that are not top-level attachments (inside an attached
+    // message): they would go through untouched.
+    for n in names {
+        if !cuts.iter().any(|c| &c.2 == n) && !missed.contains(n) {
+            missed.push(n.clone());
+        }
+    }
     if cuts.is_empty() {
-        return None;
+        return Stripped {
+            message: None,
+            missed,
+        };
     }
     cuts.sort_by_key(|c| c.0);
     let mut out = Vec::with_capacity(raw.len());
@@ -344,7 +465,10 @@ pub fn strip_attachments(raw: &[u8], names: &[String], notice: &str) -> Option<V
         pos = end;
     }
     out.extend_from_slice(&raw[pos..]);
-    Some(out)
+    Stripped {
+        message: Some(out),
+        missed,
+    }
 }
 
 #[cfg(test)]
@@ -381,10 +505,13 @@ mod tests {
         let r = lists.check(ip, "a@b.test", "nobody@example.test", true).unwrap_err();
         assert_eq!((r.code, r.status.as_deref().unwrap_or("")), (550, "5.1.1"));
         // A domain without a valid list accepts anyone.
-        assert_eq!(lists.check(ip, "a@b.test", "x@other.test", true), Ok(false));
+        assert_eq!(lists.check(ip, "a@b.test", "x@other.test", true), Ok(None));
         // Allowed for the boss only.
-        assert_eq!(lists.check(ip, "Friend@partner.test", "boss@example.test", true), Ok(true));
-        assert_eq!(lists.check(ip, "friend@partner.test", "info@example.test", true), Ok(false));
+        assert_eq!(
+            lists.check(ip, "Friend@partner.test", "boss@example.test", true),
+            Ok(Some("sender"))
+        );
+        assert_eq!(lists.check(ip, "friend@partner.test", "info@example.test", true), Ok(None));
     }
 
     #[test]
@@ -396,6 +523,15 @@ mod tests {
             b"Received: x\r\nAuthentication-Results: other.test; dkim=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: gw.test; body\r\n".to_vec()
         );
         assert!(remove_forged_fields(b"Subject: x\r\n\r\nbody", "gw.test").is_none());
+        // Comments and quotes before or around the authserv-id do not hide it.
+        for evasive in [
+            &b"Authentication-Results: (x) gw.test; dmarc=pass\r\n\r\nb"[..],
+            b"Authentication-Results: \"gw.test\"; dmarc=pass\r\n\r\nb",
+            b"Authentication-Results:\r\n (a (nested) one)\r\n gw.test(x); dmarc=pass\r\n\r\nb",
+        ] {
+            assert_eq!(remove_forged_fields(evasive, "gw.test").unwrap(), b"\r\nb".to_vec(), "{evasive:?}");
+        }
+        assert!(remove_forged_fields(b"Authentication-Results: gw.test.evil; x\r\n\r\nb", "gw.test").is_none());
         let v1 = b"Authentication-Results: gw.test 1; spf=pass\r\n\r\n";
         assert_eq!(remove_forged_fields(v1, "gw.test").unwrap(), b"\r\n".to_vec());
     }
@@ -410,9 +546,14 @@ mod tests {
         );
         assert_eq!(tag_subject(&out, "[SPAM]").unwrap(), out);
         assert!(tag_subject(b"From: a@b\r\n\r\nSubject: body\r\n", "[SPAM]").is_none());
-        let (h, b) = apply_changes(b"From: a@b\r\n\r\nx\r\n", &[Change::TagSubject("[SPAM]".into())]);
-        assert_eq!(h, "Subject: [SPAM]\r\n");
-        assert!(b.is_none());
+        let c = apply_changes(b"From: a@b\r\n\r\nx\r\n", &[Change::TagSubject("[SPAM]".into())]);
+        assert_eq!(c.headers, "Subject: [SPAM]\r\n");
+        assert!(c.body.is_none());
+        // The obsolete form with space before the colon is the same field.
+        let obs = tag_subject(b"Subject : old\r\n\r\nx", "[T]").unwrap();
+        assert_eq!(obs, b"Subject : [T] old\r\n\r\nx".to_vec());
+        // No header section: nothing in the body is taken for a Subject.
+        assert!(tag_subject(b"\r\nSubject: body\r\n", "[T]").is_none());
     }
 
     #[test]
@@ -429,7 +570,9 @@ mod tests {
             "--BB--\r\n"
         )
         .as_bytes();
-        let out = strip_attachments(raw, &["evil.exe".into()], "Removed by policy.").unwrap();
+        let stripped = strip_attachments(raw, &["evil.exe".into()], "Removed by policy.");
+        assert!(stripped.missed.is_empty());
+        let out = stripped.message.unwrap();
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(!text.contains("TVqQ"), "{text}");
         assert!(text.contains("Removed: evil.exe"));
@@ -439,7 +582,11 @@ mod tests {
         let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
         assert_eq!(parsed.attachments().count(), 1);
         assert!(parsed.body_text(0).unwrap().contains("Hello there"));
-        assert!(strip_attachments(raw, &["nothere.doc".into()], "x").is_none());
-        assert!(strip_attachments(b"Subject: x\r\n\r\nplain\r\n", &[], "x").is_none());
+        let s = strip_attachments(raw, &["nested.exe".into()], "x");
+        assert!(s.message.is_none() && s.missed == vec!["nested.exe".to_string()]);
+        assert!(strip_attachments(b"Subject: x\r\n\r\nplain\r\n", &[], "x").message.is_none());
+        // A message that is one attachment cannot lose it: reported, not ignored.
+        let single = b"Subject: x\r\nContent-Type: application/octet-stream; name=\"a.exe\"\r\nContent-Disposition: attachment; filename=\"a.exe\"\r\n\r\nMZ\r\n";
+        assert_eq!(strip_attachments(single, &["a.exe".into()], "x").missed, vec!["a.exe".to_string()]);
     }
 }

@@ -29,7 +29,8 @@ pub struct Shared {
     pub store: Store,
     pub queue: Queue,
     pub log: LogWriter,
-    pub content: ContentScanner,
+    /// The content pipeline; replaced whole when the classifier's model changes.
+    pub content: std::sync::RwLock<Arc<ContentScanner>>,
     pub quarantine_expiry_secs: i64,
     pub resolver: TokioResolver,
     pub antivirus: Option<clamd::Scanner>,
@@ -58,6 +59,9 @@ pub struct GatewayHandler {
     /// What the connection checks (DNSBL, FCrDNS) found; None until they ran, once per
     /// connection, at the first MAIL of an outside client.
     conn_findings: Option<Vec<Finding>>,
+    /// What every recipient of this transaction must share: allowed or not, and the
+    /// rules in scope.
+    policy_key: Option<(bool, Vec<usize>)>,
 }
 
 const HEAD_KEEP: usize = 64 * 1024;
@@ -76,6 +80,7 @@ impl GatewayHandler {
             head: Vec::new(),
             allowed: false,
             conn_findings: None,
+            policy_key: None,
         }
     }
 
@@ -133,6 +138,37 @@ impl GatewayHandler {
         }
     }
 
+    /// The `copy` recipients (archive mailboxes) of a message that is held or dropped
+    /// still get it: queued durably before the reply, under an id of its own.
+    fn archive_copies(&self, envelope: &Envelope, copies: &[String], body: &[u8]) -> Result<(), Reply> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let copy = Envelope {
+            id: format!("{}C", envelope.id),
+            recipients: copies
+                .iter()
+                .map(|a| EnvelopeRecipient {
+                    address: a.clone(),
+                    orcpt: None,
+                    notify: Some(vec!["NEVER".into()]),
+                })
+                .collect(),
+            ..envelope.clone()
+        };
+        let spool = self.shared.queue.spool().clone();
+        match tokio::task::block_in_place(|| spool.store_message(&copy, body)) {
+            Ok(()) => {
+                self.shared.queue.enqueue(&copy.id);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(id = %envelope.id, error = %e, "archive copy could not be queued");
+                Err(Reply::new(451, "4.3.0", "Error: queue file write error, try again later"))
+            }
+        }
+    }
+
     /// DNSBL and FCrDNS for the client, once per connection.
     async fn connection_checks(&mut self) -> &[Finding] {
         if self.conn_findings.is_none() {
@@ -170,13 +206,16 @@ impl GatewayHandler {
     /// the mail through: greylisting is a delay, never worth losing mail over.
     async fn greylisted(&self, recipients: &[String], sender: &str, score: f64) -> Option<Reply> {
         let now = now();
+        // Every triplet is recorded before deferring once, so a message to several
+        // recipients waits one round, not one per recipient.
+        let mut deferred = None;
         for r in recipients {
             let triplet = Triplet::new(self.ip, sender, r);
             match self.shared.greylist.check(&self.shared.store, &triplet, score, now).await {
                 Ok(decision) => {
                     if let Some(reply) = decision.reply() {
                         tracing::info!(client = %self.conn.peer, from = %sender, to = %r, score, "greylisted");
-                        return Some(reply);
+                        deferred.get_or_insert(reply);
                     }
                 }
                 Err(e) => {
@@ -185,7 +224,7 @@ impl GatewayHandler {
                 }
             }
         }
-        None
+        deferred
     }
 
     /// Every message check, then the rules: the headers to add (authentication results),
@@ -195,6 +234,7 @@ impl GatewayHandler {
         &mut self,
         id: &str,
         raw: &[u8],
+        content_input: &[u8],
         session: &Session,
         sender: &str,
         size: usize,
@@ -238,7 +278,13 @@ impl GatewayHandler {
         }
         let snapshot = self.shared.policy.current();
         let (report, listed) = tokio::task::block_in_place(|| {
-            let report = self.shared.content.scan(raw);
+            let scanner = self
+                .shared
+                .content
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let report = scanner.scan(content_input);
             let listed = snapshot.filter.content.check(&report.text);
             (report, listed)
         });
@@ -352,24 +398,53 @@ impl Handler for GatewayHandler {
         self.mail = Some(mail.clone());
         self.recipients.clear();
         self.allowed = false;
+        self.policy_key = None;
         Reply::new(250, "2.1.0", "Sender ok")
     }
 
     async fn rcpt(&mut self, session: &Session, rcpt: &RcptTo) -> Reply {
         let internal = self.internal(session);
-        let sender = self.mail.as_ref().map(|m| m.address.as_str()).unwrap_or("");
+        let sender = self
+            .mail
+            .as_ref()
+            .map(|m| m.address.clone())
+            .unwrap_or_default();
+        let snapshot = self.shared.policy.current();
         let checked = self
             .shared
             .policy
             .check_recipient(&rcpt.address, internal)
             .and_then(|()| {
-                self.shared.policy.current().filter.lists.check(
-                    self.ip,
-                    sender,
-                    &rcpt.address,
-                    !internal,
-                )
+                let allowed = snapshot.filter.lists.check(self.ip, &sender, &rcpt.address, !internal)?;
+                // An envelope sender can be forged: a sender entry counts only when SPF
+                // vouches for it (or when authentication is off, the administrator's call).
+                Ok(match allowed {
+                    Some("sender") => {
+                        internal
+                            || !self.shared.auth.enabled()
+                            || self.spf.as_ref().is_some_and(|s| s.mail_from_pass())
+                    }
+                    Some(_) => true,
+                    None => false,
+                })
             });
+        // One verdict serves every recipient of a transaction, so they must share the
+        // same rules and lists; a recipient whose policy differs is asked for again in
+        // a transaction of its own (452: the client sends it after this one).
+        let checked = checked.and_then(|allowed| {
+            let key = (allowed, snapshot.filter.rules.scope_of(!internal, &sender, &rcpt.address));
+            match &self.policy_key {
+                Some(first) if !self.recipients.is_empty() && *first != key => Err(Reply::new(
+                    452,
+                    "4.5.3",
+                    "Recipient has a different policy, send it in a separate transaction",
+                )),
+                _ => {
+                    self.policy_key = Some(key);
+                    Ok(allowed)
+                }
+            }
+        });
         let checked = match checked {
             Ok(allowed)
                 if !internal
@@ -377,7 +452,6 @@ impl Handler for GatewayHandler {
                     && self.shared.greylist.settings().mode == GreylistMode::Always =>
             {
                 let score = finding::total_score(self.conn_findings.as_deref().unwrap_or_default());
-                let sender = sender.to_string();
                 match self.greylisted(&[rcpt.address.clone()], &sender, score).await {
                     Some(reply) => Err(reply),
                     None => Ok(false),
@@ -387,14 +461,14 @@ impl Handler for GatewayHandler {
         };
         match checked {
             Ok(allowed) => {
-                self.allowed |= allowed;
+                self.allowed = allowed;
                 self.recipients.push(rcpt.clone());
                 Reply::new(250, "2.1.5", "Recipient ok")
             }
             Err(reply) => {
                 tracing::info!(
                     client = %self.conn.peer,
-                    from = self.mail.as_ref().map(|m| m.address.as_str()).unwrap_or(""),
+                    from = %sender,
                     to = %rcpt.address,
                     reply = %reply,
                     "recipient refused"
@@ -429,12 +503,22 @@ impl Handler for GatewayHandler {
             return Reply::new(451, "4.3.0", "Error: no message in progress");
         };
         let id = writer.id().to_string();
+        let internal = self.internal(session);
         let checked = match tokio::task::block_in_place(|| writer.contents()) {
             Ok(raw) => {
                 let raw = raw.into_owned();
-                self.check_message(&id, &raw, session, &mail.address, size)
-                    .await
-                    .map(|c| (c, raw))
+                // Fields an outsider may not set are removed before the content checks
+                // and rules see the message (authentication still verifies the original).
+                let cleaned = if internal {
+                    None
+                } else {
+                    crate::filtering::remove_forged_fields(&raw, self.shared.auth.authserv_id())
+                };
+                let scanned = cleaned.as_deref().unwrap_or(&raw);
+                let result = self
+                    .check_message(&id, &raw, scanned, session, &mail.address, size)
+                    .await;
+                result.map(|c| (c, raw, cleaned))
             }
             Err(e) => {
                 tracing::error!(id, error = %e, "spool read failed");
@@ -445,7 +529,7 @@ impl Handler for GatewayHandler {
                 ))
             }
         };
-        let ((added, findings, verdict, subject), raw) = match checked {
+        let ((added, findings, mut verdict, subject), raw, cleaned) = match checked {
             Ok(c) => c,
             Err(reply) => {
                 writer.discard();
@@ -453,24 +537,23 @@ impl Handler for GatewayHandler {
                 return reply;
             }
         };
-        let internal = self.internal(session);
         let direction = if internal {
             Direction::Outbound
         } else {
             Direction::Inbound
         };
-        // Fields an outsider may not set are removed before the rules' changes apply.
-        let cleaned = if internal {
-            None
-        } else {
-            crate::filtering::remove_forged_fields(&raw, self.shared.auth.authserv_id())
-        };
         let base = cleaned.as_deref().unwrap_or(&raw);
-        let (change_headers, changed) = crate::filtering::apply_changes(base, &verdict.changes);
-        let rewritten = changed.or(cleaned);
+        let changed = crate::filtering::apply_changes(base, &verdict.changes);
+        if !changed.not_stripped.is_empty() && verdict.disposition == Disposition::Deliver {
+            // A rule said to remove them and they could not be: fail closed.
+            tracing::warn!(id, files = ?changed.not_stripped, "attachments could not be removed; quarantined instead");
+            verdict.disposition = Disposition::Quarantine("policy".into());
+            verdict.rule = changed.strip_rule.clone();
+        }
+        let rewritten = changed.body.or(cleaned);
         let mut prepend = self.received_header(session, &id);
         prepend.push_str(&added);
-        prepend.push_str(&change_headers);
+        prepend.push_str(&changed.headers);
         let original_recipients: Vec<EnvelopeRecipient> = self
             .recipients
             .drain(..)
@@ -562,6 +645,9 @@ impl Handler for GatewayHandler {
             }
             Disposition::Discard => {
                 writer.discard();
+                if let Err(reply) = self.archive_copies(&envelope, &verdict.copies, rewritten.as_deref().unwrap_or(&raw)) {
+                    return reply;
+                }
                 final_status(&mut record, "discarded", "discarded by policy");
                 self.shared.log.write(LogEntry::Message(record));
                 return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
@@ -587,9 +673,13 @@ impl Handler for GatewayHandler {
                     .unwrap_or_default(),
                     body,
                     recipients: original_recipients.iter().map(|r| r.address.clone()).collect(),
+                    direction: direction.as_str().to_string(),
                 };
                 writer.discard();
-                // The store commits (SQLite WAL, synchronous NORMAL) before we answer.
+                if let Err(reply) = self.archive_copies(&envelope, &verdict.copies, rewritten.as_deref().unwrap_or(&raw)) {
+                    return reply;
+                }
+                // The store commits durably (a synchronous transaction) before we answer.
                 if let Err(e) = self.shared.store.quarantine_hold(&held).await {
                     tracing::error!(id, error = %e, "quarantine failed");
                     return Reply::new(451, "4.3.0", "Error: quarantine unavailable, try again later");
@@ -653,6 +743,7 @@ impl Handler for GatewayHandler {
         self.recipients.clear();
         self.head.clear();
         self.allowed = false;
+        self.policy_key = None;
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod control;
 mod digest;
+mod dkim_cli;
 mod corpus;
 mod filter_cli;
 mod filtering;
@@ -89,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         action: filter_cli::QuarantineCmd,
     },
+    /// Outbound DKIM signing keys: generate, rotate, retire, list.
+    Dkim {
+        #[command(subcommand)]
+        action: dkim_cli::DkimCmd,
+    },
     /// The policy as one TOML document.
     Config {
         #[command(subcommand)]
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             Command::List { action } => filter_cli::list(&config, action).await,
             Command::Content { action } => filter_cli::content(&config, action).await,
             Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
+            Command::Dkim { action } => dkim_cli::dkim(&config, action).await,
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
         }
     });

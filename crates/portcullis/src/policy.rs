@@ -197,6 +197,7 @@ pub fn tls_mode(s: &str) -> TlsMode {
         "none" => TlsMode::None,
         "encrypt" => TlsMode::Encrypt,
         "verify" => TlsMode::Verify,
+        "dane" => TlsMode::Dane,
         _ => TlsMode::May,
     }
 }

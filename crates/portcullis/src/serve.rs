@@ -10,6 +10,7 @@ use portcullis_filter::auth::{AuthSettings, Authenticator};
 use portcullis_queue::client::{ClientSettings, TlsConfigs};
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
+use portcullis_queue::tls_policy::{SecuritySettings, TransportSecurity};
 use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
 use portcullis_smtp::SessionConfig;
 use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
@@ -106,9 +107,31 @@ pub async fn run(config: Config) -> Result<()> {
             trusted_arc_sealers: config.auth.trusted_arc_sealers.clone(),
         },
     );
+    let extra_ca = match &d.extra_ca_file {
+        Some(path) => TlsConfigs::read_pem_certificates(path)
+            .map_err(|e| anyhow::anyhow!("delivery.extra_ca_file: {e}"))?,
+        None => Vec::new(),
+    };
+    let client_tls =
+        TlsConfigs::new(&extra_ca).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))?;
+    let security = TransportSecurity::new(
+        &SecuritySettings {
+            mta_sts: d.mta_sts,
+            dane: d.dane,
+            mta_sts_port: d.mta_sts_port,
+            mta_sts_timeout: Duration::from_secs(30),
+            mta_sts_cache: Some(config.data_dir.join("spool").join("mta-sts.json")),
+            nameservers: config.dns.nameservers.clone(),
+            dns_timeout: Duration::from_secs(config.dns.timeout_secs),
+            trust_anchor: d.dnssec_trust_anchor.clone(),
+        },
+        &resolver,
+        &client_tls,
+    )
+    .map_err(|e| anyhow::anyhow!("outbound TLS policy: {e}"))?;
     let deliverer = Deliverer {
         resolver,
-        tls: TlsConfigs::new(&[]).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))?,
+        tls: client_tls,
         client: ClientSettings {
             helo_name: config.hostname.clone(),
             connect_timeout: Duration::from_secs(d.connect_timeout_secs),
@@ -118,6 +141,7 @@ pub async fn run(config: Config) -> Result<()> {
         router: Box::new(PolicyRouter(policy.clone())),
         pool: ConnectionPool::new(Duration::from_secs(d.connection_idle_secs)),
         mx_port: d.mx_port,
+        security,
     };
     let settings = QueueSettings {
         hostname: config.hostname.clone(),
@@ -135,6 +159,13 @@ pub async fn run(config: Config) -> Result<()> {
         Arc::new(StoreJournal(log.clone())),
     )?;
     crate::control::spawn(&config.data_dir, queue.clone()).context("control socket")?;
+    // Releases that a crash interrupted between their claim and their queue file.
+    for id in store.quarantine_releasing().await? {
+        match crate::filter_cli::release_item(&store, queue.spool(), &id).await {
+            Ok(queue_id) => queue.enqueue(&queue_id),
+            Err(e) => tracing::error!(item = %id, error = %e, "unfinished quarantine release failed"),
+        }
+    }
 
     let tls = crate::tls::server_config(
         config.tls.cert.as_deref(),
@@ -145,6 +176,7 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     let acceptor = TlsAcceptor::from(tls);
     crate::digest::spawn(config.clone(), store.clone(), queue.clone());
+    let scanner = content_scanner(&store, &config.attachments).await;
     let shared = Arc::new(Shared {
         hostname: config.hostname.clone(),
         auth,
@@ -152,10 +184,7 @@ pub async fn run(config: Config) -> Result<()> {
         store,
         queue,
         log,
-        content: portcullis_filter::content::ContentScanner {
-            attachment_limits: config.attachments.clone(),
-            ..Default::default()
-        },
+        content: std::sync::RwLock::new(Arc::new(scanner)),
         resolver: resolver_for_checks,
         antivirus: (!config.antivirus.clamd.is_empty())
             .then(|| {
@@ -175,6 +204,7 @@ pub async fn run(config: Config) -> Result<()> {
         }),
         quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
     });
+    spawn_model_reloader(shared.clone(), config.attachments.clone());
     let l = &config.limits;
     let limits = portcullis_smtp::Limits {
         max_line_length: l.max_line_length,
@@ -244,4 +274,50 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+
+/// The content pipeline with the classifier's model as the store holds it now. A store
+/// that cannot be read leaves the classifier off (heuristics still run), logged.
+async fn content_scanner(
+    store: &portcullis_store::Store,
+    limits: &portcullis_filter::attachments::AttachmentLimits,
+) -> portcullis_filter::content::ContentScanner {
+    let spam = match crate::corpus::load_spam_checker(store).await {
+        Ok((checker, unready)) => {
+            match unready {
+                Some(why) => tracing::info!(reason = %why, "spam classifier not used yet"),
+                None => tracing::info!("spam classifier loaded"),
+            }
+            checker
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "spam classifier model could not be loaded");
+            Default::default()
+        }
+    };
+    portcullis_filter::content::ContentScanner {
+        spam,
+        attachment_limits: limits.clone(),
+    }
+}
+
+/// Reload the classifier's model when training changed it (`corpus train`, quarantine
+/// feedback), checked every minute by its message counts and time of last training.
+fn spawn_model_reloader(
+    shared: Arc<Shared>,
+    limits: portcullis_filter::attachments::AttachmentLimits,
+) {
+    tokio::spawn(async move {
+        let mut seen = shared.store.bayes_summary().await.ok();
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let now = shared.store.bayes_summary().await.ok();
+            if now.is_some() && now != seen {
+                let scanner = Arc::new(content_scanner(&shared.store, &limits).await);
+                *shared.content.write().unwrap_or_else(|p| p.into_inner()) = scanner;
+                seen = now;
+            }
+        }
+    });
 }

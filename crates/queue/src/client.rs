@@ -32,6 +32,10 @@ pub enum TlsMode {
     Encrypt,
     /// STARTTLS required, certificate verified for the host name.
     Verify,
+    /// STARTTLS required, certificate checked against the host's DNSSEC-validated TLSA
+    /// records (RFC 7672). The caller looks them up and passes the configuration made
+    /// from them to [`SmtpClient::connect_with`]; without one the connection fails.
+    Dane,
 }
 
 #[derive(Debug, Clone)]
@@ -221,8 +225,31 @@ impl SmtpClient {
         configs: &TlsConfigs,
         settings: &ClientSettings,
     ) -> Result<SmtpClient, ClientError> {
-        let first =
-            Self::connect_once(addr, server_name, tls, auth.as_ref(), configs, settings).await;
+        Self::connect_with(addr, server_name, tls, None, auth, configs, settings).await
+    }
+
+    /// As [`connect`](Self::connect), with the TLS client configuration given by the
+    /// caller (`config`, a DANE verifier for instance) instead of the one `tls` implies.
+    /// `config` is only used when TLS is required (`Encrypt`, `Verify`, `Dane`).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: TlsMode,
+        config: Option<std::sync::Arc<rustls::ClientConfig>>,
+        auth: Option<(String, String)>,
+        configs: &TlsConfigs,
+        settings: &ClientSettings,
+    ) -> Result<SmtpClient, ClientError> {
+        let first = Self::connect_once(
+            addr,
+            server_name,
+            tls,
+            config.clone(),
+            auth.as_ref(),
+            configs,
+            settings,
+        )
+        .await;
         match first {
             Err(ClientError::Tls(e)) if tls == TlsMode::May => {
                 tracing::info!(server = server_name, %addr, error = %e, "TLS handshake failed, retrying without TLS");
@@ -230,6 +257,7 @@ impl SmtpClient {
                     addr,
                     server_name,
                     TlsMode::None,
+                    None,
                     auth.as_ref(),
                     configs,
                     settings,
@@ -244,11 +272,17 @@ impl SmtpClient {
         addr: SocketAddr,
         server_name: &str,
         tls: TlsMode,
+        config: Option<std::sync::Arc<rustls::ClientConfig>>,
         auth: Option<&(String, String)>,
         configs: &TlsConfigs,
         settings: &ClientSettings,
     ) -> Result<SmtpClient, ClientError> {
         let limit = settings.command_timeout;
+        if tls == TlsMode::Dane && config.is_none() {
+            return Err(ClientError::Tls(format!(
+                "DANE required for {server_name} but no TLSA records were given"
+            )));
+        }
         let tcp = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(ClientError::Connect(e)),
@@ -270,8 +304,8 @@ impl SmtpClient {
         let want_tls = match tls {
             TlsMode::None => false,
             TlsMode::May => ext.starttls,
-            TlsMode::Encrypt | TlsMode::Verify if ext.starttls => true,
-            TlsMode::Encrypt | TlsMode::Verify => {
+            TlsMode::Encrypt | TlsMode::Verify | TlsMode::Dane if ext.starttls => true,
+            TlsMode::Encrypt | TlsMode::Verify | TlsMode::Dane => {
                 return Err(ClientError::Tls(format!(
                     "{server_name} does not offer STARTTLS"
                 )));
@@ -280,8 +314,10 @@ impl SmtpClient {
         if want_tls {
             let reply = conn.command("STARTTLS\r\n", limit, "STARTTLS").await?;
             if reply.code == 220 {
-                let config = match tls {
-                    TlsMode::Verify => configs.verified(),
+                let config = match (tls, config) {
+                    (TlsMode::May, _) => configs.unverified(),
+                    (_, Some(given)) => given,
+                    (TlsMode::Verify, None) => configs.verified(),
                     _ => configs.unverified(),
                 };
                 conn = start_tls(conn, server_name, config, limit).await?;

@@ -9,6 +9,9 @@ use crate::client::{
 };
 use crate::mx::{self, TokioResolver};
 use crate::spool::{Envelope, Ret};
+use crate::tls_policy::{
+    DaneStatus, Decision, Origin, Security, TransportSecurity, decide, failure_kind,
+};
 use portcullis_smtp::Reply;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -122,6 +125,8 @@ pub struct Deliverer {
     pub pool: ConnectionPool,
     /// Port for MX delivery: 25, changed only by tests that run MX hosts on loopback.
     pub mx_port: u16,
+    /// MTA-STS, DANE and the TLS result counters.
+    pub security: TransportSecurity,
 }
 
 /// The domain of an address, lower-cased (`""` when there is none).
@@ -165,9 +170,10 @@ impl Deliverer {
         domain: &str,
         indexes: &[usize],
     ) -> Vec<Outcome> {
+        let id = envelope.id.as_str();
         let all = |o: Outcome| vec![o; indexes.len()];
-        let hosts = match self.hosts_for(domain).await {
-            Ok(hosts) => hosts,
+        let (hosts, by_mx) = match self.hosts_for(domain).await {
+            Ok(found) => found,
             Err((reply, permanent)) => {
                 return all(if permanent {
                     Outcome::Failed { reply, host: None }
@@ -199,23 +205,81 @@ impl Deliverer {
                 Ret::Headers => DsnRet::Headers,
             }),
         };
+        let now = crate::spool::now();
+        let literal = domain.starts_with('[');
+        let sts = match &self.security.mta_sts {
+            Some(sts) if by_mx && !literal => match sts.policy(domain, now).await {
+                Ok(found) => {
+                    tracing::info!(id, domain, mode = %found.policy.mode.as_str(), policy_id = %found.id,
+                        source = %found.how, mx = %found.policy.mx.join(" "), "MTA-STS policy applies");
+                    Some(found)
+                }
+                Err(why) => {
+                    tracing::info!(id, domain, reason = %why, "no MTA-STS policy");
+                    None
+                }
+            },
+            _ => None,
+        };
         let mut last_error = Reply::new(451, "4.4.0", format!("no servers for {domain}"));
         let mut last_permanent = false;
         let mut last_host = None;
         for route in &hosts {
-            let addrs = match self.addresses(&route.host).await {
-                Ok(a) => a,
-                Err(e) => {
-                    last_error = e.as_reply();
+            let origin = if by_mx {
+                Origin::Mx { sts: sts.as_ref() }
+            } else {
+                Origin::Route(route.tls)
+            };
+            let (dane, dane_addrs) = if by_mx || route.tls == TlsMode::Dane {
+                self.security
+                    .dane_status(&route.host, route.port, now)
+                    .await
+            } else {
+                (
+                    DaneStatus::Off("not used for this route".into()),
+                    Vec::new(),
+                )
+            };
+            let security = match decide(&route.host, origin, &dane) {
+                Decision::Skip { reply, why } => {
+                    tracing::info!(id, host = %route.host, reason = %why, "host skipped by TLS policy; deferred");
+                    let policy =
+                        if matches!(dane, DaneStatus::Failed(_)) || route.tls == TlsMode::Dane {
+                            "tlsa"
+                        } else {
+                            "sts"
+                        };
+                    self.security
+                        .counters
+                        .add(domain, policy, "validation-failure");
+                    last_error = reply;
                     last_permanent = false;
+                    last_host = Some(route.host.clone());
                     continue;
+                }
+                Decision::Connect { security, why } => {
+                    tracing::info!(id, host = %route.host, policy = security.label(), reason = %why, "transport security");
+                    security
+                }
+            };
+            let addrs = if !dane_addrs.is_empty() {
+                dane_addrs
+            } else {
+                match self.addresses(&route.host).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        last_error = e.as_reply();
+                        last_permanent = false;
+                        continue;
+                    }
                 }
             };
             for ip in addrs {
                 let addr = SocketAddr::new(ip, route.port);
                 let key = format!(
-                    "{addr}|{:?}|{}",
-                    route.tls,
+                    "{addr}|{}|{}|{}",
+                    route.host,
+                    security.label(),
                     route.auth.as_ref().map(|a| a.0.as_str()).unwrap_or("")
                 );
                 let host_label = format!("{}[{}]:{}", route.host, ip, route.port);
@@ -237,19 +301,13 @@ impl Deliverer {
                         Err(_) => {}
                     }
                 }
-                let mut client = match SmtpClient::connect(
-                    addr,
-                    &route.host,
-                    route.tls,
-                    route.auth.clone(),
-                    &self.tls,
-                    &self.client,
-                )
-                .await
+                let mut client = match self
+                    .open(id, domain, route, addr, &security, &host_label)
+                    .await
                 {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::info!(host = %host_label, error = %e, "connection failed");
+                        tracing::info!(id, host = %host_label, error = %e, "connection failed");
                         last_error = e.as_reply();
                         last_permanent = e.is_permanent();
                         continue;
@@ -262,7 +320,7 @@ impl Deliverer {
                         outcomes
                     }
                     Err(e) => {
-                        tracing::info!(host = %host_label, error = %e, "delivery failed");
+                        tracing::info!(id, host = %host_label, error = %e, "delivery failed");
                         all(deferred_or_failed(&e, Some(host_label)))
                     }
                 };
@@ -281,18 +339,110 @@ impl Deliverer {
         })
     }
 
-    async fn hosts_for(&self, domain: &str) -> Result<Vec<RouteHost>, (Reply, bool)> {
+    /// Opens a session to one address of `route` with the security decided for it.
+    /// TLS failures under DANE or an enforced MTA-STS policy are never downgraded: the
+    /// host is given up for this attempt (the caller tries the next, then defers).
+    async fn open(
+        &self,
+        id: &str,
+        domain: &str,
+        route: &RouteHost,
+        addr: SocketAddr,
+        security: &Security,
+        label: &str,
+    ) -> Result<SmtpClient, ClientError> {
+        let host = route.host.as_str();
+        let counters = &self.security.counters;
+        let connect = |mode: TlsMode, config: Option<std::sync::Arc<rustls::ClientConfig>>| {
+            SmtpClient::connect_with(
+                addr,
+                host,
+                mode,
+                config,
+                route.auth.clone(),
+                &self.tls,
+                &self.client,
+            )
+        };
+        match security {
+            Security::Mode(mode) => connect(*mode, None).await,
+            Security::Dane(records) => {
+                let config = crate::dane::client_config(
+                    self.tls.provider(),
+                    records.clone(),
+                    vec![host.to_string()],
+                )
+                .map_err(|e| ClientError::Tls(format!("DANE configuration: {e}")))?;
+                match connect(TlsMode::Dane, Some(config)).await {
+                    Ok(client) => {
+                        tracing::info!(id, host = %label, "DANE: certificate authenticated by TLSA");
+                        counters.add(domain, "tlsa", "success");
+                        Ok(client)
+                    }
+                    Err(ClientError::Tls(e)) => {
+                        tracing::info!(id, host = %label, error = %e, "DANE: TLS or authentication failed; host not used, deferred");
+                        counters.add(domain, "tlsa", failure_kind(&e));
+                        Err(ClientError::Tls(format!("DANE for {host}: {e}")))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Security::StsEnforce => match connect(TlsMode::Verify, None).await {
+                Ok(client) => {
+                    tracing::info!(id, host = %label, "MTA-STS: certificate verified");
+                    counters.add(domain, "sts", "success");
+                    Ok(client)
+                }
+                Err(ClientError::Tls(e)) => {
+                    tracing::info!(id, host = %label, error = %e, "MTA-STS enforce: TLS or certificate failed; host not used, deferred");
+                    counters.add(domain, "sts", failure_kind(&e));
+                    Err(ClientError::Tls(format!(
+                        "MTA-STS policy of {domain} (enforce): {e}"
+                    )))
+                }
+                Err(e) => Err(e),
+            },
+            Security::StsTesting { listed } => {
+                if !listed {
+                    tracing::info!(id, host = %label, "MTA-STS testing: host does not match the policy's mx patterns; delivering anyway");
+                    counters.add(domain, "sts", "validation-failure");
+                }
+                match connect(TlsMode::Verify, None).await {
+                    Ok(client) => {
+                        tracing::info!(id, host = %label, "MTA-STS testing: certificate verified");
+                        if *listed {
+                            counters.add(domain, "sts", "success");
+                        }
+                        Ok(client)
+                    }
+                    Err(ClientError::Tls(e)) => {
+                        tracing::info!(id, host = %label, error = %e, "MTA-STS testing: TLS or certificate failed (would defer under enforce); delivering with opportunistic TLS");
+                        counters.add(domain, "sts", failure_kind(&e));
+                        connect(TlsMode::May, None).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The hosts for `domain`, and whether they are its MX hosts (true) or configured
+    /// routes / the smarthost (false).
+    async fn hosts_for(&self, domain: &str) -> Result<(Vec<RouteHost>, bool), (Reply, bool)> {
         if domain.is_empty() {
             return Err((Reply::new(550, "5.1.3", "recipient has no domain"), true));
         }
         match self.router.route(domain) {
-            Destination::Hosts(hosts) => Ok(hosts),
+            Destination::Hosts(hosts) => Ok((hosts, false)),
             Destination::Mx => {
                 if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-                    return Ok(vec![self.mx_route(literal)]);
+                    return Ok((vec![self.mx_route(literal)], true));
                 }
                 match mx::resolve_mx(&self.resolver, domain).await {
-                    Ok(list) => Ok(list.into_iter().map(|m| self.mx_route(&m.host)).collect()),
+                    Ok(list) => Ok((
+                        list.into_iter().map(|m| self.mx_route(&m.host)).collect(),
+                        true,
+                    )),
                     Err(e) => Err((e.as_reply(), e.is_permanent())),
                 }
             }

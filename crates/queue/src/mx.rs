@@ -1,6 +1,7 @@
 //! Where mail for a domain goes: MX lookup with implicit MX and null MX (RFC 5321 §5.1,
 //! RFC 7505), and host address lookup, on the one shared caching resolver. It does not
-//! connect anywhere and knows nothing of routes, MTA-STS or DANE.
+//! connect anywhere and knows nothing of routes, MTA-STS or DANE (`dane` builds its
+//! validating resolver from the same settings).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use hickory_resolver::proto::rr::RData;
 use portcullis_smtp::Reply;
 use rand::seq::SliceRandom;
 
+use hickory_resolver::ResolverBuilder;
 /// The resolver type, re-exported so that callers need not name hickory.
 pub use hickory_resolver::TokioResolver;
 
@@ -24,6 +26,15 @@ pub fn build_resolver(
     nameservers: &[SocketAddr],
     timeout: Duration,
 ) -> Result<TokioResolver, NetError> {
+    resolver_builder(nameservers, timeout)?.build()
+}
+
+/// The builder behind [`build_resolver`], for a resolver with other options (the
+/// DNSSEC-validating one of `dane`).
+pub fn resolver_builder(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, NetError> {
     let mut builder = if nameservers.is_empty() {
         TokioResolver::builder_tokio()?
     } else {
@@ -50,7 +61,7 @@ pub fn build_resolver(
     // Both families, IPv4 first: most MX hosts are reachable over IPv4 and many
     // gateways have no IPv6 route.
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    builder.build()
+    Ok(builder)
 }
 
 /// One mail exchanger, in the order to try.

@@ -34,6 +34,8 @@ pub struct TlsConfigs {
     unverified: Arc<ClientConfig>,
     /// Webpki roots plus the administrator's extra CAs, checked against the host name.
     verified: Arc<ClientConfig>,
+    /// The crypto provider both use, for configurations built per host (DANE).
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl TlsConfigs {
@@ -55,7 +57,7 @@ impl TlsConfigs {
         let accept_any = Arc::new(AcceptAnyCertificate {
             algorithms: provider.signature_verification_algorithms,
         });
-        let unverified = ClientConfig::builder_with_provider(provider)
+        let unverified = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(accept_any)
@@ -64,7 +66,22 @@ impl TlsConfigs {
         Ok(TlsConfigs {
             unverified: Arc::new(unverified),
             verified: Arc::new(verified),
+            provider,
         })
+    }
+
+    /// Reads the certificates of a PEM file (extra CAs to trust).
+    pub fn read_pem_certificates(
+        path: &std::path::Path,
+    ) -> Result<Vec<CertificateDer<'static>>, String> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificates", path.display()));
+        }
+        Ok(certs)
     }
 
     pub fn unverified(&self) -> Arc<ClientConfig> {
@@ -73,6 +90,10 @@ impl TlsConfigs {
 
     pub fn verified(&self) -> Arc<ClientConfig> {
         self.verified.clone()
+    }
+
+    pub fn provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
+        self.provider.clone()
     }
 }
 

@@ -31,6 +31,8 @@ CREATE TABLE lists (
 -- One held message: its body as it would have been delivered, and its envelope.
 CREATE TABLE quarantine_messages (
     id TEXT NOT NULL PRIMARY KEY,
+    -- inbound | outbound: only inbound items go to recipients' digests.
+    direction TEXT NOT NULL,
     received_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     sender TEXT NOT NULL,
@@ -47,7 +49,7 @@ CREATE TABLE quarantine_messages (
 CREATE INDEX quarantine_messages_expires_at ON quarantine_messages (expires_at);
 
 -- One held message per recipient, so each recipient releases only their own copy.
--- state: held | released | deleted.
+-- state: held | releasing (claimed, being queued) | released | deleted.
 CREATE TABLE quarantine_items (
     id TEXT NOT NULL PRIMARY KEY,
     message TEXT NOT NULL REFERENCES quarantine_messages (id) ON DELETE CASCADE,

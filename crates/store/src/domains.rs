@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Store, StoreError};
 
 /// TLS modes a route may ask for, from weakest to strictest.
-pub const TLS_MODES: [&str; 4] = ["none", "may", "encrypt", "verify"];
+/// `dane` requires DNSSEC-validated TLSA records for the route host (RFC 7672).
+pub const TLS_MODES: [&str; 5] = ["none", "may", "encrypt", "verify", "dane"];
 
 /// One way to reach a domain's own mail server. Lower `priority` is tried first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

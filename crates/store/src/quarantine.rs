@@ -23,6 +23,8 @@ pub struct HeldMessage {
     /// The message as it would have been delivered.
     pub body: Vec<u8>,
     pub recipients: Vec<String>,
+    /// `inbound` or `outbound`.
+    pub direction: String,
 }
 
 /// One recipient's copy of a held message, as listed.
@@ -40,13 +42,14 @@ pub struct QuarantineItem {
     pub state: String,
     pub received_at: i64,
     pub expires_at: i64,
+    pub direction: String,
 }
 
 /// States of a quarantine item.
-pub const QUARANTINE_STATES: [&str; 3] = ["held", "released", "deleted"];
+pub const QUARANTINE_STATES: [&str; 4] = ["held", "releasing", "released", "deleted"];
 
 const ITEM_COLUMNS: &str = "i.id, i.message, i.recipient, m.sender, m.subject, m.class, m.score, \
-                            m.rule, i.state, m.received_at, m.expires_at";
+                            m.rule, i.state, m.received_at, m.expires_at, m.direction";
 
 type ItemRow = (
     String,
@@ -60,6 +63,7 @@ type ItemRow = (
     String,
     i64,
     i64,
+    String,
 );
 
 fn item(row: ItemRow) -> QuarantineItem {
@@ -75,6 +79,7 @@ fn item(row: ItemRow) -> QuarantineItem {
         state,
         received_at,
         expires_at,
+        direction,
     ) = row;
     QuarantineItem {
         id,
@@ -88,6 +93,7 @@ fn item(row: ItemRow) -> QuarantineItem {
         state,
         received_at,
         expires_at,
+        direction,
     }
 }
 
@@ -101,50 +107,76 @@ pub struct QuarantineQuery {
 }
 
 impl Store {
-    /// Holds a message, one item per recipient.
+    /// Holds a message, one item per recipient. The message is acknowledged on the
+    /// strength of this write, so the transaction is made durable (fsync) before it
+    /// returns, whatever the store's default synchronous level.
     pub async fn quarantine_hold(&self, m: &HeldMessage) -> Result<(), StoreError> {
         let context = format!("quarantining message {}", m.id);
-        let mut tx = self
+        let mut conn = self
             .pool
-            .begin()
+            .acquire()
             .await
             .map_err(StoreError::query(&context))?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query(&context))?;
+        let result = hold(&mut conn, m, &context).await;
+        let restored = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query(&context));
+        result.and(restored.map(|_| ()))
+    }
+}
+
+async fn hold(
+    conn: &mut sqlx::SqliteConnection,
+    m: &HeldMessage,
+    context: &str,
+) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(StoreError::query(context))?;
+    sqlx::query(
+        "INSERT INTO quarantine_messages \
+         (id, received_at, expires_at, sender, subject, class, score, rule, findings, envelope, \
+          body, direction) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&m.id)
+    .bind(m.received_at)
+    .bind(m.expires_at)
+    .bind(&m.sender)
+    .bind(m.subject.as_deref())
+    .bind(&m.class)
+    .bind(m.score)
+    .bind(m.rule.as_deref())
+    .bind(&m.findings)
+    .bind(&m.envelope)
+    .bind(&m.body)
+    .bind(&m.direction)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::query(context))?;
+    for (n, rcpt) in m.recipients.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO quarantine_messages \
-             (id, received_at, expires_at, sender, subject, class, score, rule, findings, envelope, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO quarantine_items (id, message, recipient, state, changed_at) \
+             VALUES ($1, $2, $3, 'held', $4)",
         )
+        .bind(format!("{}.{}", m.id, n + 1))
         .bind(&m.id)
+        .bind(rcpt.to_ascii_lowercase())
         .bind(m.received_at)
-        .bind(m.expires_at)
-        .bind(&m.sender)
-        .bind(m.subject.as_deref())
-        .bind(&m.class)
-        .bind(m.score)
-        .bind(m.rule.as_deref())
-        .bind(&m.findings)
-        .bind(&m.envelope)
-        .bind(&m.body)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::query(&context))?;
-        for (n, rcpt) in m.recipients.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO quarantine_items (id, message, recipient, state, changed_at) \
-                 VALUES ($1, $2, $3, 'held', $4)",
-            )
-            .bind(format!("{}.{}", m.id, n + 1))
-            .bind(&m.id)
-            .bind(rcpt.to_ascii_lowercase())
-            .bind(m.received_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
-        }
-        tx.commit().await.map_err(StoreError::query(&context))?;
-        Ok(())
+        .map_err(StoreError::query(context))?;
     }
+    tx.commit().await.map_err(StoreError::query(context))?;
+    Ok(())
+}
 
+impl Store {
     /// Items, newest first.
     pub async fn quarantine_list(
         &self,
@@ -207,48 +239,51 @@ impl Store {
         Ok(Some((item(it), findings, envelope, body)))
     }
 
-    /// Moves a held item to `released` or `deleted`. False when it is not held (already
-    /// released or deleted, or unknown): a release happens once.
-    pub async fn quarantine_set_state(
+    /// Moves an item from state `from` to `to` (held → releasing → released, held →
+    /// deleted). False when it is not in `from` (already released or deleted, or
+    /// unknown): a release happens once.
+    pub async fn quarantine_transition(
         &self,
         id: &str,
-        state: &str,
+        from: &str,
+        to: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let context = format!("marking quarantine item {id} {state}");
-        if !QUARANTINE_STATES.contains(&state) {
+        let context = format!("marking quarantine item {id} {to}");
+        if !QUARANTINE_STATES.contains(&to) || !QUARANTINE_STATES.contains(&from) {
             return Err(StoreError::invalid(&context, "unknown state"));
         }
         let done = sqlx::query(
-            "UPDATE quarantine_items SET state = $1, changed_at = $2 WHERE id = $3 AND state = 'held'",
+            "UPDATE quarantine_items SET state = $1, changed_at = $2 WHERE id = $3 AND state = $4",
         )
-        .bind(state)
+        .bind(to)
         .bind(now)
         .bind(id)
+        .bind(from)
         .execute(&self.pool)
         .await
         .map_err(StoreError::query(&context))?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Puts a released item back on hold (its re-queueing failed).
-    pub async fn quarantine_unrelease(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE quarantine_items SET state = 'held', changed_at = $1 WHERE id = $2 AND state = 'released'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::query(format!("putting quarantine item {id} back on hold")))?;
-        Ok(())
+    /// Items claimed for release whose release did not finish (a crash between the
+    /// claim and the queue write): the gateway finishes them at start.
+    pub async fn quarantine_releasing(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM quarantine_items WHERE state = 'releasing'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query("finding unfinished releases"))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Held items not yet in a digest, by recipient, for the digest mailer.
+    /// Held inbound spam not yet in a digest, by recipient, for the digest mailer. Mail
+    /// held by policy or for a virus, and outbound mail, is for administrators only.
     pub async fn quarantine_digest_due(&self) -> Result<Vec<QuarantineItem>, StoreError> {
         let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
              ON m.id = i.message WHERE i.state = 'held' AND i.digest_sent_at IS NULL \
+             AND m.direction = 'inbound' AND m.class = 'spam' \
              ORDER BY i.recipient, m.received_at"
         )))
         .fetch_all(&self.pool)

@@ -16,6 +16,7 @@ fn held(id: &str, recipients: &[&str]) -> HeldMessage {
         envelope: "{}".into(),
         body: b"Subject: Cheap pills\r\n\r\nBuy\r\n".to_vec(),
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
+        direction: "inbound".into(),
     }
 }
 
@@ -49,34 +50,37 @@ async fn hold_list_release_once_and_expire() {
 
     assert!(
         store
-            .quarantine_set_state("Q1.1", "released", 1)
+            .quarantine_transition("Q1.1", "held", "released", 1)
             .await
             .unwrap()
     );
     // Released once only.
     assert!(
         !store
-            .quarantine_set_state("Q1.1", "released", 2)
+            .quarantine_transition("Q1.1", "held", "released", 2)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .quarantine_set_state("Q1.1", "deleted", 2)
+            .quarantine_transition("Q1.1", "held", "deleted", 2)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .quarantine_set_state("nope", "released", 2)
+            .quarantine_transition("nope", "held", "released", 2)
             .await
             .unwrap()
     );
     // A failed re-queue puts it back.
-    store.quarantine_unrelease("Q1.1", 3).await.unwrap();
+    store
+        .quarantine_transition("Q1.1", "released", "held", 3)
+        .await
+        .unwrap();
     assert!(
         store
-            .quarantine_set_state("Q1.1", "released", 4)
+            .quarantine_transition("Q1.1", "held", "released", 4)
             .await
             .unwrap()
     );

@@ -1,0 +1,701 @@
+//! DANE for SMTP (RFC 7672, RFC 6698): TLSA lookups on a DNSSEC-validating resolver and a
+//! rustls certificate verifier that checks the server's chain against the TLSA records.
+//! Only DANE-TA(2) and DANE-EE(3) are used (RFC 7672 §3.1.3: PKIX-TA/PKIX-EE are not
+//! for SMTP); selectors 0 (certificate) and 1 (SubjectPublicKeyInfo); matching types 0
+//! (exact), 1 (SHA-256) and 2 (SHA-512). Which hosts DANE applies to is `tls_policy`'s
+//! decision; this module answers "what do the validated records say" and "does this
+//! chain match them".
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::mx::TokioResolver;
+
+/// One TLSA record (RFC 6698 §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+impl Tlsa {
+    /// Whether RFC 7672 lets SMTP use this record: usage DANE-TA or DANE-EE, a known
+    /// selector, and a known matching type with data of the right length.
+    pub fn is_usable(&self) -> bool {
+        let length_ok = match self.matching {
+            0 => !self.data.is_empty(),
+            1 => self.data.len() == 32,
+            2 => self.data.len() == 64,
+            _ => false,
+        };
+        matches!(self.usage, 2 | 3) && self.selector <= 1 && length_ok
+    }
+
+    /// Whether this record's association data matches `cert`.
+    fn matches(&self, cert: &CertificateDer<'_>) -> bool {
+        let selected: Vec<u8> = match self.selector {
+            0 => cert.as_ref().to_vec(),
+            1 => match webpki::EndEntityCert::try_from(cert) {
+                Ok(parsed) => parsed.subject_public_key_info().as_ref().to_vec(),
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        let digest = |alg| aws_lc_rs::digest::digest(alg, &selected).as_ref().to_vec();
+        let value = match self.matching {
+            0 => selected,
+            1 => digest(&aws_lc_rs::digest::SHA256),
+            2 => digest(&aws_lc_rs::digest::SHA512),
+            _ => return false,
+        };
+        // Not secret: TLSA data is public, so a plain comparison is fine.
+        value == self.data
+    }
+}
+
+impl std::fmt::Display for Tlsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching)?;
+        for b in self.data.iter().take(8) {
+            write!(f, "{b:02x}")?;
+        }
+        if self.data.len() > 8 {
+            write!(f, "...")?;
+        }
+        Ok(())
+    }
+}
+
+/// How the chain was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaneMatch {
+    /// The server certificate (or its key) is the one published: names and dates do
+    /// not matter (RFC 7672 §3.1.1).
+    EndEntity,
+    /// The chain leads to a published trust anchor and the certificate names the host
+    /// (RFC 7672 §3.1.2, §3.2).
+    TrustAnchor,
+}
+
+/// Checks a presented chain against TLSA records. `names` are the reference identifiers
+/// for DANE-TA (the MX host name, which is also the TLSA base domain here).
+pub fn verify_chain(
+    records: &[Tlsa],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    names: &[String],
+    now: UnixTime,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> Result<DaneMatch, String> {
+    let usable: Vec<&Tlsa> = records.iter().filter(|r| r.is_usable()).collect();
+    if usable.is_empty() {
+        return Err("no usable TLSA records".into());
+    }
+    if usable.iter().any(|r| r.usage == 3 && r.matches(end_entity)) {
+        return Ok(DaneMatch::EndEntity);
+    }
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| format!("unparsable server certificate: {e:?}"))?;
+    let mut last = "certificate matches no TLSA record".to_string();
+    for record in usable.iter().filter(|r| r.usage == 2) {
+        // RFC 7672 §3.1.2: the server sends the trust anchor certificate in its chain.
+        for ta in intermediates.iter().filter(|c| record.matches(c)) {
+            let anchor = match webpki::anchor_from_trusted_cert(ta) {
+                Ok(a) => a,
+                Err(e) => {
+                    last = format!("unusable trust anchor certificate: {e:?}");
+                    continue;
+                }
+            };
+            let anchors = [anchor];
+            let chain = ee.verify_for_usage(
+                algorithms.all,
+                &anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            );
+            if let Err(e) = chain {
+                last = format!("chain to the TLSA trust anchor does not verify: {e:?}");
+                continue;
+            }
+            let named = names.iter().any(|n| {
+                ServerName::try_from(n.as_str())
+                    .is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+            });
+            if named {
+                return Ok(DaneMatch::TrustAnchor);
+            }
+            last = format!(
+                "certificate issued by the TLSA trust anchor is not valid for {}",
+                names.join(" or ")
+            );
+        }
+    }
+    Err(last)
+}
+
+/// A rustls verifier that accepts exactly what the TLSA records allow.
+#[derive(Debug)]
+pub struct DaneVerifier {
+    records: Vec<Tlsa>,
+    names: Vec<String>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match verify_chain(
+            &self.records,
+            end_entity,
+            intermediates,
+            &self.names,
+            now,
+            &self.algorithms,
+        ) {
+            Ok(how) => {
+                tracing::debug!(names = ?self.names, ?how, "DANE: certificate matches TLSA");
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(rustls::Error::General(format!("DANE: {e}"))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A client configuration for one host whose certificate must match `records`.
+pub fn client_config(
+    provider: Arc<CryptoProvider>,
+    records: Vec<Tlsa>,
+    names: Vec<String>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let verifier = Arc::new(DaneVerifier {
+        records,
+        names,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// What DNSSEC says about one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaneLookup {
+    /// The host's addresses and its TLSA RRset validated. `records` are the usable ones;
+    /// empty means TLSA records exist but none is usable, and TLS is still mandatory
+    /// (RFC 7672 §2.2). `addrs` are the validated addresses to connect to.
+    Secure {
+        records: Vec<Tlsa>,
+        published: usize,
+        addrs: Vec<IpAddr>,
+    },
+    /// DANE does not apply: unsigned addresses or TLSA records, or no TLSA records.
+    NotApplicable(String),
+    /// Bogus or failed lookups: this host must not be used now (RFC 7672 §2.2).
+    Failed(String),
+}
+
+/// Interval between checks that the nameservers let us validate DNSSEC.
+const PROBE_OK_SECS: i64 = 3600;
+const PROBE_FAILED_SECS: i64 = 900;
+
+/// The validating resolver and whether validation works through our nameservers.
+pub struct Dane {
+    resolver: TokioResolver,
+    /// A configured trust anchor (a test zone, a lab): the root probe is skipped.
+    custom_anchor: bool,
+    /// (validation works, when last checked).
+    probe: Mutex<Option<(bool, i64)>>,
+}
+
+impl Dane {
+    /// A second resolver on the same nameservers, with DNSSEC validation. The trust
+    /// anchor is the root KSKs built into hickory, or the DNSKEY records in `anchor_file`.
+    pub fn new(
+        nameservers: &[SocketAddr],
+        timeout: Duration,
+        anchor_file: Option<&Path>,
+    ) -> Result<Dane, String> {
+        let mut builder = crate::mx::resolver_builder(nameservers, timeout)
+            .map_err(|e| format!("DNSSEC resolver: {e}"))?;
+        builder.options_mut().validate = true;
+        if let Some(path) = anchor_file {
+            let anchors = TrustAnchors::from_file(path)
+                .map_err(|e| format!("trust anchor {}: {e}", path.display()))?;
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
+        let resolver = builder
+            .build()
+            .map_err(|e| format!("DNSSEC resolver: {e}"))?;
+        Ok(Dane {
+            resolver,
+            custom_anchor: anchor_file.is_some(),
+            probe: Mutex::new(None),
+        })
+    }
+
+    /// Whether validated answers can be had at all. A nameserver that strips DNSSEC
+    /// records would make every answer bogus and stop all mail; instead DANE is off
+    /// until the root DNSKEY validates (checked now and then), with a warning.
+    pub async fn available(&self, now: i64) -> bool {
+        if self.custom_anchor {
+            return true;
+        }
+        if let Some((ok, at)) = *self.probe.lock().unwrap_or_else(|p| p.into_inner()) {
+            let ttl = if ok { PROBE_OK_SECS } else { PROBE_FAILED_SECS };
+            if now - at < ttl {
+                return ok;
+            }
+        }
+        let result = self.resolver.lookup(Name::root(), RecordType::DNSKEY).await;
+        let ok = match &result {
+            Ok(lookup) => {
+                let keys: Vec<&Record> = lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.record_type() == RecordType::DNSKEY)
+                    .collect();
+                !keys.is_empty() && keys.iter().all(|r| r.proof == Proof::Secure)
+            }
+            Err(_) => false,
+        };
+        let previous = self
+            .probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((ok, now));
+        if previous.map(|(was, _)| was) != Some(ok) {
+            if ok {
+                tracing::info!(
+                    "DNSSEC validation works through the configured nameservers; DANE is on"
+                );
+            } else {
+                let why = match result {
+                    Ok(_) => "the root DNSKEY did not validate".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(reason = %why, "DNSSEC validation is not possible through the configured nameservers; DANE is off until it is");
+            }
+        }
+        ok
+    }
+
+    /// TLSA records for `host` at `port`, if the host's addresses are DNSSEC-secure
+    /// (RFC 7672 §2.2.2: otherwise TLSA records are not looked up).
+    pub async fn lookup(&self, host: &str, port: u16) -> DaneLookup {
+        let host = host.trim_end_matches('.');
+        let addrs = match self.resolver.lookup_ip(format!("{host}.").as_str()).await {
+            Ok(lookup) => {
+                let records = lookup.as_lookup().answers();
+                match proof_of(records, |t| matches!(t, RecordType::A | RecordType::AAAA)) {
+                    Some(Proof::Secure) => lookup.iter().collect::<Vec<IpAddr>>(),
+                    Some(Proof::Insecure) | None => {
+                        return DaneLookup::NotApplicable(format!(
+                            "addresses of {host} are not DNSSEC-signed"
+                        ));
+                    }
+                    Some(p) => {
+                        return DaneLookup::Failed(format!(
+                            "addresses of {host} failed DNSSEC validation ({p})"
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                return match classify(&e) {
+                    Negative::NoData => {
+                        DaneLookup::NotApplicable(format!("no addresses for {host}"))
+                    }
+                    Negative::Insecure => DaneLookup::NotApplicable(format!(
+                        "addresses of {host} are not DNSSEC-signed"
+                    )),
+                    Negative::Failed => {
+                        DaneLookup::Failed(format!("DNSSEC address lookup for {host}: {e}"))
+                    }
+                };
+            }
+        };
+        let name = format!("_{port}._tcp.{host}.");
+        match self.resolver.lookup(name.as_str(), RecordType::TLSA).await {
+            Ok(lookup) => {
+                let answers = lookup.answers();
+                match proof_of(answers, |t| t == RecordType::TLSA) {
+                    None => DaneLookup::NotApplicable(format!("no TLSA records at {name}")),
+                    Some(Proof::Insecure) => {
+                        DaneLookup::NotApplicable(format!("TLSA records at {name} are not signed"))
+                    }
+                    Some(Proof::Secure) => {
+                        let all: Vec<Tlsa> = answers
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::TLSA(t) => Some(Tlsa {
+                                    usage: u8::from(t.cert_usage),
+                                    selector: u8::from(t.selector),
+                                    matching: u8::from(t.matching),
+                                    data: t.cert_data.clone(),
+                                }),
+                                _ => None,
+                            })
+                            .collect();
+                        let published = all.len();
+                        DaneLookup::Secure {
+                            records: all.into_iter().filter(Tlsa::is_usable).collect(),
+                            published,
+                            addrs,
+                        }
+                    }
+                    Some(p) => DaneLookup::Failed(format!(
+                        "TLSA records at {name} failed validation ({p})"
+                    )),
+                }
+            }
+            Err(e) => match classify(&e) {
+                Negative::NoData | Negative::Insecure => {
+                    DaneLookup::NotApplicable(format!("no TLSA records at {name}"))
+                }
+                Negative::Failed => DaneLookup::Failed(format!("TLSA lookup {name}: {e}")),
+            },
+        }
+    }
+}
+
+/// The weakest proof among the records of the wanted types (None: there are none).
+fn proof_of(records: &[Record], wanted: impl Fn(RecordType) -> bool) -> Option<Proof> {
+    let rank = |p: Proof| match p {
+        Proof::Secure => 3,
+        Proof::Insecure => 2,
+        Proof::Bogus => 1,
+        Proof::Indeterminate => 0,
+    };
+    records
+        .iter()
+        .filter(|r| wanted(r.record_type()) || r.record_type() == RecordType::CNAME)
+        .map(|r| r.proof)
+        .min_by_key(|p| rank(*p))
+}
+
+enum Negative {
+    /// A (validated or insecure) denial: the name or type does not exist.
+    NoData,
+    /// An explicitly insecure denial.
+    Insecure,
+    /// SERVFAIL, timeout, or a denial that failed validation.
+    Failed,
+}
+
+fn classify(e: &NetError) -> Negative {
+    use hickory_resolver::net::DnsError;
+    if e.is_no_records_found() || e.is_nx_domain() {
+        return Negative::NoData;
+    }
+    match e {
+        NetError::Dns(DnsError::Nsec { proof, .. }) => match proof {
+            Proof::Secure => Negative::NoData,
+            Proof::Insecure => Negative::Insecure,
+            _ => Negative::Failed,
+        },
+        _ => Negative::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    fn sha256(b: &[u8]) -> Vec<u8> {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    }
+
+    fn spki(cert: &CertificateDer<'_>) -> Vec<u8> {
+        webpki::EndEntityCert::try_from(cert)
+            .expect("parse")
+            .subject_public_key_info()
+            .as_ref()
+            .to_vec()
+    }
+
+    fn algorithms() -> WebPkiSupportedAlgorithms {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+    }
+
+    fn self_signed(name: &str) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        cert.der().clone()
+    }
+
+    /// A CA and a server certificate it issued for `name`.
+    fn issued(name: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test TA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let ee_key = KeyPair::generate().expect("key");
+        let ee = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .signed_by(&ee_key, &issuer)
+            .expect("ee");
+        (ee.der().clone(), ca_cert.der().clone())
+    }
+
+    fn now() -> UnixTime {
+        UnixTime::now()
+    }
+
+    fn names(n: &str) -> Vec<String> {
+        vec![n.to_string()]
+    }
+
+    #[test]
+    fn dane_ee_spki_sha256_matches_whatever_the_name() {
+        let cert = self_signed("some.other.name");
+        let record = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&cert)),
+        };
+        let got = verify_chain(
+            &[record],
+            &cert,
+            &[],
+            &names("mx.example"),
+            now(),
+            &algorithms(),
+        );
+        assert_eq!(got, Ok(DaneMatch::EndEntity));
+    }
+
+    #[test]
+    fn dane_ee_full_cert_and_sha512_and_exact() {
+        let cert = self_signed("mx.example");
+        let sha512 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, cert.as_ref())
+            .as_ref()
+            .to_vec();
+        for record in [
+            Tlsa {
+                usage: 3,
+                selector: 0,
+                matching: 1,
+                data: sha256(cert.as_ref()),
+            },
+            Tlsa {
+                usage: 3,
+                selector: 0,
+                matching: 2,
+                data: sha512,
+            },
+            Tlsa {
+                usage: 3,
+                selector: 1,
+                matching: 0,
+                data: spki(&cert),
+            },
+        ] {
+            assert_eq!(
+                verify_chain(
+                    std::slice::from_ref(&record),
+                    &cert,
+                    &[],
+                    &[],
+                    now(),
+                    &algorithms()
+                ),
+                Ok(DaneMatch::EndEntity),
+                "{record}"
+            );
+        }
+    }
+
+    #[test]
+    fn mismatch_and_unusable_records_fail() {
+        let cert = self_signed("mx.example");
+        let other = self_signed("mx.example");
+        let wrong = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&other)),
+        };
+        let err = verify_chain(
+            &[wrong],
+            &cert,
+            &[],
+            &names("mx.example"),
+            now(),
+            &algorithms(),
+        );
+        assert!(err.expect_err("mismatch").contains("matches no TLSA"));
+        // PKIX-EE (1) is not for SMTP even when it matches; a bad digest length is unusable.
+        let pkix = Tlsa {
+            usage: 1,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&cert)),
+        };
+        let short = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![1, 2, 3],
+        };
+        assert!(!pkix.is_usable() && !short.is_usable());
+        let err = verify_chain(&[pkix, short], &cert, &[], &[], now(), &algorithms());
+        assert!(err.expect_err("unusable").contains("no usable"));
+    }
+
+    #[test]
+    fn dane_ta_checks_chain_and_name() {
+        let (ee, ca) = issued("mx.example");
+        let ta = Tlsa {
+            usage: 2,
+            selector: 0,
+            matching: 1,
+            data: sha256(ca.as_ref()),
+        };
+        let ok = verify_chain(
+            std::slice::from_ref(&ta),
+            &ee,
+            std::slice::from_ref(&ca),
+            &names("mx.example"),
+            now(),
+            &algorithms(),
+        );
+        assert_eq!(ok, Ok(DaneMatch::TrustAnchor));
+        // SPKI of the TA works the same.
+        let ta_spki = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&ca)),
+        };
+        assert_eq!(
+            verify_chain(
+                &[ta_spki],
+                &ee,
+                std::slice::from_ref(&ca),
+                &names("mx.example"),
+                now(),
+                &algorithms()
+            ),
+            Ok(DaneMatch::TrustAnchor)
+        );
+        // Wrong name.
+        let err = verify_chain(
+            std::slice::from_ref(&ta),
+            &ee,
+            std::slice::from_ref(&ca),
+            &names("other.example"),
+            now(),
+            &algorithms(),
+        );
+        assert!(
+            err.expect_err("name").contains("not valid for"),
+            "name must be checked"
+        );
+        // The TA not sent: no match.
+        assert!(
+            verify_chain(
+                std::slice::from_ref(&ta),
+                &ee,
+                &[],
+                &names("mx.example"),
+                now(),
+                &algorithms()
+            )
+            .is_err()
+        );
+        // A certificate from another CA, with the first CA in the chain: the chain fails.
+        let (stranger, _) = issued("mx.example");
+        let err = verify_chain(
+            &[ta],
+            &stranger,
+            &[ca],
+            &names("mx.example"),
+            now(),
+            &algorithms(),
+        );
+        assert!(err.expect_err("chain").contains("does not verify"));
+    }
+
+    #[test]
+    fn verifier_in_a_client_config() {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cert = self_signed("mx.example");
+        let record = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&cert)),
+        };
+        let config = client_config(provider.clone(), vec![record], names("mx.example"));
+        assert!(config.is_ok());
+        let verifier = DaneVerifier {
+            records: vec![],
+            names: vec![],
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let name = ServerName::try_from("mx.example").expect("name");
+        assert!(
+            verifier
+                .verify_server_cert(&cert, &[], &name, &[], now())
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,166 @@
+"""Outbound DANE (RFC 7672) end to end: the test signs a small zone for secure.test with
+ldns-signzone (ECDSA P-256, NSEC), serves it with its signatures from a DNS server on
+loopback, and gives the sending gateway the zone's key as its trust anchor
+(`[delivery] dnssec_trust_anchor`). The MX is a second Portcullis with a self-signed
+certificate: DANE-EE authenticates it by its key, whatever its name or issuer."""
+
+import hashlib
+import subprocess
+import time
+
+import pytest
+from conftest import Gateway, free_port, require, wait_for
+from dnslib import QTYPE, RCODE, RR
+from dnslib.server import BaseResolver, DNSServer
+from test_mta_sts import Mx, Pki, send
+
+
+class SignedZone(BaseResolver):
+    """Answers from a signed zone with the RRSIGs of each answer; NODATA carries the
+    name's NSEC and the SOA with their signatures, as a DNSSEC-aware server does."""
+
+    def __init__(self, text, tamper_tlsa=False):
+        self.rrs = RR.fromZone(text)
+        if tamper_tlsa:
+            # Flip a bit of the TLSA data after signing: the signature no longer fits.
+            for rr in self.rrs:
+                if rr.rtype == QTYPE.TLSA:
+                    data = bytearray(rr.rdata.cert_data)
+                    data[0] ^= 1
+                    rr.rdata.cert_data = bytes(data)
+
+    def sigs(self, name, rtype):
+        return [rr for rr in self.rrs
+                if rr.rname == name and rr.rtype == QTYPE.RRSIG and rr.rdata.covered == rtype]
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        q = request.q
+        at_name = [rr for rr in self.rrs if rr.rname == q.qname]
+        answers = [rr for rr in at_name if rr.rtype == q.qtype]
+        for rr in answers + (self.sigs(q.qname, q.qtype) if answers else []):
+            reply.add_answer(rr)
+        if answers:
+            return reply
+        soa = [rr for rr in self.rrs if rr.rtype == QTYPE.SOA]
+        for rr in soa + self.sigs(soa[0].rname, QTYPE.SOA):
+            reply.add_auth(rr)
+        if at_name:
+            for rr in [rr for rr in at_name if rr.rtype == QTYPE.NSEC] + self.sigs(q.qname, QTYPE.NSEC):
+                reply.add_auth(rr)
+        else:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+def spki_sha256(cert_pem):
+    der = subprocess.run([require("openssl"), "x509", "-in", str(cert_pem), "-noout", "-pubkey"],
+                         check=True, capture_output=True, timeout=30).stdout
+    spki = subprocess.run([require("openssl"), "pkey", "-pubin", "-outform", "DER"], input=der,
+                          check=True, capture_output=True, timeout=30).stdout
+    return hashlib.sha256(spki).hexdigest()
+
+
+def signed_zone(workdir, tlsa_port, tlsa_hex):
+    """Signs the zone; returns (signed zone text, trust anchor file)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = subprocess.run([require("ldns-keygen"), "-a", "ECDSAP256SHA256", "-k", "secure.test"],
+                          cwd=workdir, check=True, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    zone = workdir / "secure.test.zone"
+    zone.write_text(f"""$ORIGIN secure.test.
+$TTL 60
+@    IN SOA ns.secure.test. hostmaster.secure.test. 1 60 60 60 60
+@    IN NS  ns.secure.test.
+ns   IN A   127.0.0.1
+@    IN MX  10 mx.secure.test.
+mx   IN A   127.0.0.1
+_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}
+""")
+    subprocess.run([require("ldns-signzone"), str(zone), base], cwd=workdir, check=True,
+                   capture_output=True, timeout=60)
+    signed = (workdir / "secure.test.zone.signed").read_text()
+    return signed, workdir / f"{base}.key"
+
+
+class SignedDns:
+    def __init__(self, text, tamper_tlsa=False):
+        self.port = free_port()
+        zone = SignedZone(text, tamper_tlsa)
+        self.servers = [DNSServer(zone, port=self.port, address="127.0.0.1", tcp=tcp)
+                        for tcp in (False, True)]
+        for s in self.servers:
+            s.start_thread()
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+
+
+def dane_sender(tmp_path, dns_port, mx_port, anchor):
+    g = Gateway(tmp_path / "gw",
+                f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_secs = 2\n'
+                f"[delivery]\nmx_port = {mx_port}\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n"
+                f'dnssec_trust_anchor = "{anchor}"\n')
+    g.cli("network", "add", "127.0.0.0/8", "--comment", "test clients")
+    return g
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path / "pki")
+
+
+def setup(tmp_path, pki, tlsa_for, tamper=False):
+    """An MX with a self-signed certificate; TLSA 3 1 1 for `tlsa_for`'s key."""
+    cert, key = pki.self_signed("mx.secure.test")
+    mx = Mx(tmp_path, cert, key)
+    published = cert if tlsa_for == "mx" else pki.self_signed("impostor.test")[0]
+    text, anchor = signed_zone(tmp_path / "zone", mx.port, spki_sha256(published))
+    dns = SignedDns(text, tamper_tlsa=tamper)
+    g = dane_sender(tmp_path, dns.port, mx.port, anchor).start()
+    return mx, dns, g
+
+
+def test_dane_ee_match_delivers_to_self_signed_mx(tmp_path, pki):
+    mx, dns, g = setup(tmp_path, pki, "mx")
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "authenticated by DANE")
+        (msg,) = mx.sink.wait_count(1) and mx.sink.messages()
+        assert msg["Subject"] == "authenticated by DANE"
+        log = g.log_text()
+        assert "DANE: 1 usable TLSA records" in log, log
+        assert "DANE: certificate authenticated by TLSA" in log, log
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
+def test_dane_mismatch_defers(tmp_path, pki):
+    mx, dns, g = setup(tmp_path, pki, "impostor")
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "wrong key")
+        wait_for(lambda: "DANE" in g.cli("queue", "list").stdout, what="deferral naming DANE")
+        assert "4.7.5" in g.cli("queue", "list").stdout
+        time.sleep(2)
+        assert mx.sink.files() == [], "delivered despite a TLSA mismatch"
+        assert "DANE: TLS or authentication failed" in g.log_text()
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
+def test_bogus_tlsa_defers(tmp_path, pki):
+    mx, dns, g = setup(tmp_path, pki, "mx", tamper=True)
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "bogus TLSA")
+        wait_for(lambda: "DANE" in g.cli("queue", "list").stdout, what="deferral naming DANE")
+        time.sleep(2)
+        assert mx.sink.files() == [], "delivered despite a bogus TLSA answer"
+        assert "host skipped by TLS policy" in g.log_text()
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
