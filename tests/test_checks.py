@@ -228,3 +228,25 @@ def test_greylisting_suspicious_mode_delays_only_doubtful_mail(tmp_path, sink):
             sink.wait_count(2)
         finally:
             listed.stop()
+
+
+def test_external_engine_down_fails_open_by_default_and_closed_by_setting(tmp_path, sink):
+    dead = free_port()
+    g = Gateway(tmp_path / "open", f'[external]\nrspamd = "127.0.0.1:{dead}"\ntimeout_ms = 2000\n'
+                                   '[greylist]\nmode = "never"\n')
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        assert send(g.smtp, mail("open"))[0] == 250
+        sink.wait_count(1)
+    finally:
+        g.stop()
+    g = Gateway(tmp_path / "closed", f'[external]\nrspamd = "127.0.0.1:{dead}"\ntimeout_ms = 2000\nfail_open = false\n')
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        code, text = send(g.smtp, mail("closed"))
+        assert (code, text[:5]) == (451, b"4.7.0"), (code, text)
+        assert g.queue_ids() == []
+    finally:
+        g.stop()

@@ -49,7 +49,13 @@ class SignedZone(BaseResolver):
             for rr in [rr for rr in at_name if rr.rtype == QTYPE.NSEC] + self.sigs(q.qname, QTYPE.NSEC):
                 reply.add_auth(rr)
         else:
+            # The zone is tiny: every NSEC with its signature covers the name and the
+            # wildcard among them, which proves NXDOMAIN.
             reply.header.rcode = RCODE.NXDOMAIN
+            for nsec in [rr for rr in self.rrs if rr.rtype == QTYPE.NSEC]:
+                reply.add_auth(nsec)
+                for sig in self.sigs(nsec.rname, QTYPE.NSEC):
+                    reply.add_auth(sig)
         return reply
 
 
@@ -75,8 +81,7 @@ $TTL 60
 ns   IN A   127.0.0.1
 @    IN MX  10 mx.secure.test.
 mx   IN A   127.0.0.1
-_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}
-""")
+""" + (f"_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}\n" if tlsa_hex else ""))
     subprocess.run([require("ldns-signzone"), str(zone), base], cwd=workdir, check=True,
                    capture_output=True, timeout=60)
     signed = (workdir / "secure.test.zone.signed").read_text()
@@ -111,15 +116,17 @@ def pki(tmp_path):
     return Pki(tmp_path / "pki")
 
 
-def setup(tmp_path, pki, tlsa_for, tamper=False):
+def setup(tmp_path, pki, tlsa_for, tamper=False, prepare=None):
     """An MX with a self-signed certificate; TLSA 3 1 1 for `tlsa_for`'s key."""
     cert, key = pki.self_signed("mx.secure.test")
     mx = Mx(tmp_path, cert, key)
-    published = cert if tlsa_for == "mx" else pki.self_signed("impostor.test")[0]
-    text, anchor = signed_zone(tmp_path / "zone", mx.port, spki_sha256(published))
+    published = {"mx": cert, "impostor": pki.self_signed("impostor.test")[0]}.get(tlsa_for)
+    text, anchor = signed_zone(tmp_path / "zone", mx.port, published and spki_sha256(published))
     dns = SignedDns(text, tamper_tlsa=tamper)
-    g = dane_sender(tmp_path, dns.port, mx.port, anchor).start()
-    return mx, dns, g
+    g = dane_sender(tmp_path, dns.port, mx.port, anchor)
+    if prepare:
+        prepare(g, mx)
+    return mx, dns, g.start()
 
 
 def test_dane_ee_match_delivers_to_self_signed_mx(tmp_path, pki):
@@ -152,6 +159,22 @@ def test_dane_mismatch_defers(tmp_path, pki):
         mx.stop()
 
 
+def test_signed_zone_without_tlsa_is_opportunistic(tmp_path, pki):
+    # A validated denial of the TLSA name: DANE does not apply, the self-signed MX gets
+    # the message with opportunistic TLS.
+    mx, dns, g = setup(tmp_path, pki, None)
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "no TLSA")
+        mx.sink.wait_count(1)
+        log = g.log_text()
+        assert "no DANE (no TLSA records at" in log, log
+        assert 'policy="may"' in log or "policy=may" in log, log
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
 def test_bogus_tlsa_defers(tmp_path, pki):
     mx, dns, g = setup(tmp_path, pki, "mx", tamper=True)
     try:
@@ -164,3 +187,36 @@ def test_bogus_tlsa_defers(tmp_path, pki):
         g.stop()
         dns.stop()
         mx.stop()
+
+
+def test_route_with_tls_dane(tmp_path, pki):
+    # A configured route (not MX delivery) that requires DANE, to the same signed host.
+    def route(g, mx):
+        g.cli("domain", "add", "routed.test", "--route", f"mx.secure.test:{mx.port}",
+              "--tls", "dane")
+        mx.gw.cli("domain", "add", "routed.test", "--route", f"127.0.0.1:{mx.sink.port}")
+        time.sleep(2.5)  # the running MX reloads its policy every 2 s
+    mx, dns, g = setup(tmp_path, pki, "mx", prepare=route)
+    try:
+        send(g.smtp, "x@outside.test", ["bob@routed.test"], "routed with DANE")
+        mx.sink.wait_count(1)
+        assert "DANE required by the route" in g.log_text()
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
+def test_route_requiring_dane_defers_without_tlsa(tmp_path, sink):
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 60\n")
+    assert g.cli("domain", "add", "x.test", "--route", "127.0.0.1:25", "--tls", "sometimes",
+                 check=False).returncode != 0
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}", "--tls", "dane")
+    g.start()
+    try:
+        send(g.smtp, "x@outside.test", ["bob@example.com"], "needs DANE")
+        wait_for(lambda: "DANE required" in g.cli("queue", "list").stdout,
+                 what="deferral: DANE required")
+        assert sink.files() == []
+    finally:
+        g.stop()

@@ -29,6 +29,7 @@ pub struct Config {
     pub fcrdns: portcullis_filter::dnsbl::FcrdnsSettings,
     pub greylist: portcullis_filter::greylist::GreylistSettings,
     pub attachments: portcullis_filter::attachments::AttachmentLimits,
+    pub external: portcullis_filter::external::ExternalSettings,
 }
 
 /// Virus scanning through clamd.
@@ -223,6 +224,7 @@ impl Default for Config {
             fcrdns: Default::default(),
             greylist: Default::default(),
             attachments: Default::default(),
+            external: Default::default(),
         }
     }
 }
@@ -386,6 +388,9 @@ impl Config {
         }
         if let Err(e) = self.dnsbl.validate() {
             return Err(err("zone", e));
+        }
+        if let Err(e) = self.external.validate() {
+            return Err(err("rspamd", e));
         }
         if let Err(e) = self.greylist.validate() {
             return Err(err("mode", e));

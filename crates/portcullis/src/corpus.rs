@@ -163,7 +163,7 @@ fn load_samples(ham: &[PathBuf], spam: &[PathBuf]) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
-/// The regular files of a folder, in name order (hidden files skipped).
+/// The regular files of a folder (or links to them), in name order, hidden files skipped.
 fn message_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -171,8 +171,10 @@ fn message_files(dir: &Path) -> Result<Vec<PathBuf>> {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if entry.file_type()?.is_file() {
-            files.push(entry.path());
+        // Follows symbolic links, so a corpus split can be a folder of links.
+        let path = entry.path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            files.push(path);
         }
     }
     files.sort();

@@ -10,6 +10,8 @@ use portcullis_filter::auth::TokioResolver;
 use portcullis_filter::clamd::{self, ScanResult};
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::dnsbl::{self, DnsblSettings, FcrdnsSettings};
+use portcullis_filter::external;
+use portcullis_filter::sign::SharedKeyRing;
 use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
 use portcullis_filter::finding::{self, Finding};
 use portcullis_filter::rules::{Disposition, Subject, Verdict};
@@ -40,6 +42,9 @@ pub struct Shared {
     pub greylist: Greylist,
     /// Messages per client and hour (per node); None: no limit.
     pub message_rate: Option<governor::DefaultKeyedRateLimiter<String>>,
+    pub external: external::ExternalSettings,
+    /// DKIM keys for signing outbound mail, reloaded with the policy.
+    pub dkim: SharedKeyRing,
 }
 
 pub struct GatewayHandler {
@@ -169,6 +174,21 @@ impl GatewayHandler {
         }
     }
 
+    /// Sign outbound mail with the DKIM keys of its From domain, over the message exactly
+    /// as it will leave (added headers and all); the signature goes in front. A signing
+    /// failure sends the message unsigned, logged: it is no reason to refuse mail.
+    fn dkim_sign(&self, envelope: &mut Envelope, body: &[u8]) {
+        let ring = self.shared.dkim.current();
+        let mut full = Vec::with_capacity(envelope.prepend.len() + body.len());
+        full.extend_from_slice(envelope.prepend.as_bytes());
+        full.extend_from_slice(body);
+        match tokio::task::block_in_place(|| ring.sign(&full)) {
+            Ok(Some(fields)) => envelope.prepend.insert_str(0, &fields),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(id = %envelope.id, error = %e, "DKIM signing failed; sent unsigned"),
+        }
+    }
+
     /// DNSBL and FCrDNS for the client, once per connection.
     async fn connection_checks(&mut self) -> &[Finding] {
         if self.conn_findings.is_none() {
@@ -243,7 +263,16 @@ impl GatewayHandler {
         let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
         let spf = self.spf.take();
         let av = self.shared.antivirus.clone();
-        let (auth, scanned) = tokio::join!(
+        let recipients_now: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
+        let ext_ctx = external::ExternalContext {
+            ip: Some(self.ip),
+            helo: session.helo().unwrap_or(""),
+            sender,
+            recipients: &recipients_now,
+            id,
+        };
+        let ext_settings = &self.shared.external;
+        let (auth, scanned, ext) = tokio::join!(
             async {
                 match &spf {
                     Some(spf) => self.authenticate(id, raw, session, sender, spf).await.map(Some),
@@ -255,8 +284,25 @@ impl GatewayHandler {
                     Some(scanner) => Some(scanner.scan(raw).await),
                     None => None,
                 }
+            },
+            async {
+                if ext_settings.enabled() {
+                    Some(external::check(ext_settings, &ext_ctx, content_input).await)
+                } else {
+                    None
+                }
             }
         );
+        if let Some(report) = ext {
+            if report.should_tempfail(ext_settings) {
+                return Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    "Error: spam scanner unavailable, try again later",
+                ));
+            }
+            findings.extend(report.findings);
+        }
         if let Some((h, f)) = auth? {
             headers.push_str(&h);
             findings.extend(f);
@@ -581,7 +627,7 @@ impl Handler for GatewayHandler {
                 notify: Some(vec!["NEVER".into()]),
             });
         }
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             id: id.clone(),
             received_at: now(),
             client_ip: self.ip.to_string(),
@@ -689,6 +735,9 @@ impl Handler for GatewayHandler {
                 tracing::info!(id, class, "quarantined");
                 return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
             }
+        }
+        if internal {
+            self.dkim_sign(&mut envelope, rewritten.as_deref().unwrap_or(&raw));
         }
         let kept = match rewritten {
             Some(body) => {

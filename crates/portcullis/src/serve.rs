@@ -177,6 +177,23 @@ pub async fn run(config: Config) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     crate::digest::spawn(config.clone(), store.clone(), queue.clone());
     let scanner = content_scanner(&store, &config.attachments).await;
+    let dkim = portcullis_filter::sign::SharedKeyRing::new(
+        portcullis_filter::sign::KeyRing::load(&store, None)
+            .await
+            .context("loading DKIM keys")?,
+    );
+    {
+        // Key changes (`dkim generate|rotate|activate`) reach a running gateway.
+        let (dkim, store) = (dkim.clone(), store.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = dkim.reload(&store).await {
+                    tracing::warn!(error = %e, "DKIM key reload failed; keeping the current keys");
+                }
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         hostname: config.hostname.clone(),
         auth,
@@ -185,6 +202,8 @@ pub async fn run(config: Config) -> Result<()> {
         queue,
         log,
         content: std::sync::RwLock::new(Arc::new(scanner)),
+        external: config.external.clone(),
+        dkim,
         resolver: resolver_for_checks,
         antivirus: (!config.antivirus.clamd.is_empty())
             .then(|| {
