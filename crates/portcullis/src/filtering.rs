@@ -4,9 +4,9 @@
 
 use ipnet::IpNet;
 use mail_parser::MimeHeaders;
+use portcullis_filter::lexical::{self, ContentEntry, ContentLists, Field};
 use portcullis_filter::rules::{Change, Rule, RuleSet, SpamThresholds, default_rules};
 use portcullis_smtp::Reply;
-use portcullis_filter::lexical::{self, ContentEntry, ContentLists, Field};
 use portcullis_store::{ContentRow, ListEntry};
 use std::net::IpAddr;
 
@@ -46,7 +46,9 @@ impl FilterPolicy {
                     Ok(_) => all.push(r),
                     Err(e) => tracing::error!(rule = %name, error = %e, "stored rule left out"),
                 },
-                Err(e) => tracing::error!(rule = %name, error = %e, "stored rule is corrupt; left out"),
+                Err(e) => {
+                    tracing::error!(rule = %name, error = %e, "stored rule is corrupt; left out")
+                }
             }
         }
         all.extend(default_rules(t));
@@ -112,7 +114,10 @@ fn domain_of(address: &str) -> String {
 /// (`example.com` or `@example.com`, subdomains included).
 fn address_matches(value: &str, address: &str) -> bool {
     let address = address.to_ascii_lowercase();
-    if let Some(domain) = value.strip_prefix('@').or((!value.contains('@')).then_some(value)) {
+    if let Some(domain) = value
+        .strip_prefix('@')
+        .or((!value.contains('@')).then_some(value))
+    {
         let d = domain_of(&address);
         d == domain || d.ends_with(&format!(".{domain}"))
     } else {
@@ -144,7 +149,14 @@ impl Lists {
         e.scope.is_empty() || address_matches(&e.scope, party)
     }
 
-    fn hit(&self, kind: &str, ip: IpAddr, sender: &str, recipient: &str, party: &str) -> Option<&ListEntry> {
+    fn hit(
+        &self,
+        kind: &str,
+        ip: IpAddr,
+        sender: &str,
+        recipient: &str,
+        party: &str,
+    ) -> Option<&ListEntry> {
         self.entries
             .iter()
             .filter(|(e, _)| e.kind == kind && Self::in_scope(e, party))
@@ -268,7 +280,8 @@ pub fn remove_forged_fields(raw: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
         // A field runs to the next line that does not start with white space.
         let mut field_end = pos;
         loop {
-            field_end = memchr::memmem::find(&raw[field_end..end], b"\r\n").map_or(end, |p| field_end + p + 2);
+            field_end = memchr::memmem::find(&raw[field_end..end], b"\r\n")
+                .map_or(end, |p| field_end + p + 2);
             if field_end >= end || !matches!(raw[field_end], b' ' | b'\t') {
                 break;
             }
@@ -295,35 +308,33 @@ pub fn remove_forged_fields(raw: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
 /// The authserv-id an `Authentication-Results` value starts with (RFC 8601 §2.2): after
 /// folding white space and comments, a token or a quoted string.
 fn authserv_id_of(value: &[u8]) -> String {
+    // Skip folding white space and (nested) comments.
     let mut i = 0;
-    let skip_cfws = |mut i: usize| {
-        loop {
-            while i < value.len() && value[i].is_ascii_whitespace() {
+    loop {
+        while i < value.len() && value[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < value.len() && value[i] == b'(' {
+            let mut depth = 0;
+            while i < value.len() {
+                match value[i] {
+                    b'\\' => i += 1,
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
                 i += 1;
             }
-            if i < value.len() && value[i] == b'(' {
-                let mut depth = 0;
-                while i < value.len() {
-                    match value[i] {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                continue;
-            }
-            return i;
+            continue;
         }
-    };
-    i = skip_cfws(i);
+        break;
+    }
     let mut id = Vec::new();
     if value.get(i) == Some(&b'"') {
         i += 1;
@@ -337,7 +348,10 @@ fn authserv_id_of(value: &[u8]) -> String {
             i += 1;
         }
     } else {
-        while i < value.len() && !matches!(value[i], b';' | b'(' | b'"') && !value[i].is_ascii_whitespace() {
+        while i < value.len()
+            && !matches!(value[i], b';' | b'(' | b'"')
+            && !value[i].is_ascii_whitespace()
+        {
             id.push(value[i]);
             i += 1;
         }
@@ -369,9 +383,8 @@ pub fn tag_subject(raw: &[u8], tag: &str) -> Option<Vec<u8>> {
         let line_end = memchr::memmem::find(&raw[pos..end], b"\r\n").map_or(end, |p| pos + p + 2);
         let line = &raw[pos..line_end];
         // `Subject:` or the obsolete `Subject :` (RFC 5322 §4.5).
-        let colon = memchr::memchr(b':', line).filter(|&c| {
-            line[..c].trim_ascii_end().eq_ignore_ascii_case(b"subject")
-        });
+        let colon = memchr::memchr(b':', line)
+            .filter(|&c| line[..c].trim_ascii_end().eq_ignore_ascii_case(b"subject"));
         if let Some(colon) = colon {
             let value = pos + colon + 1;
             let mut at = value;
@@ -490,19 +503,31 @@ mod tests {
         let lists = Lists::new(vec![
             entry("block", "ip", "192.0.2.0/24", ""),
             entry("block", "sender", "spam.test", ""),
-            entry("allow", "sender", "friend@partner.test", "boss@example.test"),
+            entry(
+                "allow",
+                "sender",
+                "friend@partner.test",
+                "boss@example.test",
+            ),
             entry("valid", "recipient", "boss@example.test", "example.test"),
             entry("valid", "recipient", "info@example.test", "example.test"),
         ]);
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let bad_ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(
-            lists.check(bad_ip, "a@b.test", "info@example.test", true).unwrap_err().code,
+            lists
+                .check(bad_ip, "a@b.test", "info@example.test", true)
+                .unwrap_err()
+                .code,
             554
         );
-        let r = lists.check(ip, "x@mail.spam.test", "info@example.test", true).unwrap_err();
+        let r = lists
+            .check(ip, "x@mail.spam.test", "info@example.test", true)
+            .unwrap_err();
         assert_eq!((r.code, r.status.as_deref().unwrap_or("")), (550, "5.7.1"));
-        let r = lists.check(ip, "a@b.test", "nobody@example.test", true).unwrap_err();
+        let r = lists
+            .check(ip, "a@b.test", "nobody@example.test", true)
+            .unwrap_err();
         assert_eq!((r.code, r.status.as_deref().unwrap_or("")), (550, "5.1.1"));
         // A domain without a valid list accepts anyone.
         assert_eq!(lists.check(ip, "a@b.test", "x@other.test", true), Ok(None));
@@ -511,7 +536,10 @@ mod tests {
             lists.check(ip, "Friend@partner.test", "boss@example.test", true),
             Ok(Some("sender"))
         );
-        assert_eq!(lists.check(ip, "friend@partner.test", "info@example.test", true), Ok(None));
+        assert_eq!(
+            lists.check(ip, "friend@partner.test", "info@example.test", true),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -529,11 +557,24 @@ mod tests {
             b"Authentication-Results: \"gw.test\"; dmarc=pass\r\n\r\nb",
             b"Authentication-Results:\r\n (a (nested) one)\r\n gw.test(x); dmarc=pass\r\n\r\nb",
         ] {
-            assert_eq!(remove_forged_fields(evasive, "gw.test").unwrap(), b"\r\nb".to_vec(), "{evasive:?}");
+            assert_eq!(
+                remove_forged_fields(evasive, "gw.test").unwrap(),
+                b"\r\nb".to_vec(),
+                "{evasive:?}"
+            );
         }
-        assert!(remove_forged_fields(b"Authentication-Results: gw.test.evil; x\r\n\r\nb", "gw.test").is_none());
+        assert!(
+            remove_forged_fields(
+                b"Authentication-Results: gw.test.evil; x\r\n\r\nb",
+                "gw.test"
+            )
+            .is_none()
+        );
         let v1 = b"Authentication-Results: gw.test 1; spf=pass\r\n\r\n";
-        assert_eq!(remove_forged_fields(v1, "gw.test").unwrap(), b"\r\n".to_vec());
+        assert_eq!(
+            remove_forged_fields(v1, "gw.test").unwrap(),
+            b"\r\n".to_vec()
+        );
     }
 
     #[test]
@@ -546,7 +587,10 @@ mod tests {
         );
         assert_eq!(tag_subject(&out, "[SPAM]").unwrap(), out);
         assert!(tag_subject(b"From: a@b\r\n\r\nSubject: body\r\n", "[SPAM]").is_none());
-        let c = apply_changes(b"From: a@b\r\n\r\nx\r\n", &[Change::TagSubject("[SPAM]".into())]);
+        let c = apply_changes(
+            b"From: a@b\r\n\r\nx\r\n",
+            &[Change::TagSubject("[SPAM]".into())],
+        );
         assert_eq!(c.headers, "Subject: [SPAM]\r\n");
         assert!(c.body.is_none());
         // The obsolete form with space before the colon is the same field.
@@ -584,9 +628,16 @@ mod tests {
         assert!(parsed.body_text(0).unwrap().contains("Hello there"));
         let s = strip_attachments(raw, &["nested.exe".into()], "x");
         assert!(s.message.is_none() && s.missed == vec!["nested.exe".to_string()]);
-        assert!(strip_attachments(b"Subject: x\r\n\r\nplain\r\n", &[], "x").message.is_none());
+        assert!(
+            strip_attachments(b"Subject: x\r\n\r\nplain\r\n", &[], "x")
+                .message
+                .is_none()
+        );
         // A message that is one attachment cannot lose it: reported, not ignored.
         let single = b"Subject: x\r\nContent-Type: application/octet-stream; name=\"a.exe\"\r\nContent-Disposition: attachment; filename=\"a.exe\"\r\n\r\nMZ\r\n";
-        assert_eq!(strip_attachments(single, &["a.exe".into()], "x").missed, vec!["a.exe".to_string()]);
+        assert_eq!(
+            strip_attachments(single, &["a.exe".into()], "x").missed,
+            vec!["a.exe".to_string()]
+        );
     }
 }

@@ -5,16 +5,16 @@
 use crate::logwriter::LogWriter;
 use crate::policy::Policy;
 use crate::{rfc5322_date, users};
-use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
 use portcullis_filter::auth::TokioResolver;
+use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
 use portcullis_filter::clamd::{self, ScanResult};
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::dnsbl::{self, DnsblSettings, FcrdnsSettings};
 use portcullis_filter::external;
-use portcullis_filter::sign::SharedKeyRing;
-use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
 use portcullis_filter::finding::{self, Finding};
+use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
 use portcullis_filter::rules::{Disposition, Subject, Verdict};
+use portcullis_filter::sign::SharedKeyRing;
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, SpoolWriter, new_id, now};
 use portcullis_smtp::server::{ConnInfo, Handler};
@@ -145,7 +145,12 @@ impl GatewayHandler {
 
     /// The `copy` recipients (archive mailboxes) of a message that is held or dropped
     /// still get it: queued durably before the reply, under an id of its own.
-    fn archive_copies(&self, envelope: &Envelope, copies: &[String], body: &[u8]) -> Result<(), Reply> {
+    fn archive_copies(
+        &self,
+        envelope: &Envelope,
+        copies: &[String],
+        body: &[u8],
+    ) -> Result<(), Reply> {
         if copies.is_empty() {
             return Ok(());
         }
@@ -169,7 +174,11 @@ impl GatewayHandler {
             }
             Err(e) => {
                 tracing::error!(id = %envelope.id, error = %e, "archive copy could not be queued");
-                Err(Reply::new(451, "4.3.0", "Error: queue file write error, try again later"))
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file write error, try again later",
+                ))
             }
         }
     }
@@ -185,7 +194,9 @@ impl GatewayHandler {
         match tokio::task::block_in_place(|| ring.sign(&full)) {
             Ok(Some(fields)) => envelope.prepend.insert_str(0, &fields),
             Ok(None) => {}
-            Err(e) => tracing::warn!(id = %envelope.id, error = %e, "DKIM signing failed; sent unsigned"),
+            Err(e) => {
+                tracing::warn!(id = %envelope.id, error = %e, "DKIM signing failed; sent unsigned")
+            }
         }
     }
 
@@ -194,16 +205,14 @@ impl GatewayHandler {
         if self.conn_findings.is_none() {
             let sh = &self.shared;
             let fcrdns_on = sh.fcrdns.enabled;
-            let (listed, fcrdns) = tokio::join!(
-                dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.ip),
-                async {
+            let (listed, fcrdns) =
+                tokio::join!(dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.ip), async {
                     if fcrdns_on {
                         Some(dnsbl::fcrdns(&sh.resolver, self.ip, &sh.fcrdns).await)
                     } else {
                         None
                     }
-                }
-            );
+                });
             for u in &listed.unavailable {
                 tracing::warn!(client = %self.conn.peer, zone = %u.zone, reason = %u.reason, "DNSBL unavailable");
             }
@@ -231,7 +240,12 @@ impl GatewayHandler {
         let mut deferred = None;
         for r in recipients {
             let triplet = Triplet::new(self.ip, sender, r);
-            match self.shared.greylist.check(&self.shared.store, &triplet, score, now).await {
+            match self
+                .shared
+                .greylist
+                .check(&self.shared.store, &triplet, score, now)
+                .await
+            {
                 Ok(decision) => {
                     if let Some(reply) = decision.reply() {
                         tracing::info!(client = %self.conn.peer, from = %sender, to = %r, score, "greylisted");
@@ -263,7 +277,8 @@ impl GatewayHandler {
         let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
         let spf = self.spf.take();
         let av = self.shared.antivirus.clone();
-        let recipients_now: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
+        let recipients_now: Vec<String> =
+            self.recipients.iter().map(|r| r.address.clone()).collect();
         let ext_ctx = external::ExternalContext {
             ip: Some(self.ip),
             helo: session.helo().unwrap_or(""),
@@ -275,7 +290,10 @@ impl GatewayHandler {
         let (auth, scanned, ext) = tokio::join!(
             async {
                 match &spf {
-                    Some(spf) => self.authenticate(id, raw, session, sender, spf).await.map(Some),
+                    Some(spf) => self
+                        .authenticate(id, raw, session, sender, spf)
+                        .await
+                        .map(Some),
                     None => Ok(None),
                 }
             },
@@ -338,7 +356,8 @@ impl GatewayHandler {
         findings.extend(listed);
         if !self.shared.dnsbl.uribl.is_empty() && !self.allowed {
             let listed =
-                dnsbl::check_urls(&self.shared.resolver, &self.shared.dnsbl, &report.text.urls).await;
+                dnsbl::check_urls(&self.shared.resolver, &self.shared.dnsbl, &report.text.urls)
+                    .await;
             for u in &listed.unavailable {
                 tracing::warn!(id, zone = %u.zone, reason = %u.reason, "URIBL unavailable");
             }
@@ -371,7 +390,12 @@ impl GatewayHandler {
         {
             return Err(reply);
         }
-        Ok((headers, findings, verdict, Some(report.text.subject).filter(|s| !s.is_empty())))
+        Ok((
+            headers,
+            findings,
+            verdict,
+            Some(report.text.subject).filter(|s| !s.is_empty()),
+        ))
     }
 }
 
@@ -419,7 +443,11 @@ impl Handler for GatewayHandler {
             };
             if rate.check_key(&key).is_err() {
                 tracing::warn!(client = %self.conn.peer, key, "message rate limit reached");
-                return Reply::new(450, "4.7.1", "Error: too many messages, slow down and try again later");
+                return Reply::new(
+                    450,
+                    "4.7.1",
+                    "Error: too many messages, slow down and try again later",
+                );
             }
             if rate.len() > 10_000 {
                 rate.retain_recent();
@@ -461,7 +489,11 @@ impl Handler for GatewayHandler {
             .policy
             .check_recipient(&rcpt.address, internal)
             .and_then(|()| {
-                let allowed = snapshot.filter.lists.check(self.ip, &sender, &rcpt.address, !internal)?;
+                let allowed =
+                    snapshot
+                        .filter
+                        .lists
+                        .check(self.ip, &sender, &rcpt.address, !internal)?;
                 // An envelope sender can be forged: a sender entry counts only when SPF
                 // vouches for it (or when authentication is off, the administrator's call).
                 Ok(match allowed {
@@ -478,7 +510,13 @@ impl Handler for GatewayHandler {
         // same rules and lists; a recipient whose policy differs is asked for again in
         // a transaction of its own (452: the client sends it after this one).
         let checked = checked.and_then(|allowed| {
-            let key = (allowed, snapshot.filter.rules.scope_of(!internal, &sender, &rcpt.address));
+            let key = (
+                allowed,
+                snapshot
+                    .filter
+                    .rules
+                    .scope_of(!internal, &sender, &rcpt.address),
+            );
             match &self.policy_key {
                 Some(first) if !self.recipients.is_empty() && *first != key => Err(Reply::new(
                     452,
@@ -498,7 +536,10 @@ impl Handler for GatewayHandler {
                     && self.shared.greylist.settings().mode == GreylistMode::Always =>
             {
                 let score = finding::total_score(self.conn_findings.as_deref().unwrap_or_default());
-                match self.greylisted(&[rcpt.address.clone()], &sender, score).await {
+                match self
+                    .greylisted(std::slice::from_ref(&rcpt.address), &sender, score)
+                    .await
+                {
                     Some(reply) => Err(reply),
                     None => Ok(false),
                 }
@@ -691,7 +732,11 @@ impl Handler for GatewayHandler {
             }
             Disposition::Discard => {
                 writer.discard();
-                if let Err(reply) = self.archive_copies(&envelope, &verdict.copies, rewritten.as_deref().unwrap_or(&raw)) {
+                if let Err(reply) = self.archive_copies(
+                    &envelope,
+                    &verdict.copies,
+                    rewritten.as_deref().unwrap_or(&raw),
+                ) {
                     return reply;
                 }
                 final_status(&mut record, "discarded", "discarded by policy");
@@ -718,19 +763,34 @@ impl Handler for GatewayHandler {
                     })
                     .unwrap_or_default(),
                     body,
-                    recipients: original_recipients.iter().map(|r| r.address.clone()).collect(),
+                    recipients: original_recipients
+                        .iter()
+                        .map(|r| r.address.clone())
+                        .collect(),
                     direction: direction.as_str().to_string(),
                 };
                 writer.discard();
-                if let Err(reply) = self.archive_copies(&envelope, &verdict.copies, rewritten.as_deref().unwrap_or(&raw)) {
+                if let Err(reply) = self.archive_copies(
+                    &envelope,
+                    &verdict.copies,
+                    rewritten.as_deref().unwrap_or(&raw),
+                ) {
                     return reply;
                 }
                 // The store commits durably (a synchronous transaction) before we answer.
                 if let Err(e) = self.shared.store.quarantine_hold(&held).await {
                     tracing::error!(id, error = %e, "quarantine failed");
-                    return Reply::new(451, "4.3.0", "Error: quarantine unavailable, try again later");
+                    return Reply::new(
+                        451,
+                        "4.3.0",
+                        "Error: quarantine unavailable, try again later",
+                    );
                 }
-                final_status(&mut record, "quarantined", &format!("quarantined ({class})"));
+                final_status(
+                    &mut record,
+                    "quarantined",
+                    &format!("quarantined ({class})"),
+                );
                 self.shared.log.write(LogEntry::Message(record));
                 tracing::info!(id, class, "quarantined");
                 return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));

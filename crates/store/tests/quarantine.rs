@@ -145,7 +145,7 @@ async fn rules_keep_order_and_lists_normalise() {
     assert!(store.remove_list_entry(&e).await.unwrap());
 
     store
-        .replace_filter_policy(&[("z".into(), "{}".into())], &[e.clone()], &[])
+        .replace_filter_policy(&[("z".into(), "{}".into())], std::slice::from_ref(&e), &[])
         .await
         .unwrap();
     assert_eq!(store.list_rules().await.unwrap().len(), 1);
