@@ -49,17 +49,6 @@ const WORD_HEADERS: [&str; 6] = [
 /// Header fields whose addresses give domain tokens.
 const ADDRESS_HEADERS: [&str; 5] = ["to", "cc", "return-path", "sender", "errors-to"];
 
-// EXPERIMENT-BEGIN
-pub fn knob(name: &str, default: f64) -> f64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-fn knobs() -> &'static (f64, f64, usize, u32) {
-    static K: std::sync::OnceLock<(f64, f64, usize, u32)> = std::sync::OnceLock::new();
-    K.get_or_init(|| (knob("B_S", STRENGTH), knob("B_MIN", MIN_DEVIATION), knob("B_CLUES", MAX_CLUES as f64) as usize, knob("B_FLAGS", 0.0) as u32))
-}
-pub fn flag(bit: u32) -> bool { knobs().3 & (1 << bit) != 0 }
-// EXPERIMENT-END
-
 /// Why a model gives no probability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotEnoughTraining {
@@ -275,8 +264,7 @@ impl BayesModel {
         let ham_ratio = f64::from(c.ham) / self.ham_messages.max(1) as f64;
         let raw = spam_ratio / (spam_ratio + ham_ratio);
         let n = f64::from(c.spam) + f64::from(c.ham);
-        let st = knobs().0;
-        (st * 0.5 + n * raw) / (st + n)
+        (STRENGTH * 0.5 + n * raw) / (STRENGTH + n)
     }
 
     fn combine(&self, tokens: &[String], keep: usize) -> Result<Classification, NotEnoughTraining> {
@@ -292,14 +280,13 @@ impl BayesModel {
             }
             let p = self.token_probability(c);
             let d = (p - 0.5).abs();
-            if d >= knobs().1 {
+            if d >= MIN_DEVIATION {
                 clues.push((d, p, i));
             }
         }
-        let max_clues = knobs().2;
-        if clues.len() > max_clues {
-            clues.select_nth_unstable_by(max_clues - 1, |a, b| b.0.total_cmp(&a.0));
-            clues.truncate(max_clues);
+        if clues.len() > MAX_CLUES {
+            clues.select_nth_unstable_by(MAX_CLUES - 1, |a, b| b.0.total_cmp(&a.0));
+            clues.truncate(MAX_CLUES);
         }
         let probability = chi_combine(clues.iter().map(|c| c.1));
         let mut shown = Vec::new();
@@ -337,12 +324,6 @@ pub fn chi_combine(probabilities: impl Iterator<Item = f64>) -> f64 {
     if n == 0 {
         return 0.5;
     }
-    if flag(7) {
-        let lqs = ln_chi2_q(-2.0 * ln_spam, 2 * n);
-        let lqh = ln_chi2_q(-2.0 * ln_ham, 2 * n);
-        let k = knob("B_K", 1.0);
-        return 1.0 / (1.0 + ((lqs - lqh) * k).exp());
-    }
     let s = 1.0 - chi2_q(-2.0 * ln_spam, 2 * n);
     let h = 1.0 - chi2_q(-2.0 * ln_ham, 2 * n);
     ((1.0 + s - h) / 2.0).clamp(0.0, 1.0)
@@ -352,7 +333,7 @@ pub fn chi_combine(probabilities: impl Iterator<Item = f64>) -> f64 {
 /// least `x2`: `e^-m Σ_{i<dof/2} m^i / i!` with `m = x2/2`, summed in the log domain so
 /// that large `m` cannot underflow the first term to zero while later terms matter.
 pub fn chi2_q(x2: f64, dof: usize) -> f64 {
-    debug_assert!(dof % 2 == 0);
+    debug_assert!(dof.is_multiple_of(2));
     let m = x2 / 2.0;
     if m <= 0.0 {
         return 1.0;
@@ -365,23 +346,6 @@ pub fn chi2_q(x2: f64, dof: usize) -> f64 {
         sum += ln_term.exp();
     }
     sum.min(1.0)
-}
-
-pub fn ln_chi2_q(x2: f64, dof: usize) -> f64 {
-    let m = x2 / 2.0;
-    if m <= 0.0 {
-        return 0.0;
-    }
-    let ln_m = m.ln();
-    let mut ln_term = -m;
-    let mut terms = Vec::with_capacity(dof / 2);
-    terms.push(ln_term);
-    for i in 1..dof / 2 {
-        ln_term += ln_m - (i as f64).ln();
-        terms.push(ln_term);
-    }
-    let max = terms.iter().copied().fold(f64::MIN, f64::max);
-    (max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()).min(0.0)
 }
 
 fn clamp_u64(n: i64) -> u64 {
@@ -475,7 +439,7 @@ pub fn tokenize(text: &MessageText) -> Vec<String> {
             }
         } else if name == "content-type" {
             content_type_tokens(&mut t, value);
-        } else if name == "received" && !flag(0) {
+        } else if name == "received" {
             received_tokens(&mut t, value);
         }
     }
@@ -505,56 +469,36 @@ pub fn tokenize(text: &MessageText) -> Vec<String> {
     if p.deceptive_links > 0 {
         t.push("meta:deceptive-link");
     }
-    if flag(1) {
-        for m in &text.markup {
-            t.push_with("html:", m);
-        }
+    // Markup: which elements and attributes the HTML uses.
+    for m in &text.markup {
+        t.push_with("html:", m);
     }
-    if flag(2) {
-        let ws: Vec<String> = text.subject.split_whitespace().map(|w| w.to_lowercase()).collect();
-        for pair in ws.windows(2) {
-            t.push(&format!("subject:{} {}", pair[0], pair[1]));
-        }
-    }
-    if flag(4) {
-        for url in &text.urls {
-            if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
-                for seg in rest.split(['/', '?', '&', '=', '.', '-', '_']).skip(1).take(6) {
-                    if seg.len() >= 3 && seg.len() <= 20 {
-                        t.push_with("url-path:", &seg.to_ascii_lowercase());
-                    }
-                }
+    // Words of URL paths (`/promo/dvr.gif` → `url-path:promo`, `url-path:dvr`).
+    for url in &text.urls {
+        let Some(path) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find(['/', '?']).map(|i| &rest[i..]))
+        else {
+            continue;
+        };
+        for segment in path.split(['/', '?', '&', '=', '.', '-', '_']).take(8) {
+            if (3..=20).contains(&segment.len()) {
+                t.push_with("url-path:", &segment.to_ascii_lowercase());
             }
         }
     }
     // Body.
     let body = cut(&text.body, MAX_TOKENIZED_BODY);
-    if flag(3) {
-        let mut prev = String::new();
-        words(body, |w| {
-            t.word("", w);
-            let lw = w.to_lowercase();
-            if lw.len() >= 3 && lw.len() <= 15 && !prev.is_empty() {
-                t.push(&format!("{prev} {lw}"));
-            }
-            prev = if lw.len() >= 3 && lw.len() <= 15 { lw } else { String::new() };
-        });
-    } else if flag(5) {
-        words(body, |w| {
-            if !(w.contains("://") || w.to_ascii_lowercase().starts_with("www.")) {
-                t.word("", w);
-            }
-        });
-    } else {
-        words(body, |w| t.word("", w));
-    }
-    if flag(6) {
-        words(body, |w| {
-            if w.len() >= 3 && w.chars().all(|c| !c.is_lowercase()) && w.chars().any(|c| c.is_uppercase()) {
-                t.push_with("caps:", &w.to_lowercase());
-            }
-        });
-    }
+    words(body, |w| {
+        t.word("", w);
+        // Shouting is a habit of its own: `FREE` counts apart from `free`.
+        if w.len() >= MIN_WORD
+            && w.chars().any(char::is_uppercase)
+            && !w.chars().any(char::is_lowercase)
+        {
+            t.word("caps:", w);
+        }
+    });
     t.finish()
 }
 
@@ -689,7 +633,7 @@ impl Tokens {
             }
         }
         if cjk {
-            self.cjk_pairs(prefix, &buf[prefix.len()..].to_string());
+            self.cjk_pairs(prefix, &buf[prefix.len()..]);
         } else if chars > MAX_WORD {
             if let Some((local, domain)) = w.rsplit_once('@')
                 && !local.is_empty()
@@ -916,8 +860,10 @@ mod tests {
 
     #[test]
     fn tokenizer_is_bounded() {
-        let mut t = MessageText::default();
-        t.body = (0..20_000).map(|i| format!("w{i} ")).collect();
+        let t = MessageText {
+            body: (0..20_000).map(|i| format!("w{i} ")).collect(),
+            ..Default::default()
+        };
         assert_eq!(tokenize(&t).len(), MAX_TOKENS);
     }
 }

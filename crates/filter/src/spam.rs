@@ -4,7 +4,12 @@
 //! score; a message at or above [`SPAM_THRESHOLD`] is spam. The heuristics are few and
 //! modest: each is a habit of bulk senders that ordinary mail rarely shows, and none can
 //! make a message spam alone. The classifier (`spam.bayes`) carries most of the weight:
-//! its probability maps onto a score from [`BAYES_BANDS`].
+//! its probability maps onto a score from [`BAYES_BANDS`], so that a probability of 0.6
+//! or more is spam on its own, a probability just above 0.5 needs one heuristic to agree,
+//! and a hammy message earns a negative score.
+//!
+//! The bands and scores were chosen by cross-validation on a public corpus
+//! (`portcullis corpus cross-validate`), keeping false positives far below 0.5 %.
 
 use std::sync::Arc;
 
@@ -24,11 +29,11 @@ pub const GTUBE_SCORE: f64 = 1000.0;
 /// (and below the band above) scores the second.
 pub const BAYES_BANDS: [(f64, f64); 8] = [
     (0.99, 6.0),
-    (0.95, 4.5),
-    (0.80, 3.0),
-    (0.60, 1.5),
-    (0.40, 0.0),
-    (0.20, -0.5),
+    (0.90, 5.5),
+    (0.60, 5.0),
+    (0.50, 4.0),
+    (0.40, 2.0),
+    (0.20, 0.0),
     (0.01, -1.0),
     (0.0, -2.0),
 ];
@@ -46,15 +51,15 @@ pub mod scores {
     pub const NO_DATE: f64 = 1.0;
     pub const NO_MESSAGE_ID: f64 = 0.5;
     pub const FROM_NAME_ADDRESS: f64 = 1.0;
-    pub const SUBJECT_CAPS: f64 = 1.0;
-    pub const HTML_ONLY: f64 = 0.3;
-    pub const HTML_IMAGE_LITTLE_TEXT: f64 = 1.0;
-    pub const URL_IP: f64 = 1.5;
-    pub const DECEPTIVE_LINK: f64 = 1.0;
     pub const UNDISCLOSED_RECIPIENTS: f64 = 1.0;
-    pub const PRIORITY_HIGH: f64 = 0.5;
-    pub const DATE_SKEW: f64 = 1.0;
-    pub const BODY_CAPS: f64 = 1.0;
+    pub const PRIORITY_HIGH: f64 = 1.0;
+    pub const DATE_SKEW: f64 = 1.5;
+    pub const SUBJECT_CAPS: f64 = 1.5;
+    pub const BODY_CAPS: f64 = 1.5;
+    pub const HTML_ONLY: f64 = 1.0;
+    pub const HTML_IMAGE_LITTLE_TEXT: f64 = 1.5;
+    pub const URL_IP: f64 = 1.5;
+    pub const DECEPTIVE_LINK: f64 = 0.5;
 }
 
 /// HTML mail with images and less visible text than this is mostly pictures.
@@ -377,10 +382,45 @@ mod tests {
     }
 
     #[test]
+    fn recipients_priority_dates_and_shouting() {
+        let raw = "From: a@example.com\r\nTo: undisclosed-recipients:;\r\n\
+            Date: Wed, 07 Oct 2020 23:01:36 -0000\r\nMessage-ID: <1@example.com>\r\n\
+            Received: from x by y; Tue, 8 Oct 2002 11:02:37 +0100\r\n\
+            X-Priority: 1 (Highest)\r\nSubject: hello\r\n\r\n";
+        let body = "BUY THE BEST HERBAL PRODUCTS TODAY, AT PRICES NOBODY CAN BEAT. ".repeat(5);
+        let f = check(&SpamChecker::new(), &format!("{raw}{body}\r\n"));
+        assert_eq!(
+            names(&f),
+            [
+                "spam.undisclosed_recipients",
+                "spam.priority_high",
+                "spam.date_skew",
+                "spam.body_caps",
+            ]
+        );
+        assert!(f[2].detail.contains("after receipt"));
+        // A message dated an hour before it arrived, in ordinary case: nothing.
+        let raw = raw
+            .replace("undisclosed-recipients:;", "b@example.org")
+            .replace("X-Priority: 1 (Highest)", "X-Priority: 3")
+            .replace("07 Oct 2020 23:01:36", "08 Oct 2002 09:02:37");
+        assert!(
+            check(
+                &SpamChecker::new(),
+                &format!("{raw}{}\r\n", body.to_lowercase())
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn score_bands() {
         assert_eq!(bayes_score(1.0), 6.0);
         assert_eq!(bayes_score(0.995), 6.0);
-        assert_eq!(bayes_score(0.5), 0.0);
+        assert_eq!(bayes_score(0.5), 4.0);
+        assert_eq!(bayes_score(0.3), 0.0);
+        assert!(bayes_score(0.6) >= SPAM_THRESHOLD);
+        assert!(bayes_score(0.59) < SPAM_THRESHOLD);
         assert_eq!(bayes_score(0.0), -2.0);
         assert_eq!(bayes_score(0.005), -2.0);
         let mut last = f64::MIN;

@@ -289,7 +289,8 @@ fn find_www(bytes: &[u8]) -> Option<usize> {
     while let Some(i) = memchr::memchr2(b'w', b'W', &bytes[from..]).map(|i| from + i) {
         if bytes.len() >= i + 4
             && bytes[i..i + 4].eq_ignore_ascii_case(b"www.")
-            && (i == 0 || !matches!(bytes[i - 1], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'@' | b'/' | b'_'))
+            && (i == 0
+                || !matches!(bytes[i - 1], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'@' | b'/' | b'_'))
         {
             // `www.` inside a scheme URL is found by its scheme.
             return Some(i);
@@ -596,7 +597,10 @@ fn note_markup(markup: &mut Vec<String>, name: &str, attributes: &str) {
             i += 1;
         }
         if i > start && i - start <= 16 {
-            add(format!("{name}.{}", attributes[start..i].to_ascii_lowercase()));
+            add(format!(
+                "{name}.{}",
+                attributes[start..i].to_ascii_lowercase()
+            ));
             seen += 1;
         }
         // Skip an unquoted value.

@@ -113,17 +113,12 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
 
 /// The spam checker a gateway runs: heuristics, and the classifier when the store holds a
 /// trained model. The second value says why the classifier is off, if it is.
-pub async fn load_spam_checker(
-    store: &Store,
-) -> Result<(SpamChecker, Option<NotEnoughTraining>)> {
+pub async fn load_spam_checker(store: &Store) -> Result<(SpamChecker, Option<NotEnoughTraining>)> {
     let counts = store.load_bayes().await?;
     let model = BayesModel::from_counts(
         counts.spam_messages,
         counts.ham_messages,
-        counts
-            .tokens
-            .iter()
-            .map(|(t, s, h)| (t.as_str(), *s, *h)),
+        counts.tokens.iter().map(|(t, s, h)| (t.as_str(), *s, *h)),
     );
     let unready = model.ready().err();
     Ok((SpamChecker::with_model(Arc::new(model)), unready))
@@ -150,8 +145,8 @@ fn load_samples(ham: &[PathBuf], spam: &[PathBuf]) -> Result<Vec<Sample>> {
     for (dirs, is_spam) in [(ham, false), (spam, true)] {
         for dir in dirs {
             for path in message_files(dir)? {
-                let raw = std::fs::read(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let raw =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 samples.push(Sample {
                     raw: strip_mbox_line(raw),
                     path,
@@ -247,7 +242,12 @@ fn tokens_of(scanner: &ContentScanner, raw: &[u8]) -> Vec<String> {
     bayes::tokenize(&scanner.scan(raw).text)
 }
 
-async fn train(config: &Config, ham: &[PathBuf], spam: &[PathBuf], reset: bool) -> Result<ExitCode> {
+async fn train(
+    config: &Config,
+    ham: &[PathBuf],
+    spam: &[PathBuf],
+    reset: bool,
+) -> Result<ExitCode> {
     let samples = load_samples(ham, spam)?;
     let store = open_store(config).await?;
     let started = Instant::now();
@@ -603,7 +603,10 @@ mod tests {
             t.add(true, true);
         }
         t.add(true, false);
-        assert_eq!((t.ham, t.spam, t.false_positives, t.false_negatives), (100, 10, 1, 1));
+        assert_eq!(
+            (t.ham, t.spam, t.false_positives, t.false_negatives),
+            (100, 10, 1, 1)
+        );
         assert!((t.fp_rate() - 0.01).abs() < 1e-12);
         assert!((t.recall() - 0.9).abs() < 1e-12);
         assert!((t.precision() - 0.9).abs() < 1e-12);

@@ -4,14 +4,15 @@
 mod cli;
 mod config;
 mod control;
+mod corpus;
 mod digest;
 mod dkim_cli;
-mod corpus;
 mod filter_cli;
 mod filtering;
 mod handler;
 mod logwriter;
 mod policy;
+mod reports;
 mod serve;
 mod tls;
 mod users;
@@ -100,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         action: filter_cli::ConfigCmd,
     },
+    /// Incoming DMARC aggregate and TLS-RPT reports about our domains.
+    Report {
+        #[command(subcommand)]
+        action: reports::ReportCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +152,7 @@ fn main() -> ExitCode {
             Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
             Command::Dkim { action } => dkim_cli::dkim(&config, action).await,
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
+            Command::Report { action } => reports::report(&config, action).await,
         }
     });
     match result {

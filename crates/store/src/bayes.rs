@@ -63,7 +63,11 @@ impl Store {
     /// Reads the whole model in one consistent snapshot.
     pub async fn load_bayes(&self) -> Result<BayesCounts, StoreError> {
         let context = "loading the spam classifier model";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(context))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(context))?;
         let totals: Option<(i64, i64)> =
             sqlx::query_as("SELECT spam_messages, ham_messages FROM bayes_totals WHERE id = 1")
                 .fetch_optional(&mut *tx)
@@ -132,7 +136,11 @@ impl Store {
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let negative = rows.iter().any(|(_, s, h)| *s < 0 || *h < 0);
 
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(context))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(context))?;
         let full_sql = upsert_sql(UPSERT_ROWS);
         for chunk in rows.chunks(UPSERT_ROWS) {
             let sql = if chunk.len() == UPSERT_ROWS {
@@ -186,7 +194,11 @@ impl Store {
     /// Forgets the whole model.
     pub async fn reset_bayes(&self) -> Result<(), StoreError> {
         let context = "resetting the spam classifier";
-        let mut tx = self.pool.begin().await.map_err(StoreError::query(context))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query(context))?;
         for sql in ["DELETE FROM bayes_tokens", "DELETE FROM bayes_totals"] {
             sqlx::query(sql)
                 .execute(&mut *tx)
@@ -262,7 +274,9 @@ mod tests {
     #[tokio::test]
     async fn large_delta_is_batched() {
         let s = store().await;
-        let names: Vec<String> = (0..(UPSERT_ROWS * 3 + 7)).map(|i| format!("t{i}")).collect();
+        let names: Vec<String> = (0..(UPSERT_ROWS * 3 + 7))
+            .map(|i| format!("t{i}"))
+            .collect();
         let rows: Vec<(&str, i64, i64)> = names.iter().map(|n| (n.as_str(), 1, 2)).collect();
         s.apply_bayes_delta(10, 20, &rows).await.unwrap();
         s.apply_bayes_delta(10, 20, &rows).await.unwrap();

@@ -14,6 +14,7 @@ mod greylist;
 mod log;
 mod networks;
 mod quarantine;
+mod reports;
 mod rules;
 mod settings;
 mod users;
@@ -35,6 +36,7 @@ pub use log::{
     RecipientRecord, StatusUpdate,
 };
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
+pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.

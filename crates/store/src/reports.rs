@@ -1,0 +1,348 @@
+//! Incoming aggregate reports about our domains: DMARC (RFC 7489 §7.2) and TLS-RPT (RFC 8460).
+//! Owns `reports`: one row per report, with summary counts for listing and the parsed report
+//! as JSON for showing. Parsing is the caller's business; this module only keeps what it is given.
+
+use crate::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Kinds of report.
+pub const REPORT_KINDS: [&str; 2] = ["dmarc", "tlsrpt"];
+
+/// Longest list returned by [`Store::report_list`].
+pub const MAX_REPORT_LIMIT: i64 = 10_000;
+
+/// One report as listed: what it is, who sent it, and its counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    pub id: String,
+    /// `dmarc` or `tlsrpt`.
+    pub kind: String,
+    /// The reporting organization.
+    pub org: String,
+    /// The reporter's id of the report.
+    pub report_id: String,
+    /// The policy domain the report is about.
+    pub domain: String,
+    /// Start of the period covered, unix seconds.
+    pub begin: i64,
+    /// End of the period covered, unix seconds.
+    pub end: i64,
+    pub received_at: i64,
+    /// DMARC: messages; TLS-RPT: sessions.
+    pub messages: i64,
+    /// DMARC: messages with an aligned DKIM or SPF pass; TLS-RPT: successful sessions.
+    pub pass: i64,
+    /// DMARC: messages failing DMARC; TLS-RPT: failed sessions.
+    pub fail: i64,
+}
+
+/// A stored report: its summary and the parsed report as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    pub summary: ReportSummary,
+    pub report: String,
+}
+
+/// Filter for [`Store::report_list`].
+#[derive(Debug, Clone, Default)]
+pub struct ReportQuery {
+    pub kind: Option<String>,
+    pub domain: Option<String>,
+    /// 0 or less: 1000.
+    pub limit: i64,
+}
+
+const COLUMNS: &str =
+    "id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, pass, fail";
+
+type SummaryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+fn summary(row: SummaryRow) -> ReportSummary {
+    let (id, kind, org, report_id, domain, begin, end, received_at, messages, pass, fail) = row;
+    ReportSummary {
+        id,
+        kind,
+        org,
+        report_id,
+        domain,
+        begin,
+        end,
+        received_at,
+        messages,
+        pass,
+        fail,
+    }
+}
+
+impl Store {
+    /// Keeps a report. A report already stored (same kind, organization and report id) is
+    /// left as it is: returns the id of the stored report and whether this call stored it.
+    pub async fn report_insert(&self, r: &StoredReport) -> Result<(String, bool), StoreError> {
+        let s = &r.summary;
+        let context = format!(
+            "storing {} report {:?} from {:?}",
+            s.kind, s.report_id, s.org
+        );
+        if !REPORT_KINDS.contains(&s.kind.as_str()) {
+            return Err(StoreError::invalid(
+                context,
+                format!("kind must be one of {}", REPORT_KINDS.join(", ")),
+            ));
+        }
+        if s.id.is_empty() {
+            return Err(StoreError::invalid(context, "empty id"));
+        }
+        let done = sqlx::query(
+            "INSERT INTO reports \
+             (id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, \
+              pass, fail, report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (kind, org, report_id) DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(&s.kind)
+        .bind(&s.org)
+        .bind(&s.report_id)
+        .bind(s.domain.to_ascii_lowercase())
+        .bind(s.begin)
+        .bind(s.end)
+        .bind(s.received_at)
+        .bind(s.messages)
+        .bind(s.pass)
+        .bind(s.fail)
+        .bind(&r.report)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        if done.rows_affected() == 1 {
+            return Ok((s.id.clone(), true));
+        }
+        let (id,): (String,) = sqlx::query_as(
+            "SELECT id FROM reports WHERE kind = $1 AND org = $2 AND report_id = $3",
+        )
+        .bind(&s.kind)
+        .bind(&s.org)
+        .bind(&s.report_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
+        Ok((id, false))
+    }
+
+    /// Reports, newest (by arrival) first.
+    pub async fn report_list(&self, q: &ReportQuery) -> Result<Vec<ReportSummary>, StoreError> {
+        let limit = if q.limit <= 0 {
+            1000
+        } else {
+            q.limit.min(MAX_REPORT_LIMIT)
+        };
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(kind) = &q.kind {
+            binds.push(kind.to_ascii_lowercase());
+            conditions.push(format!("kind = ${}", binds.len()));
+        }
+        if let Some(domain) = &q.domain {
+            binds.push(domain.trim_end_matches('.').to_ascii_lowercase());
+            conditions.push(format!("domain = ${}", binds.len()));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM reports {filter} \
+             ORDER BY received_at DESC, id DESC LIMIT ${}",
+            binds.len() + 1
+        );
+        let mut query = sqlx::query_as::<_, SummaryRow>(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("listing reports"))?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+
+    /// One report by its id.
+    pub async fn report_get(&self, id: &str) -> Result<Option<StoredReport>, StoreError> {
+        let row: Option<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+        )> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, report FROM reports WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(format!("reading report {id}")))?;
+        Ok(row.map(
+            |(
+                id,
+                kind,
+                org,
+                report_id,
+                domain,
+                begin,
+                end,
+                received_at,
+                messages,
+                pass,
+                fail,
+                report,
+            )| {
+                StoredReport {
+                    summary: summary((
+                        id,
+                        kind,
+                        org,
+                        report_id,
+                        domain,
+                        begin,
+                        end,
+                        received_at,
+                        messages,
+                        pass,
+                        fail,
+                    )),
+                    report,
+                }
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(
+        id: &str,
+        kind: &str,
+        org: &str,
+        report_id: &str,
+        domain: &str,
+        at: i64,
+    ) -> StoredReport {
+        StoredReport {
+            summary: ReportSummary {
+                id: id.into(),
+                kind: kind.into(),
+                org: org.into(),
+                report_id: report_id.into(),
+                domain: domain.into(),
+                begin: at - 86400,
+                end: at,
+                received_at: at,
+                messages: 10,
+                pass: 7,
+                fail: 3,
+            },
+            report: format!("{{\"id\":\"{report_id}\"}}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_list_get_and_duplicates() {
+        let store = Store::open("sqlite::memory:").await.expect("open");
+        let a = report("A1", "dmarc", "Mail Co", "r-1", "Example.COM", 1000);
+        assert_eq!(
+            store.report_insert(&a).await.expect("insert"),
+            ("A1".to_string(), true)
+        );
+        // The same report again, under a new id: kept once, the first id answers.
+        let again = report("A2", "dmarc", "Mail Co", "r-1", "example.com", 2000);
+        assert_eq!(
+            store.report_insert(&again).await.expect("insert"),
+            ("A1".to_string(), false)
+        );
+        // Same report id from another organization, or of another kind: a different report.
+        store
+            .report_insert(&report("B1", "dmarc", "Other", "r-1", "example.com", 3000))
+            .await
+            .expect("insert");
+        store
+            .report_insert(&report(
+                "C1",
+                "tlsrpt",
+                "Mail Co",
+                "r-1",
+                "example.org",
+                4000,
+            ))
+            .await
+            .expect("insert");
+        assert!(
+            store
+                .report_insert(&report("D1", "arf", "X", "1", "example.com", 1))
+                .await
+                .is_err()
+        );
+
+        let all = store
+            .report_list(&ReportQuery::default())
+            .await
+            .expect("list");
+        let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["C1", "B1", "A1"]);
+        assert_eq!(all[2].domain, "example.com");
+
+        let dmarc = store
+            .report_list(&ReportQuery {
+                kind: Some("dmarc".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(dmarc.len(), 2);
+        let org = store
+            .report_list(&ReportQuery {
+                kind: Some("tlsrpt".into()),
+                domain: Some("EXAMPLE.org.".into()),
+                limit: 5,
+            })
+            .await
+            .expect("list");
+        assert_eq!(org.len(), 1);
+        assert_eq!(org[0].id, "C1");
+        let one = store
+            .report_list(&ReportQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(one.len(), 1);
+
+        let got = store.report_get("A1").await.expect("get").expect("found");
+        assert_eq!(got.summary, all[2]);
+        assert_eq!(got.report, "{\"id\":\"r-1\"}");
+        assert!(store.report_get("nope").await.expect("get").is_none());
+    }
+}
