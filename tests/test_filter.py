@@ -322,6 +322,15 @@ def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_
     wait_for(lambda: json.loads(gw.cli("log", "search", "--json").stdout)[0]["recipients"][0]["status"] == "delivered",
              what="released copy logged as delivered")
     assert logged[queue_id]["received_at"] >= item["received_at"]
+    # A released "spam" taught the classifier a ham; a reported one a spam.
+    assert send(gw, mime("hold this too"))[0] == 250
+    (other,) = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    gw.cli("quarantine", "report-spam", other["id"])
+    assert json.loads(gw.cli("quarantine", "list", "--json").stdout) == []
+    import sqlite3
+    db = sqlite3.connect(gw.dir / "data" / "portcullis.db")
+    assert db.execute("SELECT ham_messages, spam_messages FROM bayes_totals").fetchone() == (1, 1)
+    db.close()
 
 
 def test_bad_subject_tag_is_a_config_error(tmp_path):

@@ -99,6 +99,8 @@ pub enum QuarantineCmd {
         allow_sender: bool,
     },
     Delete { id: String },
+    /// The held message is spam: teach the classifier so, and delete it.
+    ReportSpam { id: String },
     /// Send the digests now (a running gateway also sends them every
     /// `quarantine.digest_interval_secs`).
     Digest,
@@ -371,6 +373,18 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
             }
             println!("{id} deleted");
         }
+        QuarantineCmd::ReportSpam { id } => {
+            let Some((item, _, _, body)) = store.quarantine_get(&id).await? else {
+                eprintln!("no quarantined message {id}");
+                return Ok(ExitCode::from(1));
+            };
+            if !store.quarantine_transition(&id, "held", "deleted", now()).await? {
+                eprintln!("{id} is not held (already {})", item.state);
+                return Ok(ExitCode::from(1));
+            }
+            crate::corpus::learn(&store, &body, true).await?;
+            println!("{id} reported as spam and deleted");
+        }
         QuarantineCmd::Digest => {
             let spool =
                 Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
@@ -440,6 +454,13 @@ pub async fn release(
     };
     // A running gateway delivers it at once; otherwise at its next start.
     let _ = crate::control::request(&config.data_dir, &format!("load {queue_id}")).await;
+    // A person said this "spam" is not: the classifier learns from it.
+    if item.class == "spam"
+        && let Some((_, _, _, body)) = store.quarantine_get(id).await?
+        && let Err(e) = crate::corpus::learn(store, &body, false).await
+    {
+        tracing::warn!(item = id, error = %e, "released message not learned as ham");
+    }
     if allow_sender && !item.sender.is_empty() {
         store
             .add_list_entry(&ListEntry {
