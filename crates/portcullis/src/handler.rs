@@ -40,8 +40,10 @@ pub struct Shared {
     pub dnsbl: DnsblSettings,
     pub fcrdns: FcrdnsSettings,
     pub greylist: Greylist,
-    /// Messages per client and hour (per node); None: no limit.
-    pub message_rate: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// New connections per address and minute, across the cluster; 0: no limit.
+    pub connection_rate: u32,
+    /// Messages per client and hour, across the cluster; 0: no limit.
+    pub message_rate: u32,
     pub external: external::ExternalSettings,
     /// DKIM keys for signing outbound mail, reloaded with the policy.
     pub dkim: SharedKeyRing,
@@ -196,6 +198,22 @@ impl GatewayHandler {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(id = %envelope.id, error = %e, "DKIM signing failed; sent unsigned")
+            }
+        }
+    }
+
+    /// Count one hit against a cluster-wide limit; true when it is exceeded. A store
+    /// failure lets the client through: a limit is not worth refusing all mail over.
+    async fn over_rate(&self, key: &str, window_secs: i64, limit: u32) -> bool {
+        match self.shared.store.rate_hit(key, window_secs, now()).await {
+            Ok(hits) if hits > i64::from(limit) => {
+                tracing::warn!(client = %self.conn.peer, key, hits, limit, "rate limit reached");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate counter failed; letting the client through");
+                false
             }
         }
     }
@@ -408,6 +426,22 @@ fn sanitize(s: &str) -> String {
 }
 
 impl Handler for GatewayHandler {
+    async fn connect(&mut self) -> Option<Reply> {
+        if self.shared.connection_rate == 0 {
+            return None;
+        }
+        let key = format!("conn:{}", self.ip);
+        self.over_rate(&key, 60, self.shared.connection_rate)
+            .await
+            .then(|| {
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    "Too many connections from your address in a short time, try again later",
+                )
+            })
+    }
+
     async fn auth(&mut self, _session: &Session, username: &str, password: &str) -> Reply {
         match users::verify(&self.shared.store, username, password).await {
             Ok(true) => {
@@ -436,21 +470,17 @@ impl Handler for GatewayHandler {
             }
         }
         self.spf = None;
-        if let Some(rate) = &self.shared.message_rate {
+        if self.shared.message_rate > 0 {
             let key = match session.authenticated() {
-                Some(user) => format!("user:{user}"),
-                None => format!("ip:{}", self.ip),
+                Some(user) => format!("msg:user:{user}"),
+                None => format!("msg:ip:{}", self.ip),
             };
-            if rate.check_key(&key).is_err() {
-                tracing::warn!(client = %self.conn.peer, key, "message rate limit reached");
+            if self.over_rate(&key, 3600, self.shared.message_rate).await {
                 return Reply::new(
                     450,
                     "4.7.1",
                     "Error: too many messages, slow down and try again later",
                 );
-            }
-            if rate.len() > 10_000 {
-                rate.retain_recent();
             }
         }
         if !self.internal(session) {

@@ -87,8 +87,12 @@ pub async fn run(config: Config) -> Result<()> {
             let mut tick = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 tick.tick().await;
-                if let Err(e) = greylist.purge(&store, portcullis_queue::spool::now()).await {
+                let now = portcullis_queue::spool::now();
+                if let Err(e) = greylist.purge(&store, now).await {
                     tracing::warn!(error = %e, "greylist purge failed");
+                }
+                if let Err(e) = store.rate_purge(now - 7200).await {
+                    tracing::warn!(error = %e, "rate counter purge failed");
                 }
             }
         });
@@ -218,9 +222,8 @@ pub async fn run(config: Config) -> Result<()> {
         dnsbl: config.dnsbl.clone(),
         fcrdns: config.fcrdns.clone(),
         greylist: greylist.clone(),
-        message_rate: std::num::NonZeroU32::new(config.limits.max_message_rate_per_client).map(|n| {
-            governor::DefaultKeyedRateLimiter::keyed(governor::Quota::per_hour(n))
-        }),
+        connection_rate: config.limits.max_connection_rate_per_ip,
+        message_rate: config.limits.max_message_rate_per_client,
         quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
     });
     spawn_model_reloader(shared.clone(), config.attachments.clone());
@@ -243,7 +246,7 @@ pub async fn run(config: Config) -> Result<()> {
         max_per_ip: l.max_connections_per_ip,
     };
     // One counter for all listeners: the limits are per gateway, not per port.
-    let counter = ConnectionCounter::with_rate(l.max_connection_rate_per_ip);
+    let counter = ConnectionCounter::default();
     let listeners: [(&'static str, &str, bool, bool); 3] = [
         ("smtp", &config.listen.smtp, false, false),
         ("submission", &config.listen.submission, false, true),

@@ -26,6 +26,10 @@ pub struct ConnInfo {
 
 /// What the binary does with session events. One handler per connection.
 pub trait Handler: Send {
+    /// A new connection, before the greeting: Some reply (4xx/5xx) turns it away.
+    fn connect(&mut self) -> impl Future<Output = Option<Reply>> + Send {
+        async { None }
+    }
     fn helo(&mut self, _session: &Session, _name: &str) {}
     fn auth(
         &mut self,
@@ -85,21 +89,10 @@ impl Default for ConnectionLimits {
     }
 }
 
-type RateLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
-
-/// Counts live connections; a slot is released when its guard drops. Optionally limits
-/// how many connections one address may open per minute (per node).
+/// Counts live connections; a slot is released when its guard drops.
 #[derive(Clone, Default)]
 pub struct ConnectionCounter {
     inner: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
-    rate: Option<Arc<RateLimiter>>,
-}
-
-/// Why a connection was turned away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    TooMany,
-    TooFast,
 }
 
 pub struct ConnectionSlot {
@@ -108,28 +101,9 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionCounter {
-    /// A counter that also allows each address at most `per_minute` new connections a
-    /// minute (0: no rate limit).
-    pub fn with_rate(per_minute: u32) -> Self {
-        ConnectionCounter {
-            inner: Arc::default(),
-            rate: std::num::NonZeroU32::new(per_minute)
-                .map(|n| Arc::new(RateLimiter::keyed(governor::Quota::per_minute(n)))),
-        }
-    }
-
-    /// Take a slot, or why not.
-    pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Result<ConnectionSlot, Refusal> {
+    /// Take a slot, or None when a limit is reached.
+    pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Option<ConnectionSlot> {
         let ip = ip.to_canonical();
-        if let Some(rate) = &self.rate {
-            if rate.check_key(&ip).is_err() {
-                return Err(Refusal::TooFast);
-            }
-            // Forget addresses whose budget is full again, so the table stays small.
-            if rate.len() > 10_000 {
-                rate.retain_recent();
-            }
-        }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
@@ -137,11 +111,11 @@ impl ConnectionCounter {
             if *count == 0 {
                 per_ip.remove(&ip);
             }
-            return Err(Refusal::TooMany);
+            return None;
         }
         *count += 1;
         *total += 1;
-        Ok(ConnectionSlot {
+        Some(ConnectionSlot {
             counter: self.clone(),
             ip,
         })
@@ -197,19 +171,12 @@ where
             let this = this.clone();
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let slot = match this.counter.acquire(peer.ip(), &this.limits) {
-                    Ok(slot) => slot,
-                    Err(why) => {
-                        let text = match why {
-                            Refusal::TooMany => "Too many connections, try again later",
-                            Refusal::TooFast => "Too many connections from your address in a short time, try again later",
-                        };
-                        tracing::warn!(listener = this.name, client = %peer, reason = ?why, "connection refused by limits");
-                        let mut stream = stream;
-                        let reply = Reply::new(421, "4.7.0", text);
-                        let _ = stream.write_all(&reply.to_bytes()).await;
-                        return;
-                    }
+                let Some(slot) = this.counter.acquire(peer.ip(), &this.limits) else {
+                    tracing::warn!(listener = this.name, client = %peer, "connection limit reached");
+                    let mut stream = stream;
+                    let reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
+                    let _ = stream.write_all(&reply.to_bytes()).await;
+                    return;
                 };
                 let local = stream.local_addr().unwrap_or(peer);
                 let info = ConnInfo {
@@ -218,6 +185,11 @@ where
                     listener: this.name,
                 };
                 let mut handler = (this.make_handler)(info);
+                if let Some(reply) = handler.connect().await {
+                    let mut stream = stream;
+                    let _ = stream.write_all(&reply.to_bytes()).await;
+                    return;
+                }
                 let result = this.serve(stream, &mut handler).await;
                 handler.reset();
                 if let Err(e) = result {

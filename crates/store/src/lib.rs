@@ -14,6 +14,7 @@ mod greylist;
 mod log;
 mod networks;
 mod quarantine;
+mod rates;
 mod reports;
 mod rules;
 mod settings;
