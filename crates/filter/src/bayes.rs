@@ -618,6 +618,23 @@ impl Tokens {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.push_str(prefix);
+        // Most words are ASCII: no invisible or CJK characters to look for, one byte
+        // per character. The result is the same as the general path below.
+        if w.is_ascii() {
+            let chars = w.len();
+            if chars > MAX_WORD || chars < MIN_WORD {
+                self.buf = buf;
+                if chars > MAX_WORD {
+                    self.long_word(prefix, w, chars);
+                }
+                return;
+            }
+            buf.push_str(w);
+            buf[prefix.len()..].make_ascii_lowercase();
+            self.push(&buf);
+            self.buf = buf;
+            return;
+        }
         let mut chars = 0usize;
         let mut cjk = false;
         for c in w.chars() {
@@ -635,19 +652,32 @@ impl Tokens {
         if cjk {
             self.cjk_pairs(prefix, &buf[prefix.len()..]);
         } else if chars > MAX_WORD {
-            if let Some((local, domain)) = w.rsplit_once('@')
-                && !local.is_empty()
-                && domain.contains('.')
-            {
-                self.push_with(&format!("{prefix}email:"), &domain.to_ascii_lowercase());
-            } else {
-                let first = buf[prefix.len()..].chars().next().unwrap_or('?');
-                self.push(&format!("{prefix}skip:{first}:{}", chars / 10 * 10));
-            }
+            let lowered = buf[prefix.len()..].to_string();
+            self.buf = buf;
+            self.long_word_lowered(prefix, w, &lowered, chars);
+            return;
         } else if chars >= MIN_WORD {
             self.push(&buf);
         }
         self.buf = buf;
+    }
+
+    /// A word too long to keep: an address becomes its domain, anything else a length.
+    fn long_word(&mut self, prefix: &str, w: &str, chars: usize) {
+        let lowered = w.to_ascii_lowercase();
+        self.long_word_lowered(prefix, w, &lowered, chars);
+    }
+
+    fn long_word_lowered(&mut self, prefix: &str, w: &str, lowered: &str, chars: usize) {
+        if let Some((local, domain)) = w.rsplit_once('@')
+            && !local.is_empty()
+            && domain.contains('.')
+        {
+            self.push_with(&format!("{prefix}email:"), &domain.to_ascii_lowercase());
+        } else {
+            let first = lowered.chars().next().unwrap_or('?');
+            self.push(&format!("{prefix}skip:{first}:{}", chars / 10 * 10));
+        }
     }
 
     fn cjk_pairs(&mut self, prefix: &str, w: &str) {

@@ -588,11 +588,11 @@ mod tests {
 
         let suspicious = Greylist::new(GreylistSettings::default());
         assert_eq!(suspicious.settings().mode, GreylistMode::Suspicious);
-        assert_eq!(suspicious.check(&s, &x, 0.5, T0).await.unwrap(), pass);
+        assert_eq!(suspicious.check(&s, &x, 2.5, T0).await.unwrap(), pass);
         // Nothing was written for the clean client.
         assert_eq!(s.greylist_counts().await.unwrap().waiting, 0);
         assert_eq!(
-            suspicious.check(&s, &x, 1.0, T0).await.unwrap(),
+            suspicious.check(&s, &x, 3.0, T0).await.unwrap(),
             deferred(300)
         );
         assert_eq!(

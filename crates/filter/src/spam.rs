@@ -87,7 +87,9 @@ impl SpamChecker {
 
     pub fn check(&self, msg: &mail_parser::Message<'_>, text: &MessageText) -> Vec<Finding> {
         let mut findings = heuristics(msg, text);
-        if let Some(f) = self.bayes_finding(&bayes::tokenize(text)) {
+        // Tokenizing is most of a scan's cost: only when a trained model will use it.
+        let ready = self.bayes.as_ref().is_some_and(|m| m.ready().is_ok());
+        if ready && let Some(f) = self.bayes_finding(&bayes::tokenize(text)) {
             findings.push(f);
         }
         findings

@@ -863,6 +863,15 @@ impl Handler for GatewayHandler {
             Some(message) => self.shared.queue.enqueue_with(envelope, message),
             None => self.shared.queue.enqueue(&id),
         }
+        // DMARC aggregate and TLS-RPT reports to our domains are also kept for the
+        // `report` commands; in the background, the message is queued either way. Only
+        // messages that can be one (a cheap look at the header) are handed over.
+        if direction == Direction::Inbound && crate::reports::may_be_report(&self.head) {
+            let store = self.shared.store.clone();
+            tokio::spawn(async move {
+                crate::reports::intake(&store, &raw).await;
+            });
+        }
         Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
     }
 

@@ -61,7 +61,22 @@ enum Parsed {
 /// report and returns its id (the id of the copy already stored when the same report came
 /// before); otherwise None. Never fails the caller: store errors are logged.
 // Until the SMTP handler calls it, only the tests do.
-#[allow(dead_code)]
+/// A cheap first look at the start of a message: can it be a report at all (a compressed
+/// or XML/JSON attachment, or a TLS-RPT header)? Ordinary mail is not parsed again.
+pub fn may_be_report(head: &[u8]) -> bool {
+    let head = &head[..head.len().min(64 * 1024)];
+    let lower = head.to_ascii_lowercase();
+    [
+        &b"gzip"[..],
+        b"zip",
+        b"xml",
+        b"tlsrpt",
+        b"tls-report-domain",
+    ]
+    .iter()
+    .any(|needle| memchr::memmem::find(&lower, needle).is_some())
+}
+
 pub async fn intake(store: &Store, raw: &[u8]) -> Option<String> {
     match take_in(store, raw).await {
         Ok((id, _)) => Some(id),
@@ -231,6 +246,24 @@ fn find_report(raw: &[u8]) -> Result<Parsed, String> {
         return Err(format!(
             "message larger than {} MiB",
             MAX_MESSAGE_SIZE >> 20
+        ));
+    }
+    // Most mail is a text or HTML message: its header says so, and the body is never parsed.
+    let head = MessageParser::new()
+        .parse_headers(raw)
+        .ok_or_else(|| "not a parsable message".to_string())?;
+    let (ctype, subtype) = head
+        .content_type()
+        .map(|ct| {
+            (
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or("").to_ascii_lowercase(),
+            )
+        })
+        .unwrap_or_else(|| ("text".into(), "plain".into()));
+    if ctype == "text" && subtype != "xml" {
+        return Err(format!(
+            "a {ctype}/{subtype} message has no report attachment"
         ));
     }
     let message = MessageParser::new()
@@ -657,6 +690,16 @@ async fn import(store: &Store, file: &Path) -> Result<ExitCode> {
             )
         }
         Err(IntakeError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod first_look {
+    #[test]
+    fn ordinary_mail_is_not_a_report() {
+        assert!(!super::may_be_report(b"Subject: lunch\r\nContent-Type: text/plain\r\n\r\nhi"));
+        assert!(super::may_be_report(b"Subject: Report Domain: x\r\nContent-Type: application/GZIP\r\n"));
+        assert!(super::may_be_report(b"TLS-Report-Domain: example.com\r\n"));
     }
 }
 
