@@ -69,6 +69,22 @@ type SummaryRow = (
     i64,
 );
 
+/// A summary row and the report JSON.
+type FullRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+);
+
 fn summary(row: SummaryRow) -> ReportSummary {
     let (id, kind, org, report_id, domain, begin, end, received_at, messages, pass, fail) = row;
     ReportSummary {
@@ -182,20 +198,7 @@ impl Store {
 
     /// One report by its id.
     pub async fn report_get(&self, id: &str) -> Result<Option<StoredReport>, StoreError> {
-        let row: Option<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            String,
-        )> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<FullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS}, report FROM reports WHERE id = $1"
         )))
         .bind(id)
@@ -203,36 +206,9 @@ impl Store {
         .await
         .map_err(StoreError::query(format!("reading report {id}")))?;
         Ok(row.map(
-            |(
-                id,
-                kind,
-                org,
-                report_id,
-                domain,
-                begin,
-                end,
-                received_at,
-                messages,
-                pass,
-                fail,
+            |(id, kind, org, report_id, domain, b, e, at, m, p, f, report)| StoredReport {
+                summary: summary((id, kind, org, report_id, domain, b, e, at, m, p, f)),
                 report,
-            )| {
-                StoredReport {
-                    summary: summary((
-                        id,
-                        kind,
-                        org,
-                        report_id,
-                        domain,
-                        begin,
-                        end,
-                        received_at,
-                        messages,
-                        pass,
-                        fail,
-                    )),
-                    report,
-                }
             },
         ))
     }
