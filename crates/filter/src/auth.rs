@@ -337,8 +337,14 @@ mod tests {
     #[test]
     fn newest_sealer_is_the_highest_instance() {
         let h: Vec<(&[u8], &[u8])> = vec![
-            (b"ARC-Seal", b" i=1; a=rsa-sha256; cv=none; d=first.test; s=s; b=AAA"),
-            (b"arc-seal", b" i=2; a=rsa-sha256; cv=pass;\r\n\td=Lists.Test; s=s; b=BBB"),
+            (
+                b"ARC-Seal",
+                b" i=1; a=rsa-sha256; cv=none; d=first.test; s=s; b=AAA",
+            ),
+            (
+                b"arc-seal",
+                b" i=2; a=rsa-sha256; cv=pass;\r\n\td=Lists.Test; s=s; b=BBB",
+            ),
             (b"ARC-Message-Signature", b" i=3; d=other.test"),
         ];
         assert_eq!(super::newest_arc_sealer(&h).as_deref(), Some("lists.test"));

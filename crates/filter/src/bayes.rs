@@ -622,7 +622,7 @@ impl Tokens {
         // per character. The result is the same as the general path below.
         if w.is_ascii() {
             let chars = w.len();
-            if chars > MAX_WORD || chars < MIN_WORD {
+            if !(MIN_WORD..=MAX_WORD).contains(&chars) {
                 self.buf = buf;
                 if chars > MAX_WORD {
                     self.long_word(prefix, w, chars);

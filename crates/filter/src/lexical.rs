@@ -70,17 +70,33 @@ fn source(e: &ContentEntry) -> String {
         let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
         format!(
             "{}{}{}",
-            if word(e.pattern.chars().next()) { r"\b" } else { "" },
+            if word(e.pattern.chars().next()) {
+                r"\b"
+            } else {
+                ""
+            },
             regex::escape(&e.pattern),
-            if word(e.pattern.chars().last()) { r"\b" } else { "" }
+            if word(e.pattern.chars().last()) {
+                r"\b"
+            } else {
+                ""
+            }
         )
     }
 }
 
 /// Check an entry a person is about to add.
 pub fn validate(e: &ContentEntry) -> Result<(), String> {
-    if e.list.is_empty() || !e.list.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(format!("list name {:?}: letters, digits, - and _ only", e.list));
+    if e.list.is_empty()
+        || !e
+            .list
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "list name {:?}: letters, digits, - and _ only",
+            e.list
+        ));
     }
     if e.pattern.trim().is_empty() {
         return Err("empty pattern".into());
@@ -222,7 +238,11 @@ mod tests {
     #[test]
     fn mistakes_are_refused() {
         assert!(validate(&entry("a b", "x", false, Field::Any, 1.0)).is_err());
-        assert!(validate(&entry("a", "(", true, Field::Any, 1.0)).unwrap_err().contains("pattern"));
+        assert!(
+            validate(&entry("a", "(", true, Field::Any, 1.0))
+                .unwrap_err()
+                .contains("pattern")
+        );
         assert!(validate(&entry("a", "(", false, Field::Any, 1.0)).is_ok());
         assert!(validate(&entry("a", " ", false, Field::Any, 1.0)).is_err());
         assert!(validate(&entry("a", "x", false, Field::Any, f64::NAN)).is_err());

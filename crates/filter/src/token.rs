@@ -87,7 +87,8 @@ impl LinkSigner {
         };
         let action = LinkAction::parse(action).ok_or(TokenError::Malformed)?;
         // Digits only: the MAC is checked over the value as printed again.
-        if expires.is_empty() || expires.len() > 18 || !expires.bytes().all(|b| b.is_ascii_digit()) {
+        if expires.is_empty() || expires.len() > 18 || !expires.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(TokenError::Malformed);
         }
         let expires: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
@@ -131,14 +132,25 @@ mod tests {
             format!("0192AB.2.release.1000.{mac}"),
             format!("0192AB.1.release.99999.{mac}"),
         ] {
-            assert_eq!(s.verify(&forged, 0), Err(TokenError::BadSignature), "{forged}");
+            assert_eq!(
+                s.verify(&forged, 0),
+                Err(TokenError::BadSignature),
+                "{forged}"
+            );
         }
         // Another key fails.
         assert_eq!(
             LinkSigner::new(&[8u8; 32]).verify(&t, 0),
             Err(TokenError::BadSignature)
         );
-        for junk in ["", "a.b", "x.release.1.!!", "x.fly.1.AAAA", "x/y.release.5.AAAA", "x.release.+5.AAAA"] {
+        for junk in [
+            "",
+            "a.b",
+            "x.release.1.!!",
+            "x.fly.1.AAAA",
+            "x/y.release.5.AAAA",
+            "x.release.+5.AAAA",
+        ] {
             assert_eq!(s.verify(junk, 0), Err(TokenError::Malformed), "{junk}");
         }
         let a = s.sign("ID.3", LinkAction::AllowSender, 50);

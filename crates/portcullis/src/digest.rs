@@ -25,7 +25,10 @@ pub async fn signer(store: &Store) -> Result<LinkSigner> {
         .step_by(2)
         .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect();
-    anyhow::ensure!(secret.len() >= 32, "stored quarantine link secret is corrupt");
+    anyhow::ensure!(
+        secret.len() >= 32,
+        "stored quarantine link secret is corrupt"
+    );
     Ok(LinkSigner::new(&secret))
 }
 
@@ -55,7 +58,13 @@ fn html_escape(s: &str) -> String {
 }
 
 /// The digest for one recipient.
-pub fn build(config: &Config, signer: &LinkSigner, recipient: &str, items: &[&QuarantineItem], t: i64) -> Vec<u8> {
+pub fn build(
+    config: &Config,
+    signer: &LinkSigner,
+    recipient: &str,
+    items: &[&QuarantineItem],
+    t: i64,
+) -> Vec<u8> {
     let mut text = format!(
         "{} message(s) for {recipient} are held in quarantine and were not delivered.\r\n\
          Use the links to deliver, delete, or deliver and always accept that sender.\r\n\
@@ -70,7 +79,11 @@ pub fn build(config: &Config, signer: &LinkSigner, recipient: &str, items: &[&Qu
         html_escape(recipient)
     );
     for i in items {
-        let sender = if i.sender.is_empty() { "<>".to_string() } else { clean(&i.sender, 200) };
+        let sender = if i.sender.is_empty() {
+            "<>".to_string()
+        } else {
+            clean(&i.sender, 200)
+        };
         let subject = clean(i.subject.as_deref().unwrap_or("(no subject)"), 200);
         let release = link(config, signer, &i.id, LinkAction::Release, t);
         let delete = link(config, signer, &i.id, LinkAction::Delete, t);

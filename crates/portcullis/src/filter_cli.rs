@@ -5,10 +5,10 @@
 use crate::config::Config;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use portcullis_filter::lexical;
 use portcullis_filter::rules::{Rule, RuleSet};
 use portcullis_filter::token::LinkAction;
 use portcullis_queue::spool::{Envelope, Spool, now};
-use portcullis_filter::lexical;
 use portcullis_store::{ContentRow, ListEntry, QuarantineQuery, Route, Store};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -21,8 +21,12 @@ pub enum RuleCmd {
         json: bool,
     },
     /// Add (or replace, by name) the rules of a TOML file of `[[rule]]` tables.
-    Add { file: std::path::PathBuf },
-    Remove { name: String },
+    Add {
+        file: std::path::PathBuf,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,7 +94,9 @@ pub enum QuarantineCmd {
         state: Option<String>,
     },
     /// One held message: what was found, and the message.
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Deliver a held copy to its recipient (once); `--allow-sender` also puts the sender
     /// on that recipient's allow list.
     Release {
@@ -98,14 +104,20 @@ pub enum QuarantineCmd {
         #[arg(long)]
         allow_sender: bool,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// The held message is spam: teach the classifier so, and delete it.
-    ReportSpam { id: String },
+    ReportSpam {
+        id: String,
+    },
     /// Send the digests now (a running gateway also sends them every
     /// `quarantine.digest_interval_secs`).
     Digest,
     /// Act on a one-click link's token from a digest, as the portal does.
-    Redeem { token: String },
+    Redeem {
+        token: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +179,8 @@ pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
         }
         RuleCmd::Add { file } => {
             let origin = file.display().to_string();
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
             let doc: RulesFile = parse_toml(&text, &origin)?;
             if doc.rule.is_empty() {
                 bail!("{origin}: no [[rule]] tables");
@@ -249,7 +262,10 @@ pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
             } else {
                 for e in entries {
                     let scope = if e.scope.is_empty() { "*" } else { &e.scope };
-                    println!("{}\t{}\t{}\t{}\t{}", e.kind, e.field, e.value, scope, e.comment);
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        e.kind, e.field, e.value, scope, e.comment
+                    );
                 }
             }
         }
@@ -259,7 +275,10 @@ pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
 
 fn check_content(r: &ContentRow) -> Result<()> {
     let e = crate::filtering::content_entry(r).ok_or_else(|| {
-        anyhow::anyhow!("field {:?} is not one of subject, body, headers, any", r.field)
+        anyhow::anyhow!(
+            "field {:?} is not one of subject, body, headers, any",
+            r.field
+        )
     })?;
     lexical::validate(&e).map_err(anyhow::Error::msg)
 }
@@ -290,7 +309,10 @@ pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
             pattern,
             field,
         } => {
-            if !store.remove_content_pattern(&list, &pattern, &field).await? {
+            if !store
+                .remove_content_pattern(&list, &pattern, &field)
+                .await?
+            {
                 eprintln!("no such pattern in list {list}");
                 return Ok(ExitCode::from(1));
             }
@@ -303,7 +325,10 @@ pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
             } else {
                 for r in rows {
                     let kind = if r.regex { "regex" } else { "word" };
-                    println!("{}\t{}\t{kind}\t{}\t{}", r.list, r.field, r.score, r.pattern);
+                    println!(
+                        "{}\t{}\t{kind}\t{}\t{}",
+                        r.list, r.field, r.score, r.pattern
+                    );
                 }
             }
         }
@@ -367,7 +392,10 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
             return release(config, &store, &id, allow_sender).await;
         }
         QuarantineCmd::Delete { id } => {
-            if !store.quarantine_transition(&id, "held", "deleted", now()).await? {
+            if !store
+                .quarantine_transition(&id, "held", "deleted", now())
+                .await?
+            {
                 eprintln!("no held message {id} (already released or deleted?)");
                 return Ok(ExitCode::from(1));
             }
@@ -378,7 +406,10 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
                 eprintln!("no quarantined message {id}");
                 return Ok(ExitCode::from(1));
             };
-            if !store.quarantine_transition(&id, "held", "deleted", now()).await? {
+            if !store
+                .quarantine_transition(&id, "held", "deleted", now())
+                .await?
+            {
                 eprintln!("{id} is not held (already {})", item.state);
                 return Ok(ExitCode::from(1));
             }
@@ -439,7 +470,10 @@ pub async fn release(
         eprintln!("no quarantined message {id}");
         return Ok(ExitCode::from(1));
     };
-    if !store.quarantine_transition(id, "held", "releasing", now()).await? {
+    if !store
+        .quarantine_transition(id, "held", "releasing", now())
+        .await?
+    {
         eprintln!("{id} is not held (already {})", item.state);
         return Ok(ExitCode::from(1));
     }
@@ -448,7 +482,9 @@ pub async fn release(
         Ok(q) => q,
         Err(e) => {
             // Give the claim back so the release can be tried again.
-            store.quarantine_transition(id, "releasing", "held", now()).await?;
+            store
+                .quarantine_transition(id, "releasing", "held", now())
+                .await?;
             return Err(e);
         }
     };
@@ -486,7 +522,11 @@ fn release_queue_id(item: &str) -> String {
 /// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
 /// mark it released. The order makes a crash harmless: an item still `releasing` is
 /// finished again at the gateway's start, writing the same queue file.
-pub async fn release_item(store: &Store, spool: &std::sync::Arc<Spool>, id: &str) -> Result<String> {
+pub async fn release_item(
+    store: &Store,
+    spool: &std::sync::Arc<Spool>,
+    id: &str,
+) -> Result<String> {
     let Some((item, findings, envelope_json, body)) = store.quarantine_get(id).await? else {
         bail!("no quarantined message {id}");
     };
@@ -518,7 +558,9 @@ pub async fn release_item(store: &Store, spool: &std::sync::Arc<Spool>, id: &str
     if let Err(e) = store.log_message(&record).await {
         tracing::warn!(id, error = %e, "released message not logged");
     }
-    store.quarantine_transition(id, "releasing", "released", now()).await?;
+    store
+        .quarantine_transition(id, "releasing", "released", now())
+        .await?;
     tracing::info!(item = id, queue_id = %envelope.id, "released from quarantine");
     Ok(envelope.id)
 }
@@ -608,7 +650,8 @@ pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
         }
         ConfigCmd::Import { file } => {
             let origin = file.display().to_string();
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
             let doc: PolicyDoc = parse_toml(&text, &origin)?;
             check_rules(&doc.rule, &origin)?;
             for e in &doc.list {

@@ -49,7 +49,6 @@ impl Policy {
         }
     }
 
-
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()

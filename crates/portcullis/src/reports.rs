@@ -697,8 +697,12 @@ async fn import(store: &Store, file: &Path) -> Result<ExitCode> {
 mod first_look {
     #[test]
     fn ordinary_mail_is_not_a_report() {
-        assert!(!super::may_be_report(b"Subject: lunch\r\nContent-Type: text/plain\r\n\r\nhi"));
-        assert!(super::may_be_report(b"Subject: Report Domain: x\r\nContent-Type: application/GZIP\r\n"));
+        assert!(!super::may_be_report(
+            b"Subject: lunch\r\nContent-Type: text/plain\r\n\r\nhi"
+        ));
+        assert!(super::may_be_report(
+            b"Subject: Report Domain: x\r\nContent-Type: application/GZIP\r\n"
+        ));
         assert!(super::may_be_report(b"TLS-Report-Domain: example.com\r\n"));
     }
 }

@@ -167,7 +167,9 @@ pub async fn run(config: Config) -> Result<()> {
     for id in store.quarantine_releasing().await? {
         match crate::filter_cli::release_item(&store, queue.spool(), &id).await {
             Ok(queue_id) => queue.enqueue(&queue_id),
-            Err(e) => tracing::error!(item = %id, error = %e, "unfinished quarantine release failed"),
+            Err(e) => {
+                tracing::error!(item = %id, error = %e, "unfinished quarantine release failed")
+            }
         }
     }
 
@@ -297,7 +299,6 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
-
 
 /// The content pipeline with the classifier's model as the store holds it now. A store
 /// that cannot be read leaves the classifier off (heuristics still run), logged.

@@ -223,7 +223,9 @@ impl Store {
         .bind(field)
         .execute(&self.pool)
         .await
-        .map_err(StoreError::query(format!("removing content pattern {pattern:?}")))?;
+        .map_err(StoreError::query(format!(
+            "removing content pattern {pattern:?}"
+        )))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -248,7 +250,10 @@ impl Store {
     }
 }
 
-async fn insert_content(conn: &mut sqlx::SqliteConnection, r: &ContentRow) -> Result<(), StoreError> {
+async fn insert_content(
+    conn: &mut sqlx::SqliteConnection,
+    r: &ContentRow,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO content_patterns (list, pattern, field, is_regex, score) \
          VALUES ($1, $2, $3, $4, $5) \
@@ -262,7 +267,10 @@ async fn insert_content(conn: &mut sqlx::SqliteConnection, r: &ContentRow) -> Re
     .bind(r.score)
     .execute(&mut *conn)
     .await
-    .map_err(StoreError::query(format!("saving content pattern {:?}", r.pattern)))?;
+    .map_err(StoreError::query(format!(
+        "saving content pattern {:?}",
+        r.pattern
+    )))?;
     Ok(())
 }
 

@@ -11,12 +11,14 @@ impl Store {
         make: impl FnOnce() -> String,
     ) -> Result<String, StoreError> {
         let context = format!("reading setting {name}");
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(make())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(&context))?;
         let (value,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
