@@ -96,7 +96,8 @@ pub enum LogCmd {
     },
 }
 
-async fn open_store(config: &Config) -> Result<Store> {
+/// The store of `config`, its data directory made if missing; every command uses this.
+pub async fn open_store(config: &Config) -> Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     Ok(Store::open(&config.store_url()).await?)

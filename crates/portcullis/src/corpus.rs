@@ -124,12 +124,6 @@ pub async fn load_spam_checker(store: &Store) -> Result<(SpamChecker, Option<Not
     Ok((SpamChecker::with_model(Arc::new(model)), unready))
 }
 
-async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    Ok(Store::open(&config.store_url()).await?)
-}
-
 /// One corpus message: where it came from, whether it is spam, and its bytes.
 struct Sample {
     path: PathBuf,
@@ -249,7 +243,7 @@ async fn train(
     reset: bool,
 ) -> Result<ExitCode> {
     let samples = load_samples(ham, spam)?;
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     let started = Instant::now();
     // No model: training reads text, it does not classify.
     let scanner = ContentScanner::default();
@@ -383,7 +377,7 @@ async fn eval(
     json: bool,
 ) -> Result<ExitCode> {
     let samples = load_samples(ham, spam)?;
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     let (checker, unready) = load_spam_checker(&store).await?;
     store.close().await;
     if let Some(why) = unready {

@@ -129,12 +129,6 @@ pub enum ConfigCmd {
     Import { file: std::path::PathBuf },
 }
 
-async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    Ok(Store::open(&config.store_url()).await?)
-}
-
 #[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
@@ -159,7 +153,7 @@ fn check_rules(rules: &[Rule], origin: &str) -> Result<()> {
 }
 
 pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         RuleCmd::List { json } => {
             let rules = store.list_rules().await?;
@@ -216,7 +210,7 @@ fn check_entry(e: &ListEntry) -> Result<()> {
 }
 
 pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         ListCmd::Add {
             kind,
@@ -284,7 +278,7 @@ fn check_content(r: &ContentRow) -> Result<()> {
 }
 
 pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         ContentCmd::Add {
             list,
@@ -337,7 +331,7 @@ pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
 }
 
 pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         QuarantineCmd::List {
             json,
@@ -478,8 +472,8 @@ pub async fn release(
         return Ok(ExitCode::from(1));
     }
     let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-    let queue_id = match release_item(store, &spool, id).await {
-        Ok(q) => q,
+    let (queue_id, body) = match release_item(store, &spool, id).await {
+        Ok(released) => released,
         Err(e) => {
             // Give the claim back so the release can be tried again.
             store
@@ -492,7 +486,6 @@ pub async fn release(
     let _ = crate::control::request(&config.data_dir, &format!("load {queue_id}")).await;
     // A person said this "spam" is not: the classifier learns from it.
     if item.class == "spam"
-        && let Some((_, _, _, body)) = store.quarantine_get(id).await?
         && let Err(e) = crate::corpus::learn(store, &body, false).await
     {
         tracing::warn!(item = id, error = %e, "released message not learned as ham");
@@ -521,12 +514,13 @@ fn release_queue_id(item: &str) -> String {
 
 /// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
 /// mark it released. The order makes a crash harmless: an item still `releasing` is
-/// finished again at the gateway's start, writing the same queue file.
+/// finished again at the gateway's start, writing the same queue file. Returns the
+/// queue id and the message.
 pub async fn release_item(
     store: &Store,
     spool: &std::sync::Arc<Spool>,
     id: &str,
-) -> Result<String> {
+) -> Result<(String, Vec<u8>)> {
     let Some((item, findings, envelope_json, body)) = store.quarantine_get(id).await? else {
         bail!("no quarantined message {id}");
     };
@@ -545,11 +539,12 @@ pub async fn release_item(
     envelope.received_at = now();
     envelope.recipients = vec![rcpt];
     envelope.prepend = String::new();
-    let (spool2, env2, body2) = (spool.clone(), envelope.clone(), body);
-    tokio::task::spawn_blocking(move || spool2.store_message(&env2, &body2))
-        .await
-        .context("spool writer")?
-        .context("writing the released message to the spool")?;
+    let (spool, queued) = (spool.clone(), envelope.clone());
+    let body =
+        tokio::task::spawn_blocking(move || spool.store_message(&queued, &body).map(|()| body))
+            .await
+            .context("spool writer")?
+            .context("writing the released message to the spool")?;
     let mut record = crate::handler::log_record(&envelope, 0, item.subject.clone(), None);
     record.verdict = Some("deliver".into());
     record.rule = Some(format!("released from quarantine ({id})"));
@@ -562,7 +557,7 @@ pub async fn release_item(
         .quarantine_transition(id, "releasing", "released", now())
         .await?;
     tracing::info!(item = id, queue_id = %envelope.id, "released from quarantine");
-    Ok(envelope.id)
+    Ok((envelope.id, body))
 }
 
 /// The policy as one document.
@@ -608,7 +603,7 @@ struct NetworkDoc {
 }
 
 pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         ConfigCmd::Export => {
             let doc = PolicyDoc {

@@ -49,6 +49,16 @@ pub struct Shared {
     pub dkim: SharedKeyRing,
 }
 
+/// What the message checks found and the rules decided.
+struct Checked {
+    /// Header fields to add (authentication results).
+    headers: String,
+    findings: Vec<Finding>,
+    verdict: Verdict,
+    subject: Option<String>,
+    message_id: Option<String>,
+}
+
 pub struct GatewayHandler {
     shared: Arc<Shared>,
     conn: ConnInfo,
@@ -59,8 +69,6 @@ pub struct GatewayHandler {
     writer: Option<SpoolWriter>,
     /// SPF from MAIL time, for inbound mail when authentication is on.
     spf: Option<SpfVerdict>,
-    /// The start of the message, kept for the log (Subject, Message-ID).
-    head: Vec<u8>,
     /// An allow list entry matched a recipient of this transaction: spam checks stand down.
     allowed: bool,
     /// What the connection checks (DNSBL, FCrDNS) found; None until they ran, once per
@@ -70,8 +78,6 @@ pub struct GatewayHandler {
     /// rules in scope.
     policy_key: Option<(bool, Vec<usize>)>,
 }
-
-const HEAD_KEEP: usize = 64 * 1024;
 
 impl GatewayHandler {
     pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Self {
@@ -84,7 +90,6 @@ impl GatewayHandler {
             recipients: Vec::new(),
             writer: None,
             spf: None,
-            head: Vec::new(),
             allowed: false,
             conn_findings: None,
             policy_key: None,
@@ -158,14 +163,7 @@ impl GatewayHandler {
         }
         let copy = Envelope {
             id: format!("{}C", envelope.id),
-            recipients: copies
-                .iter()
-                .map(|a| EnvelopeRecipient {
-                    address: a.clone(),
-                    orcpt: None,
-                    notify: Some(vec!["NEVER".into()]),
-                })
-                .collect(),
+            recipients: copies.iter().map(|a| policy_recipient(a)).collect(),
             ..envelope.clone()
         };
         let spool = self.shared.queue.spool().clone();
@@ -290,7 +288,7 @@ impl GatewayHandler {
         session: &Session,
         sender: &str,
         size: usize,
-    ) -> Result<(String, Vec<Finding>, Verdict, Option<String>), Reply> {
+    ) -> Result<Checked, Reply> {
         let mut headers = String::new();
         let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
         let spf = self.spf.take();
@@ -408,12 +406,13 @@ impl GatewayHandler {
         {
             return Err(reply);
         }
-        Ok((
+        Ok(Checked {
             headers,
             findings,
             verdict,
-            Some(report.text.subject).filter(|s| !s.is_empty()),
-        ))
+            subject: Some(report.text.subject).filter(|s| !s.is_empty()),
+            message_id: report.message_id,
+        })
     }
 }
 
@@ -601,17 +600,12 @@ impl Handler for GatewayHandler {
             old.discard();
         }
         self.writer = Some(self.shared.queue.spool().writer(id));
-        self.head.clear();
         Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
     }
 
     async fn data_chunk(&mut self, bytes: &[u8]) {
         if let Some(w) = &mut self.writer {
             w.write(bytes);
-        }
-        if self.head.len() < HEAD_KEEP {
-            let take = bytes.len().min(HEAD_KEEP - self.head.len());
-            self.head.extend_from_slice(&bytes[..take]);
         }
     }
 
@@ -646,7 +640,17 @@ impl Handler for GatewayHandler {
                 ))
             }
         };
-        let ((added, findings, mut verdict, subject), raw, cleaned) = match checked {
+        let (
+            Checked {
+                headers: added,
+                findings,
+                mut verdict,
+                subject,
+                message_id,
+            },
+            raw,
+            cleaned,
+        ) = match checked {
             Ok(c) => c,
             Err(reply) => {
                 writer.discard();
@@ -681,23 +685,10 @@ impl Handler for GatewayHandler {
             })
             .collect();
         let mut recipients = match &verdict.redirect {
-            Some(to) => to
-                .iter()
-                .map(|a| EnvelopeRecipient {
-                    address: a.clone(),
-                    orcpt: None,
-                    notify: Some(vec!["NEVER".into()]),
-                })
-                .collect(),
+            Some(to) => to.iter().map(|a| policy_recipient(a)).collect(),
             None => original_recipients.clone(),
         };
-        for copy in &verdict.copies {
-            recipients.push(EnvelopeRecipient {
-                address: copy.clone(),
-                orcpt: None,
-                notify: Some(vec!["NEVER".into()]),
-            });
-        }
+        recipients.extend(verdict.copies.iter().map(|a| policy_recipient(a)));
         let mut envelope = Envelope {
             id: id.clone(),
             received_at: now(),
@@ -713,8 +704,6 @@ impl Handler for GatewayHandler {
             recipients,
             prepend,
         };
-        let (subject_h, message_id) = header_facts(&self.head);
-        let subject = subject_h.or(subject);
         let findings_json = serde_json::to_string(&findings).unwrap_or_default();
         let mut record = log_record(&envelope, size, subject.clone(), message_id);
         record.score = Some(verdict.score);
@@ -866,7 +855,7 @@ impl Handler for GatewayHandler {
         // DMARC aggregate and TLS-RPT reports to our domains are also kept for the
         // `report` commands; in the background, the message is queued either way. Only
         // messages that can be one (a cheap look at the header) are handed over.
-        if direction == Direction::Inbound && crate::reports::may_be_report(&self.head) {
+        if direction == Direction::Inbound && crate::reports::may_be_report(&raw) {
             let store = self.shared.store.clone();
             tokio::spawn(async move {
                 crate::reports::intake(&store, &raw).await;
@@ -879,7 +868,6 @@ impl Handler for GatewayHandler {
         if let Some(mut w) = self.writer.take() {
             w.discard();
         }
-        self.head.clear();
     }
 
     fn reset(&mut self) {
@@ -889,24 +877,19 @@ impl Handler for GatewayHandler {
         self.spf = None;
         self.mail = None;
         self.recipients.clear();
-        self.head.clear();
         self.allowed = false;
         self.policy_key = None;
     }
 }
 
-/// Subject and Message-ID from the message head, for the log.
-fn header_facts(head: &[u8]) -> (Option<String>, Option<String>) {
-    let end = memchr::memmem::find(head, b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(head.len());
-    let Some(msg) = mail_parser::MessageParser::new().parse_headers(&head[..end]) else {
-        return (None, None);
-    };
-    (
-        msg.subject().map(str::to_string),
-        msg.message_id().map(str::to_string),
-    )
+/// A recipient a rule added (redirect, archive copy): the sender never asked for it, so
+/// no delivery notices about it go back to them.
+fn policy_recipient(address: &str) -> EnvelopeRecipient {
+    EnvelopeRecipient {
+        address: address.to_string(),
+        orcpt: None,
+        notify: Some(vec!["NEVER".into()]),
+    }
 }
 
 /// The message-log record of a newly queued message, every recipient `queued`.

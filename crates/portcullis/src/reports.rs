@@ -425,14 +425,8 @@ pub enum ReportCmd {
     Import { file: PathBuf },
 }
 
-async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    Ok(Store::open(&config.store_url()).await?)
-}
-
 pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
-    let store = open_store(config).await?;
+    let store = crate::cli::open_store(config).await?;
     match cmd {
         ReportCmd::List {
             kind,

@@ -166,7 +166,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Releases that a crash interrupted between their claim and their queue file.
     for id in store.quarantine_releasing().await? {
         match crate::filter_cli::release_item(&store, queue.spool(), &id).await {
-            Ok(queue_id) => queue.enqueue(&queue_id),
+            Ok((queue_id, _)) => queue.enqueue(&queue_id),
             Err(e) => {
                 tracing::error!(item = %id, error = %e, "unfinished quarantine release failed")
             }
