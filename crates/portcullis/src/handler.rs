@@ -23,6 +23,9 @@ use portcullis_store::{HeldMessage, LogEntry, MessageRecord, RecipientRecord, St
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// Messages up to this size are content-scanned on the async worker itself.
+const INLINE_SCAN_MAX: usize = 64 * 1024;
+
 /// What every connection shares.
 pub struct Shared {
     pub hostname: String,
@@ -57,6 +60,8 @@ struct Checked {
     verdict: Verdict,
     subject: Option<String>,
     message_id: Option<String>,
+    /// The mail-authentication summary (spf=… dkim=… dmarc=…), when it ran.
+    auth: Option<String>,
 }
 
 pub struct GatewayHandler {
@@ -129,22 +134,23 @@ impl GatewayHandler {
         session: &Session,
         sender: &str,
         spf: &SpfVerdict,
-    ) -> Result<(String, Option<Finding>), Reply> {
+    ) -> Result<(String, Option<Finding>, String), Reply> {
         let helo = session.helo().unwrap_or("");
         let verdict = self
             .shared
             .auth
             .check_message(raw, self.ip, helo, sender, spf)
             .await;
-        tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
+        tracing::debug!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
         match verdict.action {
-            AuthAction::Accept => Ok((verdict.header, None)),
+            AuthAction::Accept => Ok((verdict.header, None, verdict.summary)),
             AuthAction::Quarantine => Ok((
                 verdict.header,
-                Some(Finding::new("dmarc.quarantine", 0.0, verdict.summary)),
+                Some(Finding::new("dmarc.quarantine", 0.0, verdict.summary.clone())),
+                verdict.summary,
             )),
             AuthAction::Reject(reply) | AuthAction::TempFail(reply) => {
-                tracing::info!(id, client = %self.conn.peer, from = %sender, reply = %reply, "message refused by authentication");
+                tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, reply = %reply, "message refused by authentication");
                 Err(reply)
             }
         }
@@ -337,9 +343,11 @@ impl GatewayHandler {
             }
             findings.extend(report.findings);
         }
-        if let Some((h, f)) = auth? {
+        let mut auth_summary = None;
+        if let Some((h, f, summary)) = auth? {
             headers.push_str(&h);
             findings.extend(f);
+            auth_summary = Some(summary);
         }
         match scanned {
             Some(ScanResult::Unavailable(why)) => {
@@ -357,7 +365,7 @@ impl GatewayHandler {
             None => {}
         }
         let snapshot = self.shared.policy.current();
-        let (report, listed) = tokio::task::block_in_place(|| {
+        let scan = || {
             let scanner = self
                 .shared
                 .content
@@ -367,7 +375,14 @@ impl GatewayHandler {
             let report = scanner.scan(content_input);
             let listed = snapshot.filter.content.check(&report.text);
             (report, listed)
-        });
+        };
+        // A scan of a small message takes tens of microseconds, less than handing the
+        // worker thread over (block_in_place); large ones may take milliseconds.
+        let (report, listed) = if content_input.len() <= INLINE_SCAN_MAX {
+            scan()
+        } else {
+            tokio::task::block_in_place(scan)
+        };
         findings.extend(report.findings);
         findings.extend(listed);
         if !self.shared.dnsbl.uribl.is_empty() && !self.allowed {
@@ -412,6 +427,7 @@ impl GatewayHandler {
             verdict,
             subject: Some(report.text.subject).filter(|s| !s.is_empty()),
             message_id: report.message_id,
+            auth: auth_summary,
         })
     }
 }
@@ -615,7 +631,14 @@ impl Handler for GatewayHandler {
         };
         let id = writer.id().to_string();
         let internal = self.internal(session);
-        let checked = match tokio::task::block_in_place(|| writer.contents()) {
+        // Handing the worker to another thread costs more than reading a body that is
+        // still in memory: only a spilled body is read back under block_in_place.
+        let contents = if writer.spilled() {
+            tokio::task::block_in_place(|| writer.contents())
+        } else {
+            writer.contents()
+        };
+        let checked = match contents {
             Ok(raw) => {
                 let raw = raw.into_owned();
                 // Fields an outsider may not set are removed before the content checks
@@ -647,6 +670,7 @@ impl Handler for GatewayHandler {
                 mut verdict,
                 subject,
                 message_id,
+                auth,
             },
             raw,
             cleaned,
@@ -716,15 +740,24 @@ impl Handler for GatewayHandler {
             Disposition::Discard => "discard".into(),
             Disposition::Quarantine(class) => format!("quarantine:{class}"),
         });
-        tracing::info!(
-            id,
-            client = %self.conn.peer,
-            score = verdict.score,
-            verdict = record.verdict.as_deref().unwrap_or(""),
-            rule = verdict.rule.as_deref().unwrap_or(""),
-            findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","),
-            "checked"
-        );
+        let finding_names = findings
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // Mail that is delivered gets one line ("queued", below) with all of this.
+        if verdict.disposition != Disposition::Deliver {
+            tracing::info!(
+                id,
+                client = %self.conn.peer,
+                auth = auth.as_deref().unwrap_or("-"),
+                score = verdict.score,
+                verdict = record.verdict.as_deref().unwrap_or(""),
+                rule = verdict.rule.as_deref().unwrap_or(""),
+                findings = %finding_names,
+                "checked"
+            );
+        }
         // Anything but delivery: nothing goes to the queue, the log says why.
         let final_status = |record: &mut MessageRecord, status: &str, reply: &str| {
             record.recipients = original_recipients
@@ -846,6 +879,10 @@ impl Handler for GatewayHandler {
             from = %envelope.sender,
             to = ?envelope.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
             size,
+            auth = auth.as_deref().unwrap_or("-"),
+            score = verdict.score,
+            rule = verdict.rule.as_deref().unwrap_or(""),
+            findings = %finding_names,
             "queued"
         );
         match kept {

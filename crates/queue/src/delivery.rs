@@ -50,6 +50,8 @@ pub enum Outcome {
         reply: Reply,
         host: String,
         dsn_relayed: bool,
+        /// Whether the connection that took it was encrypted.
+        tls: bool,
     },
     Deferred {
         reply: Reply,
@@ -258,7 +260,8 @@ impl Deliverer {
                     continue;
                 }
                 Decision::Connect { security, why } => {
-                    tracing::info!(id, host = %route.host, policy = security.label(), reason = %why, "transport security");
+                    // Per message, so debug: the delivery line says whether TLS was used.
+                    tracing::debug!(id, host = %route.host, policy = security.label(), reason = %why, "transport security");
                     security
                 }
             };
@@ -484,6 +487,7 @@ fn deferred_or_failed(e: &ClientError, host: Option<String>) -> Outcome {
 
 fn convert(client: &SmtpClient, outcomes: Vec<RecipientOutcome>, host: &str) -> Vec<Outcome> {
     let dsn_relayed = !client.extensions().dsn;
+    let tls = client.is_tls();
     outcomes
         .into_iter()
         .map(|o| match o {
@@ -491,6 +495,7 @@ fn convert(client: &SmtpClient, outcomes: Vec<RecipientOutcome>, host: &str) -> 
                 reply,
                 host: host.to_string(),
                 dsn_relayed,
+                tls,
             },
             RecipientOutcome::TempFailed(reply) => Outcome::Deferred {
                 reply,

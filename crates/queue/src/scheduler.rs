@@ -291,22 +291,34 @@ impl Queue {
         let mut relayed = Vec::new();
         for (i, outcome) in results {
             let address = &envelope.recipients[i].address;
-            let (status, word, reply, host) = match &outcome {
-                Outcome::Delivered { reply, host, .. } => (
+            let (status, word, reply, host, tls) = match &outcome {
+                Outcome::Delivered {
+                    reply, host, tls, ..
+                } => (
                     RecipientStatus::Delivered,
                     "delivered",
                     reply,
                     Some(host.as_str()),
+                    Some(*tls),
                 ),
-                Outcome::Deferred { reply, host } => {
-                    (RecipientStatus::Pending, "deferred", reply, host.as_deref())
-                }
+                Outcome::Deferred { reply, host } => (
+                    RecipientStatus::Pending,
+                    "deferred",
+                    reply,
+                    host.as_deref(),
+                    None,
+                ),
                 Outcome::Failed { reply, host } => {
-                    (RecipientStatus::Failed, "bounced", reply, host.as_deref())
+                    (RecipientStatus::Failed, "bounced", reply, host.as_deref(), None)
                 }
             };
             let line = reply.to_string();
-            tracing::info!(id, to = %address, status = word, relay = host.unwrap_or("-"), reply = %line, "delivery");
+            let tls = match tls {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            };
+            tracing::info!(id, to = %address, status = word, relay = host.unwrap_or("-"), tls, reply = %line, "delivery");
             self.inner
                 .journal
                 .recipient_result(id, address, word, Some(&line), host);

@@ -433,6 +433,12 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// True when the body went to disk: reading it back ([`SpoolWriter::contents`])
+    /// then blocks.
+    pub fn spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// The message received so far: from memory, or read back from disk when it was
     /// large enough to spill (blocking; only for bodies over the spill threshold).
     pub fn contents(&mut self) -> io::Result<std::borrow::Cow<'_, [u8]>> {

@@ -244,7 +244,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        insert_message(&mut tx, rec, &context).await?;
+        insert_messages(&mut tx, &[rec], &context).await?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -278,7 +278,7 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query(&context))?;
-        update_status(&mut conn, &update, &context).await
+        update_statuses(&mut conn, &[&update], &context).await
     }
 
     /// Several log writes in one transaction, in order. SQLite has one writer at a time:
@@ -291,32 +291,58 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
+        // Consecutive entries of one kind go into one statement: each statement is a round
+        // trip to SQLite's worker thread, and per entry those dominated a busy log.
+        let mut messages: Vec<&MessageRecord> = Vec::new();
+        let mut updates: Vec<&StatusUpdate> = Vec::new();
         for entry in entries {
-            let result = match entry {
+            match entry {
                 LogEntry::Message(rec) => {
+                    if !updates.is_empty() {
+                        update_statuses(&mut tx, &updates, &context).await?;
+                        updates.clear();
+                    }
                     let ctx = format!("logging message {}", rec.id);
                     match validate_message(rec, &ctx) {
-                        Ok(()) => insert_message(&mut tx, rec, &ctx).await,
-                        Err(e) => Err(e),
+                        Ok(()) => messages.push(rec),
+                        Err(e) => tracing::warn!(error = %e, "skipped log entry"),
+                    }
+                    if messages.len() == ROWS_PER_STATEMENT {
+                        insert_messages(&mut tx, &messages, &context).await?;
+                        messages.clear();
                     }
                 }
                 LogEntry::Status(u) => {
+                    if !messages.is_empty() {
+                        insert_messages(&mut tx, &messages, &context).await?;
+                        messages.clear();
+                    }
                     let ctx = format!(
                         "logging status {} for {} of message {}",
                         u.status, u.address, u.id
                     );
-                    match check_status(&ctx, &u.status) {
-                        Ok(()) => update_status(&mut tx, u, &ctx).await,
-                        Err(e) => Err(e),
+                    if let Err(e) = check_status(&ctx, &u.status) {
+                        tracing::warn!(error = %e, "skipped log entry");
+                        continue;
                     }
+                    // Two updates of one recipient must apply in order: one UPDATE … FROM
+                    // would apply only one of them.
+                    let repeated = updates
+                        .iter()
+                        .any(|p| p.id == u.id && p.address == u.address);
+                    if repeated || updates.len() == ROWS_PER_STATEMENT {
+                        update_statuses(&mut tx, &updates, &context).await?;
+                        updates.clear();
+                    }
+                    updates.push(u);
                 }
-            };
-            match result {
-                Err(e @ StoreError::Invalid { .. }) => {
-                    tracing::warn!(error = %e, "skipped log entry")
-                }
-                other => other?,
             }
+        }
+        if !messages.is_empty() {
+            insert_messages(&mut tx, &messages, &context).await?;
+        }
+        if !updates.is_empty() {
+            update_statuses(&mut tx, &updates, &context).await?;
         }
         tx.commit().await.map_err(StoreError::query(&context))
     }
@@ -440,91 +466,129 @@ impl Store {
 }
 
 /// Inserts one message and its recipients on `conn` (inside the caller's transaction).
-async fn insert_message(
+/// Rows bound in one multi-row statement at most (14 columns each stays far below
+/// SQLite's limit of bound parameters).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Inserts messages and their recipients on `conn`, a few statements for all of them. A
+/// message whose id is already logged keeps its first record, recipients included.
+async fn insert_messages(
     conn: &mut sqlx::SqliteConnection,
-    rec: &MessageRecord,
+    recs: &[&MessageRecord],
     context: &str,
 ) -> Result<(), StoreError> {
-    let inserted = sqlx::query(
-            "INSERT INTO messages \
-             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject, \
-              verdict, rule, score, findings) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&rec.id)
-        .bind(rec.received_at)
-        .bind(&rec.client_ip)
-        .bind(&rec.helo)
-        .bind(&rec.direction)
-        .bind(&rec.sender)
-        .bind(rec.size)
-        .bind(rec.auth_user.as_deref())
-        .bind(rec.message_id.as_deref())
-        .bind(rec.subject.as_deref())
-        .bind(rec.verdict.as_deref())
-        .bind(rec.rule.as_deref())
-        .bind(rec.score)
-        .bind(rec.findings.as_deref())
-        .execute(&mut *conn)
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO messages \
+         (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject, \
+          verdict, rule, score, findings) ",
+    );
+    insert.push_values(recs, |mut row, rec| {
+        row.push_bind(&rec.id)
+            .push_bind(rec.received_at)
+            .push_bind(&rec.client_ip)
+            .push_bind(&rec.helo)
+            .push_bind(&rec.direction)
+            .push_bind(&rec.sender)
+            .push_bind(rec.size)
+            .push_bind(rec.auth_user.as_deref())
+            .push_bind(rec.message_id.as_deref())
+            .push_bind(rec.subject.as_deref())
+            .push_bind(rec.verdict.as_deref())
+            .push_bind(rec.rule.as_deref())
+            .push_bind(rec.score)
+            .push_bind(rec.findings.as_deref());
+    });
+    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    let inserted: Vec<String> = insert
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::query(context))?;
-    if inserted.rows_affected() == 0 {
+    if inserted.len() < recs.len() {
         // The first logging carried the recipients in the same transaction, so they are there.
-        tracing::debug!(id = %rec.id, "message already logged; keeping the first record");
-        return Ok(());
+        tracing::debug!(
+            repeated = recs.len() - inserted.len(),
+            "messages already logged; keeping their first records"
+        );
     }
-    for (seq, rcpt) in rec.recipients.iter().enumerate() {
-        sqlx::query(
+    let mut fresh: std::collections::HashSet<&str> =
+        inserted.iter().map(String::as_str).collect();
+    let rows: Vec<(&str, usize, &RecipientRecord)> = recs
+        .iter()
+        // `remove`: the first record of an id repeated within the batch wins.
+        .filter(|rec| fresh.remove(rec.id.as_str()))
+        .flat_map(|rec| {
+            rec.recipients
+                .iter()
+                .enumerate()
+                .map(|(seq, r)| (rec.id.as_str(), seq, r))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO message_recipients \
-                 (message, seq, address, status, reply, remote_host, updated_at, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (message, address) DO NOTHING",
-        )
-        .bind(&rec.id)
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .bind(&rcpt.address)
-        .bind(&rcpt.status)
-        .bind(rcpt.reply.as_deref())
-        .bind(rcpt.remote_host.as_deref())
-        .bind(rcpt.updated_at)
-        .bind(rcpt.attempts)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::query(context))?;
+             (message, seq, address, status, reply, remote_host, updated_at, attempts) ",
+        );
+        insert.push_values(chunk, |mut row, (id, seq, rcpt)| {
+            row.push_bind(*id)
+                .push_bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+                .push_bind(&rcpt.address)
+                .push_bind(&rcpt.status)
+                .push_bind(rcpt.reply.as_deref())
+                .push_bind(rcpt.remote_host.as_deref())
+                .push_bind(rcpt.updated_at)
+                .push_bind(rcpt.attempts);
+        });
+        insert.push(" ON CONFLICT (message, address) DO NOTHING");
+        insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::query(context))?;
     }
     Ok(())
 }
 
-/// Updates one recipient's status on `conn`; an unknown recipient is only a warning.
-async fn update_status(
+/// Updates recipients' statuses on `conn` in one statement; each (message, address) at
+/// most once per call. An unknown recipient is only a warning.
+async fn update_statuses(
     conn: &mut sqlx::SqliteConnection,
-    u: &StatusUpdate,
+    updates: &[&StatusUpdate],
     context: &str,
 ) -> Result<(), StoreError> {
-    let attempt = i64::from(ATTEMPT_STATUSES.contains(&u.status.as_str()));
-    let done = sqlx::query(
-        "UPDATE message_recipients \
-         SET status = $1, reply = $2, remote_host = $3, updated_at = $4, attempts = attempts + $5 \
-         WHERE message = $6 AND address = $7",
-    )
-    .bind(&u.status)
-    .bind(u.reply.as_deref())
-    .bind(u.remote_host.as_deref())
-    .bind(u.at)
-    .bind(attempt)
-    .bind(&u.id)
-    .bind(&u.address)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::query(context))?;
-    if done.rows_affected() == 0 {
-        tracing::warn!(
-            id = %u.id,
-            address = %u.address,
-            status = %u.status,
-            "status for a recipient that is not in the log"
-        );
+    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "WITH u (message, address, status, reply, remote_host, updated_at, attempt) AS (",
+    );
+    update.push_values(updates, |mut row, u| {
+        let attempt = i64::from(ATTEMPT_STATUSES.contains(&u.status.as_str()));
+        row.push_bind(&u.id)
+            .push_bind(&u.address)
+            .push_bind(&u.status)
+            .push_bind(u.reply.as_deref())
+            .push_bind(u.remote_host.as_deref())
+            .push_bind(u.at)
+            .push_bind(attempt);
+    });
+    update.push(
+        ") UPDATE message_recipients \
+         SET status = u.status, reply = u.reply, remote_host = u.remote_host, \
+             updated_at = u.updated_at, attempts = message_recipients.attempts + u.attempt \
+         FROM u WHERE message_recipients.message = u.message \
+           AND message_recipients.address = u.address \
+         RETURNING message_recipients.message, message_recipients.address",
+    );
+    let done: Vec<(String, String)> = update
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::query(context))?;
+    if done.len() < updates.len() {
+        for u in updates {
+            if !done.iter().any(|(m, a)| *m == u.id && *a == u.address) {
+                tracing::warn!(id = %u.id, address = %u.address, status = %u.status,
+                    "status for a recipient that is not in the log");
+            }
+        }
     }
     Ok(())
 }

@@ -482,3 +482,54 @@ async fn batch_applies_in_order_and_skips_invalid_entries() {
     assert_eq!(m.recipients[0].attempts, 2);
     assert!(store.get_message("Q9").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn large_batch_with_repeats_matches_one_by_one_logging() {
+    let store = common::memory().await;
+    let status = |id: &str, address: &str, status: &str, at: i64| {
+        LogEntry::Status(StatusUpdate {
+            id: id.into(),
+            address: address.into(),
+            status: status.into(),
+            reply: Some(format!("{status} at {at}")),
+            remote_host: Some("mx".into()),
+            at,
+        })
+    };
+    // More messages and recipients than one statement takes; an id logged twice; one
+    // recipient updated three times in a row; a status for a recipient never logged.
+    let mut batch: Vec<LogEntry> = (0..150)
+        .map(|i| {
+            LogEntry::Message(message(
+                &format!("B{i}"),
+                100 + i,
+                "a@example.org",
+                &["x@example.com", "y@example.com"],
+            ))
+        })
+        .collect();
+    let mut again = message("B7", 999, "other@example.org", &["z@example.com"]);
+    again.subject = Some("second".into());
+    batch.push(LogEntry::Message(again));
+    for i in 0..150 {
+        batch.push(status(&format!("B{i}"), "y@example.com", "delivered", 300));
+    }
+    batch.push(status("B3", "x@example.com", "deferred", 301));
+    batch.push(status("B3", "x@example.com", "deferred", 302));
+    batch.push(status("B3", "x@example.com", "bounced", 303));
+    batch.push(status("B3", "nobody@example.com", "delivered", 304));
+    store.log_batch(&batch).await.unwrap();
+
+    let b7 = store.get_message("B7").await.unwrap().expect("logged");
+    assert_eq!(b7.sender, "a@example.org", "the first record of an id is kept");
+    assert_eq!(b7.recipients.len(), 2);
+    let b149 = store.get_message("B149").await.unwrap().expect("logged");
+    assert_eq!(b149.recipients[1].status, "delivered");
+    assert_eq!(b149.recipients[1].attempts, 1);
+    assert_eq!(b149.recipients[0].status, "queued");
+    let b3 = store.get_message("B3").await.unwrap().expect("logged");
+    let x = &b3.recipients[0];
+    assert_eq!((x.status.as_str(), x.attempts, x.updated_at), ("bounced", 3, 303));
+    assert_eq!(x.reply.as_deref(), Some("bounced at 303"));
+    assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
+}
