@@ -11,6 +11,10 @@ use tokio::sync::mpsc;
 /// Entries written per transaction at most.
 const BATCH: usize = 512;
 
+/// After the first entry of a batch, how long to let more pile up: a few milliseconds of
+/// delay in the log turns a busy gateway's stream of tiny transactions into few large ones.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[derive(Clone)]
 pub struct LogWriter {
     tx: mpsc::UnboundedSender<LogEntry>,
@@ -20,8 +24,24 @@ impl LogWriter {
     pub fn spawn(store: Store) -> LogWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogEntry>();
         tokio::spawn(async move {
+            let store = match store.dedicated().await {
+                Ok(own) => own,
+                Err(e) => {
+                    tracing::warn!(error = %e, "message log writer shares the store's pool");
+                    store
+                }
+            };
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
+                if batch.len() < BATCH {
+                    tokio::time::sleep(GATHER).await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(entry) => batch.push(entry),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 if let Err(e) = store.log_batch(&batch).await {
                     tracing::error!(error = %e, entries = batch.len(), "message log write failed");
                 }

@@ -55,6 +55,8 @@ const MAX_SQLITE_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// An in-memory database: one connection holds it, so no second pool can reach it.
+    in_memory: bool,
 }
 
 impl Store {
@@ -119,7 +121,33 @@ impl Store {
                 source,
             })?;
         tracing::debug!(url, "store opened and migrated");
-        Ok(Store { pool })
+        Ok(Store { pool, in_memory })
+    }
+
+    /// A handle with one connection of its own, for a task that writes all the time (the
+    /// message log): its page cache stays warm and its statements always go to the same
+    /// worker thread, instead of rotating through the shared pool's connections. An
+    /// in-memory store has only one connection, so there it is a clone.
+    pub async fn dedicated(&self) -> Result<Store, StoreError> {
+        if self.in_memory {
+            return Ok(self.clone());
+        }
+        let options = (*self.pool.connect_options()).clone();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: "(the same database, a dedicated connection)".to_string(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            in_memory: false,
+        })
     }
 
     /// Closes every pooled connection, letting SQLite checkpoint its WAL. Clones become unusable.
