@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 /// Entries written per transaction at most.
 const BATCH: usize = 512;
 
-/// After the first entry of a batch, how long to let more pile up: a few milliseconds of
+/// After the first entry of a batch, how long to let more pile up: some milliseconds of
 /// delay in the log turns a busy gateway's stream of tiny transactions into few large ones.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct LogWriter {
