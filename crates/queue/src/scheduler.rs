@@ -393,7 +393,7 @@ impl Queue {
             }
         }
         if state.pending() == 0 && state.dsn_owed.is_empty() {
-            if let Err(e) = self.inner.spool.remove(id) {
+            if let Err(e) = self.inner.spool.retire(id, message.len()) {
                 tracing::error!(id, error = %e, "cannot remove delivered message");
             }
             return;
