@@ -271,12 +271,12 @@ impl Spool {
 
     /// A kept file whose departure from `queue/` is durable, opened for overwriting.
     fn take_free(&self) -> Option<(PathBuf, File)> {
-        let synced = self.dir_sync.synced();
+        let durable = self.dir_sync.durable_upto();
         loop {
             let (path, _) = {
                 let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
                 match free.front() {
-                    Some((_, ticket)) if *ticket < synced => free.pop_front()?,
+                    Some((_, ticket)) if *ticket < durable => free.pop_front()?,
                     _ => return None,
                 }
             };
@@ -646,7 +646,7 @@ impl DirSync {
     }
 
     /// Every ticket up to this one is covered by an fsync that succeeded.
-    fn synced(&self) -> u64 {
+    fn durable_upto(&self) -> u64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).good
     }
 
