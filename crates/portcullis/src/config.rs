@@ -30,6 +30,37 @@ pub struct Config {
     pub greylist: portcullis_filter::greylist::GreylistSettings,
     pub attachments: portcullis_filter::attachments::AttachmentLimits,
     pub external: portcullis_filter::external::ExternalSettings,
+    pub reports: Reports,
+}
+
+/// Outgoing reports about other domains' mail: DMARC aggregate reports (RFC 7489 §7.2)
+/// to the `rua` of domains that send to us, TLS-RPT reports (RFC 8460) to domains we
+/// deliver to. Both tell third parties about our traffic, so both are off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reports {
+    /// Send DMARC aggregate reports once a day.
+    pub dmarc_aggregate: bool,
+    /// Send TLS-RPT reports once a day.
+    pub tls_rpt: bool,
+    /// The organisation named as the reporter (`org_name`, `organization-name`).
+    pub org_name: String,
+    /// Sender address of the reports; empty: `noreply-reports@` + `hostname`.
+    pub from: String,
+    /// Hour of the day (UTC, 0–23) after which the previous day's reports go out.
+    pub send_hour_utc: u8,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Reports {
+            dmarc_aggregate: false,
+            tls_rpt: false,
+            org_name: String::new(),
+            from: String::new(),
+            send_hour_utc: 1,
+        }
+    }
 }
 
 /// Virus scanning through clamd.
@@ -225,6 +256,7 @@ impl Default for Config {
             greylist: Default::default(),
             attachments: Default::default(),
             external: Default::default(),
+            reports: Reports::default(),
         }
     }
 }
@@ -379,6 +411,15 @@ impl Config {
             return Err(err(
                 "smarthost_tls",
                 "expected one of none, may, encrypt, verify, dane".into(),
+            ));
+        }
+        if self.reports.send_hour_utc > 23 {
+            return Err(err("send_hour_utc", "expected an hour from 0 to 23".into()));
+        }
+        if !self.reports.from.is_empty() && !self.reports.from.contains('@') {
+            return Err(err(
+                "from",
+                format!("`{}` is not an email address", self.reports.from),
             ));
         }
         if let Some(host) = &self.delivery.smarthost

@@ -146,7 +146,11 @@ impl GatewayHandler {
             AuthAction::Accept => Ok((verdict.header, None, verdict.summary)),
             AuthAction::Quarantine => Ok((
                 verdict.header,
-                Some(Finding::new("dmarc.quarantine", 0.0, verdict.summary.clone())),
+                Some(Finding::new(
+                    "dmarc.quarantine",
+                    0.0,
+                    verdict.summary.clone(),
+                )),
                 verdict.summary,
             )),
             AuthAction::Reject(reply) | AuthAction::TempFail(reply) => {
