@@ -1,0 +1,185 @@
+"""DKIM interoperability with OpenDKIM: a Postfix instance signs its outbound mail with the
+OpenDKIM milter (as a sending organisation would) and relays it to Portcullis from outside;
+Portcullis must verify the signatures, with each canonicalization and both key types, as
+pass — here DMARC can only pass through DKIM, since the sender's SPF allows no host. A
+signed message whose body was changed on the way must fail and be refused under the
+sender's p=reject."""
+
+import base64
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import Gateway, dns_server, free_port, require, wait_for
+from postfix import Postfix
+
+
+def opendkim_bin():
+    path = shutil.which("opendkim") or "/usr/sbin/opendkim"
+    return require(path)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("odk-keys")
+    rsa = d / "rsa.private"
+    subprocess.run(["openssl", "genrsa", "-out", str(rsa), "2048"], check=True, capture_output=True)
+    rsa_pub = subprocess.run(["openssl", "rsa", "-in", str(rsa), "-pubout", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+    ed = d / "ed.private"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(ed)],
+                   check=True, capture_output=True)
+    ed_der = subprocess.run(["openssl", "pkey", "-in", str(ed), "-pubout", "-outform", "DER"],
+                            check=True, capture_output=True).stdout
+    # An Ed25519 DKIM key is the bare 32-byte public key (RFC 8463), the DER's last bytes.
+    for path in (rsa, ed):
+        path.chmod(0o600)
+    return {
+        "rsa": (rsa, base64.b64encode(rsa_pub).decode()),
+        "ed25519": (ed, base64.b64encode(ed_der[-32:]).decode()),
+    }
+
+
+def txt(text):
+    """A TXT value as DNS strings of at most 255 bytes (a 2048-bit key needs two)."""
+    return " ".join(f'"{text[i:i + 255]}"' for i in range(0, len(text), 255))
+
+
+@pytest.fixture
+def odk_dns(keys):
+    zone = f"""
+odk.test.                   60 IN TXT "v=spf1 -all"
+rsa._domainkey.odk.test.    60 IN TXT {txt("v=DKIM1; k=rsa; p=" + keys['rsa'][1])}
+ed._domainkey.odk.test.     60 IN TXT {txt("v=DKIM1; k=ed25519; p=" + keys['ed25519'][1])}
+_dmarc.odk.test.            60 IN TXT "v=DMARC1; p=reject; adkim=s"
+"""
+    with dns_server(zone) as port:
+        yield port
+
+
+class OpenDkim:
+    """The OpenDKIM milter in signing mode on a loopback TCP socket."""
+
+    def __init__(self, workdir, key, selector, algorithm, canonicalization):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.conf = self.dir / "opendkim.conf"
+        self.conf.write_text(f"""Syslog no
+Background no
+Mode s
+Socket inet:{self.port}@127.0.0.1
+Domain odk.test
+Selector {selector}
+KeyFile {key}
+SignatureAlgorithm {algorithm}
+Canonicalization {canonicalization}
+SignHeaders From,To,Subject,Date,Message-ID
+InternalHosts 127.0.0.1
+PidFile {self.dir / 'opendkim.pid'}
+UserID root
+RequireSafeKeys no
+""")
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.dir / "opendkim.log", "w")
+        self.proc = subprocess.Popen([opendkim_bin(), "-f", "-x", str(self.conf)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"opendkim exited: {(self.dir / 'opendkim.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("opendkim did not listen")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def gateway(tmp_path, sink, dns_port):
+    g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_secs = 1\n"
+                                 "[auth]\nenabled = true\n[greylist]\nmode = \"never\"\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    return g.start()
+
+
+@pytest.mark.parametrize("key_type,algorithm,canonicalization", [
+    ("rsa", "rsa-sha256", "simple/simple"),
+    ("rsa", "rsa-sha256", "relaxed/relaxed"),
+    ("ed25519", "ed25519-sha256", "relaxed/simple"),
+])
+def test_opendkim_signed_mail_passes(tmp_path, sink, keys, odk_dns, key_type, algorithm,
+                                     canonicalization):
+    selector = "rsa" if key_type == "rsa" else "ed"
+    milter = OpenDkim(tmp_path / "odk", keys[key_type][0], selector, algorithm,
+                      canonicalization).start()
+    g = gateway(tmp_path, sink, odk_dns)
+    pf = Postfix(tmp_path / "pf", relayhost=f"[127.0.0.1]:{g.smtp}",
+                 extra_main=f"non_smtpd_milters = inet:127.0.0.1:{milter.port}\n"
+                            "milter_default_action = tempfail\n"
+                            "smtp_tls_security_level = none\n").start()
+    try:
+        # Folded and oddly spaced header fields, trailing blanks and empty lines at the
+        # end of the body: what the canonicalizations disagree on.
+        body = ("Subject:   interop  \r\n\tcontinued\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+                "Message-ID: <odk-1@odk.test>\r\nFrom: Alice <alice@odk.test>\r\n"
+                "To: bob@example.com\r\n\r\nfirst line  \r\n\tsecond\r\n\r\n\r\n")
+        pf.sendmail("alice@odk.test", "bob@example.com", body.encode())
+        (msg,) = sink.wait_count(1, timeout=60) and sink.messages()
+        signature = msg["DKIM-Signature"]
+        assert signature is not None, pf.maillog()[-2000:]
+        assert f"a={algorithm}" in signature.replace(" ", "") and f"c={canonicalization}" in signature
+        ar = msg["Authentication-Results"]
+        assert "dkim=pass" in ar and "header.d=odk.test" in ar and "header.s=" + selector in ar, ar
+        assert "spf=fail" in ar and "dmarc=pass" in ar, ar
+    finally:
+        pf.stop()
+        g.stop()
+        milter.stop()
+
+
+def test_opendkim_signature_over_changed_body_fails(tmp_path, sink, keys, odk_dns):
+    milter = OpenDkim(tmp_path / "odk", keys["rsa"][0], "rsa", "rsa-sha256",
+                      "relaxed/relaxed").start()
+    # First the signed message as OpenDKIM makes it, caught at the sink directly.
+    pf = Postfix(tmp_path / "pf", relayhost=f"[127.0.0.1]:{sink.port}",
+                 extra_main=f"non_smtpd_milters = inet:127.0.0.1:{milter.port}\n"
+                            "milter_default_action = tempfail\n"
+                            "smtp_tls_security_level = none\n").start()
+    try:
+        pf.sendmail("alice@odk.test", "bob@example.com",
+                    b"From: alice@odk.test\r\nTo: bob@example.com\r\nSubject: pay\r\n"
+                    b"Message-ID: <odk-2@odk.test>\r\n\r\nPay 100 EUR to account 1.\r\n")
+        (path,) = sink.wait_count(1, timeout=60)
+    finally:
+        pf.stop()
+        milter.stop()
+    raw = path.read_bytes()
+    # smtp-sink stores lines with bare LF; SMTP wants CRLF.
+    signed = raw[raw.index(b"DKIM-Signature:"):].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert b"Pay 100 EUR" in signed
+    g = gateway(tmp_path, sink, odk_dns)
+    try:
+        for message, expect in ((signed, 250), (signed.replace(b"100 EUR", b"900 EUR"), 550)):
+            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+                s.ehlo("mail.odk.test")
+                s.mail("alice@odk.test")
+                s.rcpt("bob@example.com")
+                code, text = s.data(message)
+            assert code == expect, (code, text)
+        assert b"DMARC" in text
+        wait_for(lambda: len(sink.files()) == 2, what="the untouched message delivered")
+    finally:
+        g.stop()
