@@ -5,7 +5,9 @@ domain at SMTP time, hold a p=quarantine failure in the quarantine, and never re
 fails."""
 
 import base64
+import email
 import json
+import re
 import smtplib
 import subprocess
 
@@ -217,5 +219,51 @@ def test_trusted_arc_sealer_overrides_dmarc_reject(tmp_path, sink, auth_dns, dki
             # An untrusted sealer could be the spoofer itself: the DMARC reject stands.
             assert code == 550 and text.startswith(b"5.7.1"), (code, text)
             assert sink.files() == []
+    finally:
+        g.stop()
+
+
+def test_forwarded_mail_is_arc_sealed(tmp_path, sink, auth_dns, dkim_key):
+    """`arc_seal_domain`: inbound mail leaves with our ARC set over the message as it is
+    forwarded (our Received and Authentication-Results included), chained to a set it
+    arrived with; dkimpy verifies the chain as pass."""
+    g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{auth_dns}\"]\ntimeout_secs = 1\n"
+                                 "[auth]\nenabled = true\narc_seal_domain = \"gw.test\"\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    published = g.cli("dkim", "generate", "gw.test", "--selector", "arc").stdout
+    # The record as printed: quoted strings of at most 255 characters, to be joined.
+    seal_key = "".join(re.findall(r'"([^"]*)"', published[published.index("IN TXT"):]))
+    keys = {b"arc._domainkey.gw.test.": seal_key.encode(),
+            b"sel._domainkey.outside.test.": f"v=DKIM1; k=rsa; p={dkim_key[1]}".encode(),
+            b"sel._domainkey.lists.test.": f"v=DKIM1; k=rsa; p={dkim_key[1]}".encode()}
+
+    def dns(name, timeout=5):
+        return keys.get(name if name.endswith(b".") else name + b".")
+
+    g.start()
+    try:
+        direct = sign(message("alice@outside.test", "direct"), dkim_key[0])
+        listed = arc_sealed(sign(message("alice@outside.test", "listed"), dkim_key[0]), dkim_key[0])
+        for msg in (direct, listed):
+            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
+                s.ehlo("mail.outside.test")
+                s.sendmail("alice@outside.test", ["bob@example.com"], msg)
+        sink.wait_count(2)
+        by_subject = {}
+        for path in sink.files():
+            raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            by_subject[email.message_from_bytes(raw)["Subject"]] = raw
+        for subject, instance in (("direct", 1), ("listed", 2)):
+            raw = by_subject[subject]
+            parsed = email.message_from_bytes(raw)
+            seals = parsed.get_all("ARC-Seal")
+            assert len(seals) == instance, seals
+            ours = [s for s in seals if f"i={instance}" in s.replace(" ", "")][0]
+            assert "d=gw.test" in ours and "s=arc" in ours, ours
+            assert ("cv=none" if instance == 1 else "cv=pass") in ours.replace(" ", ""), ours
+            aar = [a for a in parsed.get_all("ARC-Authentication-Results") if a.startswith(f"i={instance}")]
+            assert len(aar) == 1 and "gw.test" in aar[0] and "dkim=pass" in aar[0], aar
+            cv, _, comment = dkim.arc_verify(raw, dnsfunc=dns)
+            assert cv == b"pass", (subject, cv, comment)
     finally:
         g.stop()

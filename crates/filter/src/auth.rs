@@ -54,6 +54,10 @@ pub struct AuthVerdict {
     /// One line for logs: `spf=pass dkim=pass dmarc=pass`.
     pub summary: String,
     pub action: AuthAction,
+    /// The message's contribution to the DMARC aggregate report about its From domain,
+    /// when that domain publishes a policy with `rua`; the caller finishes it with the
+    /// disposition finally applied.
+    pub dmarc: Option<crate::dmarc_report::DmarcPending>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl Authenticator {
                     "5.6.0",
                     "Message headers could not be parsed",
                 )),
+                dmarc: None,
             };
         };
         // DMARC needs exactly one author domain; mail-auth skips DMARC otherwise, which a
@@ -173,6 +178,7 @@ impl Authenticator {
                     "5.7.1",
                     "Message rejected: more than one author (From) domain",
                 )),
+                dmarc: None,
             };
         }
         let dkim = self.inner.verify_dkim(&message).await;
@@ -187,13 +193,7 @@ impl Authenticator {
                 &spf.mail_from,
             ))
             .await;
-        let header_from = message.from.first().map(String::as_str).unwrap_or("");
-        let results = AuthenticationResults::new(host)
-            .with_dkim_results(&dkim, header_from)
-            .with_spf_ehlo_result(&spf.helo, ip, helo)
-            .with_spf_mailfrom_result(&spf.mail_from, ip, sender, helo)
-            .with_arc_result(&arc, ip)
-            .with_dmarc_result(&dmarc);
+        let results = results_of(host, &message, &dkim, &arc, &dmarc, spf, ip, helo, sender);
 
         let dkim_word = if dkim.iter().any(|d| *d.result() == DkimResult::Pass) {
             "pass"
@@ -264,12 +264,86 @@ impl Authenticator {
             (DmarcResult::Fail(_), Policy::Quarantine | Policy::Reject) => AuthAction::Quarantine,
             _ => AuthAction::Accept,
         };
+        let dmarc_report =
+            crate::dmarc_report::DmarcPending::new(&crate::dmarc_report::Evaluated {
+                ip,
+                mail_from_domain,
+                spf: &spf.mail_from,
+                dkim: &dkim,
+                arc: &arc,
+                dmarc: &dmarc,
+                trusted_sealer: trusted_sealer.as_deref(),
+            });
         AuthVerdict {
             header: results.to_header(),
             summary,
             action,
+            dmarc: dmarc_report,
         }
     }
+}
+
+impl Authenticator {
+    /// ARC-seal a message the gateway forwards (RFC 8617 §5.1): `received` is the message
+    /// as it arrived (its chain and results are verified again, from the DNS cache),
+    /// `outgoing` the message as it leaves, with the fields we added and our changes. The
+    /// `ARC-*` fields to put on top, or None when `signer` has no RSA key or the chain
+    /// arrived broken.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn arc_seal(
+        &self,
+        signer: &crate::sign::Signer,
+        received: &[u8],
+        outgoing: &[u8],
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        spf: &SpfVerdict,
+    ) -> Result<Option<String>, String> {
+        let message =
+            AuthenticatedMessage::parse(received).ok_or("the received message cannot be parsed")?;
+        let dkim = self.inner.verify_dkim(&message).await;
+        let arc = self.inner.verify_arc(&message).await;
+        let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
+        let dmarc = self
+            .inner
+            .verify_dmarc(DmarcParameters::new(
+                &message,
+                &dkim,
+                mail_from_domain,
+                &spf.mail_from,
+            ))
+            .await;
+        let host = self.settings.authserv_id.as_str();
+        let results = results_of(host, &message, &dkim, &arc, &dmarc, spf, ip, helo, sender);
+        let out =
+            AuthenticatedMessage::parse(outgoing).ok_or("the outgoing message cannot be parsed")?;
+        signer
+            .arc_seal(&out, &results, &arc)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The results of the checks as `Authentication-Results` (and ARC's copy of it) say them.
+#[allow(clippy::too_many_arguments)]
+fn results_of<'x>(
+    host: &'x str,
+    message: &AuthenticatedMessage<'_>,
+    dkim: &[mail_auth::DkimOutput<'_>],
+    arc: &mail_auth::ArcOutput<'_>,
+    dmarc: &mail_auth::DmarcOutput,
+    spf: &SpfVerdict,
+    ip: IpAddr,
+    helo: &str,
+    sender: &str,
+) -> AuthenticationResults<'x> {
+    let header_from = message.from.first().map(String::as_str).unwrap_or("");
+    AuthenticationResults::new(host)
+        .with_dkim_results(dkim, header_from)
+        .with_spf_ehlo_result(&spf.helo, ip, helo)
+        .with_spf_mailfrom_result(&spf.mail_from, ip, sender, helo)
+        .with_arc_result(arc, ip)
+        .with_dmarc_result(dmarc)
 }
 
 /// The `d=` of the ARC-Seal with the highest instance (`i=`), the last one to seal.

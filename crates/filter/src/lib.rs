@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bayes;
 pub mod clamd;
 pub mod content;
+pub mod dmarc_report;
 pub mod dnsbl;
 pub mod external;
 pub mod finding;

@@ -488,6 +488,33 @@ impl Signer {
         }
         Ok(fields)
     }
+
+    /// An ARC set (RFC 8617) over `message` as it will be sent: `ARC-Seal`,
+    /// `ARC-Message-Signature` and `ARC-Authentication-Results` with `results`, chained to
+    /// the sets the message arrived with (`arc`, from verifying it as received). Sealed
+    /// with the domain's RSA key: RFC 8617 §4.1.3 allows rsa-sha256 only. None when the
+    /// domain has no RSA key or the chain arrived broken (cv=fail is never sealed over).
+    pub fn arc_seal(
+        &self,
+        message: &mail_auth::AuthenticatedMessage<'_>,
+        results: &mail_auth::AuthenticationResults<'_>,
+        arc: &mail_auth::ArcOutput<'_>,
+    ) -> Result<Option<String>, SignError> {
+        let Some(key) = self.keys.iter().find(|k| k.algorithm == Algorithm::Rsa) else {
+            return Ok(None);
+        };
+        if !arc.can_be_sealed() {
+            return Ok(None);
+        }
+        let headers = headers_to_sign(message.raw_message);
+        let set = mail_auth::arc::ArcSealer::from_key(SharedKey(key.key.clone()))
+            .domain(self.domain.as_str())
+            .selector(key.selector.as_str())
+            .headers(headers.iter().copied())
+            .seal(message, results, arc)
+            .map_err(|e| SignError::Sign(e.to_string()))?;
+        Ok(Some(set.to_header()))
+    }
 }
 
 /// The domain of the first address of the message's `From` field, normalized.

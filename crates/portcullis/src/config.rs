@@ -51,6 +51,25 @@ pub struct Reports {
     pub send_hour_utc: u8,
 }
 
+impl Config {
+    /// The organisation named in outgoing reports: `[reports] org_name`, else the hostname.
+    pub fn report_org(&self) -> String {
+        match self.reports.org_name.trim() {
+            "" => self.hostname.clone(),
+            name => name.to_string(),
+        }
+    }
+
+    /// The From address of outgoing reports: `[reports] from`, else
+    /// `noreply-reports@<hostname>`.
+    pub fn report_from(&self) -> String {
+        match self.reports.from.trim() {
+            "" => format!("noreply-reports@{}", self.hostname),
+            from => from.to_string(),
+        }
+    }
+}
+
 impl Default for Reports {
     fn default() -> Self {
         Reports {
@@ -123,6 +142,9 @@ pub struct Auth {
     pub dmarc_reject: bool,
     /// ARC sealers (mailing lists, forwarders) whose valid chain overrides a DMARC failure.
     pub trusted_arc_sealers: Vec<String>,
+    /// Seal inbound mail with an ARC set signed with this domain's RSA DKIM key (from
+    /// `dkim generate`); empty: no sealing.
+    pub arc_seal_domain: String,
 }
 
 impl Default for Auth {
@@ -133,6 +155,7 @@ impl Default for Auth {
             spf_reject_fail: false,
             dmarc_reject: true,
             trusted_arc_sealers: Vec::new(),
+            arc_seal_domain: String::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use portcullis_filter::token::{LinkAction, LinkSigner};
-use portcullis_queue::spool::{Direction, Envelope, EnvelopeRecipient, Spool, new_id, now};
+use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
 use portcullis_store::{QuarantineItem, Store};
 use std::sync::Arc;
 
@@ -140,25 +140,13 @@ pub async fn send(config: &Config, store: &Store, spool: &Arc<Spool>) -> Result<
             .map_or(due.len(), |p| start + p);
         let items: Vec<&QuarantineItem> = due[start..end].iter().collect();
         let message = build(config, &signer, rcpt, &items, t);
-        let envelope = Envelope {
-            id: format!("{}D", new_id()),
-            received_at: t,
-            client_ip: "127.0.0.1".into(),
-            helo: config.hostname.clone(),
-            direction: Direction::Inbound,
-            auth_user: None,
-            sender: String::new(),
-            eight_bit: false,
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            recipients: vec![EnvelopeRecipient {
-                address: rcpt.clone(),
-                orcpt: None,
-                notify: None,
-            }],
-            prepend: String::new(),
-        };
+        let mut envelope = Envelope::notice(
+            format!("{}D", new_id()),
+            &config.hostname,
+            Direction::Inbound,
+            std::slice::from_ref(rcpt),
+        );
+        envelope.received_at = t;
         let s = spool.clone();
         let env = envelope.clone();
         tokio::task::spawn_blocking(move || s.store_message(&env, &message))

@@ -9,6 +9,7 @@ use portcullis_filter::auth::TokioResolver;
 use portcullis_filter::auth::{AuthAction, Authenticator, SpfVerdict};
 use portcullis_filter::clamd::{self, ScanResult};
 use portcullis_filter::content::ContentScanner;
+use portcullis_filter::dmarc_report::{Applied, DmarcPending};
 use portcullis_filter::dnsbl::{self, DnsblSettings, FcrdnsSettings};
 use portcullis_filter::external;
 use portcullis_filter::finding::{self, Finding};
@@ -50,6 +51,10 @@ pub struct Shared {
     pub external: external::ExternalSettings,
     /// DKIM keys for signing outbound mail, reloaded with the policy.
     pub dkim: SharedKeyRing,
+    /// ARC-seal inbound mail with this domain's DKIM key (`[auth] arc_seal_domain`).
+    pub arc_seal_domain: Option<String>,
+    /// Keeps what inbound messages contribute to outgoing DMARC aggregate reports.
+    pub dmarc_results: crate::dmarc_reports::Collector,
 }
 
 /// What the message checks found and the rules decided.
@@ -82,6 +87,9 @@ pub struct GatewayHandler {
     /// What every recipient of this transaction must share: allowed or not, and the
     /// rules in scope.
     policy_key: Option<(bool, Vec<usize>)>,
+    /// The message's contribution to a DMARC aggregate report, from the message checks
+    /// until the gateway has decided what to do with it.
+    dmarc: Option<DmarcPending>,
 }
 
 impl GatewayHandler {
@@ -98,6 +106,7 @@ impl GatewayHandler {
             allowed: false,
             conn_findings: None,
             policy_key: None,
+            dmarc: None,
         }
     }
 
@@ -126,7 +135,8 @@ impl GatewayHandler {
     }
 
     /// Run the message checks of mail authentication; the header fields to add, or the
-    /// reply that refuses the message.
+    /// reply that refuses the message; and the message's contribution to a DMARC
+    /// aggregate report, either way.
     async fn authenticate(
         &self,
         id: &str,
@@ -134,7 +144,10 @@ impl GatewayHandler {
         session: &Session,
         sender: &str,
         spf: &SpfVerdict,
-    ) -> Result<(String, Option<Finding>, String), Reply> {
+    ) -> (
+        Result<(String, Option<Finding>, String), Reply>,
+        Option<DmarcPending>,
+    ) {
         let helo = session.helo().unwrap_or("");
         let verdict = self
             .shared
@@ -142,7 +155,7 @@ impl GatewayHandler {
             .check_message(raw, self.ip, helo, sender, spf)
             .await;
         tracing::debug!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, "authentication");
-        match verdict.action {
+        let result = match verdict.action {
             AuthAction::Accept => Ok((verdict.header, None, verdict.summary)),
             AuthAction::Quarantine => Ok((
                 verdict.header,
@@ -157,6 +170,23 @@ impl GatewayHandler {
                 tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, reply = %reply, "message refused by authentication");
                 Err(reply)
             }
+        };
+        (result, verdict.dmarc)
+    }
+
+    /// Keep the contribution of the message to its From domain's DMARC aggregate report,
+    /// with what was finally done with it; in the background, never delaying the reply.
+    fn report_dmarc(
+        &self,
+        pending: Option<DmarcPending>,
+        applied: Applied,
+        rule: Option<&str>,
+        envelope_to: Option<&str>,
+    ) {
+        if let Some(pending) = pending {
+            self.shared
+                .dmarc_results
+                .record(pending.finish(applied, rule, envelope_to), now());
         }
     }
 
@@ -206,6 +236,49 @@ impl GatewayHandler {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(id = %envelope.id, error = %e, "DKIM signing failed; sent unsigned")
+            }
+        }
+    }
+
+    /// ARC-seal inbound mail as it is forwarded to the domain's servers (`[auth]
+    /// arc_seal_domain`), over the message as it leaves, so that they can trust the
+    /// results we saw even after our changes. A failure is logged, the mail goes unsealed.
+    async fn arc_seal(
+        &mut self,
+        envelope: &mut Envelope,
+        received: &[u8],
+        body: &[u8],
+        session: &Session,
+    ) {
+        let (Some(domain), Some(spf)) = (&self.shared.arc_seal_domain, self.spf.take()) else {
+            return;
+        };
+        let ring = self.shared.dkim.current();
+        let Some(signer) = ring.signer(domain) else {
+            tracing::warn!(id = %envelope.id, domain, "no active DKIM key for the ARC sealing domain; not sealed");
+            return;
+        };
+        let outgoing = [envelope.prepend.as_bytes(), body].concat();
+        let sealed = self
+            .shared
+            .auth
+            .arc_seal(
+                signer,
+                received,
+                &outgoing,
+                self.ip,
+                session.helo().unwrap_or(""),
+                &envelope.sender,
+                &spf,
+            )
+            .await;
+        match sealed {
+            Ok(Some(fields)) => envelope.prepend.insert_str(0, &fields),
+            Ok(None) => {
+                tracing::info!(id = %envelope.id, domain, "not ARC-sealed: no RSA key, or the chain arrived broken")
+            }
+            Err(e) => {
+                tracing::warn!(id = %envelope.id, error = %e, "ARC sealing failed; sent unsealed")
             }
         }
     }
@@ -301,7 +374,12 @@ impl GatewayHandler {
     ) -> Result<Checked, Reply> {
         let mut headers = String::new();
         let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
-        let spf = self.spf.take();
+        // Kept for the ARC seal at the end, when there is one to make.
+        let spf = if self.shared.arc_seal_domain.is_some() {
+            self.spf.clone()
+        } else {
+            self.spf.take()
+        };
         let av = self.shared.antivirus.clone();
         let recipients_now: Vec<String> =
             self.recipients.iter().map(|r| r.address.clone()).collect();
@@ -316,11 +394,12 @@ impl GatewayHandler {
         let (auth, scanned, ext) = tokio::join!(
             async {
                 match &spf {
-                    Some(spf) => self
-                        .authenticate(id, raw, session, sender, spf)
-                        .await
-                        .map(Some),
-                    None => Ok(None),
+                    Some(spf) => {
+                        let (result, dmarc) =
+                            self.authenticate(id, raw, session, sender, spf).await;
+                        (result.map(Some), dmarc)
+                    }
+                    None => (Ok(None), None),
                 }
             },
             async {
@@ -337,6 +416,8 @@ impl GatewayHandler {
                 }
             }
         );
+        let (auth, dmarc) = auth;
+        self.dmarc = dmarc;
         if let Some(report) = ext {
             if report.should_tempfail(ext_settings) {
                 return Err(Reply::new(
@@ -667,6 +748,14 @@ impl Handler for GatewayHandler {
                 ))
             }
         };
+        // What DMARC reporting needs, whatever comes of the message: only a final answer
+        // (delivered, held, refused for good) is reported, never a 4xx the client retries.
+        let dmarc = self.dmarc.take();
+        let envelope_to = self
+            .recipients
+            .first()
+            .and_then(|r| r.address.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase());
         let (
             Checked {
                 headers: added,
@@ -683,6 +772,10 @@ impl Handler for GatewayHandler {
             Err(reply) => {
                 writer.discard();
                 self.recipients.clear();
+                if reply.is_permanent() {
+                    // Refused for good (a DMARC p=reject failure among others).
+                    self.report_dmarc(dmarc, Applied::Rejected, None, envelope_to.as_deref());
+                }
                 return reply;
             }
         };
@@ -783,6 +876,12 @@ impl Handler for GatewayHandler {
                 if reply.is_permanent() {
                     final_status(&mut record, "rejected", &reply.to_string());
                     self.shared.log.write(LogEntry::Message(record));
+                    self.report_dmarc(
+                        dmarc,
+                        Applied::Rejected,
+                        verdict.rule.as_deref(),
+                        envelope_to.as_deref(),
+                    );
                 }
                 return reply;
             }
@@ -797,6 +896,12 @@ impl Handler for GatewayHandler {
                 }
                 final_status(&mut record, "discarded", "discarded by policy");
                 self.shared.log.write(LogEntry::Message(record));
+                self.report_dmarc(
+                    dmarc,
+                    Applied::Rejected,
+                    verdict.rule.as_deref(),
+                    envelope_to.as_deref(),
+                );
                 return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
             }
             Disposition::Quarantine(class) => {
@@ -848,12 +953,26 @@ impl Handler for GatewayHandler {
                     &format!("quarantined ({class})"),
                 );
                 self.shared.log.write(LogEntry::Message(record));
+                self.report_dmarc(
+                    dmarc,
+                    Applied::Quarantined,
+                    verdict.rule.as_deref(),
+                    envelope_to.as_deref(),
+                );
                 tracing::info!(id, class, "quarantined");
                 return Reply::new(250, "2.0.0", format!("Ok: queued as {id}"));
             }
         }
         if internal {
             self.dkim_sign(&mut envelope, rewritten.as_deref().unwrap_or(&raw));
+        } else {
+            self.arc_seal(
+                &mut envelope,
+                &raw,
+                rewritten.as_deref().unwrap_or(&raw),
+                session,
+            )
+            .await;
         }
         let kept = match rewritten {
             Some(body) => {
@@ -876,6 +995,12 @@ impl Handler for GatewayHandler {
         };
         // Queued before the message is enqueued, so its record precedes its updates.
         self.shared.log.write(LogEntry::Message(record));
+        self.report_dmarc(
+            dmarc,
+            Applied::Delivered,
+            verdict.rule.as_deref(),
+            envelope_to.as_deref(),
+        );
         tracing::info!(
             id,
             client = %self.conn.peer,
@@ -920,6 +1045,7 @@ impl Handler for GatewayHandler {
         self.recipients.clear();
         self.allowed = false;
         self.policy_key = None;
+        self.dmarc = None;
     }
 }
 

@@ -7,6 +7,7 @@ mod control;
 mod corpus;
 mod digest;
 mod dkim_cli;
+mod dmarc_reports;
 mod filter_cli;
 mod filtering;
 mod handler;
@@ -15,6 +16,7 @@ mod policy;
 mod reports;
 mod serve;
 mod tls;
+mod tlsrpt;
 mod users;
 
 use clap::{Parser, Subcommand};

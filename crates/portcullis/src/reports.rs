@@ -57,6 +57,40 @@ enum Parsed {
     TlsRpt(TlsReport),
 }
 
+/// The DKIM keys for signing outgoing reports (DMARC aggregate, TLS-RPT), or None when
+/// they cannot be read (the report then goes out unsigned, logged).
+pub async fn report_keys(store: &Store) -> Option<portcullis_filter::sign::KeyRing> {
+    match portcullis_filter::sign::KeyRing::load(store, None).await {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            tracing::warn!(error = %e, "DKIM keys unreadable; reports go out unsigned");
+            None
+        }
+    }
+}
+
+/// An outgoing report signed with the DKIM key of its From domain (or the nearest parent
+/// with keys) when there is one. Reports go out with the null sender, so DMARC at the
+/// receiving end can only pass by DKIM; RFC 8460 §5.3 asks TLS reports to be signed too.
+pub fn dkim_signed(
+    keys: Option<&portcullis_filter::sign::KeyRing>,
+    from: &str,
+    message: Vec<u8>,
+) -> Vec<u8> {
+    let domain = from.rsplit_once('@').map_or(from, |(_, d)| d);
+    match keys
+        .and_then(|k| k.signer_for_domain(domain))
+        .map(|s| s.sign(&message))
+    {
+        Some(Ok(fields)) => [fields.into_bytes(), message].concat(),
+        Some(Err(e)) => {
+            tracing::warn!(domain, error = %e, "report not DKIM-signed");
+            message
+        }
+        None => message,
+    }
+}
+
 /// Looks at an inbound message: if it carries a DMARC aggregate or TLS-RPT report, stores the
 /// report and returns its id (the id of the copy already stored when the same report came
 /// before); otherwise None. Never fails the caller: store errors are logged.
@@ -423,6 +457,22 @@ pub enum ReportCmd {
     },
     /// Take in a report message saved as a file (.eml, as received), as the gateway does.
     Import { file: PathBuf },
+    /// Send the DMARC aggregate reports of a day now (outgoing, to other domains' rua).
+    SendDmarc {
+        /// The UTC day, YYYY-MM-DD; default yesterday.
+        #[arg(long)]
+        day: Option<String>,
+    },
+    /// Send the TLS-RPT reports about our deliveries of a day now (outgoing, to the
+    /// `_smtp._tls` addresses of the domains we delivered to), whatever `tls_rpt` and
+    /// `send_hour_utc` say. Works from the store, where a running gateway puts its
+    /// counts every minute and at shutdown.
+    #[command(name = "send-tlsrpt")]
+    SendTlsrpt {
+        /// The UTC day, YYYY-MM-DD; default yesterday.
+        #[arg(long)]
+        day: Option<String>,
+    },
 }
 
 pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
@@ -436,6 +486,10 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
         } => list(&store, kind, domain, limit, json).await,
         ReportCmd::Show { id, json } => show(&store, &id, json).await,
         ReportCmd::Import { file } => import(&store, &file).await,
+        ReportCmd::SendDmarc { day } => crate::dmarc_reports::send_cmd(config, &store, day).await,
+        ReportCmd::SendTlsrpt { day } => {
+            crate::tlsrpt::send_command(config, store, day.as_deref()).await
+        }
     }
 }
 

@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
     let d = &config.delivery;
     let resolver_for_checks = resolver.clone();
+    let resolver_for_reports = resolver.clone();
     let greylist = portcullis_filter::greylist::Greylist::new(config.greylist.clone());
     {
         let (greylist, store) = (greylist.clone(), store.clone());
@@ -133,6 +134,12 @@ pub async fn run(config: Config) -> Result<()> {
         &client_tls,
     )
     .map_err(|e| anyhow::anyhow!("outbound TLS policy: {e}"))?;
+    if let Some(sts) = &security.mta_sts {
+        sts.clone().spawn_refresher(Duration::from_secs(3600));
+    }
+    // TLS-RPT: the counts delivery keeps, and what sending reports needs.
+    let tls_counters = security.counters.clone();
+    let (tlsrpt_resolver, tlsrpt_tls) = (resolver.clone(), client_tls.clone());
     let deliverer = Deliverer {
         resolver,
         tls: client_tls,
@@ -182,6 +189,23 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     let acceptor = TlsAcceptor::from(tls);
     crate::digest::spawn(config.clone(), store.clone(), queue.clone());
+    let tlsrpt_sender = crate::tlsrpt::Sender::new(
+        &config,
+        store.clone(),
+        queue.spool().clone(),
+        tlsrpt_resolver,
+        &tlsrpt_tls,
+    )?;
+    let tlsrpt_store = store.clone();
+    crate::tlsrpt::spawn(&config, tls_counters.clone(), tlsrpt_sender, queue.clone());
+    crate::dmarc_reports::spawn(
+        config.clone(),
+        store.clone(),
+        queue.clone(),
+        resolver_for_reports,
+    );
+    let dmarc_results =
+        crate::dmarc_reports::Collector::spawn(store.clone(), config.reports.dmarc_aggregate);
     let scanner = content_scanner(&store, &config.attachments).await;
     let dkim = portcullis_filter::sign::SharedKeyRing::new(
         portcullis_filter::sign::KeyRing::load(&store, None)
@@ -210,6 +234,9 @@ pub async fn run(config: Config) -> Result<()> {
         content: std::sync::RwLock::new(Arc::new(scanner)),
         external: config.external.clone(),
         dkim,
+        dmarc_results,
+        arc_seal_domain: Some(config.auth.arc_seal_domain.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty() && config.auth.enabled),
         resolver: resolver_for_checks,
         antivirus: (!config.antivirus.clamd.is_empty())
             .then(|| {
@@ -284,6 +311,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    // The TLS results counted since the last minute's flush.
+    crate::tlsrpt::flush(&tls_counters, &tlsrpt_store).await;
     let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
     Ok(())
 }

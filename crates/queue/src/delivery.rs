@@ -10,7 +10,8 @@ use crate::client::{
 use crate::mx::{self, TokioResolver};
 use crate::spool::{Envelope, Ret};
 use crate::tls_policy::{
-    DaneStatus, Decision, Origin, Security, TransportSecurity, decide, failure_kind,
+    AppliedPolicy, DaneStatus, Decision, Origin, Receiver, Security, TransportSecurity, decide,
+    failure_kind, sts_failure_kind,
 };
 use portcullis_smtp::Reply;
 use std::collections::HashMap;
@@ -209,6 +210,7 @@ impl Deliverer {
         };
         let now = crate::spool::now();
         let literal = domain.starts_with('[');
+        let mut sts_failed = false;
         let sts = match &self.security.mta_sts {
             Some(sts) if by_mx && !literal => match sts.policy(domain, now).await {
                 Ok(found) => {
@@ -218,6 +220,18 @@ impl Deliverer {
                 }
                 Err(why) => {
                     tracing::info!(id, domain, reason = %why, "no MTA-STS policy");
+                    // A policy announced but not to be had is a failure for TLS-RPT;
+                    // the sessions that follow are not counted a second time.
+                    if let Some(kind) = sts_failure_kind(&why) {
+                        self.security.counters.record(
+                            now,
+                            domain,
+                            &AppliedPolicy::sts_unavailable(),
+                            kind,
+                            Receiver::default(),
+                        );
+                        sts_failed = true;
+                    }
                     None
                 }
             },
@@ -245,15 +259,28 @@ impl Deliverer {
             let security = match decide(&route.host, origin, &dane) {
                 Decision::Skip { reply, why } => {
                     tracing::info!(id, host = %route.host, reason = %why, "host skipped by TLS policy; deferred");
-                    let policy =
-                        if matches!(dane, DaneStatus::Failed(_)) || route.tls == TlsMode::Dane {
-                            "tlsa"
-                        } else {
-                            "sts"
-                        };
-                    self.security
-                        .counters
-                        .add(domain, policy, "validation-failure");
+                    let (policy, result) = match (&dane, &sts) {
+                        (DaneStatus::Failed(_), _) => {
+                            (AppliedPolicy::tlsa(&[], &route.host), "dnssec-invalid")
+                        }
+                        _ if route.tls == TlsMode::Dane => {
+                            (AppliedPolicy::tlsa(&[], &route.host), "dane-required")
+                        }
+                        (_, Some(found)) => {
+                            (AppliedPolicy::sts(&found.policy), "validation-failure")
+                        }
+                        (_, None) => (AppliedPolicy::sts_unavailable(), "validation-failure"),
+                    };
+                    self.security.counters.record(
+                        now,
+                        domain,
+                        &policy,
+                        result,
+                        Receiver {
+                            host: Some(&route.host),
+                            ip: None,
+                        },
+                    );
                     last_error = reply;
                     last_permanent = false;
                     last_host = Some(route.host.clone());
@@ -264,6 +291,18 @@ impl Deliverer {
                     tracing::debug!(id, host = %route.host, policy = security.label(), reason = %why, "transport security");
                     security
                 }
+            };
+            // The policy TLS-RPT names for sessions with this host; None: not counted
+            // (configured routes without DANE).
+            let applied = match (&security, &sts) {
+                (Security::Dane(records), _) => Some(AppliedPolicy::tlsa(records, &route.host)),
+                _ if matches!(dane, DaneStatus::Unusable) => {
+                    Some(AppliedPolicy::tlsa(&[], &route.host))
+                }
+                _ if !by_mx => None,
+                (_, Some(found)) => Some(AppliedPolicy::sts(&found.policy)),
+                (_, None) if sts_failed => None,
+                (_, None) => Some(AppliedPolicy::none()),
             };
             let addrs = if !dane_addrs.is_empty() {
                 dane_addrs
@@ -305,7 +344,15 @@ impl Deliverer {
                     }
                 }
                 let mut client = match self
-                    .open(id, domain, route, addr, &security, &host_label)
+                    .open(
+                        id,
+                        domain,
+                        route,
+                        addr,
+                        &security,
+                        applied.as_ref(),
+                        &host_label,
+                    )
                     .await
                 {
                     Ok(c) => c,
@@ -345,6 +392,8 @@ impl Deliverer {
     /// Opens a session to one address of `route` with the security decided for it.
     /// TLS failures under DANE or an enforced MTA-STS policy are never downgraded: the
     /// host is given up for this attempt (the caller tries the next, then defers).
+    /// Sessions are counted for TLS-RPT under `applied` (None: not counted).
+    #[allow(clippy::too_many_arguments)]
     async fn open(
         &self,
         id: &str,
@@ -352,10 +401,25 @@ impl Deliverer {
         route: &RouteHost,
         addr: SocketAddr,
         security: &Security,
+        applied: Option<&AppliedPolicy>,
         label: &str,
     ) -> Result<SmtpClient, ClientError> {
         let host = route.host.as_str();
-        let counters = &self.security.counters;
+        let now = crate::spool::now();
+        let count = |result: &'static str| {
+            if let Some(policy) = applied {
+                self.security.counters.record(
+                    now,
+                    domain,
+                    policy,
+                    result,
+                    Receiver {
+                        host: Some(host),
+                        ip: Some(addr.ip()),
+                    },
+                );
+            }
+        };
         let connect = |mode: TlsMode, config: Option<std::sync::Arc<rustls::ClientConfig>>| {
             SmtpClient::connect_with(
                 addr,
@@ -368,7 +432,16 @@ impl Deliverer {
             )
         };
         match security {
-            Security::Mode(mode) => connect(*mode, None).await,
+            Security::Mode(mode) => {
+                let result = connect(*mode, None).await;
+                match &result {
+                    Ok(client) if client.is_tls() => count("success"),
+                    Ok(_) if *mode != TlsMode::None => count("starttls-not-supported"),
+                    Err(ClientError::Tls(e)) => count(failure_kind(e)),
+                    _ => {}
+                }
+                result
+            }
             Security::Dane(records) => {
                 let config = crate::dane::client_config(
                     self.tls.provider(),
@@ -379,12 +452,12 @@ impl Deliverer {
                 match connect(TlsMode::Dane, Some(config)).await {
                     Ok(client) => {
                         tracing::info!(id, host = %label, "DANE: certificate authenticated by TLSA");
-                        counters.add(domain, "tlsa", "success");
+                        count("success");
                         Ok(client)
                     }
                     Err(ClientError::Tls(e)) => {
                         tracing::info!(id, host = %label, error = %e, "DANE: TLS or authentication failed; host not used, deferred");
-                        counters.add(domain, "tlsa", failure_kind(&e));
+                        count(failure_kind(&e));
                         Err(ClientError::Tls(format!("DANE for {host}: {e}")))
                     }
                     Err(e) => Err(e),
@@ -393,12 +466,12 @@ impl Deliverer {
             Security::StsEnforce => match connect(TlsMode::Verify, None).await {
                 Ok(client) => {
                     tracing::info!(id, host = %label, "MTA-STS: certificate verified");
-                    counters.add(domain, "sts", "success");
+                    count("success");
                     Ok(client)
                 }
                 Err(ClientError::Tls(e)) => {
                     tracing::info!(id, host = %label, error = %e, "MTA-STS enforce: TLS or certificate failed; host not used, deferred");
-                    counters.add(domain, "sts", failure_kind(&e));
+                    count(failure_kind(&e));
                     Err(ClientError::Tls(format!(
                         "MTA-STS policy of {domain} (enforce): {e}"
                     )))
@@ -408,19 +481,19 @@ impl Deliverer {
             Security::StsTesting { listed } => {
                 if !listed {
                     tracing::info!(id, host = %label, "MTA-STS testing: host does not match the policy's mx patterns; delivering anyway");
-                    counters.add(domain, "sts", "validation-failure");
+                    count("validation-failure");
                 }
                 match connect(TlsMode::Verify, None).await {
                     Ok(client) => {
                         tracing::info!(id, host = %label, "MTA-STS testing: certificate verified");
                         if *listed {
-                            counters.add(domain, "sts", "success");
+                            count("success");
                         }
                         Ok(client)
                     }
                     Err(ClientError::Tls(e)) => {
                         tracing::info!(id, host = %label, error = %e, "MTA-STS testing: TLS or certificate failed (would defer under enforce); delivering with opportunistic TLS");
-                        counters.add(domain, "sts", failure_kind(&e));
+                        count(failure_kind(&e));
                         connect(TlsMode::May, None).await
                     }
                     Err(e) => Err(e),

@@ -12,6 +12,7 @@ pub mod scheduler;
 pub mod spool;
 mod tls;
 pub mod tls_policy;
+pub mod tlsrpt;
 
 pub use delivery::{Deliverer, Destination, RouteHost, Router};
 pub use scheduler::{Journal, Queue, QueueSettings};

@@ -21,6 +21,9 @@ pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 const MAX_CACHED: usize = 10_000;
 /// After a failed fetch, the same domain is not fetched again for this long.
 const FETCH_FAILURE_HOLDOFF: i64 = 60;
+/// A cached policy older than this is fetched again in the background even when its
+/// TXT id has not changed, so that a policy in use never runs out (RFC 8461 §10.2).
+pub const REFRESH_AGE: i64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +285,14 @@ impl StsCache {
         self.lock().get(domain).cloned()
     }
 
+    /// Every cached domain and its entry.
+    pub fn entries(&self) -> Vec<(String, CachedPolicy)> {
+        self.lock()
+            .iter()
+            .map(|(d, c)| (d.clone(), c.clone()))
+            .collect()
+    }
+
     pub fn put(&self, domain: &str, entry: CachedPolicy, now: i64) {
         let snapshot = {
             let mut map = self.lock();
@@ -437,6 +448,92 @@ impl MtaSts {
     }
 }
 
+/// What one background refresh did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    pub checked: usize,
+    pub fetched: usize,
+    pub failed: usize,
+}
+
+impl MtaSts {
+    /// Refresh, in the background, the cached policies that are due: fetched more than
+    /// [`REFRESH_AGE`] ago, or with less than a quarter of their `max_age` left, or whose
+    /// TXT id changed. A domain whose TXT record is gone keeps its policy until it
+    /// expires (RFC 8461 §8.3: a domain leaves MTA-STS by publishing `mode: none`
+    /// first). A failed fetch keeps the cached policy.
+    pub async fn refresh(&self, now: i64) -> Refreshed {
+        let mut done = Refreshed::default();
+        for (domain, cached) in self.cache.entries() {
+            if !cached.is_fresh(now) {
+                continue;
+            }
+            done.checked += 1;
+            let left = cached.expires_at() - now;
+            let due =
+                now - cached.fetched_at >= REFRESH_AGE || left < (cached.policy.max_age / 4) as i64;
+            let txt = self.source.txt(&domain).await;
+            let id = match txt {
+                TxtLookup::Found(id) if id != cached.id || due => id,
+                _ => continue,
+            };
+            let lock = {
+                let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                map.entry(domain.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            let result = match self.source.fetch(&domain).await {
+                Ok(body) => parse_policy(&body).map_err(|e| format!("invalid policy: {e}")),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(policy) => {
+                    tracing::info!(
+                        domain,
+                        id,
+                        mode = policy.mode.as_str(),
+                        max_age = policy.max_age,
+                        "MTA-STS policy refreshed"
+                    );
+                    let entry = CachedPolicy {
+                        id,
+                        policy,
+                        fetched_at: now,
+                    };
+                    self.cache.put(&domain, entry, now);
+                    done.fetched += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(domain, error = %e, expires_in_secs = left,
+                        "MTA-STS policy refresh failed; the cached policy stays");
+                    done.failed += 1;
+                }
+            }
+        }
+        done
+    }
+
+    /// Run [`MtaSts::refresh`] every `every` for as long as the process lives.
+    pub fn spawn_refresher(self: Arc<Self>, every: Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let done = self.refresh(crate::spool::now()).await;
+                if done.fetched + done.failed > 0 {
+                    tracing::info!(
+                        checked = done.checked,
+                        fetched = done.fetched,
+                        failed = done.failed,
+                        "MTA-STS background refresh"
+                    );
+                }
+            }
+        });
+    }
+}
+
 /// The real source: DNS through our resolver, HTTPS through reqwest.
 pub struct HttpsSource {
     resolver: TokioResolver,
@@ -527,7 +624,7 @@ impl HttpsSource {
 }
 
 /// An error and its causes on one line (reqwest's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -584,7 +681,7 @@ impl PolicySource for HttpsSource {
 }
 
 /// reqwest's name resolution through our resolver, never the system's.
-struct ResolveWith(TokioResolver);
+pub(crate) struct ResolveWith(pub(crate) TokioResolver);
 
 impl reqwest::dns::Resolve for ResolveWith {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -783,7 +880,29 @@ mod tests {
         );
         assert_eq!(fallback.id, "one");
 
+        // The background refresh: nothing due (fetched moments ago, same id) fetches
+        // nothing; a changed id or an old policy is fetched; a failure keeps the policy.
+        *fake.txt.lock().unwrap() = TxtLookup::Found("one".into());
+        *fake.body.lock().unwrap() = Ok(GOOD.to_string());
+        let fetches = *fake.fetches.lock().unwrap();
+        let done = sts.refresh(1005).await;
+        assert_eq!((done.checked, done.fetched), (1, 0));
+        let later = 1000 + REFRESH_AGE;
+        assert_eq!(sts.refresh(later).await.fetched, 1);
+        assert_eq!(sts.cache.get("example.com").unwrap().fetched_at, later);
+        *fake.txt.lock().unwrap() = TxtLookup::Found("three".into());
+        assert_eq!(sts.refresh(later + 1).await.fetched, 1);
+        assert_eq!(sts.cache.get("example.com").unwrap().id, "three");
+        *fake.body.lock().unwrap() = Err("timeout".into());
+        *fake.txt.lock().unwrap() = TxtLookup::Found("four".into());
+        assert_eq!(sts.refresh(later + 2).await.failed, 1);
+        assert_eq!(sts.cache.get("example.com").unwrap().id, "three");
+        *fake.txt.lock().unwrap() = TxtLookup::Absent;
+        assert_eq!(sts.refresh(later + 3 + REFRESH_AGE).await.fetched, 0);
+        assert_eq!(*fake.fetches.lock().unwrap(), fetches + 3);
+
         // An invalid policy file is a failed fetch too; with nothing cached: no policy.
+        *fake.txt.lock().unwrap() = TxtLookup::Found("one".into());
         *fake.body.lock().unwrap() = Ok("version: STSv1\n".into());
         let none = sts.policy("other.example", 1004).await;
         assert!(none.expect_err("no policy").contains("invalid policy"));

@@ -308,9 +308,13 @@ impl Queue {
                     host.as_deref(),
                     None,
                 ),
-                Outcome::Failed { reply, host } => {
-                    (RecipientStatus::Failed, "bounced", reply, host.as_deref(), None)
-                }
+                Outcome::Failed { reply, host } => (
+                    RecipientStatus::Failed,
+                    "bounced",
+                    reply,
+                    host.as_deref(),
+                    None,
+                ),
             };
             let line = reply.to_string();
             let tls = match tls {
@@ -481,25 +485,12 @@ impl Queue {
             max_original_size: 1024 * 1024,
         };
         let bytes = dsn::build_dsn(&input);
-        let bounce = Envelope {
-            id: spool::new_id(),
-            received_at: spool::now(),
-            client_ip: "127.0.0.1".into(),
-            helo: hostname.clone(),
-            direction: Direction::Outbound,
-            auth_user: None,
-            sender: String::new(),
-            eight_bit: false,
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            recipients: vec![EnvelopeRecipient {
-                address: envelope.sender.clone(),
-                orcpt: None,
-                notify: Some(vec!["NEVER".into()]),
-            }],
-            prepend: String::new(),
-        };
+        let bounce = Envelope::notice(
+            spool::new_id(),
+            hostname,
+            Direction::Outbound,
+            std::slice::from_ref(&envelope.sender),
+        );
         let spool = self.inner.spool.clone();
         let stored = bounce.clone();
         let size = bytes.len();

@@ -68,6 +68,36 @@ pub struct Envelope {
     pub prepend: String,
 }
 
+impl Envelope {
+    /// The envelope of a message the gateway writes itself (a DSN, a quarantine digest, a
+    /// report): from the null sender, so that one that cannot be delivered never bounces
+    /// into a loop, and asking for no delivery notices.
+    pub fn notice(id: String, hostname: &str, direction: Direction, to: &[String]) -> Envelope {
+        Envelope {
+            id,
+            received_at: now(),
+            client_ip: "127.0.0.1".into(),
+            helo: hostname.to_string(),
+            direction,
+            auth_user: None,
+            sender: String::new(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: to
+                .iter()
+                .map(|address| EnvelopeRecipient {
+                    address: address.clone(),
+                    orcpt: None,
+                    notify: Some(vec!["NEVER".into()]),
+                })
+                .collect(),
+            prepend: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeRecipient {
     pub address: String,
@@ -642,7 +672,10 @@ impl DirSync {
 
     /// Tickets handed out so far: an fsync that covers a later one began after this call.
     fn requested(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).requested
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requested
     }
 
     /// Every ticket up to this one is covered by an fsync that succeeded.
@@ -821,22 +854,31 @@ mod tests {
         assert!(spool.retire(&old, long.len()).expect("retire"));
         assert!(spool.list().expect("list").is_empty(), "out of the queue");
         assert_eq!(tmp_count(), 1, "kept in tmp/ for reuse");
-        assert!(spool.take_free().is_none(), "no fsync of queue/ since it left");
+        assert!(
+            spool.take_free().is_none(),
+            "no fsync of queue/ since it left"
+        );
 
         // The next commit fsyncs queue/; the one after it may overwrite the kept file,
         // which is longer than the new message: nothing of the old one may remain.
         let first = new_id();
-        spool.store_message(&envelope(&first), b"one\r\n").expect("store");
+        spool
+            .store_message(&envelope(&first), b"one\r\n")
+            .expect("store");
         assert_eq!(tmp_count(), 1, "not reused yet");
         let second = new_id();
-        spool.store_message(&envelope(&second), b"two\r\n").expect("store");
+        spool
+            .store_message(&envelope(&second), b"two\r\n")
+            .expect("store");
         assert_eq!(tmp_count(), 0, "reused");
         let (env, body) = spool.read_message(&second).expect("read");
         assert_eq!((env, body), (envelope(&second), b"two\r\n".to_vec()));
 
         // A spilled body written into a reused file reads back exactly.
         assert!(spool.retire(&first, 5).expect("retire"));
-        spool.store_message(&envelope(&new_id()), b"x\r\n").expect("store");
+        spool
+            .store_message(&envelope(&new_id()), b"x\r\n")
+            .expect("store");
         let id = new_id();
         let mut w = spool.writer(id.clone());
         let big = vec![b'y'; SPILL_THRESHOLD + 3];

@@ -194,25 +194,205 @@ pub fn failure_kind(error: &str) -> &'static str {
     }
 }
 
-/// Counts of TLS results per policy domain, policy type and result, for TLS-RPT.
+/// The RFC 8460 result type for an MTA-STS policy that was announced (TXT record) but
+/// could not be had, from [`MtaSts::policy`]'s reason; None when no policy was announced.
+pub fn sts_failure_kind(why: &str) -> Option<&'static str> {
+    let rest = why.strip_prefix("policy fetch failed: ")?;
+    let lower = rest.to_ascii_lowercase();
+    Some(if rest.starts_with("invalid policy") {
+        "sts-policy-invalid"
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        "sts-webpki-invalid"
+    } else {
+        "sts-policy-fetch-error"
+    })
+}
+
+/// The lines of an MTA-STS policy as TLS-RPT's `policy-string` lists them (RFC 8460
+/// §4.4), rebuilt from the parsed policy: fields the parser ignored are not repeated.
+pub fn sts_policy_lines(policy: &crate::mta_sts::Policy) -> Vec<String> {
+    let mut lines = vec![
+        "version: STSv1".to_string(),
+        format!("mode: {}", policy.mode.as_str()),
+    ];
+    lines.extend(policy.mx.iter().map(|m| format!("mx: {m}")));
+    lines.push(format!("max_age: {}", policy.max_age));
+    lines
+}
+
+/// A TLSA record in presentation form: `3 1 1 <hex>`.
+pub fn tlsa_string(t: &Tlsa) -> String {
+    let hex: String = t.data.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} {} {} {hex}", t.usage, t.selector, t.matching)
+}
+
+/// Longest policy string list kept per result (a policy with more lines is cut), so
+/// that a hostile policy cannot grow the counters or the store's keys without bound.
+const MAX_POLICY_STRINGS: usize = 32;
+/// Longest single policy string or host name kept.
+const MAX_STRING_LEN: usize = 255;
+/// Distinct keys the counters hold between two flushes; more are dropped (and logged).
+const MAX_KEYS: usize = 50_000;
+
+fn bounded(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    items
+        .into_iter()
+        .take(MAX_POLICY_STRINGS)
+        .map(|s| s.chars().take(MAX_STRING_LEN).collect())
+        .collect()
+}
+
+/// The policy applied to a TLS session, as TLS-RPT reports it (RFC 8460 §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppliedPolicy {
+    /// `sts`, `tlsa` or `no-policy-found`.
+    pub kind: &'static str,
+    /// The MTA-STS policy lines, or the TLSA records in presentation form.
+    pub strings: Vec<String>,
+    /// MTA-STS: the policy's mx patterns; DANE: the MX host the records belong to.
+    pub mx_hosts: Vec<String>,
+}
+
+impl AppliedPolicy {
+    pub fn sts(policy: &crate::mta_sts::Policy) -> AppliedPolicy {
+        AppliedPolicy {
+            kind: "sts",
+            strings: bounded(sts_policy_lines(policy)),
+            mx_hosts: bounded(policy.mx.iter().cloned()),
+        }
+    }
+
+    /// An MTA-STS policy that could not be had (fetch failed, invalid): no strings.
+    pub fn sts_unavailable() -> AppliedPolicy {
+        AppliedPolicy {
+            kind: "sts",
+            strings: Vec::new(),
+            mx_hosts: Vec::new(),
+        }
+    }
+
+    pub fn tlsa(records: &[Tlsa], host: &str) -> AppliedPolicy {
+        AppliedPolicy {
+            kind: "tlsa",
+            strings: bounded(records.iter().map(tlsa_string)),
+            mx_hosts: bounded([host.trim_end_matches('.').to_ascii_lowercase()]),
+        }
+    }
+
+    pub fn none() -> AppliedPolicy {
+        AppliedPolicy {
+            kind: "no-policy-found",
+            strings: Vec::new(),
+            mx_hosts: Vec::new(),
+        }
+    }
+}
+
+/// What one counter counts: sessions of one UTC day to one policy domain under one
+/// policy with one result; for failures, also the receiving MX and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TlsResultKey {
+    /// Unix seconds of 00:00 UTC of the day.
+    pub day: i64,
+    /// The policy domain: the recipient domain.
+    pub domain: String,
+    pub policy: AppliedPolicy,
+    /// `success`, or a result type of RFC 8460 §4.3.
+    pub result: &'static str,
+    /// The receiving MX host name (failures only; empty when unknown).
+    pub mx_host: String,
+    /// The receiving MX address (failures only; empty when unknown).
+    pub ip: String,
+}
+
+/// Where a failed session went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receiver<'a> {
+    pub host: Option<&'a str>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// Start of the UTC day holding `unix`.
+pub fn utc_day(unix: i64) -> i64 {
+    unix - unix.rem_euclid(86_400)
+}
+
+/// Counts of TLS session results kept in memory for TLS reporting (RFC 8460), per UTC
+/// day, policy domain, applied policy and result (with the receiving MX for failures).
+/// Delivery only counts here; the binary moves the counts to the store now and then
+/// ([`TlsCounters::take`]), never on the delivery path.
 #[derive(Default)]
 pub struct TlsCounters {
-    counts: Mutex<HashMap<(String, &'static str, &'static str), u64>>,
+    counts: Mutex<HashMap<TlsResultKey, u64>>,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl TlsCounters {
-    /// `policy` is `sts`, `tlsa` or `no-policy-found`; `result` is `success` or a
-    /// failure type of RFC 8460 §4.3.
-    pub fn add(&self, domain: &str, policy: &'static str, result: &'static str) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((domain.to_string(), policy, result))
-            .or_default() += 1;
+    /// Counts one session at time `now` (unix seconds). `result` is `success` or a
+    /// failure type of RFC 8460 §4.3; the receiver is kept for failures only.
+    pub fn record(
+        &self,
+        now: i64,
+        domain: &str,
+        policy: &AppliedPolicy,
+        result: &'static str,
+        receiver: Receiver<'_>,
+    ) {
+        let failure = result != "success";
+        let key = TlsResultKey {
+            day: utc_day(now),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            policy: policy.clone(),
+            result,
+            mx_host: match receiver.host {
+                Some(h) if failure => bounded([h.trim_end_matches('.').to_ascii_lowercase()])
+                    .pop()
+                    .unwrap_or_default(),
+                _ => String::new(),
+            },
+            ip: match receiver.ip {
+                Some(ip) if failure => ip.to_string(),
+                _ => String::new(),
+            },
+        };
+        self.add_key(key, 1);
     }
 
-    pub fn snapshot(&self) -> Vec<((String, &'static str, &'static str), u64)> {
+    fn add_key(&self, key: TlsResultKey, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= MAX_KEYS && !counts.contains_key(&key) {
+            let before = self
+                .dropped
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            if before == 0 {
+                tracing::warn!(
+                    limit = MAX_KEYS,
+                    "TLS result counters full; results are dropped until the next flush"
+                );
+            }
+            return;
+        }
+        *counts.entry(key).or_default() += n;
+    }
+
+    /// Takes every count out (for the store), leaving the counters empty.
+    pub fn take(&self) -> Vec<(TlsResultKey, u64)> {
+        let taken = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        self.dropped.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut all: Vec<_> = taken.into_iter().collect();
+        all.sort();
+        all
+    }
+
+    /// Puts counts back that could not be stored, to be tried again.
+    pub fn restore(&self, counts: Vec<(TlsResultKey, u64)>) {
+        for (key, n) in counts {
+            self.add_key(key, n);
+        }
+    }
+
+    /// The counts now, sorted, without taking them.
+    pub fn snapshot(&self) -> Vec<(TlsResultKey, u64)> {
         let mut all: Vec<_> = self
             .counts
             .lock()
@@ -227,11 +407,12 @@ impl TlsCounters {
 
 /// The transport security state shared by every delivery.
 pub struct TransportSecurity {
-    /// None: MTA-STS is off.
-    pub mta_sts: Option<MtaSts>,
+    /// None: MTA-STS is off. Shared with the background refresher.
+    pub mta_sts: Option<std::sync::Arc<MtaSts>>,
     /// None: DANE is off.
     pub dane: Option<Dane>,
-    pub counters: TlsCounters,
+    /// Shared with the task that moves the counts to the store.
+    pub counters: std::sync::Arc<TlsCounters>,
 }
 
 /// How to set up [`TransportSecurity`].
@@ -267,10 +448,10 @@ impl TransportSecurity {
                 settings.mta_sts_port,
                 settings.mta_sts_timeout,
             )?;
-            Some(MtaSts::new(
+            Some(std::sync::Arc::new(MtaSts::new(
                 StsCache::open(settings.mta_sts_cache.clone()),
                 Box::new(source),
-            ))
+            )))
         } else {
             None
         };
@@ -286,7 +467,7 @@ impl TransportSecurity {
         Ok(TransportSecurity {
             mta_sts,
             dane,
-            counters: TlsCounters::default(),
+            counters: Default::default(),
         })
     }
 
@@ -295,7 +476,7 @@ impl TransportSecurity {
         TransportSecurity {
             mta_sts: None,
             dane: None,
-            counters: TlsCounters::default(),
+            counters: Default::default(),
         }
     }
 
@@ -504,5 +685,72 @@ mod tests {
             failure_kind("DANE: certificate matches no TLSA record"),
             "tlsa-invalid"
         );
+    }
+
+    #[test]
+    fn sts_failure_kinds() {
+        assert_eq!(sts_failure_kind("no _mta-sts TXT record"), None);
+        assert_eq!(sts_failure_kind("TXT lookup failed: timeout"), None);
+        assert_eq!(
+            sts_failure_kind("policy fetch failed: invalid policy: no mode field"),
+            Some("sts-policy-invalid")
+        );
+        assert_eq!(
+            sts_failure_kind(
+                "policy fetch failed: https://mta-sts.x.test/.well-known/mta-sts.txt: error sending request: invalid peer certificate: UnknownIssuer"
+            ),
+            Some("sts-webpki-invalid")
+        );
+        assert_eq!(
+            sts_failure_kind("policy fetch failed: https://mta-sts.x.test/: HTTP status 404"),
+            Some("sts-policy-fetch-error")
+        );
+    }
+
+    #[test]
+    fn counters_key_by_day_domain_policy_and_receiver() {
+        let c = TlsCounters::default();
+        let day = 1_795_392_000;
+        let sts = AppliedPolicy::sts(&found(Mode::Enforce).policy);
+        let mx = Receiver {
+            host: Some("MX1.example.com."),
+            ip: Some("192.0.2.1".parse().unwrap()),
+        };
+        c.record(day + 10, "Example.com", &sts, "success", mx);
+        c.record(day + 20, "example.com", &sts, "success", mx);
+        c.record(day + 30, "example.com", &sts, "certificate-expired", mx);
+        c.record(day + 86_400, "example.com", &sts, "success", mx);
+        c.record(day, "example.com", &AppliedPolicy::none(), "success", mx);
+        let all = c.take();
+        assert!(c.snapshot().is_empty());
+        assert_eq!(all.len(), 4);
+        let (first, n) = all
+            .iter()
+            .find(|(k, _)| k.policy.kind == "sts" && k.day == day && k.result == "success")
+            .unwrap();
+        assert_eq!(
+            (first.day, first.domain.as_str(), first.result, *n),
+            (day, "example.com", "success", 2)
+        );
+        // Successes do not keep the receiver; failures do, normalized.
+        assert_eq!((first.mx_host.as_str(), first.ip.as_str()), ("", ""));
+        let failure = all.iter().find(|(k, _)| k.result != "success").unwrap();
+        assert_eq!(failure.0.mx_host, "mx1.example.com");
+        assert_eq!(failure.0.ip, "192.0.2.1");
+        assert_eq!(
+            failure.0.policy.strings,
+            vec![
+                "version: STSv1",
+                "mode: enforce",
+                "mx: *.example.com",
+                "max_age: 86400"
+            ]
+        );
+        // What could not be stored goes back.
+        c.restore(all);
+        assert_eq!(c.snapshot().iter().map(|(_, n)| n).sum::<u64>(), 5);
+        let tlsa = AppliedPolicy::tlsa(&[record()], "mx.example.com");
+        assert_eq!(tlsa.strings, vec![format!("3 1 1 {}", "00".repeat(32))]);
+        assert_eq!(tlsa.mx_hosts, vec!["mx.example.com"]);
     }
 }

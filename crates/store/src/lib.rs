@@ -8,6 +8,7 @@
 
 mod bayes;
 mod dkim;
+mod dmarc_results;
 mod domains;
 mod error;
 mod greylist;
@@ -18,6 +19,7 @@ mod rates;
 mod reports;
 mod rules;
 mod settings;
+mod tls_results;
 mod users;
 
 use std::path::Path;
@@ -29,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use bayes::{BayesCounts, BayesSummary};
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
+pub use dmarc_results::{DMARC_CLAIM_SECS, DmarcResultRow};
 pub use domains::{Domain, Route, TLS_MODES};
 pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
@@ -39,6 +42,7 @@ pub use log::{
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use tls_results::{TlsClaim, TlsResultRow};
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -511,8 +511,7 @@ async fn insert_messages(
             "messages already logged; keeping their first records"
         );
     }
-    let mut fresh: std::collections::HashSet<&str> =
-        inserted.iter().map(String::as_str).collect();
+    let mut fresh: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
     let rows: Vec<(&str, usize, &RecipientRecord)> = recs
         .iter()
         // `remove`: the first record of an id repeated within the batch wins.

@@ -521,7 +521,10 @@ async fn large_batch_with_repeats_matches_one_by_one_logging() {
     store.log_batch(&batch).await.unwrap();
 
     let b7 = store.get_message("B7").await.unwrap().expect("logged");
-    assert_eq!(b7.sender, "a@example.org", "the first record of an id is kept");
+    assert_eq!(
+        b7.sender, "a@example.org",
+        "the first record of an id is kept"
+    );
     assert_eq!(b7.recipients.len(), 2);
     let b149 = store.get_message("B149").await.unwrap().expect("logged");
     assert_eq!(b149.recipients[1].status, "delivered");
@@ -529,7 +532,10 @@ async fn large_batch_with_repeats_matches_one_by_one_logging() {
     assert_eq!(b149.recipients[0].status, "queued");
     let b3 = store.get_message("B3").await.unwrap().expect("logged");
     let x = &b3.recipients[0];
-    assert_eq!((x.status.as_str(), x.attempts, x.updated_at), ("bounced", 3, 303));
+    assert_eq!(
+        (x.status.as_str(), x.attempts, x.updated_at),
+        ("bounced", 3, 303)
+    );
     assert_eq!(x.reply.as_deref(), Some("bounced at 303"));
     assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
 }

@@ -1,0 +1,432 @@
+//! Outgoing DMARC aggregate reports (RFC 7489 §7.2; docs/authentication.md, "Outgoing
+//! DMARC aggregate reports"). Connections hand each inbound message's contribution to
+//! a background writer ([`Collector`]), so the store never delays an SMTP reply; once a
+//! day (`[reports] dmarc_aggregate`, after `send_hour_utc`) and on `portcullis report
+//! send-dmarc`, the contributions of past days are claimed, aggregated into one report
+//! per policy domain and day, and queued as mail to the domain's `mailto:` destinations.
+//!
+//! Order of work, for crash safety: claim the rows, write each report message durably to
+//! the spool, then delete the rows. A crash before the delete leaves the rows claimed; the
+//! claim expires after an hour and a later run sends the same report again (the same
+//! report id, as it derives from the rows, so a receiver can tell it is a repeat). Rows are
+//! never deleted before their report is queued, except when it has nowhere to go.
+
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use mail_auth::MessageAuthenticator;
+use portcullis_filter::dmarc_report::{self, DmarcEntry};
+use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
+use portcullis_store::{DmarcResultRow, LogEntry, Store};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Days a contribution is kept at most, reported or not: a gateway that was down over a
+/// weekend still sends Friday's reports on Monday.
+pub const KEEP_DAYS: i64 = 4;
+
+/// Contributions waiting for the writer at most; beyond that they are dropped (logged).
+const BACKLOG: usize = 10_000;
+
+/// Rows written per transaction at most.
+const BATCH: usize = 256;
+
+/// After the first row of a batch, how long to let more pile up.
+const GATHER: Duration = Duration::from_millis(50);
+
+/// How often the gateway looks for reports to send.
+const EVERY: Duration = Duration::from_secs(600);
+
+/// Hands contributions to the one task that writes them to the store.
+#[derive(Clone)]
+pub struct Collector {
+    /// None: reporting is off, and nothing about other domains' mail is kept.
+    tx: Option<mpsc::Sender<DmarcResultRow>>,
+}
+
+impl Collector {
+    pub fn spawn(store: Store, enabled: bool) -> Collector {
+        if !enabled {
+            return Collector { tx: None };
+        }
+        let (tx, mut rx) = mpsc::channel::<DmarcResultRow>(BACKLOG);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                if batch.len() < BATCH {
+                    tokio::time::sleep(GATHER).await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(row) => batch.push(row),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                if let Err(e) = store.dmarc_results_insert(&batch).await {
+                    tracing::error!(error = %e, rows = batch.len(), "DMARC report results not stored");
+                }
+                batch.clear();
+            }
+        });
+        Collector { tx: Some(tx) }
+    }
+
+    /// Keep a message's contribution; never waits, never fails the caller.
+    pub fn record(&self, entry: DmarcEntry, at: i64) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let result = match serde_json::to_string(&entry) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(error = %e, domain = %entry.domain, "DMARC report result not kept");
+                return;
+            }
+        };
+        let row = DmarcResultRow {
+            id: format!("{}{:08X}", new_id(), rand::random::<u32>()),
+            domain: entry.domain,
+            received_at: at,
+            result,
+        };
+        match tx.try_send(row) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(row)) => {
+                tracing::warn!(domain = %row.domain, "DMARC report results backlog full; one dropped")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("DMARC report results writer has stopped")
+            }
+        }
+    }
+}
+
+/// One report message queued.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub queue_id: String,
+    pub domain: String,
+    /// Start of the day reported, unix seconds.
+    pub day: i64,
+    pub rua: String,
+    pub report_id: String,
+    pub records: usize,
+    pub messages: u64,
+    pub size: usize,
+}
+
+/// Report the contributions received in `begin..end` (whole UTC days): claim them, queue
+/// one report per policy domain and day to each of its destinations, delete what was
+/// reported. The queue ids, for the caller to hand to the queue.
+pub async fn send(
+    config: &Config,
+    store: &Store,
+    spool: &Arc<Spool>,
+    resolver: &MessageAuthenticator,
+    begin: i64,
+    end: i64,
+) -> Result<Vec<Queued>> {
+    let token = format!("{}{:08X}", new_id(), rand::random::<u32>());
+    let rows = store.dmarc_results_claim(begin, end, &token, now()).await?;
+    let mut groups: Vec<(String, i64, Vec<DmarcResultRow>)> = Vec::new();
+    for row in rows {
+        let day = row.received_at.div_euclid(86_400) * 86_400;
+        match groups.last_mut() {
+            Some((domain, d, rows)) if *domain == row.domain && *d == day => rows.push(row),
+            _ => groups.push((row.domain.clone(), day, vec![row])),
+        }
+    }
+    let mut queued = Vec::new();
+    let mut groups = groups.into_iter();
+    while let Some((domain, day, rows)) = groups.next() {
+        match send_one(config, store, spool, resolver, &domain, day, &rows).await {
+            Ok(Some(list)) => {
+                store
+                    .dmarc_results_delete(&token, &domain, day, day + 86_400)
+                    .await?;
+                queued.extend(list);
+            }
+            Ok(None) => {
+                // Try again at the next run.
+                store
+                    .dmarc_results_release(&token, &domain, day, day + 86_400)
+                    .await?;
+            }
+            Err(e) => {
+                // The spool failed: leave every claimed row to a later run.
+                store
+                    .dmarc_results_release(&token, &domain, day, day + 86_400)
+                    .await?;
+                for (domain, day, _) in groups {
+                    store
+                        .dmarc_results_release(&token, &domain, day, day + 86_400)
+                        .await?;
+                }
+                return Err(e.context(format!("DMARC aggregate report for {domain}")));
+            }
+        }
+    }
+    Ok(queued)
+}
+
+/// Queue the report about `domain` for the day starting at `day` to each destination.
+/// Some(queued), possibly none when no destination may have it (its rows are done with);
+/// None when a destination could not be checked now (try again later).
+async fn send_one(
+    config: &Config,
+    store: &Store,
+    spool: &Arc<Spool>,
+    resolver: &MessageAuthenticator,
+    domain: &str,
+    day: i64,
+    rows: &[DmarcResultRow],
+) -> Result<Option<Vec<Queued>>> {
+    let entries = rows
+        .iter()
+        .filter_map(|r| match serde_json::from_str::<DmarcEntry>(&r.result) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(id = %r.id, domain, error = %e, "unreadable DMARC report result skipped");
+                None
+            }
+        });
+    let Some(aggregate) = dmarc_report::aggregate(entries) else {
+        return Ok(Some(Vec::new()));
+    };
+    // The same rows make the same report id: a report sent again after a crash is
+    // recognizably a repeat.
+    let first = rows.iter().map(|r| r.id.as_str()).min().unwrap_or("0");
+    let report_id = format!("{}.{}", ymd(day).replace('-', ""), first);
+    let org = config.report_org();
+    let from = config.report_from();
+    let submitter = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| config.hostname.clone());
+    let report = aggregate.report(&org, &from, &report_id, day as u64, (day + 86_399) as u64);
+    let keys = crate::reports::report_keys(store).await;
+    let mut queued = Vec::new();
+    let mut deferred = false;
+    for dest in dmarc_report::destinations(domain, &aggregate.rua) {
+        let address = dest.rua.address.as_str();
+        if dest.external {
+            match dmarc_report::authorized(resolver, domain, address).await {
+                Some(true) => {}
+                Some(false) => {
+                    tracing::info!(
+                        domain,
+                        rua = address,
+                        "DMARC report destination not authorized by its domain; skipped"
+                    );
+                    continue;
+                }
+                None => {
+                    tracing::warn!(
+                        domain,
+                        rua = address,
+                        "DMARC report destination could not be checked (DNS); will try again"
+                    );
+                    deferred = true;
+                    continue;
+                }
+            }
+        }
+        let message = report
+            .to_rfc5322(
+                &submitter,
+                (org.as_str(), from.as_str()),
+                std::iter::once(address),
+            )
+            .context("building the report message")?
+            .into_bytes();
+        let message = crate::reports::dkim_signed(keys.as_ref(), &from, message);
+        if !dmarc_report::fits(&dest.rua, message.len()) {
+            tracing::info!(
+                domain,
+                rua = address,
+                size = message.len(),
+                limit = dest.rua.max_size,
+                "DMARC report larger than its destination accepts; skipped"
+            );
+            continue;
+        }
+        let envelope = Envelope::notice(
+            format!("{}R", new_id()),
+            &config.hostname,
+            Direction::Outbound,
+            &[address.to_string()],
+        );
+        let size = message.len();
+        let (s, env) = (spool.clone(), envelope.clone());
+        tokio::task::spawn_blocking(move || s.store_message(&env, &message))
+            .await
+            .context("report writer")?
+            .with_context(|| format!("writing the report to {address}"))?;
+        // In the message log before it is handed to the queue, so its delivery is logged.
+        let subject = Some(format!("(DMARC aggregate report for {domain})"));
+        let record = crate::handler::log_record(&envelope, size, subject, None);
+        if let Err(e) = store.log_batch(&[LogEntry::Message(record)]).await {
+            tracing::warn!(id = %envelope.id, error = %e, "report not in the message log");
+        }
+        tracing::info!(
+            domain,
+            rua = address,
+            report_id = %report_id,
+            day = %ymd(day),
+            records = aggregate.records.len(),
+            messages = aggregate.messages,
+            size,
+            id = %envelope.id,
+            "DMARC aggregate report queued"
+        );
+        queued.push(Queued {
+            queue_id: envelope.id,
+            domain: domain.to_string(),
+            day,
+            rua: address.to_string(),
+            report_id: report_id.clone(),
+            records: aggregate.records.len(),
+            messages: aggregate.messages,
+            size,
+        });
+    }
+    if deferred && queued.is_empty() {
+        return Ok(None);
+    }
+    if queued.is_empty() {
+        tracing::info!(domain, day = %ymd(day), messages = aggregate.messages, "DMARC aggregate report has no usable destination; dropped");
+    }
+    Ok(Some(queued))
+}
+
+/// Purge old contributions and, when `[reports] dmarc_aggregate` is on, send the reports
+/// of past days once the hour `send_hour_utc` has come.
+pub fn spawn(
+    config: Config,
+    store: Store,
+    queue: portcullis_queue::Queue,
+    resolver: mail_auth::hickory_resolver::TokioResolver,
+) {
+    tokio::spawn(async move {
+        let resolver = MessageAuthenticator(resolver);
+        let mut tick = tokio::time::interval(EVERY);
+        loop {
+            tick.tick().await;
+            let t = now();
+            let today = t.div_euclid(86_400) * 86_400;
+            match store.dmarc_results_purge(today - KEEP_DAYS * 86_400).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "old DMARC report results purged"),
+                Err(e) => tracing::warn!(error = %e, "DMARC report results purge failed"),
+            }
+            if !config.reports.dmarc_aggregate
+                || (t - today) / 3600 < i64::from(config.reports.send_hour_utc)
+            {
+                continue;
+            }
+            let since = today - KEEP_DAYS * 86_400;
+            match send(&config, &store, queue.spool(), &resolver, since, today).await {
+                Ok(list) => list.iter().for_each(|q| queue.enqueue(&q.queue_id)),
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "DMARC aggregate reports failed")
+                }
+            }
+        }
+    });
+}
+
+/// `portcullis report send-dmarc [--day YYYY-MM-DD]`: the reports of that day (default
+/// yesterday, UTC) now, whatever `dmarc_aggregate` and the hour say.
+pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Result<ExitCode> {
+    let begin = match day.as_deref() {
+        Some(d) => parse_day(d).with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?,
+        None => now().div_euclid(86_400) * 86_400 - 86_400,
+    };
+    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
+    let resolver = portcullis_queue::mx::build_resolver(
+        &config.dns.nameservers,
+        Duration::from_secs(config.dns.timeout_secs),
+    )
+    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+    let resolver = MessageAuthenticator(resolver);
+    let queued = send(config, store, &spool, &resolver, begin, begin + 86_400).await?;
+    if queued.is_empty() {
+        eprintln!("no DMARC aggregate reports to send for {}", ymd(begin));
+    }
+    for q in &queued {
+        // A running gateway picks the message up at once; otherwise it goes at the next start.
+        let _ = crate::control::request(&config.data_dir, &format!("load {}", q.queue_id)).await;
+        println!(
+            "queued {}  {}  {}  to {}  report-id {}  records={} messages={} bytes={}",
+            q.queue_id,
+            q.domain,
+            ymd(q.day),
+            q.rua,
+            q.report_id,
+            q.records,
+            q.messages,
+            q.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-11-23` for a unix time (UTC).
+fn ymd(unix: i64) -> String {
+    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix time of the start of a `YYYY-MM-DD` day (UTC).
+fn parse_day(s: &str) -> Result<i64> {
+    let mut parts = s.trim().splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("not a date");
+    };
+    let (y, m, d): (i64, i64, i64) = (y.parse()?, m.parse()?, d.parse()?);
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        bail!("not a date");
+    }
+    // Days from civil (the inverse of civil_from_days).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    if civil_from_days(days) != (y, m, d) {
+        bail!("no such day");
+    }
+    Ok(days * 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days() {
+        assert_eq!(parse_day("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_day("2026-11-23").unwrap(), 1_795_392_000);
+        assert_eq!(ymd(1_795_430_462), "2026-11-23");
+        assert_eq!(parse_day("2000-02-29").unwrap(), 951_782_400);
+        assert!(parse_day("2026-02-30").is_err());
+        assert!(parse_day("2026-13-01").is_err());
+        assert!(parse_day("yesterday").is_err());
+    }
+}

@@ -1,0 +1,262 @@
+"""Outgoing TLS-RPT reports (RFC 8460) end to end. A DNS server on loopback publishes
+secure.test with an MTA-STS `enforce` policy (`mx: *.secure.test`) and two MX hosts, both
+second Portcullis instances on the same port: mx1.secure.test (127.0.0.2) with a
+self-signed certificate, so that every delivery first fails there, and mx2.secure.test
+(127.0.0.1) with a certificate from the test CA, which takes the mail. secure.test
+publishes `_smtp._tls` with a `mailto:` address (delivered by MX to reports.test, whose MX
+is mx2 again) or an `https:` address served by a small HTTPS server of the test.
+
+The sending gateway keeps its TLS session counts in memory and stores them every minute
+and at shutdown; the tests stop it to have the counts stored, then run `portcullis report
+send-tlsrpt --day <today>` and read the report where it arrives."""
+
+import datetime
+import gzip
+import http.server
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import BIN, Gateway, Sink, dns_server, free_port, wait_for
+from test_mta_sts import Pki, PolicyServer, policy_text, send
+
+
+class MxHost:
+    """A Portcullis listening for SMTP on `ip:port` with the given certificate, relaying
+    `domains` to `sink`."""
+
+    def __init__(self, workdir, cert, key, ip, port, domains=(), sink=None):
+        self.ip, self.port = ip, port
+        self.gw = Gateway(workdir, f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        self.gw.smtp = port
+        text = self.gw.config.read_text()
+        self.gw.config.write_text(
+            "\n".join(f'smtp = "{ip}:{port}"' if line.startswith("smtp =") else line
+                      for line in text.splitlines()) + "\n")
+        for d in domains:
+            self.gw.cli("domain", "add", d, "--route", f"127.0.0.1:{sink.port}")
+        logf = open(self.gw.log, "a")
+        self.gw.proc = subprocess.Popen([str(BIN), "--config", str(self.gw.config), "serve"],
+                                        stdout=logf, stderr=logf)
+
+        def listening():
+            if self.gw.proc.poll() is not None:
+                raise RuntimeError(f"MX exited: {self.gw.log_text()}")
+            try:
+                with socket.create_connection((ip, port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        wait_for(listening, 10, f"MX listening on {ip}:{port}")
+
+    def stop(self):
+        self.gw.stop()
+
+
+class ReportServer:
+    """HTTPS on a loopback port that takes POSTed reports."""
+
+    def __init__(self, cert, key):
+        self.posts = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                outer.posts.append((self.path, self.headers.get("Content-Type"), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def zone(rua):
+    return f"""
+secure.test.            60 IN MX  10 mx1.secure.test.
+secure.test.            60 IN MX  20 mx2.secure.test.
+mx1.secure.test.        60 IN A   127.0.0.2
+mx2.secure.test.        60 IN A   127.0.0.1
+mta-sts.secure.test.    60 IN A   127.0.0.1
+_mta-sts.secure.test.   60 IN TXT "v=STSv1; id=20261101T000000;"
+_smtp._tls.secure.test. 60 IN TXT "v=TLSRPTv1; rua={rua}"
+reports.test.           60 IN MX  10 mx.reports.test.
+mx.reports.test.        60 IN A   127.0.0.1
+tlsrpt.reports.test.    60 IN A   127.0.0.1
+"""
+
+
+class Setup:
+    """The DNS zone, the policy server, both MX hosts and the sending gateway."""
+
+    def __init__(self, tmp_path, pki, dns_port):
+        self.policy = PolicyServer(*pki.issue("mta-sts.secure.test"),
+                                   policy_text("enforce", mx="*.secure.test"))
+        self.sink = Sink(tmp_path / "sink").start()
+        port = free_port()
+        self.good = MxHost(tmp_path / "mx2", *pki.issue("mx2.secure.test"), "127.0.0.1", port,
+                           domains=("secure.test", "reports.test"), sink=self.sink)
+        self.bad = MxHost(tmp_path / "mx1", *pki.self_signed("mx1.secure.test"), "127.0.0.2",
+                          port)
+        # No pooled connections: every message opens (and counts) its own sessions.
+        self.gw = Gateway(tmp_path / "gw",
+                          f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_secs = 2\n'
+                          f"[delivery]\nmx_port = {port}\nmta_sts_port = {self.policy.port}\n"
+                          f'extra_ca_file = "{pki.ca}"\nmin_backoff_secs = 1\n'
+                          "max_backoff_secs = 2\nconnection_idle_secs = 0\n")
+        self.gw.cli("network", "add", "127.0.0.0/8", "--comment", "test clients")
+        self.gw.start()
+
+    def deliver(self, n):
+        """n messages to secure.test: each fails at mx1 (certificate), then goes to mx2."""
+        for i in range(n):
+            send(self.gw.smtp, "me@example.net", ["friend@secure.test"], f"message {i}")
+            self.sink.wait_count(i + 1)
+        wait_for(lambda: self.gw.queue_ids() == [], what="queue empty")
+        log = self.gw.log_text()
+        assert "MTA-STS enforce: TLS or certificate failed" in log, log
+
+    def stop(self):
+        for stop in (self.gw.stop, self.good.stop, self.bad.stop, self.sink.stop,
+                     self.policy.stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                pass
+
+
+def today():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def send_tlsrpt(g, day):
+    """The lines printed (one per report sent) and the notes on standard error."""
+    r = g.cli("report", "send-tlsrpt", "--day", day)
+    return r.stdout, r.stderr
+
+
+def check_report(report, day, n):
+    assert report["organization-name"] == "gw.test"
+    assert report["contact-info"] == "postmaster@gw.test"
+    assert report["report-id"]
+    assert report["date-range"] == {"start-datetime": f"{day}T00:00:00Z",
+                                    "end-datetime": f"{day}T23:59:59Z"}
+    (policy,) = report["policies"]
+    p = policy["policy"]
+    assert p["policy-type"] == "sts"
+    assert p["policy-domain"] == "secure.test"
+    assert "mode: enforce" in p["policy-string"] and "mx: *.secure.test" in p["policy-string"]
+    assert p["mx-host"] == ["*.secure.test"]
+    assert policy["summary"] == {"total-successful-session-count": n,
+                                 "total-failure-session-count": n}
+    (detail,) = policy["failure-details"]
+    assert detail["result-type"] == "certificate-not-trusted"
+    assert detail["receiving-mx-hostname"] == "mx1.secure.test"
+    assert detail["receiving-ip"] == "127.0.0.2"
+    assert detail["failed-session-count"] == n
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path / "pki")
+
+
+def report_messages(sink):
+    return [m for m in sink.messages() if m["TLS-Report-Domain"]]
+
+
+def test_mailto_report_is_queued_and_delivered(tmp_path, pki):
+    with dns_server(zone("mailto:tlsrpt@reports.test")) as dns:
+        s = Setup(tmp_path, pki, dns)
+        try:
+            s.deliver(2)
+            # Stopping the gateway stores the counts it holds.
+            s.gw.stop()
+            # The From domain of reports has a DKIM key: the report is signed with it.
+            s.gw.cli("dkim", "generate", "gw.test", "--selector", "rep")
+            day = today()
+            out, _ = send_tlsrpt(s.gw, day)
+            assert out.startswith(f"sent secure.test {day} report") and out.count("\n") == 1, out
+            assert "successful=2 failed=2" in out and "mailto:tlsrpt@reports.test queued as" in out
+            # The report waits in the spool; the gateway delivers it when it runs again.
+            s.gw.start()
+            s.sink.wait_count(3)
+            (msg,) = report_messages(s.sink)
+            assert msg["TLS-Report-Domain"] == "secure.test"
+            assert msg["TLS-Report-Submitter"] == "gw.test"
+            assert msg["To"].strip("<>") == "tlsrpt@reports.test"
+            assert msg["From"].strip("<>") == "noreply-reports@gw.test"
+            assert "d=gw.test" in msg["DKIM-Signature"] and "s=rep" in msg["DKIM-Signature"]
+            assert msg.get_content_type() == "multipart/report"
+            assert msg.get_param("report-type") == "tlsrpt"
+            (part,) = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+            assert part.get_filename().startswith("gw.test!secure.test!")
+            report = json.loads(gzip.decompress(part.get_payload(decode=True)))
+            check_report(report, day, 2)
+            assert "TLS-RPT report sent" not in s.gw.log_text()  # the CLI sent it, not serve
+
+            # The day is reported: a second run sends nothing.
+            # (The report's own delivery to reports.test is counted too; when the gateway
+            # has stored that count already, reports.test is skipped: it has no record.)
+            out, err = send_tlsrpt(s.gw, day)
+            assert out == "", (out, err)
+            time.sleep(2)
+            assert len(report_messages(s.sink)) == 1
+        finally:
+            s.stop()
+
+
+def test_https_report_is_posted(tmp_path, pki):
+    server = ReportServer(*pki.issue("tlsrpt.reports.test"))
+    rua = f"https://tlsrpt.reports.test:{server.port}/v1/tlsrpt"
+    try:
+        with dns_server(zone(rua)) as dns:
+            s = Setup(tmp_path, pki, dns)
+            try:
+                s.deliver(3)
+                s.gw.stop()
+                s.gw.start()  # the report goes out while the gateway runs
+                day = today()
+                out, _ = send_tlsrpt(s.gw, day)
+                assert out.startswith(f"sent secure.test {day} report"), out
+                assert "successful=3 failed=3" in out and f"{rua} HTTP 200" in out, out
+                (path, content_type, body) = server.posts[0]
+                assert len(server.posts) == 1
+                assert path == "/v1/tlsrpt"
+                assert content_type == "application/tlsrpt+gzip"
+                check_report(json.loads(gzip.decompress(body)), day, 3)
+
+                out, err = send_tlsrpt(s.gw, day)
+                assert out == "" and f"no TLS results to report for {day}" in err, (out, err)
+                assert len(server.posts) == 1
+                # No report mail either.
+                assert report_messages(s.sink) == []
+            finally:
+                s.stop()
+    finally:
+        server.stop()
+
+
+def test_day_without_results_sends_nothing(tmp_path):
+    g = Gateway(tmp_path / "gw")
+    r = g.cli("report", "send-tlsrpt", "--day", "2026-01-02")
+    assert r.stdout == "" and "no TLS results to report for 2026-01-02" in r.stderr
+    r = g.cli("report", "send-tlsrpt", "--day", "2026-13-01", check=False)
+    assert r.returncode != 0 and "YYYY-MM-DD" in r.stderr
