@@ -36,11 +36,21 @@ class SignedZone(BaseResolver):
     def resolve(self, request, handler):
         reply = request.reply()
         q = request.q
-        at_name = [rr for rr in self.rrs if rr.rname == q.qname]
+        qname = q.qname
+        # An alias: its CNAME and signature, then the answer at the target, as an
+        # authoritative server for both names puts them in one reply.
+        for _ in range(8):
+            cname = [rr for rr in self.rrs if rr.rname == qname and rr.rtype == QTYPE.CNAME]
+            if not cname or q.qtype == QTYPE.CNAME:
+                break
+            for rr in cname + self.sigs(qname, QTYPE.CNAME):
+                reply.add_answer(rr)
+            qname = cname[0].rdata.label
+        at_name = [rr for rr in self.rrs if rr.rname == qname]
         answers = [rr for rr in at_name if rr.rtype == q.qtype]
-        for rr in answers + (self.sigs(q.qname, q.qtype) if answers else []):
+        for rr in answers + (self.sigs(qname, q.qtype) if answers else []):
             reply.add_answer(rr)
-        if answers:
+        if answers or reply.rr:
             return reply
         soa = [rr for rr in self.rrs if rr.rtype == QTYPE.SOA]
         for rr in soa + self.sigs(soa[0].rname, QTYPE.SOA):
@@ -67,8 +77,9 @@ def spki_sha256(cert_pem):
     return hashlib.sha256(spki).hexdigest()
 
 
-def signed_zone(workdir, tlsa_port, tlsa_hex):
-    """Signs the zone; returns (signed zone text, trust anchor file)."""
+def signed_zone(workdir, tlsa_port, tlsa_hex, alias=False):
+    """Signs the zone; returns (signed zone text, trust anchor file). `alias`: the MX
+    record names `alias.secure.test`, a CNAME of the host `mx.secure.test`."""
     workdir.mkdir(parents=True, exist_ok=True)
     base = subprocess.run([require("ldns-keygen"), "-a", "ECDSAP256SHA256", "-k", "secure.test"],
                           cwd=workdir, check=True, capture_output=True, text=True,
@@ -79,9 +90,10 @@ $TTL 60
 @    IN SOA ns.secure.test. hostmaster.secure.test. 1 60 60 60 60
 @    IN NS  ns.secure.test.
 ns   IN A   127.0.0.1
-@    IN MX  10 mx.secure.test.
+@    IN MX  10 {"alias" if alias else "mx"}.secure.test.
 mx   IN A   127.0.0.1
-""" + (f"_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}\n" if tlsa_hex else ""))
+""" + ("alias IN CNAME mx.secure.test.\n" if alias else "")
+      + (f"_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}\n" if tlsa_hex else ""))
     subprocess.run([require("ldns-signzone"), str(zone), base], cwd=workdir, check=True,
                    capture_output=True, timeout=60)
     signed = (workdir / "secure.test.zone.signed").read_text()
@@ -116,12 +128,13 @@ def pki(tmp_path):
     return Pki(tmp_path / "pki")
 
 
-def setup(tmp_path, pki, tlsa_for, tamper=False, prepare=None):
+def setup(tmp_path, pki, tlsa_for, tamper=False, prepare=None, alias=False):
     """An MX with a self-signed certificate; TLSA 3 1 1 for `tlsa_for`'s key."""
     cert, key = pki.self_signed("mx.secure.test")
     mx = Mx(tmp_path, cert, key)
     published = {"mx": cert, "impostor": pki.self_signed("impostor.test")[0]}.get(tlsa_for)
-    text, anchor = signed_zone(tmp_path / "zone", mx.port, published and spki_sha256(published))
+    text, anchor = signed_zone(tmp_path / "zone", mx.port, published and spki_sha256(published),
+                               alias)
     dns = SignedDns(text, tamper_tlsa=tamper)
     g = dane_sender(tmp_path, dns.port, mx.port, anchor)
     if prepare:
@@ -138,6 +151,27 @@ def test_dane_ee_match_delivers_to_self_signed_mx(tmp_path, pki):
         log = g.log_text()
         assert "DANE: 1 usable TLSA records" in log, log
         assert "DANE: certificate authenticated by TLSA" in log, log
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
+@pytest.mark.parametrize("tlsa_for", ["mx", "impostor"])
+def test_dane_for_an_mx_that_is_an_alias(tmp_path, pki, tlsa_for):
+    """RFC 7672 §2.2.2: the MX name is a CNAME; the TLSA records are found at the name
+    it expands to. A matching key delivers, a wrong one defers: DANE applied either way."""
+    mx, dns, g = setup(tmp_path, pki, tlsa_for, alias=True)
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "through an alias")
+        if tlsa_for == "mx":
+            (msg,) = mx.sink.wait_count(1) and mx.sink.messages()
+            assert msg["Subject"] == "through an alias"
+            assert "DANE: certificate authenticated by TLSA" in g.log_text()
+        else:
+            wait_for(lambda: "DANE" in g.cli("queue", "list").stdout, what="deferral naming DANE")
+            time.sleep(2)
+            assert mx.sink.files() == [], "delivered despite a TLSA mismatch"
     finally:
         g.stop()
         dns.stop()

@@ -234,6 +234,9 @@ pub enum DaneLookup {
         records: Vec<Tlsa>,
         published: usize,
         addrs: Vec<IpAddr>,
+        /// The names the certificate may carry for DANE-TA: the TLSA base domain, and the
+        /// MX host name when that was an alias.
+        names: Vec<String>,
     },
     /// DANE does not apply: unsigned addresses or TLSA records, or no TLSA records.
     NotApplicable(String),
@@ -330,11 +333,14 @@ impl Dane {
     /// (RFC 7672 §2.2.2: otherwise TLSA records are not looked up).
     pub async fn lookup(&self, host: &str, port: u16) -> DaneLookup {
         let host = host.trim_end_matches('.');
-        let addrs = match self.resolver.lookup_ip(format!("{host}.").as_str()).await {
+        let (addrs, expanded) = match self.resolver.lookup_ip(format!("{host}.").as_str()).await {
             Ok(lookup) => {
                 let records = lookup.as_lookup().answers();
                 match proof_of(records, |t| matches!(t, RecordType::A | RecordType::AAAA)) {
-                    Some(Proof::Secure) => lookup.iter().collect::<Vec<IpAddr>>(),
+                    Some(Proof::Secure) => (
+                        lookup.iter().collect::<Vec<IpAddr>>(),
+                        cname_target(records, host),
+                    ),
                     Some(Proof::Insecure) | None => {
                         return DaneLookup::NotApplicable(format!(
                             "addresses of {host} are not DNSSEC-signed"
@@ -361,7 +367,34 @@ impl Dane {
                 };
             }
         };
-        let name = format!("_{port}._tcp.{host}.");
+        // RFC 7672 §2.2.2: an MX host name that is an alias (its expansion validated
+        // above) has its TLSA records looked for at the expanded name first, then at the
+        // name itself; the certificate may then carry either name (§3.2.2).
+        if let Some(target) = expanded {
+            match self.tlsa(&target, port, &addrs).await {
+                DaneLookup::Secure {
+                    records,
+                    published,
+                    addrs,
+                    ..
+                } => {
+                    return DaneLookup::Secure {
+                        records,
+                        published,
+                        addrs,
+                        names: vec![target, host.to_string()],
+                    };
+                }
+                DaneLookup::Failed(why) => return DaneLookup::Failed(why),
+                DaneLookup::NotApplicable(_) => {}
+            }
+        }
+        self.tlsa(host, port, &addrs).await
+    }
+
+    /// The TLSA records at `_port._tcp.base`, as [`Dane::lookup`] reports them.
+    async fn tlsa(&self, base: &str, port: u16, addrs: &[IpAddr]) -> DaneLookup {
+        let name = format!("_{port}._tcp.{base}.");
         match self.resolver.lookup(name.as_str(), RecordType::TLSA).await {
             Ok(lookup) => {
                 let answers = lookup.answers();
@@ -387,7 +420,8 @@ impl Dane {
                         DaneLookup::Secure {
                             records: all.into_iter().filter(Tlsa::is_usable).collect(),
                             published,
-                            addrs,
+                            addrs: addrs.to_vec(),
+                            names: vec![base.to_string()],
                         }
                     }
                     Some(p) => DaneLookup::Failed(format!(
@@ -403,6 +437,34 @@ impl Dane {
             },
         }
     }
+}
+
+/// The name `host` expands to through the CNAME records among `records`, if it is an
+/// alias (lower case, without the final dot).
+fn cname_target(records: &[Record], host: &str) -> Option<String> {
+    let mut name = format!("{}.", host.to_ascii_lowercase());
+    let mut expanded = false;
+    // A chain longer than this is a loop or an abuse; stop following it.
+    for _ in 0..8 {
+        let next = records.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if r.name.to_ascii().eq_ignore_ascii_case(&name) => {
+                Some(target.0.to_ascii().to_ascii_lowercase())
+            }
+            _ => None,
+        });
+        match next {
+            Some(target) => {
+                name = if target.ends_with('.') {
+                    target
+                } else {
+                    format!("{target}.")
+                };
+                expanded = true;
+            }
+            None => break,
+        }
+    }
+    expanded.then(|| name.trim_end_matches('.').to_string())
 }
 
 /// The weakest proof among the records of the wanted types (None: there are none).
@@ -672,6 +734,33 @@ mod tests {
             &algorithms(),
         );
         assert!(err.expect_err("chain").contains("does not verify"));
+    }
+
+    #[test]
+    fn cname_chains_are_followed_to_their_end() {
+        use hickory_resolver::proto::rr::rdata::{A, CNAME};
+        let name = |n: &str| Name::from_ascii(n).expect("name");
+        let cname = |from: &str, to: &str| {
+            Record::from_rdata(name(from), 60, RData::CNAME(CNAME(name(to))))
+        };
+        let a = Record::from_rdata(name("mx.example."), 60, RData::A(A::new(192, 0, 2, 1)));
+        let records = vec![
+            cname("Alias.Example.", "hop.example."),
+            cname("hop.example.", "mx.example."),
+            a.clone(),
+        ];
+        assert_eq!(
+            cname_target(&records, "alias.example").as_deref(),
+            Some("mx.example")
+        );
+        assert_eq!(cname_target(&records, "mx.example"), None);
+        assert_eq!(cname_target(&[a], "mx.example"), None);
+        // A loop ends after a few steps instead of running forever.
+        let looped = vec![
+            cname("a.example.", "b.example."),
+            cname("b.example.", "a.example."),
+        ];
+        assert!(cname_target(&looped, "a.example").is_some());
     }
 
     #[test]

@@ -295,7 +295,7 @@ impl Deliverer {
             // The policy TLS-RPT names for sessions with this host; None: not counted
             // (configured routes without DANE).
             let applied = match (&security, &sts) {
-                (Security::Dane(records), _) => Some(AppliedPolicy::tlsa(records, &route.host)),
+                (Security::Dane(records, _), _) => Some(AppliedPolicy::tlsa(records, &route.host)),
                 _ if matches!(dane, DaneStatus::Unusable) => {
                     Some(AppliedPolicy::tlsa(&[], &route.host))
                 }
@@ -442,13 +442,15 @@ impl Deliverer {
                 }
                 result
             }
-            Security::Dane(records) => {
-                let config = crate::dane::client_config(
-                    self.tls.provider(),
-                    records.clone(),
-                    vec![host.to_string()],
-                )
-                .map_err(|e| ClientError::Tls(format!("DANE configuration: {e}")))?;
+            Security::Dane(records, names) => {
+                let names = if names.is_empty() {
+                    vec![host.to_string()]
+                } else {
+                    names.clone()
+                };
+                let config =
+                    crate::dane::client_config(self.tls.provider(), records.clone(), names)
+                        .map_err(|e| ClientError::Tls(format!("DANE configuration: {e}")))?;
                 match connect(TlsMode::Dane, Some(config)).await {
                     Ok(client) => {
                         tracing::info!(id, host = %label, "DANE: certificate authenticated by TLSA");

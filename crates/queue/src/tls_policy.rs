@@ -22,8 +22,8 @@ use crate::mx::TokioResolver;
 /// What DANE says about one host, as far as the decision goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaneStatus {
-    /// Usable validated TLSA records.
-    Usable(Vec<Tlsa>),
+    /// Usable validated TLSA records, and the names the certificate may carry.
+    Usable(Vec<Tlsa>, Vec<String>),
     /// Validated TLSA records exist but none is usable: TLS without authentication.
     Unusable,
     /// DANE does not apply to this host (reason for the log).
@@ -38,7 +38,9 @@ impl From<&DaneLookup> for DaneStatus {
     fn from(l: &DaneLookup) -> Self {
         match l {
             DaneLookup::Secure { records, .. } if records.is_empty() => DaneStatus::Unusable,
-            DaneLookup::Secure { records, .. } => DaneStatus::Usable(records.clone()),
+            DaneLookup::Secure { records, names, .. } => {
+                DaneStatus::Usable(records.clone(), names.clone())
+            }
             DaneLookup::NotApplicable(why) => DaneStatus::NotApplicable(why.clone()),
             DaneLookup::Failed(why) => DaneStatus::Failed(why.clone()),
         }
@@ -57,8 +59,9 @@ pub enum Origin<'a> {
 /// How to connect to one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Security {
-    /// STARTTLS required, the certificate must match these TLSA records.
-    Dane(Vec<Tlsa>),
+    /// STARTTLS required, the certificate must match these TLSA records (and, for
+    /// DANE-TA, carry one of these names).
+    Dane(Vec<Tlsa>, Vec<String>),
     /// MTA-STS `enforce`: STARTTLS required, WebPKI certificate valid for the host.
     StsEnforce,
     /// MTA-STS `testing`: as `enforce`, but a failure is logged and the message goes out
@@ -73,7 +76,7 @@ impl Security {
     /// A short label for logs and the connection pool key.
     pub fn label(&self) -> &'static str {
         match self {
-            Security::Dane(_) => "dane",
+            Security::Dane(..) => "dane",
             Security::StsEnforce => "mta-sts-enforce",
             Security::StsTesting { .. } => "mta-sts-testing",
             Security::Mode(TlsMode::None) => "none",
@@ -105,8 +108,8 @@ pub fn decide(host: &str, origin: Origin<'_>, dane: &DaneStatus) -> Decision {
     let connect = |security, why: String| Decision::Connect { security, why };
     match origin {
         Origin::Route(TlsMode::Dane) => match dane {
-            DaneStatus::Usable(records) => connect(
-                Security::Dane(records.clone()),
+            DaneStatus::Usable(records, names) => connect(
+                Security::Dane(records.clone(), names.clone()),
                 format!("DANE required by the route; {} usable TLSA records", records.len()),
             ),
             DaneStatus::Unusable => connect(
@@ -121,9 +124,9 @@ pub fn decide(host: &str, origin: Origin<'_>, dane: &DaneStatus) -> Decision {
         Origin::Route(mode) => connect(Security::Mode(mode), "route's TLS mode".into()),
         Origin::Mx { sts } => {
             match dane {
-                DaneStatus::Usable(records) => {
+                DaneStatus::Usable(records, names) => {
                     return connect(
-                        Security::Dane(records.clone()),
+                        Security::Dane(records.clone(), names.clone()),
                         format!("DANE: {} usable TLSA records", records.len()),
                     );
                 }
@@ -556,10 +559,10 @@ mod tests {
             Origin::Mx {
                 sts: Some(&enforce),
             },
-            &DaneStatus::Usable(vec![record()]),
+            &DaneStatus::Usable(vec![record()], vec![]),
         );
         // Even a host outside the STS policy is used when DANE authenticates it.
-        assert_eq!(security(d), Security::Dane(vec![record()]));
+        assert_eq!(security(d), Security::Dane(vec![record()], vec![]));
         let d = decide(
             "mx1.example.com",
             Origin::Mx {
@@ -641,7 +644,7 @@ mod tests {
 
     #[test]
     fn routes_use_their_mode_and_dane_is_required_when_asked() {
-        let usable = DaneStatus::Usable(vec![record()]);
+        let usable = DaneStatus::Usable(vec![record()], vec![]);
         assert_eq!(
             security(decide(
                 "relay.test",
@@ -652,7 +655,7 @@ mod tests {
         );
         assert_eq!(
             security(decide("relay.test", Origin::Route(TlsMode::Dane), &usable)),
-            Security::Dane(vec![record()])
+            Security::Dane(vec![record()], vec![])
         );
         for status in [
             DaneStatus::NotApplicable("no TLSA".into()),
