@@ -1,12 +1,11 @@
-//! Inbound mail authentication on mail-auth: SPF for HELO and MAIL FROM at MAIL time,
-//! DKIM, ARC and DMARC when the message is complete, one `Authentication-Results` header
-//! with our authserv-id, and the decision they lead to. DNS failures never become a
+//! Inbound mail authentication: SPF for HELO and MAIL FROM at MAIL time (viaspf, see
+//! `spf.rs`), DKIM, ARC and DMARC on mail-auth when the message is complete, one
+//! `Authentication-Results` header with our authserv-id, and the decision they lead to. DNS failures never become a
 //! permanent refusal: a verdict that depends on a failed lookup is a `451 4.4.3`.
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
     SpfOutput, SpfResult,
@@ -31,6 +30,9 @@ pub struct AuthSettings {
     /// failure: mailing lists and forwarders that break DKIM and SPF on the way.
     pub trusted_arc_sealers: Vec<String>,
 }
+
+/// The longest one SPF evaluation may take (RFC 7208 §4.6.4 suggests at least 20 s).
+const SPF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// SPF results kept from MAIL time for the message checks.
 #[derive(Debug, Clone)]
@@ -100,18 +102,22 @@ impl Authenticator {
         helo: &str,
         sender: &str,
     ) -> (SpfVerdict, Option<Reply>) {
-        let host = self.settings.authserv_id.as_str();
-        let helo_output = self
-            .inner
-            .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
-            .await;
+        // viaspf, not mail-auth, evaluates SPF: it follows RFC 7208 on malformed records
+        // (crates/filter/src/spf.rs). The HELO identity is postmaster@HELO (§2.3).
+        let resolver = &self.inner.0;
+        let helo_output = crate::spf::check_host(
+            resolver,
+            ip,
+            helo,
+            &format!("postmaster@{helo}"),
+            SPF_TIMEOUT,
+        )
+        .await;
         let mail_from = if sender.is_empty() {
             // The null sender is checked as postmaster@HELO (RFC 7208 §2.4).
             helo_output.clone()
         } else {
-            self.inner
-                .verify_spf(SpfParameters::verify_mail_from(ip, helo, host, sender))
-                .await
+            crate::spf::check_host(resolver, ip, helo, sender, SPF_TIMEOUT).await
         };
         let refuse =
             (self.settings.spf_reject_fail && mail_from.result() == SpfResult::Fail).then(|| {

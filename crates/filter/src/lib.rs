@@ -16,5 +16,6 @@ pub mod lexical;
 pub mod rules;
 pub mod sign;
 pub mod spam;
+pub mod spf;
 pub mod text;
 pub mod token;
