@@ -225,3 +225,19 @@ def test_connection_limit_per_ip(tmp_path, sink):
             h.close()
     finally:
         g.stop()
+
+
+def test_message_log_is_written_before_shutdown(tmp_path, sink):
+    """The message log gathers entries for a few milliseconds before it writes them; a
+    gateway stopped right after a 250 still has the message in its log afterwards."""
+    from conftest import Gateway
+    g = Gateway(tmp_path / "gw")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            s.sendmail("last@outside.test", ["bob@example.com"], b"Subject: last\r\n\r\nbye\r\n")
+    finally:
+        g.stop()
+    out = g.cli("log", "search", "--sender", "last@outside.test").stdout
+    assert "last@outside.test" in out and "bob@example.com" in out, out

@@ -15,14 +15,21 @@ const BATCH: usize = 512;
 /// delay in the log turns a busy gateway's stream of tiny transactions into few large ones.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// What goes through the channel: entries, and requests to report once everything sent
+/// before them is written.
+enum Msg {
+    Entry(LogEntry),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct LogWriter {
-    tx: mpsc::UnboundedSender<LogEntry>,
+    tx: mpsc::UnboundedSender<Msg>,
 }
 
 impl LogWriter {
     pub fn spawn(store: Store) -> LogWriter {
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogEntry>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tokio::spawn(async move {
             let store = match store.dedicated().await {
                 Ok(own) => own,
@@ -33,27 +40,52 @@ impl LogWriter {
             };
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                if batch.len() < BATCH {
+                let flushing = batch.iter().any(|m| matches!(m, Msg::Flush(_)));
+                if batch.len() < BATCH && !flushing {
                     tokio::time::sleep(GATHER).await;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(entry) => batch.push(entry),
+                            Ok(msg) => batch.push(msg),
                             Err(_) => break,
                         }
                     }
                 }
-                if let Err(e) = store.log_batch(&batch).await {
-                    tracing::error!(error = %e, entries = batch.len(), "message log write failed");
+                let mut waiting = Vec::new();
+                let entries: Vec<LogEntry> = batch
+                    .drain(..)
+                    .filter_map(|m| match m {
+                        Msg::Entry(e) => Some(e),
+                        Msg::Flush(done) => {
+                            waiting.push(done);
+                            None
+                        }
+                    })
+                    .collect();
+                if !entries.is_empty()
+                    && let Err(e) = store.log_batch(&entries).await
+                {
+                    tracing::error!(error = %e, entries = entries.len(), "message log write failed");
                 }
-                batch.clear();
+                for done in waiting {
+                    let _ = done.send(());
+                }
             }
         });
         LogWriter { tx }
     }
 
     pub fn write(&self, entry: LogEntry) {
-        if self.tx.send(entry).is_err() {
+        if self.tx.send(Msg::Entry(entry)).is_err() {
             tracing::error!("message log writer has stopped");
+        }
+    }
+
+    /// Wait until every entry written before this call is in the store (at shutdown:
+    /// the last moments' entries would otherwise be lost with the process).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).is_ok() {
+            let _ = written.await;
         }
     }
 }

@@ -163,6 +163,7 @@ pub async fn run(config: Config) -> Result<()> {
         delay_warning: Duration::from_secs(d.delay_warning_secs),
     };
     let log = LogWriter::spawn(store.clone());
+    let log_at_exit = log.clone();
     let queue = Queue::start(
         spool,
         settings,
@@ -311,6 +312,13 @@ pub async fn run(config: Config) -> Result<()> {
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    // What the message log was still gathering.
+    if tokio::time::timeout(Duration::from_secs(5), log_at_exit.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("message log not flushed within 5 s at shutdown");
+    }
     // The TLS results counted since the last minute's flush.
     crate::tlsrpt::flush(&tls_counters, &tlsrpt_store).await;
     let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
