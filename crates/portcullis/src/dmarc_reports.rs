@@ -11,6 +11,7 @@
 //! report id, as it derives from the rows, so a receiver can tell it is a repeat). Rows are
 //! never deleted before their report is queued, except when it has nowhere to go.
 
+use crate::batcher::Batcher;
 use crate::config::Config;
 use anyhow::{Context, Result, bail};
 use mail_auth::MessageAuthenticator;
@@ -20,7 +21,6 @@ use portcullis_store::{DmarcResultRow, LogEntry, Store};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Days a contribution is kept at most, reported or not: a gateway that was down over a
 /// weekend still sends Friday's reports on Monday.
@@ -42,39 +42,37 @@ const EVERY: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub struct Collector {
     /// None: reporting is off, and nothing about other domains' mail is kept.
-    tx: Option<mpsc::Sender<DmarcResultRow>>,
+    batcher: Option<Batcher<DmarcResultRow>>,
 }
 
 impl Collector {
     pub fn spawn(store: Store, enabled: bool) -> Collector {
         if !enabled {
-            return Collector { tx: None };
+            return Collector { batcher: None };
         }
-        let (tx, mut rx) = mpsc::channel::<DmarcResultRow>(BACKLOG);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                if batch.len() < BATCH {
-                    tokio::time::sleep(GATHER).await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(row) => batch.push(row),
-                            Err(_) => break,
-                        }
-                    }
+        let batcher = Batcher::spawn(GATHER, BATCH, BACKLOG, move |rows: Vec<DmarcResultRow>| {
+            let store = store.clone();
+            async move {
+                if let Err(e) = store.dmarc_results_insert(&rows).await {
+                    tracing::error!(error = %e, rows = rows.len(), "DMARC report results not stored");
                 }
-                if let Err(e) = store.dmarc_results_insert(&batch).await {
-                    tracing::error!(error = %e, rows = batch.len(), "DMARC report results not stored");
-                }
-                batch.clear();
             }
         });
-        Collector { tx: Some(tx) }
+        Collector {
+            batcher: Some(batcher),
+        }
+    }
+
+    /// Wait until every contribution kept before this call is in the store.
+    pub async fn flush(&self) {
+        if let Some(b) = &self.batcher {
+            b.flush().await;
+        }
     }
 
     /// Keep a message's contribution; never waits, never fails the caller.
     pub fn record(&self, entry: DmarcEntry, at: i64) {
-        let Some(tx) = &self.tx else {
+        let Some(batcher) = &self.batcher else {
             return;
         };
         let result = match serde_json::to_string(&entry) {
@@ -90,14 +88,9 @@ impl Collector {
             received_at: at,
             result,
         };
-        match tx.try_send(row) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(row)) => {
-                tracing::warn!(domain = %row.domain, "DMARC report results backlog full; one dropped")
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("DMARC report results writer has stopped")
-            }
+        let domain = row.domain.clone();
+        if !batcher.push(row) {
+            tracing::warn!(%domain, "DMARC report results backlog full; one dropped");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `portcullis` binary: configuration, command line, logging, and the wiring of the
 //! smtp, queue and store crates into one gateway.
 
+mod batcher;
 mod cli;
 mod config;
 mod control;

@@ -162,7 +162,7 @@ pub async fn run(config: Config) -> Result<()> {
         max_lifetime: Duration::from_secs(d.max_lifetime_secs),
         delay_warning: Duration::from_secs(d.delay_warning_secs),
     };
-    let log = LogWriter::spawn(store.clone());
+    let log = LogWriter::spawn(store.clone()).await;
     let log_at_exit = log.clone();
     let queue = Queue::start(
         spool,
@@ -207,6 +207,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let dmarc_results =
         crate::dmarc_reports::Collector::spawn(store.clone(), config.reports.dmarc_aggregate);
+    let dmarc_at_exit = dmarc_results.clone();
     let scanner = content_scanner(&store, &config.attachments).await;
     let dkim = portcullis_filter::sign::SharedKeyRing::new(
         portcullis_filter::sign::KeyRing::load(&store, None)
@@ -319,6 +320,8 @@ pub async fn run(config: Config) -> Result<()> {
     {
         tracing::warn!("message log not flushed within 5 s at shutdown");
     }
+    // And the DMARC report results.
+    let _ = tokio::time::timeout(Duration::from_secs(5), dmarc_at_exit.flush()).await;
     // The TLS results counted since the last minute's flush.
     crate::tlsrpt::flush(&tls_counters, &tlsrpt_store).await;
     let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
