@@ -187,18 +187,7 @@ impl Authenticator {
                 dmarc: None,
             };
         }
-        let dkim = self.inner.verify_dkim(&message).await;
-        let arc = self.inner.verify_arc(&message).await;
-        let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
-        let dmarc = self
-            .inner
-            .verify_dmarc(DmarcParameters::new(
-                &message,
-                &dkim,
-                mail_from_domain,
-                &spf.mail_from,
-            ))
-            .await;
+        let (dkim, arc, dmarc) = self.verify(&message, helo, sender, spf).await;
         let results = results_of(host, &message, &dkim, &arc, &dmarc, spf, ip, helo, sender);
 
         let dkim_word = if dkim.iter().any(|d| *d.result() == DkimResult::Pass) {
@@ -273,7 +262,7 @@ impl Authenticator {
         let dmarc_report =
             crate::dmarc_report::DmarcPending::new(&crate::dmarc_report::Evaluated {
                 ip,
-                mail_from_domain,
+                mail_from_domain: sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo),
                 spf: &spf.mail_from,
                 dkim: &dkim,
                 arc: &arc,
@@ -308,18 +297,7 @@ impl Authenticator {
     ) -> Result<Option<String>, String> {
         let message =
             AuthenticatedMessage::parse(received).ok_or("the received message cannot be parsed")?;
-        let dkim = self.inner.verify_dkim(&message).await;
-        let arc = self.inner.verify_arc(&message).await;
-        let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
-        let dmarc = self
-            .inner
-            .verify_dmarc(DmarcParameters::new(
-                &message,
-                &dkim,
-                mail_from_domain,
-                &spf.mail_from,
-            ))
-            .await;
+        let (dkim, arc, dmarc) = self.verify(&message, helo, sender, spf).await;
         let host = self.settings.authserv_id.as_str();
         let results = results_of(host, &message, &dkim, &arc, &dmarc, spf, ip, helo, sender);
         let out =
@@ -327,6 +305,35 @@ impl Authenticator {
         signer
             .arc_seal(&out, &results, &arc)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl Authenticator {
+    /// DKIM, ARC and DMARC of `message` as received.
+    async fn verify<'x>(
+        &self,
+        message: &'x AuthenticatedMessage<'x>,
+        helo: &str,
+        sender: &str,
+        spf: &SpfVerdict,
+    ) -> (
+        Vec<mail_auth::DkimOutput<'x>>,
+        mail_auth::ArcOutput<'x>,
+        mail_auth::DmarcOutput,
+    ) {
+        let dkim = self.inner.verify_dkim(message).await;
+        let arc = self.inner.verify_arc(message).await;
+        let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
+        let dmarc = self
+            .inner
+            .verify_dmarc(DmarcParameters::new(
+                message,
+                &dkim,
+                mail_from_domain,
+                &spf.mail_from,
+            ))
+            .await;
+        (dkim, arc, dmarc)
     }
 }
 
