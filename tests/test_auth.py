@@ -267,3 +267,31 @@ def test_forwarded_mail_is_arc_sealed(tmp_path, sink, auth_dns, dkim_key):
             assert cv == b"pass", (subject, cv, comment)
     finally:
         g.stop()
+
+
+def test_allow_list_overrides_a_dmarc_reject(tmp_path, sink, auth_dns):
+    """The local override: a client on the allow list (a partner whose mail a forwarder
+    breaks) gets its p=reject failure delivered, with the failure and the override said
+    in Authentication-Results, the findings and the log; others are still refused."""
+    g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{auth_dns}\"]\ntimeout_secs = 1\n"
+                                 "[auth]\nenabled = true\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.cli("list", "add", "allow", "ip", "127.0.0.2", "--comment", "partner relay")
+    g.start()
+    try:
+        for source, expect in (("127.0.0.2", 250), ("127.0.0.1", 550)):
+            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20, source_address=(source, 0)) as s:
+                s.ehlo("relay.partner.test")
+                s.mail("ceo@spoofed.test")
+                s.rcpt("bob@example.com")
+                code, text = s.data(message("ceo@spoofed.test", f"from {source}"))
+            assert code == expect, (source, code, text)
+        (msg,) = sink.wait_count(1) and sink.messages()
+        assert msg["Subject"] == "from 127.0.0.2"
+        ar = msg["Authentication-Results"]
+        assert "dmarc=fail" in ar, ar
+        out = g.cli("log", "search", "--sender", "ceo@spoofed.test", "--json").stdout
+        assert "dmarc.override" in out, out
+        assert "DMARC reject overridden by the allow list" in g.log_text()
+    finally:
+        g.stop()

@@ -68,6 +68,9 @@ pub enum AuthAction {
     /// DMARC `p=quarantine` failed: accept, but hold or mark the message.
     Quarantine,
     Reject(Reply),
+    /// DMARC `p=reject` failed (and `dmarc_reject` is on): refuse, unless a local allow
+    /// entry for the client or sender says otherwise.
+    DmarcReject(Reply),
     TempFail(Reply),
 }
 
@@ -246,7 +249,7 @@ impl Authenticator {
                     ))
                 } else {
                     // No ARC override here: an untrusted sealer may be the spoofer.
-                    AuthAction::Reject(Reply::new(
+                    AuthAction::DmarcReject(Reply::new(
                         550,
                         "5.7.1",
                         format!(

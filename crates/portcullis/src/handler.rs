@@ -166,7 +166,24 @@ impl GatewayHandler {
                 )),
                 verdict.summary,
             )),
-            AuthAction::Reject(reply) | AuthAction::TempFail(reply) => {
+            AuthAction::DmarcReject(_) if self.allowed => {
+                // The administrator's allow entry for this client or sender is the local
+                // override: a partner behind a broken forwarder, say. Held to the rules
+                // like any allowed mail, and said in the log and the findings.
+                tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, "DMARC reject overridden by the allow list");
+                Ok((
+                    verdict.header,
+                    Some(Finding::new(
+                        "dmarc.override",
+                        0.0,
+                        format!("{}; p=reject overridden by the allow list", verdict.summary),
+                    )),
+                    format!("{} override=allow-list", verdict.summary),
+                ))
+            }
+            AuthAction::Reject(reply)
+            | AuthAction::DmarcReject(reply)
+            | AuthAction::TempFail(reply) => {
                 tracing::info!(id, client = %self.conn.peer, from = %sender, auth = %verdict.summary, reply = %reply, "message refused by authentication");
                 Err(reply)
             }
