@@ -640,35 +640,20 @@ impl PolicySource for HttpsSource {
         let name = format!("_mta-sts.{domain}.");
         let domain = domain.to_string();
         Box::pin(async move {
-            match self.resolver.txt_lookup(name.as_str()).await {
-                Ok(lookup) => {
-                    let records: Vec<String> = lookup
-                        .answers()
-                        .iter()
-                        .filter_map(|r| match &r.data {
-                            hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                                txt.txt_data
-                                    .iter()
-                                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                                    .collect::<String>(),
-                            ),
-                            _ => None,
-                        })
-                        .filter(|t| t.starts_with("v=STSv1"))
-                        .collect();
-                    // RFC 8461 §3.1: not exactly one STSv1 record means no policy.
-                    match records.as_slice() {
-                        [one] => match parse_txt(one) {
-                            Ok(id) => TxtLookup::Found(id),
-                            Err(e) => {
-                                tracing::info!(domain = %domain, error = %e, "MTA-STS: invalid TXT record");
-                                TxtLookup::Absent
-                            }
-                        },
-                        _ => TxtLookup::Absent,
-                    }
-                }
-                Err(e) if e.is_no_records_found() || e.is_nx_domain() => TxtLookup::Absent,
+            let records =
+                crate::mx::txt_records(&self.resolver, &name, |t| t.starts_with("v=STSv1")).await;
+            match records {
+                // RFC 8461 §3.1: not exactly one STSv1 record means no policy.
+                Ok(records) => match records.as_slice() {
+                    [one] => match parse_txt(one) {
+                        Ok(id) => TxtLookup::Found(id),
+                        Err(e) => {
+                            tracing::info!(domain = %domain, error = %e, "MTA-STS: invalid TXT record");
+                            TxtLookup::Absent
+                        }
+                    },
+                    _ => TxtLookup::Absent,
+                },
                 Err(e) => TxtLookup::Failed(e.to_string()),
             }
         })

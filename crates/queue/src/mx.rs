@@ -208,6 +208,33 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
+/// The TXT records at `name` (each record's strings joined) that `wanted` accepts; none
+/// when the name or the type does not exist. Other failures (SERVFAIL, timeout) are errors.
+pub async fn txt_records(
+    resolver: &TokioResolver,
+    name: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, NetError> {
+    match resolver.txt_lookup(name).await {
+        Ok(lookup) => Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .filter(|t| wanted(t))
+            .collect()),
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,28 +27,12 @@ pub enum RecordLookup {
 /// Looks up `_smtp._tls.<domain>` TXT.
 pub async fn lookup_record(resolver: &TokioResolver, domain: &str) -> RecordLookup {
     let name = format!("_smtp._tls.{}.", domain.trim_end_matches('.'));
-    match resolver.txt_lookup(name.as_str()).await {
-        Ok(lookup) => {
-            let records: Vec<String> = lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .filter(|t| is_tlsrpt_record(t))
-                .collect();
-            match <[String; 1]>::try_from(records) {
-                Ok([one]) => RecordLookup::Found(one),
-                Err(_) => RecordLookup::Absent,
-            }
-        }
-        Err(e) if e.is_no_records_found() || e.is_nx_domain() => RecordLookup::Absent,
+    match crate::mx::txt_records(resolver, &name, is_tlsrpt_record).await {
+        // RFC 8460 §3: not exactly one record means none.
+        Ok(records) => match <[String; 1]>::try_from(records) {
+            Ok([one]) => RecordLookup::Found(one),
+            Err(_) => RecordLookup::Absent,
+        },
         Err(e) => RecordLookup::Failed(format!("{name}: {e}")),
     }
 }
