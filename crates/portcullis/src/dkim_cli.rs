@@ -104,28 +104,9 @@ fn check_selector(selector: &str) -> Result<String> {
     Ok(s)
 }
 
-/// (year, month, day) of a unix time, UTC (Howard Hinnant's civil-from-days).
-fn civil(unix: i64) -> (i64, i64, i64) {
-    let days = unix.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-fn date(unix: i64) -> String {
-    let (y, m, d) = civil(unix);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// `<algorithm>-<YYYYMM>`, with `-2`, `-3`… when the domain already used it.
 fn default_selector(algorithm: Algorithm, now: i64, taken: &BTreeSet<String>) -> String {
-    let (y, m, _) = civil(now);
+    let (y, m, _) = crate::dates::civil(now);
     let base = format!("{}-{y:04}{m:02}", algorithm.key_type());
     if !taken.contains(&base) {
         return base;
@@ -349,7 +330,7 @@ fn advice(key: &DkimKey) -> String {
         "active" => "signing; keep the record published".to_string(),
         "retiring" => format!(
             "stopped signing {}; keep the record published until mail signed with it has been verified",
-            key.retired_at.map(date).unwrap_or_default()
+            key.retired_at.map(crate::dates::ymd).unwrap_or_default()
         ),
         "retired" => "the record may be removed".to_string(),
         _ => String::new(),
@@ -389,7 +370,7 @@ async fn list(store: &Store, domain: Option<&str>, json: bool) -> Result<ExitCod
             k.selector,
             k.algorithm,
             k.state,
-            date(k.created_at),
+            crate::dates::ymd(k.created_at),
             advice(k)
         );
         if k.state == "retired" {
@@ -453,9 +434,9 @@ mod tests {
 
     #[test]
     fn dates_and_default_selectors() {
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(1_795_430_462), "2026-11-23");
-        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(crate::dates::ymd(0), "1970-01-01");
+        assert_eq!(crate::dates::ymd(1_795_430_462), "2026-11-23");
+        assert_eq!(crate::dates::ymd(951_782_400), "2000-02-29");
         let mut taken = BTreeSet::new();
         let now = 1_795_430_462;
         assert_eq!(default_selector(Algorithm::Rsa, now, &taken), "rsa-202611");

@@ -13,7 +13,7 @@
 
 use crate::batcher::Batcher;
 use crate::config::Config;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mail_auth::MessageAuthenticator;
 use portcullis_filter::dmarc_report::{self, DmarcEntry};
 use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
@@ -190,7 +190,7 @@ async fn send_one(
     // The same rows make the same report id: a report sent again after a crash is
     // recognizably a repeat.
     let first = rows.iter().map(|r| r.id.as_str()).min().unwrap_or("0");
-    let report_id = format!("{}.{}", ymd(day).replace('-', ""), first);
+    let report_id = format!("{}.{}", crate::dates::ymd(day).replace('-', ""), first);
     let org = config.report_org();
     let from = config.report_from();
     let submitter = from
@@ -266,7 +266,7 @@ async fn send_one(
             domain,
             rua = address,
             report_id = %report_id,
-            day = %ymd(day),
+            day = %crate::dates::ymd(day),
             records = aggregate.records.len(),
             messages = aggregate.messages,
             size,
@@ -288,7 +288,7 @@ async fn send_one(
         return Ok(None);
     }
     if queued.is_empty() {
-        tracing::info!(domain, day = %ymd(day), messages = aggregate.messages, "DMARC aggregate report has no usable destination; dropped");
+        tracing::info!(domain, day = %crate::dates::ymd(day), messages = aggregate.messages, "DMARC aggregate report has no usable destination; dropped");
     }
     Ok(Some(queued))
 }
@@ -333,7 +333,9 @@ pub fn spawn(
 /// yesterday, UTC) now, whatever `dmarc_aggregate` and the hour say.
 pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Result<ExitCode> {
     let begin = match day.as_deref() {
-        Some(d) => parse_day(d).with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?,
+        Some(d) => {
+            crate::dates::parse_ymd(d).with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?
+        }
         None => now().div_euclid(86_400) * 86_400 - 86_400,
     };
     let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
@@ -345,7 +347,10 @@ pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Re
     let resolver = MessageAuthenticator(resolver);
     let queued = send(config, store, &spool, &resolver, begin, begin + 86_400).await?;
     if queued.is_empty() {
-        eprintln!("no DMARC aggregate reports to send for {}", ymd(begin));
+        eprintln!(
+            "no DMARC aggregate reports to send for {}",
+            crate::dates::ymd(begin)
+        );
     }
     for q in &queued {
         // A running gateway picks the message up at once; otherwise it goes at the next start.
@@ -354,7 +359,7 @@ pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Re
             "queued {}  {}  {}  to {}  report-id {}  records={} messages={} bytes={}",
             q.queue_id,
             q.domain,
-            ymd(q.day),
+            crate::dates::ymd(q.day),
             q.rua,
             q.report_id,
             q.records,
@@ -363,63 +368,4 @@ pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Re
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `2026-11-23` for a unix time (UTC).
-fn ymd(unix: i64) -> String {
-    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Unix time of the start of a `YYYY-MM-DD` day (UTC).
-fn parse_day(s: &str) -> Result<i64> {
-    let mut parts = s.trim().splitn(3, '-');
-    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
-        bail!("not a date");
-    };
-    let (y, m, d): (i64, i64, i64) = (y.parse()?, m.parse()?, d.parse()?);
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        bail!("not a date");
-    }
-    // Days from civil (the inverse of civil_from_days).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    if civil_from_days(days) != (y, m, d) {
-        bail!("no such day");
-    }
-    Ok(days * 86_400)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn days() {
-        assert_eq!(parse_day("1970-01-01").unwrap(), 0);
-        assert_eq!(parse_day("2026-11-23").unwrap(), 1_795_392_000);
-        assert_eq!(ymd(1_795_430_462), "2026-11-23");
-        assert_eq!(parse_day("2000-02-29").unwrap(), 951_782_400);
-        assert!(parse_day("2026-02-30").is_err());
-        assert!(parse_day("2026-13-01").is_err());
-        assert!(parse_day("yesterday").is_err());
-    }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod control;
 mod corpus;
+mod dates;
 mod digest;
 mod dkim_cli;
 mod dmarc_reports;
@@ -191,16 +192,7 @@ fn init_logging(config: &config::Config, serving: bool) {
 pub fn rfc5322_date(unix: i64) -> String {
     let days = unix.div_euclid(86400);
     let secs = unix.rem_euclid(86400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::dates::civil(unix);
     let weekday = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [

@@ -495,23 +495,8 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
 
 /// `2026-11-22T00:00:00Z` for a unix time (UTC).
 fn iso(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date, counting in 400-year eras from 0000-03-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::dates::civil(unix);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,

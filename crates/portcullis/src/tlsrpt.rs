@@ -29,6 +29,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dates::DAY;
+
 /// How often the gateway moves its counts to the store (and looks whether reports are due).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// Days before today whose unsent reports a daily run still tries.
@@ -40,8 +42,6 @@ const MAX_RUA: usize = 5;
 /// Policies and failure details per report (RFC 8460 sets no limit; we do).
 const MAX_POLICIES: usize = 1_000;
 const MAX_FAILURE_DETAILS: usize = 1_000;
-
-const DAY: i64 = 86_400;
 
 /// Moves the counts gathered in memory to the store; on failure they are kept in memory
 /// for the next try.
@@ -76,49 +76,6 @@ fn row(k: &TlsResultKey, sessions: u64) -> TlsResultRow {
 
 // ---------------------------------------------------------------------------------------
 // Days
-
-/// `YYYY-MM-DD` of a unix time (UTC).
-pub fn day_text(unix: i64) -> String {
-    let (y, m, d) = civil(unix.div_euclid(DAY));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Start (unix seconds, 00:00 UTC) of a `YYYY-MM-DD` day.
-pub fn parse_day(text: &str) -> Option<i64> {
-    let mut parts = text.trim().splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let days = days_from_civil(y, m, d);
-    // Reject 2026-02-30 and the like: the date must come back as written.
-    (civil(days) == (y, m, d)).then_some(days * DAY)
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
 
 // ---------------------------------------------------------------------------------------
 // The report
@@ -407,7 +364,7 @@ impl Sender {
     pub async fn send_domain(&self, day: i64, domain: &str) -> Result<Outcome> {
         let report_id = format!(
             "{}.{}{:08x}@{}",
-            day_text(day),
+            crate::dates::ymd(day),
             new_id(),
             rand::random::<u32>(),
             self.hostname
@@ -536,7 +493,7 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(domain = %domain, day = %day_text(day), error = %format!("{e:#}"), "TLS-RPT report failed")
+                    tracing::warn!(domain = %domain, day = %crate::dates::ymd(day), error = %format!("{e:#}"), "TLS-RPT report failed")
                 }
             }
         }
@@ -545,7 +502,7 @@ impl Sender {
 }
 
 fn log_outcome(day: i64, domain: &str, outcome: &Outcome) {
-    let day = day_text(day);
+    let day = crate::dates::ymd(day);
     match outcome {
         Outcome::Sent {
             report_id,
@@ -617,9 +574,8 @@ pub fn spawn(
 /// the store: a running gateway stores its counts every minute and at shutdown.
 pub async fn send_command(config: &Config, store: Store, day: Option<&str>) -> Result<ExitCode> {
     let day = match day {
-        Some(text) => {
-            parse_day(text).ok_or_else(|| anyhow!("--day {text}: expected YYYY-MM-DD"))?
-        }
+        Some(text) => crate::dates::parse_ymd(text)
+            .ok_or_else(|| anyhow!("--day {text}: expected YYYY-MM-DD"))?,
         None => utc_day(now()) - DAY,
     };
     let resolver = portcullis_queue::mx::build_resolver(
@@ -636,7 +592,7 @@ pub async fn send_command(config: &Config, store: Store, day: Option<&str>) -> R
     let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
     let sender = Sender::new(config, store, spool, resolver, &tls)?;
     let outcomes = sender.send_day(day).await?;
-    let day_label = day_text(day);
+    let day_label = crate::dates::ymd(day);
     let mut failed = false;
     for (domain, outcome) in &outcomes {
         match outcome {
@@ -701,16 +657,6 @@ mod tests {
         assert!(due(DAY0 + 23 * 3600, 1, Some(DAY0 - DAY)));
         assert!(!due(DAY0 + 23 * 3600, 1, Some(DAY0)));
         assert!(due(DAY0, 0, Some(DAY0 - DAY)));
-    }
-
-    #[test]
-    fn days() {
-        assert_eq!(day_text(DAY0 + 3600), "2026-11-23");
-        assert_eq!(parse_day("2026-11-23"), Some(DAY0));
-        assert_eq!(parse_day("1970-01-01"), Some(0));
-        assert_eq!(parse_day("2000-02-29"), Some(951_782_400));
-        assert_eq!(parse_day("2026-02-30"), None);
-        assert_eq!(parse_day("yesterday"), None);
     }
 
     #[test]
