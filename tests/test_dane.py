@@ -12,7 +12,7 @@ import pytest
 from conftest import Gateway, free_port, require, wait_for
 from dnslib import QTYPE, RCODE, RR
 from dnslib.server import BaseResolver, DNSServer
-from test_mta_sts import Mx, Pki, send
+from test_mta_sts import Mx, Pki, openssl, send
 
 
 class SignedZone(BaseResolver):
@@ -69,17 +69,54 @@ class SignedZone(BaseResolver):
         return reply
 
 
-def spki_sha256(cert_pem):
-    der = subprocess.run([require("openssl"), "x509", "-in", str(cert_pem), "-noout", "-pubkey"],
+def spki_der(cert_pem):
+    """The certificate's SubjectPublicKeyInfo, DER."""
+    pem = subprocess.run([require("openssl"), "x509", "-in", str(cert_pem), "-noout", "-pubkey"],
                          check=True, capture_output=True, timeout=30).stdout
-    spki = subprocess.run([require("openssl"), "pkey", "-pubin", "-outform", "DER"], input=der,
+    return subprocess.run([require("openssl"), "pkey", "-pubin", "-outform", "DER"], input=pem,
                           check=True, capture_output=True, timeout=30).stdout
-    return hashlib.sha256(spki).hexdigest()
 
 
-def signed_zone(workdir, tlsa_port, tlsa_hex, alias=False):
+def spki_sha256(cert_pem):
+    return hashlib.sha256(spki_der(cert_pem)).hexdigest()
+
+
+class CaChain:
+    """A root CA, an intermediate CA it signed, and a certificate for `name` that the
+    intermediate signed. `chain` is the server's PEM: its certificate and the
+    intermediate, without the root."""
+
+    def __init__(self, d, name):
+        d.mkdir(parents=True, exist_ok=True)
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+        self.root, root_key = d / "root.pem", d / "root.key"
+        openssl("req", "-x509", *ec, "-keyout", str(root_key), "-out", str(self.root),
+                "-days", "2", "-subj", "/CN=DANE Test Root",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+        def issue(stem, subject, ca, ca_key, ext):
+            key, csr, cert, extfile = (d / f"{stem}.{x}" for x in ("key", "csr", "pem", "ext"))
+            extfile.write_text(ext)
+            openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", subject)
+            openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extfile))
+            return cert, key
+
+        mid, mid_key = issue("intermediate", "/CN=DANE Test Intermediate", self.root, root_key,
+                             "basicConstraints=critical,CA:TRUE\n"
+                             "keyUsage=critical,keyCertSign,cRLSign\n")
+        leaf, self.key = issue("server", f"/CN={name}", mid, mid_key,
+                               f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
+                               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        self.chain = d / "chain.pem"
+        self.chain.write_text(leaf.read_text() + mid.read_text())
+
+
+def signed_zone(workdir, tlsa_port, tlsa_hex, alias=False, tlsa_params="3 1 1", extra=""):
     """Signs the zone; returns (signed zone text, trust anchor file). `alias`: the MX
-    record names `alias.secure.test`, a CNAME of the host `mx.secure.test`."""
+    record names `alias.secure.test`, a CNAME of the host `mx.secure.test`. The TLSA
+    record is `tlsa_params tlsa_hex`; `extra` are more records (zone file lines)."""
     workdir.mkdir(parents=True, exist_ok=True)
     base = subprocess.run([require("ldns-keygen"), "-a", "ECDSAP256SHA256", "-k", "secure.test"],
                           cwd=workdir, check=True, capture_output=True, text=True,
@@ -93,7 +130,8 @@ ns   IN A   127.0.0.1
 @    IN MX  10 {"alias" if alias else "mx"}.secure.test.
 mx   IN A   127.0.0.1
 """ + ("alias IN CNAME mx.secure.test.\n" if alias else "")
-      + (f"_{tlsa_port}._tcp.mx IN TLSA 3 1 1 {tlsa_hex}\n" if tlsa_hex else ""))
+      + (f"_{tlsa_port}._tcp.mx IN TLSA {tlsa_params} {tlsa_hex}\n" if tlsa_hex else "")
+      + extra)
     subprocess.run([require("ldns-signzone"), str(zone), base], cwd=workdir, check=True,
                    capture_output=True, timeout=60)
     signed = (workdir / "secure.test.zone.signed").read_text()
@@ -187,6 +225,41 @@ def test_dane_mismatch_defers(tmp_path, pki):
         time.sleep(2)
         assert mx.sink.files() == [], "delivered despite a TLSA mismatch"
         assert "DANE: TLS or authentication failed" in g.log_text()
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
+
+
+@pytest.mark.parametrize("published", ["root", "other-ca"])
+def test_dane_ta_key_of_a_root_the_server_does_not_send(tmp_path, published):
+    """RFC 7672 §3.1.2, RFC 7671 §5.2.2: TLSA 2 1 0 holds a CA's whole public key. The MX
+    presents its certificate and the intermediate, not the root: the root's key is the
+    trust anchor and the message goes out; another CA's key defers it."""
+    ca = CaChain(tmp_path / "ca", "mx.secure.test")
+    assert ca.chain.read_text().count("BEGIN CERTIFICATE") == 2
+    mx = Mx(tmp_path, ca.chain, ca.key)
+    key_of = ca.root if published == "root" else Pki(tmp_path / "other").ca
+    text, anchor = signed_zone(tmp_path / "zone", mx.port, spki_der(key_of).hex(),
+                               tlsa_params="2 1 0")
+    dns = SignedDns(text)
+    g = dane_sender(tmp_path, dns.port, mx.port, anchor).start()
+    try:
+        send(g.smtp, "me@example.net", ["friend@secure.test"], "trust anchor not sent")
+        if published == "root":
+            (msg,) = mx.sink.wait_count(1) and mx.sink.messages()
+            assert msg["Subject"] == "trust anchor not sent"
+            log = g.log_text()
+            assert "DANE: 1 usable TLSA records" in log, log
+            assert "DANE: certificate authenticated by TLSA" in log, log
+        else:
+            wait_for(lambda: "DANE" in g.cli("queue", "list").stdout, what="deferral naming DANE")
+            assert "4.7.5" in g.cli("queue", "list").stdout
+            time.sleep(2)
+            assert mx.sink.files() == [], "delivered with another CA's key in the TLSA record"
+            log = g.log_text()
+            assert "DANE: TLS or authentication failed" in log, log
+            assert "does not verify" in log, log
     finally:
         g.stop()
         dns.stop()

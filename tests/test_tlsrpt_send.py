@@ -22,7 +22,8 @@ import time
 
 import pytest
 from conftest import BIN, Gateway, Sink, dns_server, free_port, wait_for
-from test_mta_sts import Pki, PolicyServer, policy_text, send
+from test_dane import SignedDns, signed_zone, spki_sha256
+from test_mta_sts import Mx, Pki, PolicyServer, policy_text, send
 
 
 class MxHost:
@@ -251,6 +252,59 @@ def test_https_report_is_posted(tmp_path, pki):
             finally:
                 s.stop()
     finally:
+        server.stop()
+
+
+def test_dane_report_names_the_tlsa_base_domain(tmp_path, pki):
+    """RFC 8460 §3: the policy domain of a DANE policy is the TLSA base domain. The MX of
+    secure.test is alias.secure.test, a CNAME of mx.secure.test, whose TLSA record
+    authenticates it (RFC 7672 §2.2.2, a signed zone as in test_dane). The report is
+    about secure.test and goes to secure.test's `_smtp._tls` address; its policy is the
+    TLSA record with policy-domain mx.secure.test."""
+    server = ReportServer(*pki.issue("tlsrpt.secure.test"))
+    cert, key = pki.self_signed("mx.secure.test")
+    mx = Mx(tmp_path, cert, key)
+    digest = spki_sha256(cert)
+    rua = f"https://tlsrpt.secure.test:{server.port}/v1/tlsrpt"
+    text, anchor = signed_zone(tmp_path / "zone", mx.port, digest, alias=True,
+                               extra=f'_smtp._tls IN TXT "v=TLSRPTv1; rua={rua}"\n'
+                                     "tlsrpt IN A 127.0.0.1\n")
+    dns = SignedDns(text)
+    # No pooled connections: each message opens (and counts) its own session.
+    g = Gateway(tmp_path / "gw",
+                f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\ntimeout_secs = 2\n'
+                f"[delivery]\nmx_port = {mx.port}\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n"
+                f'dnssec_trust_anchor = "{anchor}"\nextra_ca_file = "{pki.ca}"\n'
+                "connection_idle_secs = 0\n")
+    g.cli("network", "add", "127.0.0.0/8", "--comment", "test clients")
+    g.start()
+    try:
+        for i in range(2):
+            send(g.smtp, "me@example.net", ["friend@secure.test"], f"DANE {i}")
+            mx.sink.wait_count(i + 1)
+        assert "DANE: certificate authenticated by TLSA" in g.log_text()
+        wait_for(lambda: g.queue_ids() == [], what="queue empty")
+        g.stop()
+        day = today()
+        out, err = send_tlsrpt(g, day)
+        assert out.startswith(f"sent secure.test {day} report"), (out, err)
+        assert "successful=2 failed=0" in out and f"{rua} HTTP 200" in out, out
+        ((path, content_type, body),) = server.posts
+        assert path == "/v1/tlsrpt" and content_type == "application/tlsrpt+gzip"
+        report = json.loads(gzip.decompress(body))
+        (policy,) = report["policies"]
+        p = policy["policy"]
+        assert p["policy-type"] == "tlsa"
+        assert p["policy-domain"] == "mx.secure.test", p
+        assert p["policy-string"] == [f"3 1 1 {digest}"], p
+        assert p["mx-host"] == ["alias.secure.test"], p
+        assert policy["summary"] == {"total-successful-session-count": 2,
+                                     "total-failure-session-count": 0}
+        assert "failure-details" not in policy or policy["failure-details"] == []
+    finally:
+        g.stop()
+        dns.stop()
+        mx.stop()
         server.stop()
 
 

@@ -5,7 +5,8 @@
 //! the calls `portcullis_filter::auth::Authenticator::check_message` makes. That method
 //! asks its resolver and cannot be handed a cache, so the same mail-auth calls are made
 //! here with one: parse, the multiple-From check, `verify_dkim`, `verify_arc`,
-//! `verify_dmarc`, the `Authentication-Results` field.
+//! the `_dmarc` answers by the public suffix list (`org_domain::answers`), `verify_dmarc`,
+//! the `Authentication-Results` field.
 //!
 //! ```text
 //! cargo run --release -p portcullis-filter --example auth_bench -- \
@@ -153,10 +154,14 @@ async fn check(
     let arc = verifier
         .verify_arc(Parameters::new(&message).with_txt_cache(records))
         .await;
+    // The organizational domains by the public suffix list, as the gateway's default.
+    let answers =
+        portcullis_filter::org_domain::answers(verifier, Some(records), &message, &dkim, DOMAIN)
+            .await;
     let dmarc = verifier
         .verify_dmarc(
             Parameters::new(DmarcParameters::new(&message, &dkim, DOMAIN, spf))
-                .with_txt_cache(records),
+                .with_txt_cache(&answers),
         )
         .await;
     let header_from = message.from.first().map(String::as_str).unwrap_or("");

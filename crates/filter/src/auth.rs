@@ -3,12 +3,14 @@
 //! `Authentication-Results` header with our authserv-id, and the decision they lead to. DNS failures never become a
 //! permanent refusal: a verdict that depends on a failed lookup is a `451 4.4.3`.
 
+use crate::org_domain::OrgDomain;
+use mail_auth::common::cache::NoCache;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    SpfOutput, SpfResult,
+    Parameters, SpfOutput, SpfResult,
 };
 use portcullis_smtp::Reply;
 use std::net::IpAddr;
@@ -29,6 +31,9 @@ pub struct AuthSettings {
     /// ARC sealers (the `d=` of the newest ARC-Seal) whose valid chain overrides a DMARC
     /// failure: mailing lists and forwarders that break DKIM and SPF on the way.
     pub trusted_arc_sealers: Vec<String>,
+    /// How DMARC finds organizational domains: the public suffix list (RFC 7489) or the
+    /// DNS tree walk (DMARCbis).
+    pub org_domain: crate::org_domain::OrgDomain,
 }
 
 /// The longest one SPF evaluation may take (RFC 7208 §4.6.4 suggests at least 20 s).
@@ -327,15 +332,24 @@ impl Authenticator {
         let dkim = self.inner.verify_dkim(message).await;
         let arc = self.inner.verify_arc(message).await;
         let mail_from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
-        let dmarc = self
-            .inner
-            .verify_dmarc(DmarcParameters::new(
-                message,
-                &dkim,
-                mail_from_domain,
-                &spf.mail_from,
-            ))
-            .await;
+        let params = DmarcParameters::new(message, &dkim, mail_from_domain, &spf.mail_from);
+        let dmarc = match self.settings.org_domain {
+            OrgDomain::Psl => {
+                let no_cache: Option<&NoCache<Box<str>, mail_auth::Txt>> = None;
+                let answers = crate::org_domain::answers(
+                    &self.inner,
+                    no_cache,
+                    message,
+                    &dkim,
+                    mail_from_domain,
+                )
+                .await;
+                self.inner
+                    .verify_dmarc(Parameters::new(params).with_txt_cache(&answers))
+                    .await
+            }
+            OrgDomain::TreeWalk => self.inner.verify_dmarc(params).await,
+        };
         (dkim, arc, dmarc)
     }
 }

@@ -314,13 +314,6 @@ impl Aggregate {
     }
 }
 
-/// The organizational domain of `domain` (its registrable domain by the public suffix
-/// list), or the domain itself when the list names none.
-pub fn organizational_domain(domain: &str) -> String {
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    psl::domain_str(&d).map(str::to_string).unwrap_or(d)
-}
-
 /// A destination of a report and whether it needs the authorization record: a `rua`
 /// outside the policy domain's organizational domain (RFC 7489 §7.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +324,7 @@ pub struct Destination {
 
 /// The destinations of a report about `policy_domain`, each address once.
 pub fn destinations(policy_domain: &str, rua: &[Rua]) -> Vec<Destination> {
-    let org = organizational_domain(policy_domain);
+    let org = crate::suffix::organizational(policy_domain);
     let mut out: Vec<Destination> = Vec::new();
     for r in rua {
         let Some((_, domain)) = r.address.rsplit_once('@') else {
@@ -342,7 +335,7 @@ pub fn destinations(policy_domain: &str, rua: &[Rua]) -> Vec<Destination> {
         }
         out.push(Destination {
             rua: r.clone(),
-            external: organizational_domain(domain) != org,
+            external: crate::suffix::organizational(domain) != org,
         });
     }
     out
@@ -557,7 +550,10 @@ mod tests {
         assert!(!d[0].external);
         let d = destinations("a.co.uk", &[rua("x@b.co.uk", 0)]);
         assert!(d[0].external);
-        assert_eq!(organizational_domain("Mail.Sender.Test."), "sender.test");
+        assert_eq!(
+            crate::suffix::organizational("Mail.Sender.Test."),
+            "sender.test"
+        );
     }
 
     #[test]

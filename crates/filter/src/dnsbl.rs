@@ -614,13 +614,13 @@ pub fn uri_targets(urls: &[String], max: usize) -> Vec<UriTarget> {
         match url_host(url) {
             Some(UriTarget::Ip(ip)) => first.push(UriTarget::Ip(ip)),
             Some(UriTarget::Domain(host)) => {
-                let Some(registered) = psl::domain_str(&host) else {
+                let Some(registered) = crate::suffix::registrable(&host) else {
                     continue;
                 };
                 if registered != host {
                     second.push(UriTarget::Domain(host.clone()));
                 }
-                first.push(UriTarget::Domain(registered.to_string()));
+                first.push(UriTarget::Domain(registered));
             }
             None => {}
         }

@@ -145,6 +145,23 @@ pub struct Auth {
     /// Seal inbound mail with an ARC set signed with this domain's RSA DKIM key (from
     /// `dkim generate`); empty: no sealing.
     pub arc_seal_domain: String,
+    /// How DMARC finds organizational domains: `psl` (the public suffix list, RFC 7489)
+    /// or `tree-walk` (the DNS tree walk of DMARCbis).
+    pub dmarc_org_domain: portcullis_filter::org_domain::OrgDomain,
+    /// A newer copy of the public suffix list than the one built in, read at start and
+    /// again when it changes; default `<data_dir>/public_suffix_list.dat`.
+    pub public_suffix_list: Option<PathBuf>,
+    /// Where `portcullis psl update` fetches the list from (HTTPS).
+    pub public_suffix_url: String,
+}
+
+impl Auth {
+    /// The file of `public_suffix_list`, or its default under `data_dir`.
+    pub fn public_suffix_file(&self, data_dir: &Path) -> PathBuf {
+        self.public_suffix_list
+            .clone()
+            .unwrap_or_else(|| data_dir.join("public_suffix_list.dat"))
+    }
 }
 
 impl Default for Auth {
@@ -156,6 +173,9 @@ impl Default for Auth {
             dmarc_reject: true,
             trusted_arc_sealers: Vec::new(),
             arc_seal_domain: String::new(),
+            dmarc_org_domain: Default::default(),
+            public_suffix_list: None,
+            public_suffix_url: "https://publicsuffix.org/list/public_suffix_list.dat".into(),
         }
     }
 }

@@ -55,6 +55,8 @@ fn execute(queue: &Queue, line: &str) -> String {
             queue.enqueue(id);
             Ok(format!("ok {id}"))
         }
+        // A new public suffix list file (`portcullis psl update`).
+        (Some("reload-psl"), None) => crate::psl_cli::reload(),
         _ => return format!("error unknown request: {line}"),
     };
     match result {

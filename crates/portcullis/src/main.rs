@@ -15,6 +15,7 @@ mod filtering;
 mod handler;
 mod logwriter;
 mod policy;
+mod psl_cli;
 mod reports;
 mod serve;
 mod tls;
@@ -105,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         action: filter_cli::ConfigCmd,
     },
+    /// The public suffix list (organizational domains for DMARC): update, show.
+    Psl {
+        #[command(subcommand)]
+        action: psl_cli::PslCmd,
+    },
     /// Incoming DMARC aggregate and TLS-RPT reports about our domains.
     Report {
         #[command(subcommand)]
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
             Command::Dkim { action } => dkim_cli::dkim(&config, action).await,
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
             Command::Report { action } => reports::report(&config, action).await,
+            Command::Psl { action } => psl_cli::psl(&config, action).await,
         }
     });
     match result {

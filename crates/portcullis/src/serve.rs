@@ -7,7 +7,7 @@ use crate::logwriter::LogWriter;
 use crate::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
 use anyhow::{Context, Result};
 use portcullis_filter::auth::{AuthSettings, Authenticator};
-use portcullis_queue::client::{ClientSettings, TlsConfigs};
+use portcullis_queue::client::ClientSettings;
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
 use portcullis_queue::tls_policy::{SecuritySettings, TransportSecurity};
@@ -110,15 +110,11 @@ pub async fn run(config: Config) -> Result<()> {
             spf_reject_fail: config.auth.spf_reject_fail,
             dmarc_reject: config.auth.dmarc_reject,
             trusted_arc_sealers: config.auth.trusted_arc_sealers.clone(),
+            org_domain: config.auth.dmarc_org_domain,
         },
     );
-    let extra_ca = match &d.extra_ca_file {
-        Some(path) => TlsConfigs::read_pem_certificates(path)
-            .map_err(|e| anyhow::anyhow!("delivery.extra_ca_file: {e}"))?,
-        None => Vec::new(),
-    };
-    let client_tls =
-        TlsConfigs::new(&extra_ca).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))?;
+    crate::psl_cli::watch(&config.auth.public_suffix_file(&config.data_dir));
+    let client_tls = crate::tls::client_configs(&config)?;
     let security = TransportSecurity::new(
         &SecuritySettings {
             mta_sts: d.mta_sts,

@@ -7,6 +7,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The verifying TLS client configurations for outbound connections and HTTPS fetches:
+/// WebPKI roots plus the CAs of `delivery.extra_ca_file`.
+pub fn client_configs(
+    config: &crate::config::Config,
+) -> anyhow::Result<portcullis_queue::client::TlsConfigs> {
+    use portcullis_queue::client::TlsConfigs;
+    let extra_ca = match &config.delivery.extra_ca_file {
+        Some(path) => TlsConfigs::read_pem_certificates(path)
+            .map_err(|e| anyhow::anyhow!("delivery.extra_ca_file: {e}"))?,
+        None => Vec::new(),
+    };
+    TlsConfigs::new(&extra_ca).map_err(|e| anyhow::anyhow!("TLS client setup: {e}"))
+}
+
 pub fn server_config(
     cert: Option<&Path>,
     key: Option<&Path>,

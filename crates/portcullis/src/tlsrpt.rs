@@ -65,6 +65,7 @@ fn row(k: &TlsResultKey, sessions: u64) -> TlsResultRow {
         day: k.day,
         domain: k.domain.clone(),
         policy_type: k.policy.kind.to_string(),
+        policy_domain: k.policy.domain.clone(),
         policy_strings: k.policy.strings.clone(),
         mx_hosts: k.policy.mx_hosts.clone(),
         result: k.result.to_string(),
@@ -125,7 +126,9 @@ fn count(n: i64) -> u32 {
 
 /// The report about `domain` for the UTC day starting at `day`, from its rows: one
 /// policy entry per applied policy, with its successful and failed session counts and
-/// one failure detail per result type, receiving MX and address.
+/// one failure detail per result type, receiving MX and address. The report is about
+/// mail to `domain` and goes to its `_smtp._tls` record; each policy names its own
+/// policy domain, which for DANE is the TLSA base domain (RFC 8460 §3), not `domain`.
 pub fn build_report(
     me: &Reporter,
     report_id: &str,
@@ -140,7 +143,11 @@ pub fn build_report(
         let details = PolicyDetails {
             policy_type: policy_type(&r.policy_type),
             policy_string: r.policy_strings.clone(),
-            policy_domain: domain.to_string(),
+            policy_domain: if r.policy_domain.is_empty() {
+                domain.to_string()
+            } else {
+                r.policy_domain.clone()
+            },
             mx_host: r.mx_hosts.clone(),
         };
         let index = match policies.iter().position(|p| p.policy == details) {
@@ -632,6 +639,7 @@ pub async fn send_command(config: &Config, store: Store, day: Option<&str>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_queue::dane::Tlsa;
     use portcullis_queue::mta_sts::{Mode, Policy as StsPolicy};
     use portcullis_queue::tls_policy::{AppliedPolicy, Receiver};
 
@@ -702,14 +710,27 @@ mod tests {
         // Another day and another domain stay apart.
         counters.record(DAY0 + DAY, "secure.test", &sts, "success", good);
         counters.record(DAY0, "other.test", &AppliedPolicy::none(), "success", good);
+        // A DANE session with an MX that is an alias of a host elsewhere.
+        let tlsa = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![0xab; 32],
+        };
+        let dane = AppliedPolicy::tlsa(
+            &[tlsa],
+            "mx3.secure.test",
+            &["mx.hosting.test".into(), "mx3.secure.test".into()],
+        );
+        counters.record(DAY0 + 8, "secure.test", &dane, "success", good);
         let rows = stored(&counters);
         assert!(counters.take().is_empty(), "take empties the counters");
-        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.len(), 6);
         let day_rows: Vec<TlsResultRow> = rows.into_iter().filter(|r| r.day == DAY0).collect();
 
         let report = build_report(&me(), "r-1", DAY0, "secure.test", &day_rows);
         assert_eq!(report.report_id, "r-1");
-        assert_eq!(report.policies.len(), 2);
+        assert_eq!(report.policies.len(), 3);
         let p = report
             .policies
             .iter()
@@ -742,6 +763,21 @@ mod tests {
             .unwrap();
         assert_eq!(none.summary.total_success, 1);
         assert!(none.failure_details.is_empty());
+        assert_eq!(none.policy.policy_domain, "secure.test");
+        // The DANE policy names the TLSA base domain (RFC 8460 §3) in the report about
+        // (and to) secure.test.
+        let dane = report
+            .policies
+            .iter()
+            .find(|p| p.policy.policy_type == PolicyType::Tlsa)
+            .unwrap();
+        assert_eq!(dane.policy.policy_domain, "mx.hosting.test");
+        assert_eq!(
+            dane.policy.policy_string,
+            vec![format!("3 1 1 {}", "ab".repeat(32))]
+        );
+        assert_eq!(dane.policy.mx_host, vec!["mx3.secure.test"]);
+        assert_eq!(dane.summary.total_success, 1);
 
         // The JSON is RFC 8460's, without nulls, and reads back.
         let json = report_json(&report);
@@ -761,6 +797,7 @@ mod tests {
             day: DAY0,
             domain: "secure.test".into(),
             policy_type: "tlsa".into(),
+            policy_domain: "mx.hosting.test".into(),
             policy_strings: vec!["3 1 1 00ff".into()],
             mx_hosts: vec!["mx.secure.test".into()],
             result: "tlsa-invalid".into(),
@@ -795,6 +832,9 @@ mod tests {
             parsed.policies[0].failure_details[0].result_type,
             ResultType::TlsaInvalid
         );
+        // Sent about (and to) the recipient domain, naming the TLSA base domain.
+        assert_eq!(parsed.policies[0].policy.policy_domain, "mx.hosting.test");
+        assert_eq!(parsed.policies[0].policy.policy_type, PolicyType::Tlsa);
     }
 
     #[test]

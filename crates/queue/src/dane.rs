@@ -2,9 +2,11 @@
 //! rustls certificate verifier that checks the server's chain against the TLSA records.
 //! Only DANE-TA(2) and DANE-EE(3) are used (RFC 7672 §3.1.3: PKIX-TA/PKIX-EE are not
 //! for SMTP); selectors 0 (certificate) and 1 (SubjectPublicKeyInfo); matching types 0
-//! (exact), 1 (SHA-256) and 2 (SHA-512). Which hosts DANE applies to is `tls_policy`'s
-//! decision; this module answers "what do the validated records say" and "does this
-//! chain match them".
+//! (exact), 1 (SHA-256) and 2 (SHA-512). A DANE-TA record matches a trust anchor
+//! certificate the server sends in its chain or, when the server leaves it out, holds the
+//! anchor itself (full certificate or key, matching type 0; RFC 7671 §5.2.2). Which hosts
+//! DANE applies to is `tls_policy`'s decision; this module answers "what do the validated
+//! records say" and "does this chain match them".
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -17,7 +19,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, Der, ServerName, TrustAnchor, UnixTime};
 
 use crate::mx::TokioResolver;
 
@@ -108,17 +110,39 @@ pub fn verify_chain(
     }
     let ee = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| format!("unparsable server certificate: {e:?}"))?;
+    // The topmost certificate the server sent: an anchor made of a bare key is named
+    // after its issuer, which is where path building looks for the next certificate.
+    let top_intermediate = intermediates
+        .last()
+        .and_then(|c| webpki::EndEntityCert::try_from(c).ok());
+    let top = if intermediates.is_empty() {
+        Some(&ee)
+    } else {
+        top_intermediate.as_ref()
+    };
     let mut last = "certificate matches no TLSA record".to_string();
     for record in usable.iter().filter(|r| r.usage == 2) {
-        // RFC 7672 §3.1.2: the server sends the trust anchor certificate in its chain.
+        let record_cert = CertificateDer::from(record.data.as_slice());
+        let mut anchors: Vec<TrustAnchor<'_>> = Vec::new();
+        // RFC 7672 §3.1.2: the server is expected to send the trust anchor in its chain.
         for ta in intermediates.iter().filter(|c| record.matches(c)) {
-            let anchor = match webpki::anchor_from_trusted_cert(ta) {
-                Ok(a) => a,
+            match webpki::anchor_from_trusted_cert(ta) {
+                Ok(a) => anchors.push(a),
+                Err(e) => last = format!("unusable trust anchor certificate: {e:?}"),
+            }
+        }
+        // RFC 7671 §5.2.2: when it does not, a record holding the full certificate or
+        // key is the trust anchor itself; a digest is of no use without the certificate.
+        if anchors.is_empty() {
+            match record_anchor(record, &record_cert, top) {
+                Ok(a) => anchors.push(a),
                 Err(e) => {
-                    last = format!("unusable trust anchor certificate: {e:?}");
+                    last = e;
                     continue;
                 }
-            };
+            }
+        }
+        for anchor in anchors {
             let anchors = [anchor];
             let chain = ee.verify_for_usage(
                 algorithms.all,
@@ -147,6 +171,48 @@ pub fn verify_chain(
         }
     }
     Err(last)
+}
+
+/// The trust anchor a DANE-TA record holds itself, for a server that does not send the
+/// anchor's certificate: `2 0 0` holds the certificate, `2 1 0` the SubjectPublicKeyInfo.
+/// A bare key gets the issuer name of `top` (the topmost presented certificate) as its
+/// subject, so that the chain leads to it; the name carries no trust, the key does.
+fn record_anchor<'a>(
+    record: &'a Tlsa,
+    record_cert: &'a CertificateDer<'a>,
+    top: Option<&'a webpki::EndEntityCert<'a>>,
+) -> Result<TrustAnchor<'a>, String> {
+    let shown = format!("{} {} {}", record.usage, record.selector, record.matching);
+    if record.matching != 0 {
+        return Err(format!(
+            "TLSA {shown} is a digest of a trust anchor the server did not send; \
+             it can only match a certificate in the presented chain"
+        ));
+    }
+    match record.selector {
+        0 => webpki::anchor_from_trusted_cert(record_cert)
+            .map_err(|e| format!("TLSA {shown} does not hold a usable certificate: {e:?}")),
+        1 => {
+            use x509_parser::prelude::FromDer;
+            let bad = |why: String| format!("TLSA {shown} does not hold a public key: {why}");
+            let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&record.data)
+                .map_err(|e| bad(e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(bad("trailing data".into()));
+            }
+            // webpki's anchors hold the SubjectPublicKeyInfo and the Name without their
+            // outer SEQUENCE header (as `anchor_from_trusted_cert` fills them in).
+            let (_, outer) =
+                x509_parser::asn1_rs::Any::from_der(spki.raw).map_err(|e| bad(e.to_string()))?;
+            let top = top.ok_or("unparsable certificate at the top of the server's chain")?;
+            Ok(TrustAnchor {
+                subject: Der::from_slice(top.issuer()),
+                subject_public_key_info: Der::from_slice(outer.data),
+                name_constraints: None,
+            })
+        }
+        _ => Err(format!("TLSA {shown}: unknown selector")),
+    }
 }
 
 /// A rustls verifier that accepts exactly what the TLSA records allow.
@@ -234,8 +300,8 @@ pub enum DaneLookup {
         records: Vec<Tlsa>,
         published: usize,
         addrs: Vec<IpAddr>,
-        /// The names the certificate may carry for DANE-TA: the TLSA base domain, and the
-        /// MX host name when that was an alias.
+        /// The names the certificate may carry for DANE-TA: the TLSA base domain (first;
+        /// also TLS-RPT's policy domain), and the MX host name when that was an alias.
         names: Vec<String>,
     },
     /// DANE does not apply: unsigned addresses or TLSA records, or no TLSA records.
@@ -734,6 +800,127 @@ mod tests {
             &algorithms(),
         );
         assert!(err.expect_err("chain").contains("does not verify"));
+    }
+
+    #[test]
+    fn dane_ta_not_sent_full_key_or_certificate_in_the_record() {
+        // RFC 7671 §5.2.2: the server sends only its own certificate; the record holds
+        // the CA's key (2 1 0) or certificate (2 0 0) and is the trust anchor itself.
+        let (ee, ca) = issued("mx.example");
+        let check = |records: &[Tlsa], name: &str| {
+            verify_chain(records, &ee, &[], &names(name), now(), &algorithms())
+        };
+        let full_key = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 0,
+            data: spki(&ca),
+        };
+        assert_eq!(
+            check(std::slice::from_ref(&full_key), "mx.example"),
+            Ok(DaneMatch::TrustAnchor)
+        );
+        let full_cert = Tlsa {
+            usage: 2,
+            selector: 0,
+            matching: 0,
+            data: ca.as_ref().to_vec(),
+        };
+        assert_eq!(
+            check(std::slice::from_ref(&full_cert), "mx.example"),
+            Ok(DaneMatch::TrustAnchor)
+        );
+        // A digest cannot stand for a certificate the server did not send.
+        let digest = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 1,
+            data: sha256(&spki(&ca)),
+        };
+        let err = check(&[digest], "mx.example").expect_err("digest");
+        assert!(err.contains("did not send"), "{err}");
+        // Another CA's key, as key or certificate: the chain does not verify.
+        let (_, other_ca) = issued("mx.example");
+        for wrong in [
+            Tlsa {
+                usage: 2,
+                selector: 1,
+                matching: 0,
+                data: spki(&other_ca),
+            },
+            Tlsa {
+                usage: 2,
+                selector: 0,
+                matching: 0,
+                data: other_ca.as_ref().to_vec(),
+            },
+        ] {
+            let err = check(std::slice::from_ref(&wrong), "mx.example").expect_err("wrong CA");
+            assert!(err.contains("does not verify"), "{wrong}: {err}");
+        }
+        // The right CA, but the certificate names another host.
+        for record in [full_key, full_cert] {
+            let err = check(std::slice::from_ref(&record), "other.example").expect_err("name");
+            assert!(
+                err.contains("not valid for other.example"),
+                "{record}: {err}"
+            );
+        }
+        // Data that is no key at all.
+        let junk = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 0,
+            data: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        };
+        let err = check(&[junk], "mx.example").expect_err("junk");
+        assert!(err.contains("does not hold a public key"), "{err}");
+    }
+
+    #[test]
+    fn dane_ta_key_not_sent_with_an_intermediate_in_the_chain() {
+        // Root (not sent) -> intermediate (sent) -> server: the anchor made of the root's
+        // key takes the intermediate's issuer name and the chain verifies through it.
+        let root_key = KeyPair::generate().expect("key");
+        let mut root_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test Root");
+        let root = root_params.self_signed(&root_key).expect("root");
+        let root_issuer = Issuer::new(root_params, root_key);
+        let mid_key = KeyPair::generate().expect("key");
+        let mut mid_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        mid_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        mid_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test Intermediate");
+        let mid = mid_params
+            .signed_by(&mid_key, &root_issuer)
+            .expect("intermediate");
+        let mid_issuer = Issuer::new(mid_params, mid_key);
+        let ee_key = KeyPair::generate().expect("key");
+        let ee = CertificateParams::new(vec!["mx.example".to_string()])
+            .expect("params")
+            .signed_by(&ee_key, &mid_issuer)
+            .expect("ee");
+        let record = Tlsa {
+            usage: 2,
+            selector: 1,
+            matching: 0,
+            data: spki(root.der()),
+        };
+        assert_eq!(
+            verify_chain(
+                &[record],
+                ee.der(),
+                std::slice::from_ref(mid.der()),
+                &names("mx.example"),
+                now(),
+                &algorithms()
+            ),
+            Ok(DaneMatch::TrustAnchor)
+        );
     }
 
     #[test]

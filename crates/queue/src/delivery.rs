@@ -261,10 +261,10 @@ impl Deliverer {
                     tracing::info!(id, host = %route.host, reason = %why, "host skipped by TLS policy; deferred");
                     let (policy, result) = match (&dane, &sts) {
                         (DaneStatus::Failed(_), _) => {
-                            (AppliedPolicy::tlsa(&[], &route.host), "dnssec-invalid")
+                            (AppliedPolicy::tlsa(&[], &route.host, &[]), "dnssec-invalid")
                         }
                         _ if route.tls == TlsMode::Dane => {
-                            (AppliedPolicy::tlsa(&[], &route.host), "dane-required")
+                            (AppliedPolicy::tlsa(&[], &route.host, &[]), "dane-required")
                         }
                         (_, Some(found)) => {
                             (AppliedPolicy::sts(&found.policy), "validation-failure")
@@ -294,15 +294,18 @@ impl Deliverer {
             };
             // The policy TLS-RPT names for sessions with this host; None: not counted
             // (configured routes without DANE).
-            let applied = match (&security, &sts) {
-                (Security::Dane(records, _), _) => Some(AppliedPolicy::tlsa(records, &route.host)),
-                _ if matches!(dane, DaneStatus::Unusable) => {
-                    Some(AppliedPolicy::tlsa(&[], &route.host))
+            // DANE sessions name the TLSA base domain as policy domain (RFC 8460 §3).
+            let applied = match (&security, &sts, &dane) {
+                (Security::Dane(records, names), _, _) => {
+                    Some(AppliedPolicy::tlsa(records, &route.host, names))
+                }
+                (_, _, DaneStatus::Unusable(names)) => {
+                    Some(AppliedPolicy::tlsa(&[], &route.host, names))
                 }
                 _ if !by_mx => None,
-                (_, Some(found)) => Some(AppliedPolicy::sts(&found.policy)),
-                (_, None) if sts_failed => None,
-                (_, None) => Some(AppliedPolicy::none()),
+                (_, Some(found), _) => Some(AppliedPolicy::sts(&found.policy)),
+                (_, None, _) if sts_failed => None,
+                (_, None, _) => Some(AppliedPolicy::none()),
             };
             let addrs = if !dane_addrs.is_empty() {
                 dane_addrs

@@ -550,18 +550,8 @@ impl HttpsSource {
         port: u16,
         timeout: Duration,
     ) -> Result<HttpsSource, String> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .dns_resolver(Arc::new(ResolveWith(resolver.clone())))
-            // RFC 8461 §3.3: redirects must not be followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .https_only(true)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTPS client: {e}"))?;
+        // RFC 8461 §3.3: redirects must not be followed (https_client follows none).
+        let client = https_client(resolver.clone(), tls, timeout)?;
         Ok(HttpsSource {
             resolver,
             client,
@@ -623,8 +613,29 @@ impl HttpsSource {
     }
 }
 
+/// The gateway's HTTPS client (policy fetches, report posts, list downloads): `https:`
+/// only, certificates verified by `tls` (WebPKI roots plus any extra CAs), names resolved
+/// by `resolver` (never the system's), no proxy, no redirects.
+pub fn https_client(
+    resolver: TokioResolver,
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .dns_resolver(Arc::new(ResolveWith(resolver)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .https_only(true)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTPS client: {e}"))
+}
+
 /// An error and its causes on one line (reqwest's own message is terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -24,8 +24,9 @@ use crate::mx::TokioResolver;
 pub enum DaneStatus {
     /// Usable validated TLSA records, and the names the certificate may carry.
     Usable(Vec<Tlsa>, Vec<String>),
-    /// Validated TLSA records exist but none is usable: TLS without authentication.
-    Unusable,
+    /// Validated TLSA records exist but none is usable: TLS without authentication. The
+    /// names are as in `Usable` (the TLSA base domain first).
+    Unusable(Vec<String>),
     /// DANE does not apply to this host (reason for the log).
     NotApplicable(String),
     /// The lookups failed or did not validate: the host must not be used now.
@@ -37,7 +38,9 @@ pub enum DaneStatus {
 impl From<&DaneLookup> for DaneStatus {
     fn from(l: &DaneLookup) -> Self {
         match l {
-            DaneLookup::Secure { records, .. } if records.is_empty() => DaneStatus::Unusable,
+            DaneLookup::Secure { records, names, .. } if records.is_empty() => {
+                DaneStatus::Unusable(names.clone())
+            }
             DaneLookup::Secure { records, names, .. } => {
                 DaneStatus::Usable(records.clone(), names.clone())
             }
@@ -112,7 +115,7 @@ pub fn decide(host: &str, origin: Origin<'_>, dane: &DaneStatus) -> Decision {
                 Security::Dane(records.clone(), names.clone()),
                 format!("DANE required by the route; {} usable TLSA records", records.len()),
             ),
-            DaneStatus::Unusable => connect(
+            DaneStatus::Unusable(_) => connect(
                 Security::Mode(TlsMode::Encrypt),
                 "DANE required by the route; TLSA records exist but none is usable, so TLS is mandatory without authentication".into(),
             ),
@@ -130,7 +133,7 @@ pub fn decide(host: &str, origin: Origin<'_>, dane: &DaneStatus) -> Decision {
                         format!("DANE: {} usable TLSA records", records.len()),
                     );
                 }
-                DaneStatus::Unusable => {
+                DaneStatus::Unusable(_) => {
                     return connect(
                         Security::Mode(TlsMode::Encrypt),
                         "DANE: TLSA records exist but none is usable; TLS is mandatory without authentication".into(),
@@ -250,6 +253,9 @@ fn bounded(items: impl IntoIterator<Item = String>) -> Vec<String> {
 pub struct AppliedPolicy {
     /// `sts`, `tlsa` or `no-policy-found`.
     pub kind: &'static str,
+    /// The `policy-domain` when it is not the recipient domain: for DANE, the TLSA base
+    /// domain (RFC 8460 §3, RFC 7672 §2.2.3). Empty: the recipient domain.
+    pub domain: String,
     /// The MTA-STS policy lines, or the TLSA records in presentation form.
     pub strings: Vec<String>,
     /// MTA-STS: the policy's mx patterns; DANE: the MX host the records belong to.
@@ -260,6 +266,7 @@ impl AppliedPolicy {
     pub fn sts(policy: &crate::mta_sts::Policy) -> AppliedPolicy {
         AppliedPolicy {
             kind: "sts",
+            domain: String::new(),
             strings: bounded(sts_policy_lines(policy)),
             mx_hosts: bounded(policy.mx.iter().cloned()),
         }
@@ -269,22 +276,30 @@ impl AppliedPolicy {
     pub fn sts_unavailable() -> AppliedPolicy {
         AppliedPolicy {
             kind: "sts",
+            domain: String::new(),
             strings: Vec::new(),
             mx_hosts: Vec::new(),
         }
     }
 
-    pub fn tlsa(records: &[Tlsa], host: &str) -> AppliedPolicy {
+    /// The TLSA records of the MX `host`; `names` as [`DaneLookup::Secure`] has them:
+    /// the TLSA base domain first, the policy domain (the host itself when empty).
+    pub fn tlsa(records: &[Tlsa], host: &str, names: &[String]) -> AppliedPolicy {
+        let normal = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
         AppliedPolicy {
             kind: "tlsa",
+            domain: bounded([normal(names.first().map_or(host, String::as_str))])
+                .pop()
+                .unwrap_or_default(),
             strings: bounded(records.iter().map(tlsa_string)),
-            mx_hosts: bounded([host.trim_end_matches('.').to_ascii_lowercase()]),
+            mx_hosts: bounded([normal(host)]),
         }
     }
 
     pub fn none() -> AppliedPolicy {
         AppliedPolicy {
             kind: "no-policy-found",
+            domain: String::new(),
             strings: Vec::new(),
             mx_hosts: Vec::new(),
         }
@@ -297,7 +312,8 @@ impl AppliedPolicy {
 pub struct TlsResultKey {
     /// Unix seconds of 00:00 UTC of the day.
     pub day: i64,
-    /// The policy domain: the recipient domain.
+    /// The recipient domain: its `_smtp._tls` record says where the report goes. The
+    /// report's `policy-domain` is this too, unless `policy.domain` names another.
     pub domain: String,
     pub policy: AppliedPolicy,
     /// `success`, or a result type of RFC 8460 §4.3.
@@ -568,7 +584,7 @@ mod tests {
             Origin::Mx {
                 sts: Some(&enforce),
             },
-            &DaneStatus::Unusable,
+            &DaneStatus::Unusable(vec![]),
         );
         assert_eq!(security(d), Security::Mode(TlsMode::Encrypt));
         let d = decide(
@@ -752,8 +768,25 @@ mod tests {
         // What could not be stored goes back.
         c.restore(all);
         assert_eq!(c.snapshot().iter().map(|(_, n)| n).sum::<u64>(), 5);
-        let tlsa = AppliedPolicy::tlsa(&[record()], "mx.example.com");
+        let tlsa = AppliedPolicy::tlsa(&[record()], "mx.example.com", &[]);
         assert_eq!(tlsa.strings, vec![format!("3 1 1 {}", "00".repeat(32))]);
         assert_eq!(tlsa.mx_hosts, vec!["mx.example.com"]);
+        assert_eq!(tlsa.domain, "mx.example.com");
+        // An MX name that is an alias: the policy domain is the TLSA base domain, the
+        // name it expands to; the session is still counted for the recipient domain.
+        let alias = AppliedPolicy::tlsa(
+            &[record()],
+            "Alias.Example.com.",
+            &["mx.hosting.test.".into(), "alias.example.com".into()],
+        );
+        assert_eq!(alias.domain, "mx.hosting.test");
+        assert_eq!(alias.mx_hosts, vec!["alias.example.com"]);
+        c.record(day, "example.com", &alias, "success", mx);
+        let all = c.take();
+        let (key, _) = all.iter().find(|(k, _)| k.policy.kind == "tlsa").unwrap();
+        assert_eq!(
+            (key.domain.as_str(), key.policy.domain.as_str()),
+            ("example.com", "mx.hosting.test")
+        );
     }
 }

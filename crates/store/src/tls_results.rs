@@ -12,10 +12,13 @@ use crate::{Store, StoreError};
 pub struct TlsResultRow {
     /// Unix seconds of 00:00 UTC of the day.
     pub day: i64,
-    /// The policy domain (the recipient domain), lower case.
+    /// The recipient domain, lower case: the report goes to its `_smtp._tls` record.
     pub domain: String,
     /// `sts`, `tlsa` or `no-policy-found`.
     pub policy_type: String,
+    /// The report's `policy-domain` when it is not `domain`: for DANE, the TLSA base
+    /// domain (RFC 8460 §3). Empty: `domain`.
+    pub policy_domain: String,
     /// The MTA-STS policy lines or the TLSA records.
     pub policy_strings: Vec<String>,
     /// The policy's mx patterns (MTA-STS) or the MX host (DANE).
@@ -41,13 +44,14 @@ pub struct TlsClaim {
 /// The key of a row (static text: sqlx takes only `&'static str` queries).
 macro_rules! key_columns {
     () => {
-        "day, domain, policy_type, policy_strings, mx_hosts, result, receiving_mx, \
-         receiving_ip, report_id"
+        "day, domain, policy_type, policy_domain, policy_strings, mx_hosts, result, \
+         receiving_mx, receiving_ip, report_id"
     };
 }
 
 type Row = (
     i64,
+    String,
     String,
     String,
     String,
@@ -83,13 +87,14 @@ impl Store {
                 "INSERT INTO tls_results (",
                 key_columns!(),
                 ", sessions, reported_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', $9, 0) ON CONFLICT (",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', $10, 0) ON CONFLICT (",
                 key_columns!(),
                 ") DO UPDATE SET sessions = tls_results.sessions + excluded.sessions"
             ))
             .bind(r.day)
             .bind(&r.domain)
             .bind(&r.policy_type)
+            .bind(&r.policy_domain)
             .bind(encode(&r.policy_strings))
             .bind(encode(&r.mx_hosts))
             .bind(&r.result)
@@ -152,9 +157,10 @@ impl Store {
         .await
         .map_err(StoreError::query(context.as_str()))?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT day, domain, policy_type, policy_strings, mx_hosts, result, receiving_mx, \
-             receiving_ip, sessions FROM tls_results WHERE report_id = $1 \
-             ORDER BY policy_type, policy_strings, mx_hosts, result, receiving_mx, receiving_ip",
+            "SELECT day, domain, policy_type, policy_domain, policy_strings, mx_hosts, result, \
+             receiving_mx, receiving_ip, sessions FROM tls_results WHERE report_id = $1 \
+             ORDER BY policy_type, policy_domain, policy_strings, mx_hosts, result, \
+             receiving_mx, receiving_ip",
         )
         .bind(claim)
         .fetch_all(&mut *tx)
@@ -176,11 +182,23 @@ impl Store {
         let rows = rows
             .into_iter()
             .map(
-                |(day, domain, policy_type, strings, mx, result, rmx, rip, sessions)| {
+                |(
+                    day,
+                    domain,
+                    policy_type,
+                    policy_domain,
+                    strings,
+                    mx,
+                    result,
+                    rmx,
+                    rip,
+                    sessions,
+                )| {
                     Ok(TlsResultRow {
                         day,
                         domain,
                         policy_type,
+                        policy_domain,
                         policy_strings: decode(&context, &strings)?,
                         mx_hosts: decode(&context, &mx)?,
                         result,
@@ -210,8 +228,9 @@ impl Store {
             "INSERT INTO tls_results (",
             key_columns!(),
             ", sessions, reported_at) \
-             SELECT day, domain, policy_type, policy_strings, mx_hosts, result, receiving_mx, \
-             receiving_ip, '', sessions, 0 FROM tls_results WHERE report_id = $1 ON CONFLICT (",
+             SELECT day, domain, policy_type, policy_domain, policy_strings, mx_hosts, result, \
+             receiving_mx, receiving_ip, '', sessions, 0 FROM tls_results WHERE report_id = $1 \
+             ON CONFLICT (",
             key_columns!(),
             ") DO UPDATE SET sessions = tls_results.sessions + excluded.sessions"
         ))
@@ -253,6 +272,7 @@ mod tests {
             day: DAY,
             domain: domain.into(),
             policy_type: "sts".into(),
+            policy_domain: String::new(),
             policy_strings: vec!["version: STSv1".into(), "mode: enforce".into()],
             mx_hosts: vec!["*.example.com".into()],
             result: result.into(),
@@ -340,5 +360,43 @@ mod tests {
 
         assert_eq!(store.tls_results_purge(DAY).await.unwrap(), 0);
         assert_eq!(store.tls_results_purge(DAY + 86400).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn dane_rows_keep_their_policy_domain() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let dane = |policy_domain: &str, sessions| TlsResultRow {
+            policy_type: "tlsa".into(),
+            policy_domain: policy_domain.into(),
+            policy_strings: vec!["3 1 1 00ff".into()],
+            mx_hosts: vec!["mx.example.com".into()],
+            ..row("example.com", "success", sessions)
+        };
+        store
+            .tls_results_add(&[dane("mx.example.com", 2), dane("mx.hosting.test", 1)])
+            .await
+            .unwrap();
+        store
+            .tls_results_add(&[dane("mx.hosting.test", 4)])
+            .await
+            .unwrap();
+        let claim = store
+            .tls_results_claim(DAY, "example.com", "r1", DAY + 90000)
+            .await
+            .unwrap();
+        let got: Vec<(&str, i64)> = claim
+            .rows
+            .iter()
+            .map(|r| (r.policy_domain.as_str(), r.sessions))
+            .collect();
+        assert_eq!(got, vec![("mx.example.com", 2), ("mx.hosting.test", 5)]);
+        assert!(claim.rows.iter().all(|r| r.domain == "example.com"));
+        // Given back, they keep it too.
+        assert_eq!(store.tls_results_release("r1").await.unwrap(), 2);
+        let back = store
+            .tls_results_claim(DAY, "example.com", "r2", DAY + 90001)
+            .await
+            .unwrap();
+        assert_eq!(back.rows, claim.rows);
     }
 }
