@@ -4,10 +4,9 @@
 //! plus `extra_ca_file`). Counting the sessions is `tls_policy`'s job; building the
 //! report and mailing it is the binary's.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mta_sts::{ResolveWith, error_chain};
+use crate::mta_sts::error_chain;
 use crate::mx::TokioResolver;
 
 /// The media type of a gzipped report (RFC 8460 §6.4).
@@ -59,17 +58,7 @@ impl ReportPoster {
         tls: rustls::ClientConfig,
         timeout: Duration,
     ) -> Result<ReportPoster, String> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .dns_resolver(Arc::new(ResolveWith(resolver)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .https_only(true)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTPS client: {e}"))?;
+        let client = crate::mta_sts::https_client(resolver, tls, timeout)?;
         Ok(ReportPoster { client })
     }
 
