@@ -6,13 +6,11 @@ rua (reports.test is routed to a sink of its own). The test unpacks the gzipped 
 checks the policy domain, the day, and the records per source address and disposition; a
 second run for the same day sends nothing. A domain without rua contributes nothing."""
 
-import base64
 import datetime
 import email.header
 import gzip
 import smtplib
 import sqlite3
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -20,18 +18,9 @@ import dkim
 import pytest
 
 from conftest import Gateway, Sink, dns_server, wait_for
+from test_auth import dkim_key  # noqa: F401 - a fixture
 
 NS = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dkim")
-    key = d / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "1024"], check=True, capture_output=True)
-    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-                         check=True, capture_output=True).stdout
-    return key.read_bytes(), base64.b64encode(der).decode()
 
 
 @pytest.fixture

@@ -21,11 +21,8 @@
 //! fit in `--min-secs`. Prints one line per set:
 //! `SET set=N msgs_per_sec=<median> cpu_us_per_msg=<median> runs=<msgs/s of each run>`.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mail_auth::arc::ArcSealer;
@@ -41,7 +38,7 @@ use mail_auth::spf::Spf;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    Parameters, ResolverCache, SpfOutput, SpfResult, Txt,
+    Parameters, SpfOutput, SpfResult, Txt,
 };
 use portcullis_filter::sign::{Algorithm, Signer, generate, record_name};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -53,38 +50,11 @@ const HELO: &str = "mail.example.com";
 const AUTHSERV: &str = "mx.portcullis.test";
 
 /// The DNS: TXT answers by owner name (with the trailing dot, as mail-auth asks).
-#[derive(Default)]
-struct Records(Mutex<HashMap<Box<str>, Txt>>);
-
-impl ResolverCache<Box<str>, Txt> for Records {
-    fn get<Q>(&self, name: &Q) -> Option<Txt>
-    where
-        Box<str>: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.0.lock().unwrap().get(name).cloned()
-    }
-
-    fn remove<Q>(&self, name: &Q) -> Option<Txt>
-    where
-        Box<str>: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.0.lock().unwrap().remove(name)
-    }
-
-    fn insert(&self, key: Box<str>, value: Txt, _valid_until: std::time::Instant) {
-        self.0.lock().unwrap().insert(key, value);
-    }
-}
+type Records = portcullis_filter::org_domain::TxtAnswers;
 
 fn put(records: &Records, zone: &mut Vec<(String, String)>, name: String, value: Txt, txt: &str) {
     zone.push((name.trim_end_matches('.').to_string(), txt.to_string()));
-    records
-        .0
-        .lock()
-        .unwrap()
-        .insert(name.into_boxed_str(), value);
+    records.set(name, value);
 }
 
 /// A plain-text message of about 3 KB, different for each `i`.
@@ -256,8 +226,8 @@ async fn run(n: usize, reps: usize, min_secs: f64, out: Option<std::path::PathBu
         dmarc,
     );
     // DMARC's tree walk (RFC 9989 §4.10) also asks the parent: NXDOMAIN, as a real zone.
-    records.0.lock().unwrap().insert(
-        "_dmarc.com.".into(),
+    records.set(
+        "_dmarc.com.",
         Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
             ResponseCode::NXDomain,
         ))),

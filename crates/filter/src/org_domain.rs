@@ -22,7 +22,7 @@ use mail_auth::{
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How the organizational domain of a name is found (`[auth] dmarc_org_domain`).
@@ -36,29 +36,44 @@ pub enum OrgDomain {
     TreeWalk,
 }
 
-/// `_dmarc.` TXT answers for one message's DMARC evaluation.
+/// TXT answers held in memory, handed to mail-auth as its cache: the `_dmarc.` answers of
+/// one message here, and the records of the benchmark and of the signing tests. Lookups
+/// of names it does not hold go to the DNS, and their answers are kept in it.
 #[derive(Default)]
-pub struct Answers(HashMap<Box<str>, Txt>);
+pub struct TxtAnswers(Mutex<HashMap<Box<str>, Txt>>);
 
-impl ResolverCache<Box<str>, Txt> for Answers {
+impl TxtAnswers {
+    /// Sets the answer for `name` (`_dmarc.example.com.`, with the final dot).
+    pub fn set(&self, name: impl Into<Box<str>>, answer: Txt) {
+        self.map().insert(name.into(), answer);
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Txt>> {
+        // A panic while holding the lock leaves it poisoned; the map is still whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ResolverCache<Box<str>, Txt> for TxtAnswers {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
     where
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.0.get(name).cloned()
+        self.map().get(name).cloned()
     }
 
-    fn remove<Q>(&self, _name: &Q) -> Option<Txt>
+    fn remove<Q>(&self, name: &Q) -> Option<Txt>
     where
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        None
+        self.map().remove(name)
     }
 
-    /// Lookups of names the answers do not cover go to the DNS and are not kept.
-    fn insert(&self, _key: Box<str>, _value: Txt, _valid_until: Instant) {}
+    fn insert(&self, key: Box<str>, value: Txt, _valid_until: Instant) {
+        self.set(key, value);
+    }
 }
 
 /// What one name answers in the walk.
@@ -113,9 +128,9 @@ pub async fn answers<C: ResolverCache<Box<str>, Txt>>(
     message: &AuthenticatedMessage<'_>,
     dkim: &[DkimOutput<'_>],
     mail_from: &str,
-) -> Answers {
+) -> TxtAnswers {
     let Some(from) = message.from.first().and_then(|f| f.rsplit_once('@')) else {
-        return Answers::default();
+        return TxtAnswers::default();
     };
     // The signing domains that DMARC looks at (mail-auth: a pass or a temporary error).
     let dkim_domains: Vec<&str> = dkim
@@ -152,12 +167,11 @@ pub async fn answers<C: ResolverCache<Box<str>, Txt>>(
         };
         (key(name).into_boxed_str(), answer)
     });
-    Answers(
-        futures_util::future::join_all(lookups)
-            .await
-            .into_iter()
-            .collect(),
-    )
+    let answers = TxtAnswers::default();
+    for (name, answer) in futures_util::future::join_all(lookups).await {
+        answers.set(name, answer);
+    }
+    answers
 }
 
 /// `_dmarc.<name>` as found, with its `psd=` tag set to `psd`.

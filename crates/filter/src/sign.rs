@@ -690,12 +690,8 @@ mod tests {
     use mail_auth::common::parse::TxtRecordParser;
     use mail_auth::common::verify::DomainKey;
     use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
-    use mail_auth::{
-        AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt,
-    };
-    use std::borrow::Borrow;
-    use std::hash::Hash;
-    use std::sync::{Mutex, OnceLock};
+    use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, Txt};
+    use std::sync::OnceLock;
 
     /// Generating RSA keys is slow in a debug build: one key per algorithm for every test.
     fn test_key(algorithm: Algorithm) -> &'static GeneratedKey {
@@ -713,42 +709,13 @@ mod tests {
     }
 
     /// TXT answers for the verifier, so no DNS is asked.
-    #[derive(Default)]
-    struct Records(Mutex<HashMap<Box<str>, Txt>>);
+    type Records = crate::org_domain::TxtAnswers;
 
-    impl Records {
-        fn publish(&self, selector: &str, domain: &str, txt: &str) {
-            let key = DomainKey::parse(txt.as_bytes()).expect("TXT parses as a DKIM key");
-            self.0.lock().unwrap().insert(
-                record_name(selector, domain).into_boxed_str(),
-                Txt::DomainKey(Arc::new(key)),
-            );
-        }
+    fn publish(records: &Records, selector: &str, domain: &str, txt: &str) {
+        let key = DomainKey::parse(txt.as_bytes()).expect("TXT parses as a DKIM key");
+        records.set(record_name(selector, domain), Txt::DomainKey(Arc::new(key)));
     }
 
-    impl ResolverCache<Box<str>, Txt> for Records {
-        fn get<Q>(&self, name: &Q) -> Option<Txt>
-        where
-            Box<str>: Borrow<Q>,
-            Q: Hash + Eq + ?Sized,
-        {
-            self.0.lock().unwrap().get(name).cloned()
-        }
-
-        fn remove<Q>(&self, name: &Q) -> Option<Txt>
-        where
-            Box<str>: Borrow<Q>,
-            Q: Hash + Eq + ?Sized,
-        {
-            self.0.lock().unwrap().remove(name)
-        }
-
-        fn insert(&self, key: Box<str>, value: Txt, _valid_until: std::time::Instant) {
-            self.0.lock().unwrap().insert(key, value);
-        }
-    }
-
-    /// mail-auth's own verdicts on every signature of `message`.
     async fn verify(message: &[u8], records: &Records) -> Vec<String> {
         // No name server: every name the test asks for is in `records`.
         let verifier = MessageAuthenticator::new(
@@ -914,7 +881,12 @@ mod tests {
 
         let records = Records::default();
         for k in &keys {
-            records.publish(&k.selector, "example.com", &stored_dns_txt(k).unwrap());
+            publish(
+                &records,
+                &k.selector,
+                "example.com",
+                &stored_dns_txt(k).unwrap(),
+            );
         }
         let message = signed(&fields, MESSAGE);
         assert_eq!(
@@ -987,7 +959,12 @@ mod tests {
         let fields = ring.sign(MESSAGE.as_bytes()).unwrap().unwrap();
         let records = Records::default();
         for k in &rows[..2] {
-            records.publish(&k.selector, "example.com", &stored_dns_txt(k).unwrap());
+            publish(
+                &records,
+                &k.selector,
+                "example.com",
+                &stored_dns_txt(k).unwrap(),
+            );
         }
         assert_eq!(
             verify(&signed(&fields, MESSAGE), &records).await,
