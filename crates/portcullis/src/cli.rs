@@ -3,9 +3,9 @@
 //! commands go through the control socket when a gateway runs, else to the spool.
 
 use crate::config::Config;
-use crate::policy::parse_host_port;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use portcullis_gateway::policy::parse_host_port;
 use portcullis_queue::scheduler::describe;
 use portcullis_queue::spool::{RecipientStatus, Spool};
 use portcullis_store::{LogQuery, Route, Store};
@@ -186,7 +186,7 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<ExitCode> {
     let store = open_store(config).await?;
     match cmd {
         UserCmd::Add { email } => {
-            if crate::policy::split_address(&email).is_none() {
+            if portcullis_gateway::policy::split_address(&email).is_none() {
                 bail!("{email}: expected an address such as user@example.com");
             }
             let mut password = String::new();
@@ -197,7 +197,8 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<ExitCode> {
             if password.len() < 8 {
                 bail!("the password must have at least 8 characters");
             }
-            let hash = crate::users::hash_password(password).map_err(anyhow::Error::msg)?;
+            let hash =
+                portcullis_gateway::users::hash_password(password).map_err(anyhow::Error::msg)?;
             store.add_user(&email, &hash).await?;
             println!("user {} added", email.to_ascii_lowercase());
         }
@@ -229,7 +230,7 @@ pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
         _ => None,
     };
     if let Some(line) = request {
-        let reply = match crate::control::request(&config.data_dir, &line).await {
+        let reply = match portcullis_gateway::control::request(&config.data_dir, &line).await {
             Some(reply) => reply,
             None => offline(&spool, &cmd)?,
         };
@@ -270,7 +271,7 @@ pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
                     let held = if state.held { " HELD" } else { "" };
                     println!(
                         "{id}{held}  {size:>8}  {}  <{}> -> {}",
-                        crate::rfc5322_date(env.received_at),
+                        portcullis_gateway::dates::rfc5322_date(env.received_at),
                         env.sender,
                         pending.join(", ")
                     );
@@ -351,7 +352,7 @@ pub async fn log(config: &Config, cmd: LogCmd) -> Result<ExitCode> {
         println!(
             "{}  {}  {}  {} [{}]  <{}>  {} bytes  {}",
             r.id,
-            crate::rfc5322_date(r.received_at),
+            portcullis_gateway::dates::rfc5322_date(r.received_at),
             r.direction,
             r.helo,
             r.client_ip,

@@ -106,7 +106,7 @@ fn check_selector(selector: &str) -> Result<String> {
 
 /// `<algorithm>-<YYYYMM>`, with `-2`, `-3`… when the domain already used it.
 fn default_selector(algorithm: Algorithm, now: i64, taken: &BTreeSet<String>) -> String {
-    let (y, m, _) = crate::dates::civil(now);
+    let (y, m, _) = portcullis_gateway::dates::civil(now);
     let base = format!("{}-{y:04}{m:02}", algorithm.key_type());
     if !taken.contains(&base) {
         return base;
@@ -330,7 +330,9 @@ fn advice(key: &DkimKey) -> String {
         "active" => "signing; keep the record published".to_string(),
         "retiring" => format!(
             "stopped signing {}; keep the record published until mail signed with it has been verified",
-            key.retired_at.map(crate::dates::ymd).unwrap_or_default()
+            key.retired_at
+                .map(portcullis_gateway::dates::ymd)
+                .unwrap_or_default()
         ),
         "retired" => "the record may be removed".to_string(),
         _ => String::new(),
@@ -370,7 +372,7 @@ async fn list(store: &Store, domain: Option<&str>, json: bool) -> Result<ExitCod
             k.selector,
             k.algorithm,
             k.state,
-            crate::dates::ymd(k.created_at),
+            portcullis_gateway::dates::ymd(k.created_at),
             advice(k)
         );
         if k.state == "retired" {
@@ -434,9 +436,9 @@ mod tests {
 
     #[test]
     fn dates_and_default_selectors() {
-        assert_eq!(crate::dates::ymd(0), "1970-01-01");
-        assert_eq!(crate::dates::ymd(1_795_430_462), "2026-11-23");
-        assert_eq!(crate::dates::ymd(951_782_400), "2000-02-29");
+        assert_eq!(portcullis_gateway::dates::ymd(0), "1970-01-01");
+        assert_eq!(portcullis_gateway::dates::ymd(1_795_430_462), "2026-11-23");
+        assert_eq!(portcullis_gateway::dates::ymd(951_782_400), "2000-02-29");
         let mut taken = BTreeSet::new();
         let now = 1_795_430_462;
         assert_eq!(default_selector(Algorithm::Rsa, now, &taken), "rsa-202611");

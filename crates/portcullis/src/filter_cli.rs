@@ -8,7 +8,7 @@ use clap::Subcommand;
 use portcullis_filter::lexical;
 use portcullis_filter::rules::{Rule, RuleSet};
 use portcullis_filter::token::LinkAction;
-use portcullis_queue::spool::{Envelope, Spool, now};
+use portcullis_queue::spool::{Envelope, now};
 use portcullis_store::{ContentRow, ListEntry, QuarantineQuery, Route, Store};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -268,7 +268,7 @@ pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
 }
 
 fn check_content(r: &ContentRow) -> Result<()> {
-    let e = crate::filtering::content_entry(r).ok_or_else(|| {
+    let e = portcullis_gateway::filtering::content_entry(r).ok_or_else(|| {
         anyhow::anyhow!(
             "field {:?} is not one of subject, body, headers, any",
             r.field
@@ -411,16 +411,12 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
             println!("{id} reported as spam and deleted");
         }
         QuarantineCmd::Digest => {
-            let spool =
-                Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-            let ids = crate::digest::send(config, &store, &spool).await?;
-            for id in &ids {
-                let _ = crate::control::request(&config.data_dir, &format!("load {id}")).await;
-            }
+            let inject = crate::cli_report::injector(config)?;
+            let ids = portcullis_gateway::digest::send(config, &store, &inject).await?;
             println!("{} digests queued", ids.len());
         }
         QuarantineCmd::Redeem { token } => {
-            let signer = crate::digest::signer(&store).await?;
+            let signer = portcullis_gateway::digest::signer(&store).await?;
             let (id, action) = match signer.verify(token.trim(), now()) {
                 Ok(v) => v,
                 Err(e) => {
@@ -471,8 +467,8 @@ pub async fn release(
         eprintln!("{id} is not held (already {})", item.state);
         return Ok(ExitCode::from(1));
     }
-    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-    let (queue_id, body) = match release_item(store, &spool, id).await {
+    let inject = crate::cli_report::injector(config)?;
+    let (queue_id, body) = match release_item(store, &inject, id).await {
         Ok(released) => released,
         Err(e) => {
             // Give the claim back so the release can be tried again.
@@ -483,7 +479,9 @@ pub async fn release(
         }
     };
     // A running gateway delivers it at once; otherwise at its next start.
-    let _ = crate::control::request(&config.data_dir, &format!("load {queue_id}")).await;
+    if let Err(e) = inject.announce(&queue_id).await {
+        eprintln!("warning: {e}");
+    }
     // A person said this "spam" is not: the classifier learns from it.
     if item.class == "spam"
         && let Err(e) = crate::corpus::learn(store, &body, false).await
@@ -515,10 +513,10 @@ fn release_queue_id(item: &str) -> String {
 /// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
 /// mark it released. The order makes a crash harmless: an item still `releasing` is
 /// finished again at the gateway's start, writing the same queue file. Returns the
-/// queue id and the message.
+/// queue id and the message; the caller announces it.
 pub async fn release_item(
     store: &Store,
-    spool: &std::sync::Arc<Spool>,
+    inject: &portcullis_gateway::Injector,
     id: &str,
 ) -> Result<(String, Vec<u8>)> {
     let Some((item, findings, envelope_json, body)) = store.quarantine_get(id).await? else {
@@ -539,13 +537,11 @@ pub async fn release_item(
     envelope.received_at = now();
     envelope.recipients = vec![rcpt];
     envelope.prepend = String::new();
-    let (spool, queued) = (spool.clone(), envelope.clone());
-    let body =
-        tokio::task::spawn_blocking(move || spool.store_message(&queued, &body).map(|()| body))
-            .await
-            .context("spool writer")?
-            .context("writing the released message to the spool")?;
-    let mut record = crate::handler::log_record(&envelope, 0, item.subject.clone(), None);
+    let spooled = inject
+        .write(&envelope, body.clone())
+        .await
+        .context("writing the released message to the spool")?;
+    let mut record = portcullis_gateway::log_record(&envelope, 0, item.subject.clone(), None);
     record.verdict = Some("deliver".into());
     record.rule = Some(format!("released from quarantine ({id})"));
     record.score = Some(item.score);
@@ -556,8 +552,8 @@ pub async fn release_item(
     store
         .quarantine_transition(id, "releasing", "released", now())
         .await?;
-    tracing::info!(item = id, queue_id = %envelope.id, "released from quarantine");
-    Ok((envelope.id, body))
+    tracing::info!(item = id, queue_id = %spooled.0, "released from quarantine");
+    Ok((spooled.0, body))
 }
 
 /// The policy as one document.

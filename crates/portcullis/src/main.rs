@@ -1,26 +1,15 @@
 //! The `portcullis` binary: configuration, command line, logging, and the wiring of the
 //! smtp, queue and store crates into one gateway.
 
-mod batcher;
 mod cli;
+mod cli_report;
 mod config;
-mod control;
 mod corpus;
-mod dates;
-mod digest;
 mod dkim_cli;
-mod dmarc_reports;
 mod filter_cli;
-mod filtering;
-mod handler;
-mod logwriter;
-mod policy;
 mod psl_cli;
-mod reports;
 mod serve;
 mod tls;
-mod tlsrpt;
-mod users;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -114,13 +103,13 @@ enum Command {
     /// Incoming DMARC aggregate and TLS-RPT reports about our domains.
     Report {
         #[command(subcommand)]
-        action: reports::ReportCmd,
+        action: cli_report::ReportCmd,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::Config::load(cli.config.as_deref()) {
+    let config = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -162,7 +151,7 @@ fn main() -> ExitCode {
             Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
             Command::Dkim { action } => dkim_cli::dkim(&config, action).await,
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
-            Command::Report { action } => reports::report(&config, action).await,
+            Command::Report { action } => cli_report::report(&config, action).await,
             Command::Psl { action } => psl_cli::psl(&config, action).await,
         }
     });
@@ -191,44 +180,5 @@ fn init_logging(config: &config::Config, serving: bool) {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 10:41:02 +0000`. Hand-written
-/// because only this one format is needed and a date crate would be its only user.
-pub fn rfc5322_date(unix: i64) -> String {
-    let days = unix.div_euclid(86400);
-    let secs = unix.rem_euclid(86400);
-    let (year, month, day) = crate::dates::civil(unix);
-    let weekday = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[weekday as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            super::rfc5322_date(1_795_430_462),
-            "Mon, 23 Nov 2026 10:41:02 +0000"
-        );
-        assert_eq!(
-            super::rfc5322_date(951_782_400),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
     }
 }

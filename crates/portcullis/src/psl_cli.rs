@@ -55,7 +55,7 @@ pub async fn psl(config: &Config, action: PslCmd) -> Result<ExitCode> {
                 "{rules} rules from {origin} installed in {}",
                 file.display()
             );
-            match crate::control::request(&config.data_dir, "reload-psl").await {
+            match portcullis_gateway::control::request(&config.data_dir, "reload-psl").await {
                 Some(reply) if reply.starts_with("ok") => {
                     println!("the running gateway uses it now");
                 }

@@ -2,11 +2,12 @@
 //! listeners and the control socket, and runs until SIGINT or SIGTERM.
 
 use crate::config::Config;
-use crate::handler::{GatewayHandler, Shared};
-use crate::logwriter::LogWriter;
-use crate::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
 use anyhow::{Context, Result};
 use portcullis_filter::auth::{AuthSettings, Authenticator};
+use portcullis_gateway::logwriter::LogWriter;
+use portcullis_gateway::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
+use portcullis_gateway::smtp::SmtpHandler;
+use portcullis_gateway::{Gateway, Injector};
 use portcullis_queue::client::ClientSettings;
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
@@ -43,7 +44,7 @@ impl Journal for StoreJournal {
 
     fn generated(&self, envelope: &Envelope, size: usize) {
         let subject = Some("(delivery status notification)".to_string());
-        let record = crate::handler::log_record(envelope, size, subject, None);
+        let record = portcullis_gateway::log_record(envelope, size, subject, None);
         self.0.write(LogEntry::Message(record));
     }
 }
@@ -166,11 +167,21 @@ pub async fn run(config: Config) -> Result<()> {
         deliverer,
         Arc::new(StoreJournal(log.clone())),
     )?;
-    crate::control::spawn(&config.data_dir, queue.clone()).context("control socket")?;
+    portcullis_gateway::control::spawn(
+        &config.data_dir,
+        queue.clone(),
+        Arc::new(crate::psl_cli::reload),
+    )
+    .context("control socket")?;
+    let inject = Injector::in_process(queue.clone());
     // Releases that a crash interrupted between their claim and their queue file.
     for id in store.quarantine_releasing().await? {
-        match crate::filter_cli::release_item(&store, queue.spool(), &id).await {
-            Ok((queue_id, _)) => queue.enqueue(&queue_id),
+        match crate::filter_cli::release_item(&store, &inject, &id).await {
+            Ok((queue_id, _)) => {
+                if let Err(e) = inject.announce(&queue_id).await {
+                    tracing::error!(item = %id, error = %e, "released message not scheduled");
+                }
+            }
             Err(e) => {
                 tracing::error!(item = %id, error = %e, "unfinished quarantine release failed")
             }
@@ -185,24 +196,26 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let acceptor = TlsAcceptor::from(tls);
-    crate::digest::spawn(config.clone(), store.clone(), queue.clone());
-    let tlsrpt_sender = crate::tlsrpt::Sender::new(
+    portcullis_gateway::digest::spawn(config.clone(), store.clone(), inject.clone());
+    let tlsrpt_sender = portcullis_gateway::tlsrpt::Sender::new(
         &config,
         store.clone(),
-        queue.spool().clone(),
+        inject.clone(),
         tlsrpt_resolver,
         &tlsrpt_tls,
     )?;
     let tlsrpt_store = store.clone();
-    crate::tlsrpt::spawn(&config, tls_counters.clone(), tlsrpt_sender, queue.clone());
-    crate::dmarc_reports::spawn(
+    portcullis_gateway::tlsrpt::spawn(&config, tls_counters.clone(), tlsrpt_sender);
+    portcullis_gateway::dmarc_reports::spawn(
         config.clone(),
         store.clone(),
-        queue.clone(),
+        inject.clone(),
         resolver_for_reports,
     );
-    let dmarc_results =
-        crate::dmarc_reports::Collector::spawn(store.clone(), config.reports.dmarc_aggregate);
+    let dmarc_results = portcullis_gateway::dmarc_reports::Collector::spawn(
+        store.clone(),
+        config.reports.dmarc_aggregate,
+    );
     let dmarc_at_exit = dmarc_results.clone();
     let scanner = content_scanner(&store, &config.attachments).await;
     let dkim = portcullis_filter::sign::SharedKeyRing::new(
@@ -222,7 +235,7 @@ pub async fn run(config: Config) -> Result<()> {
             }
         });
     }
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Gateway {
         hostname: config.hostname.clone(),
         auth,
         policy,
@@ -303,7 +316,7 @@ pub async fn run(config: Config) -> Result<()> {
             timeouts: timeouts.clone(),
             limits: conn_limits,
             counter: counter.clone(),
-            make_handler: move |info| GatewayHandler::new(shared.clone(), info),
+            make_handler: move |info| SmtpHandler::new(shared.clone(), info),
         };
         tokio::spawn(listener.run());
     }
@@ -319,8 +332,8 @@ pub async fn run(config: Config) -> Result<()> {
     // And the DMARC report results.
     let _ = tokio::time::timeout(Duration::from_secs(5), dmarc_at_exit.flush()).await;
     // The TLS results counted since the last minute's flush.
-    crate::tlsrpt::flush(&tls_counters, &tlsrpt_store).await;
-    let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
+    portcullis_gateway::tlsrpt::flush(&tls_counters, &tlsrpt_store).await;
+    let _ = std::fs::remove_file(portcullis_gateway::control::socket_path(&config.data_dir));
     Ok(())
 }
 
@@ -364,7 +377,7 @@ async fn content_scanner(
 /// Reload the classifier's model when training changed it (`corpus train`, quarantine
 /// feedback), checked every minute by its message counts and time of last training.
 fn spawn_model_reloader(
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     limits: portcullis_filter::attachments::AttachmentLimits,
 ) {
     tokio::spawn(async move {

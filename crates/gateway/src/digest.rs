@@ -4,13 +4,13 @@
 //! other automatic notices do, so they can never bounce into a loop.
 
 use crate::config::Config;
+use crate::inject::Injector;
 use anyhow::{Context, Result};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use portcullis_filter::token::{LinkAction, LinkSigner};
-use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
+use portcullis_queue::spool::{Direction, Envelope, new_id, now};
 use portcullis_store::{QuarantineItem, Store};
-use std::sync::Arc;
 
 /// The link-signing secret, made at first use and kept in the store so every node of a
 /// cluster signs and checks alike.
@@ -121,9 +121,9 @@ pub fn build(
     out
 }
 
-/// Write a digest for every recipient with held mail not yet listed; the queue ids of the
-/// digests, for the caller to hand to the queue.
-pub async fn send(config: &Config, store: &Store, spool: &Arc<Spool>) -> Result<Vec<String>> {
+/// Write a digest for every recipient with held mail not yet listed and hand it to the
+/// queue; the queue ids of the digests.
+pub async fn send(config: &Config, store: &Store, inject: &Injector) -> Result<Vec<String>> {
     let due = store.quarantine_digest_due().await?;
     if due.is_empty() {
         return Ok(Vec::new());
@@ -147,14 +147,17 @@ pub async fn send(config: &Config, store: &Store, spool: &Arc<Spool>) -> Result<
             std::slice::from_ref(rcpt),
         );
         envelope.received_at = t;
-        let s = spool.clone();
-        let env = envelope.clone();
-        tokio::task::spawn_blocking(move || s.store_message(&env, &message))
+        let spooled = inject
+            .write(&envelope, message)
             .await
-            .context("digest writer")?
             .with_context(|| format!("writing the digest for {rcpt}"))?;
         let listed: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
         store.quarantine_mark_digested(&listed, t).await?;
+        // Marked before it is announced: a digest that is announced late is still sent,
+        // one that is not marked would be sent twice.
+        if let Err(e) = inject.announce(&spooled.0).await {
+            tracing::warn!(id = %envelope.id, error = %e, "quarantine digest not announced");
+        }
         tracing::info!(recipient = %rcpt, messages = listed.len(), id = %envelope.id, "quarantine digest queued");
         ids.push(envelope.id);
         start = end;
@@ -163,7 +166,7 @@ pub async fn send(config: &Config, store: &Store, spool: &Arc<Spool>) -> Result<
 }
 
 /// Keep sending digests and expiring old quarantine entries while the gateway runs.
-pub fn spawn(config: Config, store: Store, queue: portcullis_queue::Queue) {
+pub fn spawn(config: Config, store: Store, inject: Injector) {
     let every = config.quarantine.digest_interval_secs;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(if every == 0 {
@@ -183,8 +186,8 @@ pub fn spawn(config: Config, store: Store, queue: portcullis_queue::Queue) {
                 continue;
             }
             last_digest = now();
-            match send(&config, &store, queue.spool()).await {
-                Ok(ids) => ids.iter().for_each(|id| queue.enqueue(id)),
+            match send(&config, &store, &inject).await {
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "quarantine digests failed"),
             }
         }

@@ -1,10 +1,13 @@
-//! The control socket (`<data_dir>/control.sock`, mode 0600): how `portcullis queue
-//! flush|hold|release|delete` reach a running gateway, so that its scheduler learns of
-//! the change at once. One request line, one reply line (`ok ...` or `error ...`).
-//! When no gateway runs, the CLI changes the spool itself.
+//! The control socket (`<data_dir>/control.sock`, mode 0600): how commands reach a
+//! running gateway, so that it learns of a change at once (`portcullis queue
+//! flush|hold|release|delete`, locally made mail to load, a new public suffix list). One
+//! request line, one reply line (`ok ...` or `error ...`). When no gateway runs, the
+//! commands change the spool themselves and the gateway reads it at start.
 
 use portcullis_queue::Queue;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -12,7 +15,11 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-pub fn spawn(data_dir: &Path, queue: Queue) -> std::io::Result<()> {
+/// What a request for the public suffix list runs (`reload-psl`): the binary owns the
+/// list's file, the socket only passes the request on.
+pub type ReloadPsl = Arc<dyn Fn() -> std::io::Result<String> + Send + Sync>;
+
+pub fn spawn(data_dir: &Path, queue: Queue, reload_psl: ReloadPsl) -> std::io::Result<()> {
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
@@ -23,40 +30,40 @@ pub fn spawn(data_dir: &Path, queue: Queue) -> std::io::Result<()> {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let queue = queue.clone();
+            let (queue, reload_psl) = (queue.clone(), reload_psl.clone());
             tokio::spawn(async move {
-                let _ = serve(stream, queue).await;
+                let _ = serve(stream, queue, reload_psl).await;
             });
         }
     });
     Ok(())
 }
 
-async fn serve(stream: UnixStream, queue: Queue) -> std::io::Result<()> {
+async fn serve(stream: UnixStream, queue: Queue, reload_psl: ReloadPsl) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     if let Some(line) = lines.next_line().await? {
-        let reply = execute(&queue, line.trim());
+        let reply = execute(&queue, &reload_psl, line.trim());
         write.write_all(reply.as_bytes()).await?;
         write.write_all(b"\n").await?;
     }
     Ok(())
 }
 
-fn execute(queue: &Queue, line: &str) -> String {
+fn execute(queue: &Queue, reload_psl: &ReloadPsl, line: &str) -> String {
     let mut words = line.split_whitespace();
     let result = match (words.next(), words.next()) {
         (Some("flush"), None) => queue.flush().map(|n| format!("ok {n} messages scheduled")),
         (Some("hold"), Some(id)) => found(queue.set_held(id, true), id),
         (Some("release"), Some(id)) => found(queue.set_held(id, false), id),
         (Some("delete"), Some(id)) => found(queue.spool().remove(id), id),
-        // A message the CLI put in the spool (a quarantine release).
+        // A message a command put in the spool (see `inject`).
         (Some("load"), Some(id)) => {
             queue.enqueue(id);
             Ok(format!("ok {id}"))
         }
         // A new public suffix list file (`portcullis psl update`).
-        (Some("reload-psl"), None) => crate::psl_cli::reload(),
+        (Some("reload-psl"), None) => reload_psl(),
         _ => return format!("error unknown request: {line}"),
     };
     match result {
@@ -77,12 +84,21 @@ fn found(r: std::io::Result<bool>, id: &str) -> std::io::Result<String> {
 
 /// Send one request to a running gateway; None when none is listening.
 pub async fn request(data_dir: &Path, line: &str) -> Option<String> {
-    let mut stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .ok()?;
+    ask(data_dir, line).await.ok().flatten()
+}
+
+/// Send one request; `Ok(None)` when no gateway is listening (no socket, or a socket
+/// left behind by one that stopped), an error when one listens but the exchange broke.
+pub async fn ask(data_dir: &Path, line: &str) -> std::io::Result<Option<String>> {
+    let mut stream = match UnixStream::connect(socket_path(data_dir)).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    stream.write_all(format!("{line}\n").as_bytes()).await?;
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).await.ok()?;
-    Some(reply.trim().to_string())
+    BufReader::new(stream).read_line(&mut reply).await?;
+    Ok(Some(reply.trim().to_string()))
 }

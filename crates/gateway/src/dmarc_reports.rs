@@ -13,13 +13,12 @@
 
 use crate::batcher::Batcher;
 use crate::config::Config;
+use crate::inject::Injector;
 use anyhow::{Context, Result};
 use mail_auth::MessageAuthenticator;
 use portcullis_filter::dmarc_report::{self, DmarcEntry};
-use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
+use portcullis_queue::spool::{Direction, Envelope, new_id, now};
 use portcullis_store::{DmarcResultRow, LogEntry, Store};
-use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Days a contribution is kept at most, reported or not: a gateway that was down over a
@@ -107,15 +106,17 @@ pub struct Queued {
     pub records: usize,
     pub messages: u64,
     pub size: usize,
+    /// In the spool, but the running gateway could not be told (it goes at its restart).
+    pub not_announced: Option<String>,
 }
 
 /// Report the contributions received in `begin..end` (whole UTC days): claim them, queue
 /// one report per policy domain and day to each of its destinations, delete what was
-/// reported. The queue ids, for the caller to hand to the queue.
+/// reported. The messages are in the spool and announced to the queue.
 pub async fn send(
     config: &Config,
     store: &Store,
-    spool: &Arc<Spool>,
+    inject: &Injector,
     resolver: &MessageAuthenticator,
     begin: i64,
     end: i64,
@@ -133,7 +134,7 @@ pub async fn send(
     let mut queued = Vec::new();
     let mut groups = groups.into_iter();
     while let Some((domain, day, rows)) = groups.next() {
-        match send_one(config, store, spool, resolver, &domain, day, &rows).await {
+        match send_one(config, store, inject, resolver, &domain, day, &rows).await {
             Ok(Some(list)) => {
                 store
                     .dmarc_results_delete(&token, &domain, day, day + 86_400)
@@ -169,7 +170,7 @@ pub async fn send(
 async fn send_one(
     config: &Config,
     store: &Store,
-    spool: &Arc<Spool>,
+    inject: &Injector,
     resolver: &MessageAuthenticator,
     domain: &str,
     day: i64,
@@ -251,17 +252,23 @@ async fn send_one(
             &[address.to_string()],
         );
         let size = message.len();
-        let (s, env) = (spool.clone(), envelope.clone());
-        tokio::task::spawn_blocking(move || s.store_message(&env, &message))
+        let spooled = inject
+            .write(&envelope, message)
             .await
-            .context("report writer")?
             .with_context(|| format!("writing the report to {address}"))?;
         // In the message log before it is handed to the queue, so its delivery is logged.
         let subject = Some(format!("(DMARC aggregate report for {domain})"));
-        let record = crate::handler::log_record(&envelope, size, subject, None);
+        let record = crate::log_record(&envelope, size, subject, None);
         if let Err(e) = store.log_batch(&[LogEntry::Message(record)]).await {
             tracing::warn!(id = %envelope.id, error = %e, "report not in the message log");
         }
+        let not_announced = match inject.announce(&spooled.0).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(id = %envelope.id, error = %e, "DMARC report not announced");
+                Some(e.to_string())
+            }
+        };
         tracing::info!(
             domain,
             rua = address,
@@ -282,6 +289,7 @@ async fn send_one(
             records: aggregate.records.len(),
             messages: aggregate.messages,
             size,
+            not_announced,
         });
     }
     if deferred && queued.is_empty() {
@@ -298,7 +306,7 @@ async fn send_one(
 pub fn spawn(
     config: Config,
     store: Store,
-    queue: portcullis_queue::Queue,
+    inject: Injector,
     resolver: mail_auth::hickory_resolver::TokioResolver,
 ) {
     tokio::spawn(async move {
@@ -319,53 +327,12 @@ pub fn spawn(
                 continue;
             }
             let since = today - KEEP_DAYS * 86_400;
-            match send(&config, &store, queue.spool(), &resolver, since, today).await {
-                Ok(list) => list.iter().for_each(|q| queue.enqueue(&q.queue_id)),
+            match send(&config, &store, &inject, &resolver, since, today).await {
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = format!("{e:#}"), "DMARC aggregate reports failed")
                 }
             }
         }
     });
-}
-
-/// `portcullis report send-dmarc [--day YYYY-MM-DD]`: the reports of that day (default
-/// yesterday, UTC) now, whatever `dmarc_aggregate` and the hour say.
-pub async fn send_cmd(config: &Config, store: &Store, day: Option<String>) -> Result<ExitCode> {
-    let begin = match day.as_deref() {
-        Some(d) => {
-            crate::dates::parse_ymd(d).with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?
-        }
-        None => now().div_euclid(86_400) * 86_400 - 86_400,
-    };
-    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-    let resolver = portcullis_queue::mx::build_resolver(
-        &config.dns.nameservers,
-        Duration::from_secs(config.dns.timeout_secs),
-    )
-    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
-    let resolver = MessageAuthenticator(resolver);
-    let queued = send(config, store, &spool, &resolver, begin, begin + 86_400).await?;
-    if queued.is_empty() {
-        eprintln!(
-            "no DMARC aggregate reports to send for {}",
-            crate::dates::ymd(begin)
-        );
-    }
-    for q in &queued {
-        // A running gateway picks the message up at once; otherwise it goes at the next start.
-        let _ = crate::control::request(&config.data_dir, &format!("load {}", q.queue_id)).await;
-        println!(
-            "queued {}  {}  {}  to {}  report-id {}  records={} messages={} bytes={}",
-            q.queue_id,
-            q.domain,
-            crate::dates::ymd(q.day),
-            q.rua,
-            q.report_id,
-            q.records,
-            q.messages,
-            q.size
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -12,18 +12,12 @@
 //! mail-auth. Every step is bounded: message size, parts examined, zip entries, unpacked size,
 //! records kept.
 
-use crate::config::Config;
-use anyhow::{Context, Result, bail};
-use clap::Subcommand;
 use mail_auth::report::tlsrpt::TlsReport;
 use mail_auth::report::{DmarcResult, Report};
 use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
 use portcullis_queue::spool::{new_id, now};
-use portcullis_store::{ReportQuery, ReportSummary, Store, StoreError, StoredReport};
-use serde::Serialize;
+use portcullis_store::{ReportSummary, Store, StoreError, StoredReport};
 use std::io::{Cursor, Read};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Largest message looked at; reports are small, a big message is something else.
 pub const MAX_MESSAGE_SIZE: usize = 50 << 20;
@@ -430,302 +424,6 @@ fn clean_domain(d: &str) -> String {
     d.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-// ---------------------------------------------------------------------------------------
-// `portcullis report …`
-
-#[derive(Subcommand)]
-pub enum ReportCmd {
-    /// Stored reports, newest first: id, kind, org, report id, domain, period, counts.
-    List {
-        #[arg(long, value_parser = ["dmarc", "tlsrpt"])]
-        kind: Option<String>,
-        /// Only reports about this policy domain.
-        #[arg(long)]
-        domain: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One report: its summary, then each record (DMARC) or policy (TLS-RPT).
-    Show {
-        id: String,
-        /// The stored report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take in a report message saved as a file (.eml, as received), as the gateway does.
-    Import { file: PathBuf },
-    /// Send the DMARC aggregate reports of a day now (outgoing, to other domains' rua).
-    SendDmarc {
-        /// The UTC day, YYYY-MM-DD; default yesterday.
-        #[arg(long)]
-        day: Option<String>,
-    },
-    /// Send the TLS-RPT reports about our deliveries of a day now (outgoing, to the
-    /// `_smtp._tls` addresses of the domains we delivered to), whatever `tls_rpt` and
-    /// `send_hour_utc` say. Works from the store, where a running gateway puts its
-    /// counts every minute and at shutdown.
-    #[command(name = "send-tlsrpt")]
-    SendTlsrpt {
-        /// The UTC day, YYYY-MM-DD; default yesterday.
-        #[arg(long)]
-        day: Option<String>,
-    },
-}
-
-pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
-    let store = crate::cli::open_store(config).await?;
-    match cmd {
-        ReportCmd::List {
-            kind,
-            domain,
-            limit,
-            json,
-        } => list(&store, kind, domain, limit, json).await,
-        ReportCmd::Show { id, json } => show(&store, &id, json).await,
-        ReportCmd::Import { file } => import(&store, &file).await,
-        ReportCmd::SendDmarc { day } => crate::dmarc_reports::send_cmd(config, &store, day).await,
-        ReportCmd::SendTlsrpt { day } => {
-            crate::tlsrpt::send_command(config, store, day.as_deref()).await
-        }
-    }
-}
-
-/// `2026-11-22T00:00:00Z` for a unix time (UTC).
-fn iso(unix: i64) -> String {
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = crate::dates::civil(unix);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-fn summary_line(s: &ReportSummary) -> String {
-    format!(
-        "{}  {:<6}  {}  {} .. {}  messages={} pass={} fail={}  org={:?} report-id={:?}",
-        s.id,
-        s.kind,
-        s.domain,
-        iso(s.begin),
-        iso(s.end),
-        s.messages,
-        s.pass,
-        s.fail,
-        s.org,
-        s.report_id
-    )
-}
-
-async fn list(
-    store: &Store,
-    kind: Option<String>,
-    domain: Option<String>,
-    limit: i64,
-    json: bool,
-) -> Result<ExitCode> {
-    let rows = store
-        .report_list(&ReportQuery {
-            kind,
-            domain,
-            limit,
-        })
-        .await?;
-    for r in &rows {
-        if json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            println!("{}", summary_line(r));
-        }
-    }
-    if rows.is_empty() && !json {
-        eprintln!("no reports");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The wire name of a serde enum value (`starttls-not-supported`), else its debug form.
-fn wire<T: Serialize + std::fmt::Debug>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{v:?}"),
-    }
-}
-
-fn lower<T: std::fmt::Debug>(v: &T) -> String {
-    format!("{v:?}").to_ascii_lowercase()
-}
-
-async fn show(store: &Store, id: &str, json: bool) -> Result<ExitCode> {
-    let Some(stored) = store.report_get(id).await? else {
-        bail!("no report {id}");
-    };
-    if json {
-        println!("{}", stored.report);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let s = &stored.summary;
-    println!("id:          {}", s.id);
-    println!("kind:        {}", s.kind);
-    println!("org:         {}", s.org);
-    println!("report id:   {}", s.report_id);
-    println!("domain:      {}", s.domain);
-    println!("period:      {} .. {}", iso(s.begin), iso(s.end));
-    println!("received:    {}", iso(s.received_at));
-    let unit = if s.kind == "tlsrpt" {
-        "sessions"
-    } else {
-        "messages"
-    };
-    println!(
-        "{unit}:{:pad$}{} (pass {}, fail {})",
-        "",
-        s.messages,
-        s.pass,
-        s.fail,
-        pad = 12 - unit.len()
-    );
-    match s.kind.as_str() {
-        "dmarc" => match serde_json::from_str::<Report>(&stored.report) {
-            Ok(r) => show_dmarc(&r),
-            Err(e) => println!("(stored report unreadable: {e})\n{}", stored.report),
-        },
-        _ => match serde_json::from_str::<TlsReport>(&stored.report) {
-            Ok(r) => show_tlsrpt(&r),
-            Err(e) => println!("(stored report unreadable: {e})\n{}", stored.report),
-        },
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn show_dmarc(r: &Report) {
-    let p = &r.policy_published;
-    println!(
-        "policy:      p={} sp={} adkim={} aspf={}{}",
-        lower(&p.p),
-        lower(&p.sp),
-        lower(&p.adkim),
-        lower(&p.aspf),
-        p.fo.as_deref()
-            .map(|f| format!(" fo={f}"))
-            .unwrap_or_default()
-    );
-    println!("records:     {}", r.record.len());
-    for rec in &r.record {
-        let row = &rec.row;
-        let ip = row
-            .source_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "-".into());
-        let pe = &row.policy_evaluated;
-        let dkim: Vec<String> = rec
-            .auth_results
-            .dkim
-            .iter()
-            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
-            .collect();
-        let spf: Vec<String> = rec
-            .auth_results
-            .spf
-            .iter()
-            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
-            .collect();
-        println!(
-            "  {ip}  count={}  disposition={}  dmarc-dkim={} dmarc-spf={}  header-from={}  dkim: {}  spf: {}",
-            row.count,
-            lower(&pe.disposition),
-            lower(&pe.dkim),
-            lower(&pe.spf),
-            rec.identifiers.header_from,
-            if dkim.is_empty() {
-                "-".into()
-            } else {
-                dkim.join(",")
-            },
-            if spf.is_empty() {
-                "-".into()
-            } else {
-                spf.join(",")
-            },
-        );
-    }
-}
-
-fn show_tlsrpt(r: &TlsReport) {
-    if let Some(c) = &r.contact_info {
-        println!("contact:     {c}");
-    }
-    println!("policies:    {}", r.policies.len());
-    for p in &r.policies {
-        println!(
-            "  policy {} {}  success={} failure={}{}",
-            wire(&p.policy.policy_type),
-            p.policy.policy_domain,
-            p.summary.total_success,
-            p.summary.total_failure,
-            if p.policy.mx_host.is_empty() {
-                String::new()
-            } else {
-                format!("  mx={}", p.policy.mx_host.join(","))
-            }
-        );
-        for f in &p.failure_details {
-            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            println!(
-                "    failure {} sessions={} sending-mta={} mx={} mx-ip={}{}{}",
-                wire(&f.result_type),
-                f.failed_session_count,
-                opt(f.sending_mta_ip.map(|ip| ip.to_string())),
-                opt(f.receiving_mx_hostname.clone()),
-                opt(f.receiving_ip.map(|ip| ip.to_string())),
-                f.failure_reason_code
-                    .as_deref()
-                    .map(|c| format!(" code={c}"))
-                    .unwrap_or_default(),
-                f.additional_information
-                    .as_deref()
-                    .map(|i| format!(" info={i:?}"))
-                    .unwrap_or_default(),
-            );
-        }
-    }
-}
-
-async fn import(store: &Store, file: &Path) -> Result<ExitCode> {
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .len();
-    if size > MAX_MESSAGE_SIZE as u64 {
-        bail!(
-            "{}: larger than {} MiB, not a report",
-            file.display(),
-            MAX_MESSAGE_SIZE >> 20
-        );
-    }
-    let raw = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match take_in(store, &raw).await {
-        Ok((id, true)) => {
-            println!("stored report {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((id, false)) => {
-            println!("already stored as {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(IntakeError::NotAReport(why)) => {
-            bail!(
-                "{}: not a DMARC aggregate or TLS-RPT report: {why}",
-                file.display()
-            )
-        }
-        Err(IntakeError::Store(e)) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
 mod first_look {
     #[test]
@@ -989,13 +687,6 @@ mod tests {
         assert!(err.contains("larger than"), "{err}");
     }
 
-    #[test]
-    fn dates() {
-        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso(1_795_391_999), "2026-11-22T23:59:59Z");
-        assert_eq!(iso(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
     #[tokio::test]
     async fn intake_stores_once_and_ignores_other_mail() {
         let store = Store::open("sqlite::memory:").await.expect("store");
@@ -1010,7 +701,7 @@ mod tests {
                 .is_none()
         );
         let all = store
-            .report_list(&ReportQuery::default())
+            .report_list(&portcullis_store::ReportQuery::default())
             .await
             .expect("list");
         assert_eq!(all.len(), 2);

@@ -50,6 +50,41 @@ pub fn parse_ymd(text: &str) -> Option<i64> {
     (civil(start) == (y, m, d)).then_some(start)
 }
 
+/// `2026-11-22T00:00:00Z` for a unix time (UTC).
+pub fn iso(unix: i64) -> String {
+    let secs = unix.rem_euclid(86_400);
+    let (year, month, day) = civil(unix);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 10:41:02 +0000`. Hand-written
+/// because only this one format is needed and a date crate would be its only user.
+pub fn rfc5322_date(unix: i64) -> String {
+    let days = unix.div_euclid(86400);
+    let secs = unix.rem_euclid(86400);
+    let (year, month, day) = civil(unix);
+    let weekday = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[weekday as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +101,21 @@ mod tests {
         assert_eq!(parse_ymd("2026-13-01"), None);
         assert_eq!(parse_ymd("yesterday"), None);
         assert_eq!(civil(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(super::rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            super::rfc5322_date(1_795_430_462),
+            "Mon, 23 Nov 2026 10:41:02 +0000"
+        );
+        assert_eq!(
+            super::rfc5322_date(951_782_400),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+        assert_eq!(super::iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::iso(1_795_391_999), "2026-11-22T23:59:59Z");
+        assert_eq!(super::iso(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

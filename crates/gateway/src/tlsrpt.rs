@@ -13,6 +13,7 @@
 //! back and the next daily run tries again, for up to [`RETRY_DAYS`] days.
 
 use crate::config::Config;
+use crate::inject::{InjectError, Injector};
 use anyhow::{Context, Result, anyhow};
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::mta_sts::{ReportUri, TlsRpt};
@@ -21,11 +22,10 @@ use mail_auth::report::tlsrpt::{
 };
 use portcullis_queue::client::TlsConfigs;
 use portcullis_queue::mx::TokioResolver;
-use portcullis_queue::spool::{Direction, Envelope, Spool, new_id, now};
+use portcullis_queue::spool::{Direction, Envelope, new_id, now};
 use portcullis_queue::tls_policy::{TlsCounters, TlsResultKey, utc_day};
 use portcullis_queue::tlsrpt::{RecordLookup, ReportPoster, lookup_record};
 use portcullis_store::{Store, TlsResultRow};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,7 +306,7 @@ pub struct Sender {
     pub me: Reporter,
     pub hostname: String,
     pub store: Store,
-    pub spool: Arc<Spool>,
+    pub inject: Injector,
     pub resolver: TokioResolver,
     pub poster: ReportPoster,
 }
@@ -319,7 +319,7 @@ pub enum Outcome {
         report_id: String,
         /// One entry per address: `mailto:x queued as ID`, `https://… HTTP 200`, or the error.
         results: Vec<String>,
-        /// Queue ids of report messages, for the caller to hand to the queue.
+        /// Queue ids of report messages (in the spool, announced to the queue).
         queued: Vec<String>,
         sessions: (i64, i64),
     },
@@ -335,7 +335,7 @@ impl Sender {
     pub fn new(
         config: &Config,
         store: Store,
-        spool: Arc<Spool>,
+        inject: Injector,
         resolver: TokioResolver,
         tls: &TlsConfigs,
     ) -> Result<Sender> {
@@ -349,7 +349,7 @@ impl Sender {
             me: Reporter::new(config),
             hostname: config.hostname.clone(),
             store,
-            spool,
+            inject,
             resolver,
             poster,
         })
@@ -430,8 +430,12 @@ impl Sender {
                 .collect::<Vec<_>>()
                 .join(",");
             match self.queue_message(&report, domain, &mailto, &gzipped).await {
-                Ok(id) => {
+                Ok((id, None)) => {
                     results.push(format!("{list} queued as {id}"));
+                    queued.push(id);
+                }
+                Ok((id, Some(why))) => {
+                    results.push(format!("{list} queued as {id} ({why})"));
                     queued.push(id);
                 }
                 Err(e) => results.push(format!("{list} failed: {e:#}")),
@@ -463,7 +467,7 @@ impl Sender {
         domain: &str,
         to: &[String],
         gzipped: &[u8],
-    ) -> Result<String> {
+    ) -> Result<(String, Option<String>)> {
         let message =
             build_message(&self.me, report, domain, to, gzipped).context("building the message")?;
         let keys = crate::reports::report_keys(&self.store).await;
@@ -474,13 +478,13 @@ impl Sender {
             Direction::Outbound,
             to,
         );
-        let spool = self.spool.clone();
-        let env = envelope.clone();
-        tokio::task::spawn_blocking(move || spool.store_message(&env, &message))
-            .await
-            .context("report writer")?
-            .context("writing the report to the spool")?;
-        Ok(envelope.id)
+        match self.inject.submit(&envelope, message).await {
+            Ok(_) => Ok((envelope.id, None)),
+            // In the spool all the same: it leaves when the gateway restarts, so this
+            // day's results are reported, not tried again.
+            Err(e @ InjectError::NotAnnounced { .. }) => Ok((envelope.id, Some(e.to_string()))),
+            Err(e) => Err(e).context("writing the report to the spool"),
+        }
     }
 
     /// A daily run: the reports of the finished days not yet reported (up to
@@ -535,12 +539,7 @@ fn due(t: i64, hour: i64, last_run: Option<i64>) -> bool {
 
 /// The gateway's task: every minute, move the counts to the store; once a day, after
 /// `send_hour_utc`, send the due reports (when `tls_rpt` is on) and forget old results.
-pub fn spawn(
-    config: &Config,
-    counters: Arc<TlsCounters>,
-    sender: Sender,
-    queue: portcullis_queue::Queue,
-) {
+pub fn spawn(config: &Config, counters: Arc<TlsCounters>, sender: Sender) {
     let enabled = config.reports.tls_rpt;
     let hour = i64::from(config.reports.send_hour_utc);
     tokio::spawn(async move {
@@ -568,72 +567,12 @@ pub fn spawn(
             if enabled && due(t, hour, last_run) {
                 last_run = Some(today);
                 match sender.run_due(today).await {
-                    Ok(ids) => ids.iter().for_each(|id| queue.enqueue(id)),
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "TLS-RPT reports failed"),
                 }
             }
         }
     });
-}
-
-/// `portcullis report send-tlsrpt [--day YYYY-MM-DD]`: the reports of one day now
-/// (default yesterday, UTC), whatever `tls_rpt` and `send_hour_utc` say. It works from
-/// the store: a running gateway stores its counts every minute and at shutdown.
-pub async fn send_command(config: &Config, store: Store, day: Option<&str>) -> Result<ExitCode> {
-    let day = match day {
-        Some(text) => crate::dates::parse_ymd(text)
-            .ok_or_else(|| anyhow!("--day {text}: expected YYYY-MM-DD"))?,
-        None => utc_day(now()) - DAY,
-    };
-    let resolver = portcullis_queue::mx::build_resolver(
-        &config.dns.nameservers,
-        Duration::from_secs(config.dns.timeout_secs),
-    )
-    .map_err(|e| anyhow!("DNS resolver: {e}"))?;
-    let extra_ca = match &config.delivery.extra_ca_file {
-        Some(path) => TlsConfigs::read_pem_certificates(path)
-            .map_err(|e| anyhow!("delivery.extra_ca_file: {e}"))?,
-        None => Vec::new(),
-    };
-    let tls = TlsConfigs::new(&extra_ca).map_err(|e| anyhow!("TLS client setup: {e}"))?;
-    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-    let sender = Sender::new(config, store, spool, resolver, &tls)?;
-    let outcomes = sender.send_day(day).await?;
-    let day_label = crate::dates::ymd(day);
-    let mut failed = false;
-    for (domain, outcome) in &outcomes {
-        match outcome {
-            Outcome::Sent {
-                report_id,
-                results,
-                queued,
-                sessions,
-            } => {
-                for id in queued {
-                    let _ = crate::control::request(&config.data_dir, &format!("load {id}")).await;
-                }
-                println!(
-                    "sent {domain} {day_label} report {report_id} successful={} failed={}: {}",
-                    sessions.0,
-                    sessions.1,
-                    results.join("; ")
-                );
-            }
-            Outcome::Skipped(why) => eprintln!("skipped {domain} {day_label}: {why}"),
-            Outcome::Failed(why) => {
-                failed = true;
-                eprintln!("failed {domain} {day_label}: {why} (left for a later run)");
-            }
-        }
-    }
-    if outcomes.is_empty() {
-        eprintln!("no TLS results to report for {day_label}");
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+//! The message path of Portcullis as a library, for every way mail comes in (SMTP today;
+//! collection from remote mailboxes and a re-scan from the console later):
+//!
+//! submission ([`Client`], envelope) -> [`Transaction`] (MAIL/RCPT decisions) -> scan
+//! (checks and rules, `scan`) -> disposition (one function per outcome) -> actions in one
+//! order ([`actions`]) -> the queue; plus locally made mail ([`inject`]) and the reports
+//! about other domains' mail ([`reports`], [`dmarc_reports`], [`tlsrpt`]).
+//!
+//! It knows nothing of sockets, HTTP or the command line: the SMTP listener is a thin
+//! adapter ([`smtp::SmtpHandler`]), the binary wires and configures it.
+
+pub mod actions;
+pub mod batcher;
+pub mod config;
+pub mod control;
+pub mod dates;
+pub mod digest;
+mod disposition;
+pub mod dmarc_reports;
+pub mod filtering;
+pub mod inject;
+pub mod logwriter;
+pub mod policy;
+pub mod reports;
+mod scan;
+pub mod smtp;
+pub mod submission;
+pub mod tlsrpt;
+pub mod transaction;
+pub mod users;
+
+pub use disposition::log_record;
+pub use inject::{InjectError, Injected, Injector};
+pub use submission::{Client, Peer};
+pub use transaction::{Gateway, Transaction};

@@ -1,0 +1,317 @@
+//! One mail transaction on the message path: who may send (MAIL), to whom (RCPT: relay
+//! control, lists, greylisting, one policy per transaction), where the body goes (a spool
+//! writer), and, at the end of the data, the scan ([`crate::scan`]) and what is done with
+//! the message ([`crate::disposition`]). It takes a plain [`Client`] at each step, not a
+//! protocol session, so SMTP, collection and a re-scan share it.
+
+use crate::dmarc_reports::Collector;
+use crate::logwriter::LogWriter;
+use crate::policy::Policy;
+use crate::submission::{Client, Peer};
+use crate::users;
+use portcullis_filter::auth::{Authenticator, SpfVerdict, TokioResolver};
+use portcullis_filter::clamd;
+use portcullis_filter::content::ContentScanner;
+use portcullis_filter::dmarc_report::DmarcPending;
+use portcullis_filter::dnsbl::{DnsblSettings, FcrdnsSettings};
+use portcullis_filter::external;
+use portcullis_filter::finding::{self, Finding};
+use portcullis_filter::greylist::{Greylist, GreylistMode};
+use portcullis_filter::sign::SharedKeyRing;
+use portcullis_queue::Queue;
+use portcullis_queue::spool::{SpoolWriter, new_id};
+use portcullis_smtp::{MailFrom, RcptTo, Reply};
+use portcullis_store::Store;
+use std::sync::Arc;
+
+/// What every transaction of a running gateway shares: the checks, the policy, the store,
+/// the queue and the message log.
+pub struct Gateway {
+    pub hostname: String,
+    pub auth: Authenticator,
+    pub policy: Policy,
+    pub store: Store,
+    pub queue: Queue,
+    pub log: LogWriter,
+    /// The content pipeline; replaced whole when the classifier's model changes.
+    pub content: std::sync::RwLock<Arc<ContentScanner>>,
+    pub quarantine_expiry_secs: i64,
+    pub resolver: TokioResolver,
+    pub antivirus: Option<clamd::Scanner>,
+    pub antivirus_fail_open: bool,
+    pub dnsbl: DnsblSettings,
+    pub fcrdns: FcrdnsSettings,
+    pub greylist: Greylist,
+    /// New connections per address and minute, across the cluster; 0: no limit.
+    pub connection_rate: u32,
+    /// Messages per client and hour, across the cluster; 0: no limit.
+    pub message_rate: u32,
+    pub external: external::ExternalSettings,
+    /// DKIM keys for signing outbound mail, reloaded with the policy.
+    pub dkim: SharedKeyRing,
+    /// ARC-seal inbound mail with this domain's DKIM key (`[auth] arc_seal_domain`).
+    pub arc_seal_domain: Option<String>,
+    /// Keeps what inbound messages contribute to outgoing DMARC aggregate reports.
+    pub dmarc_results: Collector,
+}
+
+/// The state of one connection's current transaction.
+pub struct Transaction {
+    pub(crate) gw: Arc<Gateway>,
+    pub(crate) peer: Peer,
+    pub(crate) mail: Option<MailFrom>,
+    pub(crate) recipients: Vec<RcptTo>,
+    pub(crate) writer: Option<SpoolWriter>,
+    /// SPF from MAIL time, for inbound mail when authentication is on.
+    pub(crate) spf: Option<SpfVerdict>,
+    /// An allow list entry matched a recipient of this transaction: spam checks stand down.
+    pub(crate) allowed: bool,
+    /// What the connection checks (DNSBL, FCrDNS) found; None until they ran, once per
+    /// connection, at the first MAIL of an outside client.
+    pub(crate) conn_findings: Option<Vec<Finding>>,
+    /// What every recipient of this transaction must share: allowed or not, and the
+    /// rules in scope.
+    policy_key: Option<(bool, Vec<usize>)>,
+    /// The message's contribution to a DMARC aggregate report, from the message checks
+    /// until the gateway has decided what to do with it.
+    pub(crate) dmarc: Option<DmarcPending>,
+}
+
+impl Transaction {
+    pub fn new(gw: Arc<Gateway>, peer: Peer) -> Self {
+        Transaction {
+            gw,
+            peer,
+            mail: None,
+            recipients: Vec::new(),
+            writer: None,
+            spf: None,
+            allowed: false,
+            conn_findings: None,
+            policy_key: None,
+            dmarc: None,
+        }
+    }
+
+    /// Mail from an authenticated user or an internal network is outbound; the rest is
+    /// inbound and held to every check.
+    pub(crate) fn internal(&self, client: &Client) -> bool {
+        client.auth_user.is_some() || self.gw.policy.is_internal_ip(self.peer.ip)
+    }
+
+    /// A new connection, before the greeting: Some reply turns it away (rate limit).
+    pub async fn connect(&mut self) -> Option<Reply> {
+        if self.gw.connection_rate == 0 {
+            return None;
+        }
+        let key = format!("conn:{}", self.peer.ip);
+        self.over_rate(&key, 60, self.gw.connection_rate)
+            .await
+            .then(|| {
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    "Too many connections from your address in a short time, try again later",
+                )
+            })
+    }
+
+    /// A password check for SMTP AUTH (or any protocol's login).
+    pub async fn auth(&mut self, username: &str, password: &str) -> Reply {
+        match users::verify(&self.gw.store, username, password).await {
+            Ok(true) => {
+                tracing::info!(client = %self.peer.addr, user = username, "authenticated");
+                Reply::new(235, "2.7.0", "Authentication successful")
+            }
+            Ok(false) => {
+                tracing::warn!(client = %self.peer.addr, user = username, "authentication failed");
+                Reply::new(535, "5.7.8", "Authentication credentials invalid")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "user lookup failed");
+                Reply::new(454, "4.7.0", "Temporary authentication failure")
+            }
+        }
+    }
+
+    /// The sender: address syntax, rate limit, connection checks and SPF for outsiders.
+    pub async fn mail(&mut self, client: &Client<'_>, mail: &MailFrom) -> Reply {
+        if !mail.address.is_empty() {
+            match crate::policy::split_address(&mail.address) {
+                None => return Reply::new(501, "5.1.7", "Bad sender address syntax"),
+                Some((local, _)) if !crate::policy::forwardable_local_part(local) => {
+                    return Reply::new(553, "5.1.7", "Sender address cannot be relayed intact");
+                }
+                Some(_) => {}
+            }
+        }
+        self.spf = None;
+        if self.gw.message_rate > 0 {
+            let key = match client.auth_user {
+                Some(user) => format!("msg:user:{user}"),
+                None => format!("msg:ip:{}", self.peer.ip),
+            };
+            if self.over_rate(&key, 3600, self.gw.message_rate).await {
+                return Reply::new(
+                    450,
+                    "4.7.1",
+                    "Error: too many messages, slow down and try again later",
+                );
+            }
+        }
+        let internal = self.internal(client);
+        if !internal {
+            self.connection_checks().await;
+        }
+        if self.gw.auth.enabled() && !internal {
+            let (spf, refuse) = self
+                .gw
+                .auth
+                .check_spf(self.peer.ip, client.helo, &mail.address)
+                .await;
+            if let Some(reply) = refuse {
+                tracing::info!(client = %self.peer.addr, from = %mail.address, reply = %reply, "sender refused by SPF");
+                return reply;
+            }
+            self.spf = Some(spf);
+        }
+        self.mail = Some(mail.clone());
+        self.recipients.clear();
+        self.allowed = false;
+        self.policy_key = None;
+        Reply::new(250, "2.1.0", "Sender ok")
+    }
+
+    /// One recipient: relay control, lists, one policy per transaction, greylisting.
+    pub async fn rcpt(&mut self, client: &Client<'_>, rcpt: &RcptTo) -> Reply {
+        let internal = self.internal(client);
+        let sender = self
+            .mail
+            .as_ref()
+            .map(|m| m.address.clone())
+            .unwrap_or_default();
+        let snapshot = self.gw.policy.current();
+        let checked = self
+            .gw
+            .policy
+            .check_recipient(&rcpt.address, internal)
+            .and_then(|()| {
+                let allowed =
+                    snapshot
+                        .filter
+                        .lists
+                        .check(self.peer.ip, &sender, &rcpt.address, !internal)?;
+                // An envelope sender can be forged: a sender entry counts only when SPF
+                // vouches for it (or when authentication is off, the administrator's call).
+                Ok(match allowed {
+                    Some("sender") => {
+                        internal
+                            || !self.gw.auth.enabled()
+                            || self.spf.as_ref().is_some_and(|s| s.mail_from_pass())
+                    }
+                    Some(_) => true,
+                    None => false,
+                })
+            });
+        // One verdict serves every recipient of a transaction, so they must share the
+        // same rules and lists; a recipient whose policy differs is asked for again in
+        // a transaction of its own (452: the client sends it after this one).
+        let checked = checked.and_then(|allowed| {
+            let key = (
+                allowed,
+                snapshot
+                    .filter
+                    .rules
+                    .scope_of(!internal, &sender, &rcpt.address),
+            );
+            match &self.policy_key {
+                Some(first) if !self.recipients.is_empty() && *first != key => Err(Reply::new(
+                    452,
+                    "4.5.3",
+                    "Recipient has a different policy, send it in a separate transaction",
+                )),
+                _ => {
+                    self.policy_key = Some(key);
+                    Ok(allowed)
+                }
+            }
+        });
+        let checked = match checked {
+            Ok(allowed)
+                if !internal
+                    && !allowed
+                    && self.gw.greylist.settings().mode == GreylistMode::Always =>
+            {
+                let score = finding::total_score(self.conn_findings.as_deref().unwrap_or_default());
+                match self
+                    .greylisted(std::slice::from_ref(&rcpt.address), &sender, score)
+                    .await
+                {
+                    Some(reply) => Err(reply),
+                    None => Ok(false),
+                }
+            }
+            other => other,
+        };
+        match checked {
+            Ok(allowed) => {
+                self.allowed = allowed;
+                self.recipients.push(rcpt.clone());
+                Reply::new(250, "2.1.5", "Recipient ok")
+            }
+            Err(reply) => {
+                tracing::info!(
+                    client = %self.peer.addr,
+                    from = %sender,
+                    to = %rcpt.address,
+                    reply = %reply,
+                    "recipient refused"
+                );
+                reply
+            }
+        }
+    }
+
+    /// The body begins: a new spool writer under a new queue id.
+    pub fn data_start(&mut self) -> Reply {
+        let id = new_id();
+        if let Some(mut old) = self.writer.take() {
+            old.discard();
+        }
+        self.writer = Some(self.gw.queue.spool().writer(id));
+        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+    }
+
+    /// Body bytes, as they arrive.
+    pub fn data_chunk(&mut self, bytes: &[u8]) {
+        if let Some(w) = &mut self.writer {
+            w.write(bytes);
+        }
+    }
+
+    /// The body is complete: scan it, decide, act, and reply only once what was decided
+    /// is durable.
+    pub async fn data_end(&mut self, client: &Client<'_>, size: usize) -> Reply {
+        crate::disposition::finish(self, client, size).await
+    }
+
+    /// Throw away a partly received body.
+    pub fn data_aborted(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.discard();
+        }
+    }
+
+    /// Forget the current envelope (RSET, EHLO, STARTTLS, end of connection).
+    pub fn reset(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.discard();
+        }
+        self.spf = None;
+        self.mail = None;
+        self.recipients.clear();
+        self.allowed = false;
+        self.policy_key = None;
+        self.dmarc = None;
+    }
+}

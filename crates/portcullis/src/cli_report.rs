@@ -1,0 +1,414 @@
+//! `portcullis report …`: the incoming DMARC and TLS-RPT reports in the store (list,
+//! show, import) and sending the outgoing ones of a day now (send-dmarc, send-tlsrpt).
+//! The reports themselves are the gateway library's (`reports`, `dmarc_reports`,
+//! `tlsrpt`); this only reads arguments and prints.
+
+use crate::config::Config;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use mail_auth::MessageAuthenticator;
+use mail_auth::report::Report;
+use mail_auth::report::tlsrpt::TlsReport;
+use portcullis_gateway::Injector;
+use portcullis_gateway::dates::iso;
+use portcullis_gateway::reports::{IntakeError, MAX_MESSAGE_SIZE, take_in};
+use portcullis_gateway::tlsrpt::{Outcome, Sender};
+use portcullis_queue::client::TlsConfigs;
+use portcullis_queue::spool::{Spool, now};
+use portcullis_store::{ReportQuery, ReportSummary, Store};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// Stored reports, newest first: id, kind, org, report id, domain, period, counts.
+    List {
+        #[arg(long, value_parser = ["dmarc", "tlsrpt"])]
+        kind: Option<String>,
+        /// Only reports about this policy domain.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report: its summary, then each record (DMARC) or policy (TLS-RPT).
+    Show {
+        id: String,
+        /// The stored report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take in a report message saved as a file (.eml, as received), as the gateway does.
+    Import { file: PathBuf },
+    /// Send the DMARC aggregate reports of a day now (outgoing, to other domains' rua).
+    SendDmarc {
+        /// The UTC day, YYYY-MM-DD; default yesterday.
+        #[arg(long)]
+        day: Option<String>,
+    },
+    /// Send the TLS-RPT reports about our deliveries of a day now (outgoing, to the
+    /// `_smtp._tls` addresses of the domains we delivered to), whatever `tls_rpt` and
+    /// `send_hour_utc` say. Works from the store, where a running gateway puts its
+    /// counts every minute and at shutdown.
+    #[command(name = "send-tlsrpt")]
+    SendTlsrpt {
+        /// The UTC day, YYYY-MM-DD; default yesterday.
+        #[arg(long)]
+        day: Option<String>,
+    },
+}
+
+pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
+    let store = crate::cli::open_store(config).await?;
+    match cmd {
+        ReportCmd::List {
+            kind,
+            domain,
+            limit,
+            json,
+        } => list(&store, kind, domain, limit, json).await,
+        ReportCmd::Show { id, json } => show(&store, &id, json).await,
+        ReportCmd::Import { file } => import(&store, &file).await,
+        ReportCmd::SendDmarc { day } => send_dmarc(config, &store, day).await,
+        ReportCmd::SendTlsrpt { day } => send_tlsrpt(config, store, day.as_deref()).await,
+    }
+}
+
+fn summary_line(s: &ReportSummary) -> String {
+    format!(
+        "{}  {:<6}  {}  {} .. {}  messages={} pass={} fail={}  org={:?} report-id={:?}",
+        s.id,
+        s.kind,
+        s.domain,
+        iso(s.begin),
+        iso(s.end),
+        s.messages,
+        s.pass,
+        s.fail,
+        s.org,
+        s.report_id
+    )
+}
+
+async fn list(
+    store: &Store,
+    kind: Option<String>,
+    domain: Option<String>,
+    limit: i64,
+    json: bool,
+) -> Result<ExitCode> {
+    let rows = store
+        .report_list(&ReportQuery {
+            kind,
+            domain,
+            limit,
+        })
+        .await?;
+    for r in &rows {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", summary_line(r));
+        }
+    }
+    if rows.is_empty() && !json {
+        eprintln!("no reports");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The wire name of a serde enum value (`starttls-not-supported`), else its debug form.
+fn wire<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{v:?}"),
+    }
+}
+
+fn lower<T: std::fmt::Debug>(v: &T) -> String {
+    format!("{v:?}").to_ascii_lowercase()
+}
+
+async fn show(store: &Store, id: &str, json: bool) -> Result<ExitCode> {
+    let Some(stored) = store.report_get(id).await? else {
+        bail!("no report {id}");
+    };
+    if json {
+        println!("{}", stored.report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = &stored.summary;
+    println!("id:          {}", s.id);
+    println!("kind:        {}", s.kind);
+    println!("org:         {}", s.org);
+    println!("report id:   {}", s.report_id);
+    println!("domain:      {}", s.domain);
+    println!("period:      {} .. {}", iso(s.begin), iso(s.end));
+    println!("received:    {}", iso(s.received_at));
+    let unit = if s.kind == "tlsrpt" {
+        "sessions"
+    } else {
+        "messages"
+    };
+    println!(
+        "{unit}:{:pad$}{} (pass {}, fail {})",
+        "",
+        s.messages,
+        s.pass,
+        s.fail,
+        pad = 12 - unit.len()
+    );
+    match s.kind.as_str() {
+        "dmarc" => match serde_json::from_str::<Report>(&stored.report) {
+            Ok(r) => show_dmarc(&r),
+            Err(e) => println!("(stored report unreadable: {e})\n{}", stored.report),
+        },
+        _ => match serde_json::from_str::<TlsReport>(&stored.report) {
+            Ok(r) => show_tlsrpt(&r),
+            Err(e) => println!("(stored report unreadable: {e})\n{}", stored.report),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_dmarc(r: &Report) {
+    let p = &r.policy_published;
+    println!(
+        "policy:      p={} sp={} adkim={} aspf={}{}",
+        lower(&p.p),
+        lower(&p.sp),
+        lower(&p.adkim),
+        lower(&p.aspf),
+        p.fo.as_deref()
+            .map(|f| format!(" fo={f}"))
+            .unwrap_or_default()
+    );
+    println!("records:     {}", r.record.len());
+    for rec in &r.record {
+        let row = &rec.row;
+        let ip = row
+            .source_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "-".into());
+        let pe = &row.policy_evaluated;
+        let dkim: Vec<String> = rec
+            .auth_results
+            .dkim
+            .iter()
+            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
+            .collect();
+        let spf: Vec<String> = rec
+            .auth_results
+            .spf
+            .iter()
+            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
+            .collect();
+        println!(
+            "  {ip}  count={}  disposition={}  dmarc-dkim={} dmarc-spf={}  header-from={}  dkim: {}  spf: {}",
+            row.count,
+            lower(&pe.disposition),
+            lower(&pe.dkim),
+            lower(&pe.spf),
+            rec.identifiers.header_from,
+            if dkim.is_empty() {
+                "-".into()
+            } else {
+                dkim.join(",")
+            },
+            if spf.is_empty() {
+                "-".into()
+            } else {
+                spf.join(",")
+            },
+        );
+    }
+}
+
+fn show_tlsrpt(r: &TlsReport) {
+    if let Some(c) = &r.contact_info {
+        println!("contact:     {c}");
+    }
+    println!("policies:    {}", r.policies.len());
+    for p in &r.policies {
+        println!(
+            "  policy {} {}  success={} failure={}{}",
+            wire(&p.policy.policy_type),
+            p.policy.policy_domain,
+            p.summary.total_success,
+            p.summary.total_failure,
+            if p.policy.mx_host.is_empty() {
+                String::new()
+            } else {
+                format!("  mx={}", p.policy.mx_host.join(","))
+            }
+        );
+        for f in &p.failure_details {
+            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!(
+                "    failure {} sessions={} sending-mta={} mx={} mx-ip={}{}{}",
+                wire(&f.result_type),
+                f.failed_session_count,
+                opt(f.sending_mta_ip.map(|ip| ip.to_string())),
+                opt(f.receiving_mx_hostname.clone()),
+                opt(f.receiving_ip.map(|ip| ip.to_string())),
+                f.failure_reason_code
+                    .as_deref()
+                    .map(|c| format!(" code={c}"))
+                    .unwrap_or_default(),
+                f.additional_information
+                    .as_deref()
+                    .map(|i| format!(" info={i:?}"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+}
+
+async fn import(store: &Store, file: &Path) -> Result<ExitCode> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > MAX_MESSAGE_SIZE as u64 {
+        bail!(
+            "{}: larger than {} MiB, not a report",
+            file.display(),
+            MAX_MESSAGE_SIZE >> 20
+        );
+    }
+    let raw = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match take_in(store, &raw).await {
+        Ok((id, true)) => {
+            println!("stored report {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((id, false)) => {
+            println!("already stored as {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(IntakeError::NotAReport(why)) => {
+            bail!(
+                "{}: not a DMARC aggregate or TLS-RPT report: {why}",
+                file.display()
+            )
+        }
+        Err(IntakeError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `portcullis report send-tlsrpt [--day YYYY-MM-DD]`: the reports of one day now
+/// (default yesterday, UTC), whatever `tls_rpt` and `send_hour_utc` say. It works from
+/// the store: a running gateway stores its counts every minute and at shutdown.
+async fn send_tlsrpt(config: &Config, store: Store, day: Option<&str>) -> Result<ExitCode> {
+    let day = match day {
+        Some(text) => portcullis_gateway::dates::parse_ymd(text)
+            .ok_or_else(|| anyhow!("--day {text}: expected YYYY-MM-DD"))?,
+        None => now().div_euclid(86_400) * 86_400 - 86_400,
+    };
+    let resolver = portcullis_queue::mx::build_resolver(
+        &config.dns.nameservers,
+        Duration::from_secs(config.dns.timeout_secs),
+    )
+    .map_err(|e| anyhow!("DNS resolver: {e}"))?;
+    let extra_ca = match &config.delivery.extra_ca_file {
+        Some(path) => TlsConfigs::read_pem_certificates(path)
+            .map_err(|e| anyhow!("delivery.extra_ca_file: {e}"))?,
+        None => Vec::new(),
+    };
+    let tls = TlsConfigs::new(&extra_ca).map_err(|e| anyhow!("TLS client setup: {e}"))?;
+    let sender = Sender::new(config, store, injector(config)?, resolver, &tls)?;
+    let outcomes = sender.send_day(day).await?;
+    let day_label = portcullis_gateway::dates::ymd(day);
+    let mut failed = false;
+    for (domain, outcome) in &outcomes {
+        match outcome {
+            Outcome::Sent {
+                report_id,
+                results,
+                queued,
+                sessions,
+            } => {
+                let _ = queued;
+                println!(
+                    "sent {domain} {day_label} report {report_id} successful={} failed={}: {}",
+                    sessions.0,
+                    sessions.1,
+                    results.join("; ")
+                );
+            }
+            Outcome::Skipped(why) => eprintln!("skipped {domain} {day_label}: {why}"),
+            Outcome::Failed(why) => {
+                failed = true;
+                eprintln!("failed {domain} {day_label}: {why} (left for a later run)");
+            }
+        }
+    }
+    if outcomes.is_empty() {
+        eprintln!("no TLS results to report for {day_label}");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `portcullis report send-dmarc [--day YYYY-MM-DD]`: the reports of that day (default
+/// yesterday, UTC) now, whatever `dmarc_aggregate` and the hour say.
+async fn send_dmarc(config: &Config, store: &Store, day: Option<String>) -> Result<ExitCode> {
+    let begin = match day.as_deref() {
+        Some(d) => portcullis_gateway::dates::parse_ymd(d)
+            .with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?,
+        None => now().div_euclid(86_400) * 86_400 - 86_400,
+    };
+    let inject = injector(config)?;
+    let resolver = portcullis_queue::mx::build_resolver(
+        &config.dns.nameservers,
+        Duration::from_secs(config.dns.timeout_secs),
+    )
+    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+    let resolver = MessageAuthenticator(resolver);
+    let queued = portcullis_gateway::dmarc_reports::send(
+        config,
+        store,
+        &inject,
+        &resolver,
+        begin,
+        begin + 86_400,
+    )
+    .await?;
+    if queued.is_empty() {
+        eprintln!(
+            "no DMARC aggregate reports to send for {}",
+            portcullis_gateway::dates::ymd(begin)
+        );
+    }
+    for q in &queued {
+        if let Some(why) = &q.not_announced {
+            eprintln!("warning: {why}");
+        }
+        println!(
+            "queued {}  {}  {}  to {}  report-id {}  records={} messages={} bytes={}",
+            q.queue_id,
+            q.domain,
+            portcullis_gateway::dates::ymd(q.day),
+            q.rua,
+            q.report_id,
+            q.records,
+            q.messages,
+            q.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Locally made mail from a command: into the spool, then announced to a running gateway
+/// (one that is not running sends it when it starts).
+pub fn injector(config: &Config) -> Result<Injector> {
+    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
+    Ok(Injector::for_command(spool, config.data_dir.clone()))
+}
