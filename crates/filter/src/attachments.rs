@@ -10,7 +10,8 @@
 //!
 //! Archives are opened within [`AttachmentLimits`]: nesting depth, member count, total
 //! bytes decompressed per message and compression ratio. Exceeding one marks the archive
-//! `archive_bomb` and stops the work there; nothing is ever decompressed beyond the
+//! `archive_bomb` and stops the work there (an attached message nested deeper than the
+//! depth limit is marked the same way, not skipped in silence); nothing is ever decompressed beyond the
 //! limits, and a member's content is kept in memory only when it has to be looked into
 //! (a nested zip or an OLE document), otherwise only its first bytes are.
 //!
@@ -133,7 +134,8 @@ pub struct AttachmentFact {
     /// or would have been but for the limits.
     pub archive: bool,
     /// This archive exceeded a limit (depth, members, total bytes, compression ratio):
-    /// its members were not all examined.
+    /// its members were not all examined. Also an attached message nested deeper than
+    /// `max_depth`, whose parts were not examined.
     pub archive_bomb: bool,
     /// The detected type contradicts the extension or the declared type.
     pub type_mismatch: bool,
@@ -288,8 +290,13 @@ impl<'l> Walk<'l> {
                 PartType::Message(inner) => {
                     let mut fact = new_fact(name, declared, 0, Vec::new(), message_depth);
                     fact.size = inner.raw_message.len() as u64;
+                    // Past the depth limit the attached message is not looked into: it is
+                    // flagged as an archive nested too deep is, so that what it may hold is
+                    // not let through unseen.
+                    let open = message_depth < self.limits.max_depth;
+                    fact.archive_bomb = !open;
                     self.out.push(fact);
-                    if message_depth < self.limits.max_depth {
+                    if open {
                         self.message(inner, message_depth + 1);
                     }
                 }
@@ -1190,6 +1197,31 @@ mod tests {
         let t = find(&facts, "tool.exe");
         assert_eq!(t.message_depth, 1);
         assert!(t.executable);
+        assert!(!m.archive_bomb);
+    }
+
+    #[test]
+    fn attached_messages_deeper_than_the_limit_are_flagged() {
+        let pe = fake_pe();
+        let mut raw =
+            String::from_utf8(mime(&[("tool.exe", "application/octet-stream", &pe)])).unwrap();
+        let wrappers = limits().max_depth + 1;
+        for i in 0..wrappers {
+            raw = format!(
+                "From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"W{i}\"\r\n\r\n\
+                 --W{i}\r\nContent-Type: text/plain\r\n\r\nForwarded.\r\n\
+                 --W{i}\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"fwd{i}.eml\"\r\n\r\n\
+                 {raw}\r\n--W{i}--\r\n"
+            );
+        }
+        let facts = facts_of(raw.as_bytes());
+        // The executable is past the limit and not seen; the message holding it says so.
+        assert!(facts.iter().all(|f| f.filename != "tool.exe"), "{facts:#?}");
+        let innermost = find(&facts, "fwd0.eml");
+        assert_eq!(innermost.message_depth, limits().max_depth);
+        assert!(innermost.archive_bomb);
+        assert!(!find(&facts, "fwd1.eml").archive_bomb);
+        assert!(names(&findings(&facts)).contains(&(ARCHIVE_BOMB, "fwd0.eml")));
     }
 
     #[test]

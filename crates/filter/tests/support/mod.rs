@@ -1,0 +1,3 @@
+//! Helpers shared by several test crates of this folder.
+
+pub mod clamd;
