@@ -4,27 +4,15 @@ aligned signed message and stamp Authentication-Results, reject a spoofed p=reje
 domain at SMTP time, hold a p=quarantine failure in the quarantine, and never reject for good when DNS
 fails."""
 
-import base64
 import email
 import json
 import re
 import smtplib
-import subprocess
 
 import dkim
 import pytest
 
-from conftest import Gateway, dns_server
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dkim")
-    key = d / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "1024"], check=True, capture_output=True)
-    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-                         check=True, capture_output=True).stdout
-    return key.read_bytes(), base64.b64encode(der).decode()
+from peers import Gateway, dns_server, free_port, send
 
 
 @pytest.fixture
@@ -65,9 +53,8 @@ def test_aligned_signed_message_passes_and_is_stamped(tmp_path, sink, auth_dns, 
     g = gateway(tmp_path, sink, auth_dns)
     try:
         signed = sign(message("alice@outside.test", "signed"), dkim_key[0])
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("mail.outside.test")
-            s.sendmail("alice@outside.test", ["bob@example.com"], signed)
+        send(g.smtp, "alice@outside.test", ["bob@example.com"], message=signed,
+             helo="mail.outside.test")
         (msg,) = sink.wait_count(1) and sink.messages()
         ar = msg["Authentication-Results"]
         assert ar is not None and ar.startswith("gw.test;"), ar
@@ -82,11 +69,9 @@ def test_aligned_signed_message_passes_and_is_stamped(tmp_path, sink, auth_dns, 
 def test_spoofed_reject_domain_is_refused_at_smtp_time(tmp_path, sink, auth_dns):
     g = gateway(tmp_path, sink, auth_dns)
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("attacker.test")
-            s.mail("ceo@spoofed.test")
-            s.rcpt("bob@example.com")
-            code, text = s.data(message("ceo@spoofed.test", "pay this invoice"))
+        code, text = send(g.smtp, "ceo@spoofed.test", ["bob@example.com"],
+                          message=message("ceo@spoofed.test", "pay this invoice"),
+                          helo="attacker.test", check=False)
         assert code == 550 and text.startswith(b"5.7.1"), (code, text)
         assert b"DMARC" in text
         assert g.queue_ids() == []
@@ -100,10 +85,9 @@ def test_tampered_signature_fails(tmp_path, sink, auth_dns, dkim_key):
     try:
         signed = sign(message("alice@outside.test", "tampered"), dkim_key[0])
         tampered = signed.replace(b"hello", b"HELLO")
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("mail.outside.test")
-            # SPF still passes for outside.test from 127.0.0.1, so DMARC passes by SPF.
-            s.sendmail("alice@outside.test", ["bob@example.com"], tampered)
+        # SPF still passes for outside.test from 127.0.0.1, so DMARC passes by SPF.
+        send(g.smtp, "alice@outside.test", ["bob@example.com"], message=tampered,
+             helo="mail.outside.test")
         (msg,) = sink.wait_count(1) and sink.messages()
         ar = msg["Authentication-Results"]
         # mail-auth reports a body hash mismatch as neutral; either way, not a pass.
@@ -116,9 +100,8 @@ def test_tampered_signature_fails(tmp_path, sink, auth_dns, dkim_key):
 def test_quarantine_policy_failure_is_held(tmp_path, sink, auth_dns):
     g = gateway(tmp_path, sink, auth_dns)
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("somewhere.test")
-            s.sendmail("news@doubtful.test", ["bob@example.com"], message("news@doubtful.test", "q"))
+        send(g.smtp, "news@doubtful.test", ["bob@example.com"],
+             message=message("news@doubtful.test", "q"), helo="somewhere.test")
         held = json.loads(g.cli("quarantine", "list", "--json").stdout)
         assert [(h["recipient"], h["class"], h["rule"]) for h in held] == [
             ("bob@example.com", "policy", "default: dmarc quarantine")], held
@@ -142,14 +125,11 @@ def test_spf_fail_rejected_at_mail_when_configured(tmp_path, sink, auth_dns):
 
 def test_dns_failure_is_a_temporary_error(tmp_path, sink):
     # A nameserver that never answers: nothing can be verified, nothing is refused for good.
-    from conftest import free_port
     g = gateway(tmp_path, sink, free_port())
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=60) as s:
-            s.ehlo("mail.outside.test")
-            s.mail("alice@outside.test")
-            s.rcpt("bob@example.com")
-            code, text = s.data(message("alice@outside.test", "dns down"))
+        code, text = send(g.smtp, "alice@outside.test", ["bob@example.com"],
+                          message=message("alice@outside.test", "dns down"),
+                          helo="mail.outside.test", timeout=60, check=False)
         assert code == 451 and text.startswith(b"4.4.3"), (code, text)
         assert g.queue_ids() == []
     finally:
@@ -162,9 +142,8 @@ def test_internal_and_authenticated_mail_is_not_verified(tmp_path, sink, auth_dn
     try:
         import time
         time.sleep(2.5)
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("internal.example.com")
-            s.sendmail("ceo@spoofed.test", ["bob@example.com"], message("ceo@spoofed.test", "internal"))
+        send(g.smtp, "ceo@spoofed.test", ["bob@example.com"],
+             message=message("ceo@spoofed.test", "internal"), helo="internal.example.com")
         (msg,) = sink.wait_count(1) and sink.messages()
         assert msg["Authentication-Results"] is None
     finally:
@@ -180,11 +159,8 @@ def test_several_author_domains_cannot_dodge_dmarc(tmp_path, sink, auth_dns, fro
     g = gateway(tmp_path, sink, auth_dns)
     try:
         msg = (from_header + "To: bob@example.com\r\nSubject: pay\r\n\r\nnow\r\n").encode()
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("attacker.test")
-            s.mail("x@attacker.test")
-            s.rcpt("bob@example.com")
-            code, text = s.data(msg)
+        code, text = send(g.smtp, "x@attacker.test", ["bob@example.com"], message=msg,
+                          helo="attacker.test", check=False)
         assert code == 550 and text.startswith(b"5.7.1"), (code, text)
         assert sink.files() == []
     finally:
@@ -205,11 +181,8 @@ def test_trusted_arc_sealer_overrides_dmarc_reject(tmp_path, sink, auth_dns, dki
     g = gateway(tmp_path, sink, auth_dns, extra)
     try:
         sealed = arc_sealed(message("ceo@spoofed.test", "via the list"), dkim_key[0])
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.ehlo("lists.test")
-            s.mail("ceo@spoofed.test")
-            s.rcpt("bob@example.com")
-            code, text = s.data(sealed)
+        code, text = send(g.smtp, "ceo@spoofed.test", ["bob@example.com"], message=sealed,
+                          helo="lists.test", check=False)
         if trusted:
             assert code == 250, (code, text)
             (msg,) = sink.wait_count(1) and sink.messages()
@@ -245,9 +218,8 @@ def test_forwarded_mail_is_arc_sealed(tmp_path, sink, auth_dns, dkim_key):
         direct = sign(message("alice@outside.test", "direct"), dkim_key[0])
         listed = arc_sealed(sign(message("alice@outside.test", "listed"), dkim_key[0]), dkim_key[0])
         for msg in (direct, listed):
-            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-                s.ehlo("mail.outside.test")
-                s.sendmail("alice@outside.test", ["bob@example.com"], msg)
+            send(g.smtp, "alice@outside.test", ["bob@example.com"], message=msg,
+                 helo="mail.outside.test")
         sink.wait_count(2)
         by_subject = {}
         for path in sink.files():
@@ -280,11 +252,9 @@ def test_allow_list_overrides_a_dmarc_reject(tmp_path, sink, auth_dns):
     g.start()
     try:
         for source, expect in (("127.0.0.2", 250), ("127.0.0.1", 550)):
-            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20, source_address=(source, 0)) as s:
-                s.ehlo("relay.partner.test")
-                s.mail("ceo@spoofed.test")
-                s.rcpt("bob@example.com")
-                code, text = s.data(message("ceo@spoofed.test", f"from {source}"))
+            code, text = send(g.smtp, "ceo@spoofed.test", ["bob@example.com"],
+                              message=message("ceo@spoofed.test", f"from {source}"),
+                              helo="relay.partner.test", source=source, check=False)
             assert code == expect, (source, code, text)
         (msg,) = sink.wait_count(1) and sink.messages()
         assert msg["Subject"] == "from 127.0.0.2"

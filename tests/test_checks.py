@@ -4,61 +4,16 @@ a stopped clamd gives a temporary failure with nothing lost; a DNSBL served by a
 server the test runs on loopback; greylisting refuses a first try and lets the retry in."""
 
 import base64
-import hashlib
+import functools
 import io
 import json
-import shutil
-import smtplib
-import subprocess
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, dns_server, free_port, wait_for
-
-EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-
-
-class Clamd:
-    def __init__(self, tmp):
-        binary = shutil.which("clamd") or "/usr/sbin/clamd"
-        if not Path(binary).exists():
-            raise RuntimeError("clamd not installed: apt-get install clamav-daemon (ci/test does)")
-        self.dir = Path(f"/tmp/pc-clamd-{time.monotonic_ns()}")
-        self.dir.mkdir()
-        (self.dir / "test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature\n")
-        # The hash matches the file alone; a body signature finds it inside a text part too.
-        (self.dir / "test.ndb").write_text(f"Eicar-Test-Signature-Body:0:*:{EICAR.hex()}\n")
-        self.port = free_port()
-        conf = self.dir / "clamd.conf"
-        conf.write_text(f"Foreground yes\nTCPSocket {self.port}\nTCPAddr 127.0.0.1\n"
-                        f"DatabaseDirectory {self.dir}\nTemporaryDirectory {self.dir}\n"
-                        f"PidFile {self.dir}/clamd.pid\nSelfCheck 0\nMaxThreads 4\n")
-        self.log = open(self.dir / "clamd.log", "w")
-        self.proc = subprocess.Popen([binary, "--config-file", str(conf)], stdout=self.log, stderr=self.log)
-        deadline = time.time() + 60
-        while not self.ping():
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("clamd did not start: " + (self.dir / "clamd.log").read_text())
-            time.sleep(0.2)
-
-    def ping(self):
-        import socket
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"zPING\0")
-                return s.recv(16).startswith(b"PONG")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+from peers import Gateway, dns_server, free_port, send
+from peers.clamd import EICAR, Clamd
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +45,8 @@ def mail(subject, attachment=None, body=b"hello\r\n"):
             + b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--B--\r\n")
 
 
-def send(port, data, sender="a@outside.test", rcpt="bob@example.com"):
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.ehlo("mail.outside.test")
-        s.mail(sender)
-        code, text = s.rcpt(rcpt)
-        if code != 250:
-            return code, text
-        return s.data(data)
+# The mail of these tests comes in from outside; the tests look at the replies.
+send_inbound = functools.partial(send, sender="a@outside.test", helo="mail.outside.test", check=False)
 
 
 def test_clamd_refuses_viruses_in_every_wrapping(tmp_path, sink, clamd):
@@ -112,9 +61,9 @@ def test_clamd_refuses_viruses_in_every_wrapping(tmp_path, sink, clamd):
             "zipzip": mail("zipzip", ("outer.zip", zipped("inner.zip", zipped("eicar.com", EICAR)))),
         }
         for name, data in cases.items():
-            code, text = send(g.smtp, data)
+            code, text = send_inbound(g.smtp, message=data)
             assert (code, text[:5]) == (554, b"5.7.1"), (name, code, text)
-        assert send(g.smtp, mail("clean"))[0] == 250
+        assert send_inbound(g.smtp, message=mail("clean"))[0] == 250
         sink.wait_count(1)
         assert [m["Subject"] for m in sink.messages()] == ["clean"]
         logged = json.loads(g.cli("log", "search", "--json").stdout)
@@ -131,7 +80,7 @@ def test_clamd_down_is_a_temporary_failure(tmp_path, sink):
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        code, text = send(g.smtp, mail("waiting"))
+        code, text = send_inbound(g.smtp, message=mail("waiting"))
         assert (code, text[:5]) == (451, b"4.7.0"), (code, text)
         assert g.queue_ids() == [] and sink.files() == []
     finally:
@@ -141,7 +90,7 @@ def test_clamd_down_is_a_temporary_failure(tmp_path, sink):
     g2.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g2.start()
     try:
-        assert send(g2.smtp, mail("unscanned"))[0] == 250
+        assert send_inbound(g2.smtp, message=mail("unscanned"))[0] == 250
         sink.wait_count(1)
         logged = json.loads(g2.cli("log", "search", "--json").stdout)
         assert "av.unscanned" in logged[0]["findings"]
@@ -169,8 +118,8 @@ def test_dnsbl_listing_scores_and_a_rule_refuses(tmp_path, sink):
         g.cli("rule", "add", str(f))
         g.start()
         try:
-            assert send(g.smtp, mail("refuse me")) == (554, b"5.7.1 Client listed")
-            sent = send(g.smtp, mail("scored"))
+            assert send_inbound(g.smtp, message=mail("refuse me")) == (554, b"5.7.1 Client listed")
+            sent = send_inbound(g.smtp, message=mail("scored"))
             assert sent[0] == 250, sent
             (msg,) = sink.wait_count(1) and sink.messages()
             # The listing's weight is in the score; the refusing list's answer is not.
@@ -186,18 +135,18 @@ def test_greylisting_defers_first_try_and_passes_retry(tmp_path, sink):
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        code, text = send(g.smtp, mail("grey"))
+        code, text = send_inbound(g.smtp, message=mail("grey"))
         assert (code, text[:5]) == (451, b"4.7.1"), (code, text)
         assert b"Greylisted" in text
         # Too early: still deferred.
-        assert send(g.smtp, mail("grey"))[0] == 451
+        assert send_inbound(g.smtp, message=mail("grey"))[0] == 451
         time.sleep(2.5)
-        assert send(g.smtp, mail("grey"))[0] == 250
+        assert send_inbound(g.smtp, message=mail("grey"))[0] == 250
         # Known now: no more waiting for this triplet.
-        assert send(g.smtp, mail("grey again"))[0] == 250
+        assert send_inbound(g.smtp, message=mail("grey again"))[0] == 250
         sink.wait_count(2)
         # Another sender from the same client waits again.
-        assert send(g.smtp, mail("new"), sender="other@outside.test")[0] == 451
+        assert send_inbound(g.smtp, message=mail("new"), sender="other@outside.test")[0] == 451
     finally:
         g.stop()
 
@@ -212,7 +161,8 @@ def test_greylisting_suspicious_mode_delays_only_doubtful_mail(tmp_path, sink):
         clean.start()
         try:
             # Not listed: not doubtful, not delayed.
-            sent = send(clean.smtp, mail("clean", body=b"Hello Bob, lunch at noon?\r\n"))
+            sent = send_inbound(clean.smtp,
+                                message=mail("clean", body=b"Hello Bob, lunch at noon?\r\n"))
             assert sent[0] == 250, sent
             sink.wait_count(1)
         finally:
@@ -221,10 +171,10 @@ def test_greylisting_suspicious_mode_delays_only_doubtful_mail(tmp_path, sink):
         listed.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
         listed.start()
         try:
-            code, text = send(listed.smtp, mail("doubtful"))
+            code, text = send_inbound(listed.smtp, message=mail("doubtful"))
             assert (code, text[:5]) == (451, b"4.7.1"), (code, text)
             time.sleep(1.5)
-            assert send(listed.smtp, mail("doubtful"))[0] == 250
+            assert send_inbound(listed.smtp, message=mail("doubtful"))[0] == 250
             sink.wait_count(2)
         finally:
             listed.stop()
@@ -237,7 +187,7 @@ def test_external_engine_down_fails_open_by_default_and_closed_by_setting(tmp_pa
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        assert send(g.smtp, mail("open"))[0] == 250
+        assert send_inbound(g.smtp, message=mail("open"))[0] == 250
         sink.wait_count(1)
     finally:
         g.stop()
@@ -245,7 +195,7 @@ def test_external_engine_down_fails_open_by_default_and_closed_by_setting(tmp_pa
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        code, text = send(g.smtp, mail("closed"))
+        code, text = send_inbound(g.smtp, message=mail("closed"))
         assert (code, text[:5]) == (451, b"4.7.0"), (code, text)
         assert g.queue_ids() == []
     finally:

@@ -6,7 +6,7 @@ import socket
 import ssl
 import subprocess
 
-from conftest import require, wait_for
+from peers import Gateway, require, send, wait_for
 
 
 def swaks(*args, timeout=30):
@@ -158,7 +158,6 @@ def test_bdat_chunking(gateway, sink):
 
 
 def test_size_limit_declared_and_streamed(tmp_path, sink):
-    from conftest import Gateway
     g = Gateway(tmp_path / "gw", extra_config="[limits]\nmax_message_size = 10000\n")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
@@ -180,10 +179,8 @@ def test_size_limit_declared_and_streamed(tmp_path, sink):
 
 
 def test_8bitmime_body_arrives_intact(gateway, sink):
-    with smtplib.SMTP("127.0.0.1", gateway.smtp, timeout=10) as s:
-        s.ehlo("c.test")
-        s.sendmail("x@outside.test", ["bob@example.com"],
-                   "Subject: cheese\r\n\r\nKäse\r\n".encode(), mail_options=["BODY=8BITMIME"])
+    send(gateway.smtp, "x@outside.test", ["bob@example.com"], "cheese", body="Käse\r\n", helo="c.test",
+         mail_options=["BODY=8BITMIME"])
     (path,) = sink.wait_count(1)
     assert "Käse".encode() in path.read_bytes()
 
@@ -191,10 +188,8 @@ def test_8bitmime_body_arrives_intact(gateway, sink):
 def test_smtputf8_to_a_server_without_it_bounces_with_dsn(gateway, sink):
     # smtp-sink does not offer SMTPUTF8, so RFC 6531 says the message cannot be relayed:
     # the sender (in a routed domain, so the DSN reaches the sink) gets a 5.6.7 DSN.
-    with smtplib.SMTP("127.0.0.1", gateway.smtp, timeout=10) as s:
-        s.ehlo("c.test")
-        s.sendmail("sender@example.com", ["jörg@example.com"],
-                   "Subject: grüße\r\n\r\nhi\r\n".encode(), mail_options=["SMTPUTF8"])
+    send(gateway.smtp, "sender@example.com", ["jörg@example.com"], "grüße", body="hi\r\n",
+         helo="c.test", mail_options=["SMTPUTF8"])
     (dsn,) = sink.wait_count(1) and sink.messages()
     assert dsn["X-Mail-Args"].startswith("<>"), "a DSN goes out with the null sender"
     assert dsn.get_content_type() == "multipart/report"
@@ -205,7 +200,6 @@ def test_smtputf8_to_a_server_without_it_bounces_with_dsn(gateway, sink):
 
 
 def test_connection_limit_per_ip(tmp_path, sink):
-    from conftest import Gateway
     g = Gateway(tmp_path / "gw", extra_config="[limits]\nmax_connections_per_ip = 2\n")
     g.start()
     try:
@@ -230,13 +224,11 @@ def test_connection_limit_per_ip(tmp_path, sink):
 def test_message_log_is_written_before_shutdown(tmp_path, sink):
     """The message log gathers entries for a few milliseconds before it writes them; a
     gateway stopped right after a 250 still has the message in its log afterwards."""
-    from conftest import Gateway
     g = Gateway(tmp_path / "gw")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
-            s.sendmail("last@outside.test", ["bob@example.com"], b"Subject: last\r\n\r\nbye\r\n")
+        send(g.smtp, "last@outside.test", ["bob@example.com"], "last", body="bye\r\n", helo=None)
     finally:
         g.stop()
     out = g.cli("log", "search", "--sender", "last@outside.test").stdout

@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from conftest import Gateway
+from peers import Gateway
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "spamassassin-dev"
 KEYS = {"ham", "spam", "false_positives", "false_negatives", "precision", "recall", "fp_rate",

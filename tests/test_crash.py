@@ -5,7 +5,7 @@ delivered at the moment of the kill. Duplicates are allowed (at-least-once)."""
 import smtplib
 import threading
 
-from conftest import Gateway, Sink, free_port, wait_for
+from peers import BIN, Gateway, Sink, free_port, wait_for
 
 
 def blast(port, prefix, count, threads, acked, stop):
@@ -105,7 +105,6 @@ def test_restart_rebuilds_queue_from_spool(tmp_path):
 
 def test_a_second_gateway_on_the_same_spool_is_refused(tmp_path):
     import subprocess
-    from conftest import BIN
     g = Gateway(tmp_path / "gw")
     g.start()
     try:

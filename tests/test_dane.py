@@ -4,152 +4,14 @@ loopback, and gives the sending gateway the zone's key as its trust anchor
 (`[delivery] dnssec_trust_anchor`). The MX is a second Portcullis with a self-signed
 certificate: DANE-EE authenticates it by its key, whatever its name or issuer."""
 
-import hashlib
-import subprocess
 import time
 
 import pytest
-from conftest import Gateway, free_port, require, wait_for
-from dnslib import QTYPE, RCODE, RR
-from dnslib.server import BaseResolver, DNSServer
-from test_mta_sts import Mx, Pki, openssl, send
 
-
-class SignedZone(BaseResolver):
-    """Answers from a signed zone with the RRSIGs of each answer; NODATA carries the
-    name's NSEC and the SOA with their signatures, as a DNSSEC-aware server does."""
-
-    def __init__(self, text, tamper_tlsa=False):
-        self.rrs = RR.fromZone(text)
-        if tamper_tlsa:
-            # Flip a bit of the TLSA data after signing: the signature no longer fits.
-            for rr in self.rrs:
-                if rr.rtype == QTYPE.TLSA:
-                    data = bytearray(rr.rdata.cert_data)
-                    data[0] ^= 1
-                    rr.rdata.cert_data = bytes(data)
-
-    def sigs(self, name, rtype):
-        return [rr for rr in self.rrs
-                if rr.rname == name and rr.rtype == QTYPE.RRSIG and rr.rdata.covered == rtype]
-
-    def resolve(self, request, handler):
-        reply = request.reply()
-        q = request.q
-        qname = q.qname
-        # An alias: its CNAME and signature, then the answer at the target, as an
-        # authoritative server for both names puts them in one reply.
-        for _ in range(8):
-            cname = [rr for rr in self.rrs if rr.rname == qname and rr.rtype == QTYPE.CNAME]
-            if not cname or q.qtype == QTYPE.CNAME:
-                break
-            for rr in cname + self.sigs(qname, QTYPE.CNAME):
-                reply.add_answer(rr)
-            qname = cname[0].rdata.label
-        at_name = [rr for rr in self.rrs if rr.rname == qname]
-        answers = [rr for rr in at_name if rr.rtype == q.qtype]
-        for rr in answers + (self.sigs(qname, q.qtype) if answers else []):
-            reply.add_answer(rr)
-        if answers or reply.rr:
-            return reply
-        soa = [rr for rr in self.rrs if rr.rtype == QTYPE.SOA]
-        for rr in soa + self.sigs(soa[0].rname, QTYPE.SOA):
-            reply.add_auth(rr)
-        if at_name:
-            for rr in [rr for rr in at_name if rr.rtype == QTYPE.NSEC] + self.sigs(q.qname, QTYPE.NSEC):
-                reply.add_auth(rr)
-        else:
-            # The zone is tiny: every NSEC with its signature covers the name and the
-            # wildcard among them, which proves NXDOMAIN.
-            reply.header.rcode = RCODE.NXDOMAIN
-            for nsec in [rr for rr in self.rrs if rr.rtype == QTYPE.NSEC]:
-                reply.add_auth(nsec)
-                for sig in self.sigs(nsec.rname, QTYPE.NSEC):
-                    reply.add_auth(sig)
-        return reply
-
-
-def spki_der(cert_pem):
-    """The certificate's SubjectPublicKeyInfo, DER."""
-    pem = subprocess.run([require("openssl"), "x509", "-in", str(cert_pem), "-noout", "-pubkey"],
-                         check=True, capture_output=True, timeout=30).stdout
-    return subprocess.run([require("openssl"), "pkey", "-pubin", "-outform", "DER"], input=pem,
-                          check=True, capture_output=True, timeout=30).stdout
-
-
-def spki_sha256(cert_pem):
-    return hashlib.sha256(spki_der(cert_pem)).hexdigest()
-
-
-class CaChain:
-    """A root CA, an intermediate CA it signed, and a certificate for `name` that the
-    intermediate signed. `chain` is the server's PEM: its certificate and the
-    intermediate, without the root."""
-
-    def __init__(self, d, name):
-        d.mkdir(parents=True, exist_ok=True)
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-        self.root, root_key = d / "root.pem", d / "root.key"
-        openssl("req", "-x509", *ec, "-keyout", str(root_key), "-out", str(self.root),
-                "-days", "2", "-subj", "/CN=DANE Test Root",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-        def issue(stem, subject, ca, ca_key, ext):
-            key, csr, cert, extfile = (d / f"{stem}.{x}" for x in ("key", "csr", "pem", "ext"))
-            extfile.write_text(ext)
-            openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", subject)
-            openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                    "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extfile))
-            return cert, key
-
-        mid, mid_key = issue("intermediate", "/CN=DANE Test Intermediate", self.root, root_key,
-                             "basicConstraints=critical,CA:TRUE\n"
-                             "keyUsage=critical,keyCertSign,cRLSign\n")
-        leaf, self.key = issue("server", f"/CN={name}", mid, mid_key,
-                               f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-        self.chain = d / "chain.pem"
-        self.chain.write_text(leaf.read_text() + mid.read_text())
-
-
-def signed_zone(workdir, tlsa_port, tlsa_hex, alias=False, tlsa_params="3 1 1", extra=""):
-    """Signs the zone; returns (signed zone text, trust anchor file). `alias`: the MX
-    record names `alias.secure.test`, a CNAME of the host `mx.secure.test`. The TLSA
-    record is `tlsa_params tlsa_hex`; `extra` are more records (zone file lines)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    base = subprocess.run([require("ldns-keygen"), "-a", "ECDSAP256SHA256", "-k", "secure.test"],
-                          cwd=workdir, check=True, capture_output=True, text=True,
-                          timeout=60).stdout.strip()
-    zone = workdir / "secure.test.zone"
-    zone.write_text(f"""$ORIGIN secure.test.
-$TTL 60
-@    IN SOA ns.secure.test. hostmaster.secure.test. 1 60 60 60 60
-@    IN NS  ns.secure.test.
-ns   IN A   127.0.0.1
-@    IN MX  10 {"alias" if alias else "mx"}.secure.test.
-mx   IN A   127.0.0.1
-""" + ("alias IN CNAME mx.secure.test.\n" if alias else "")
-      + (f"_{tlsa_port}._tcp.mx IN TLSA {tlsa_params} {tlsa_hex}\n" if tlsa_hex else "")
-      + extra)
-    subprocess.run([require("ldns-signzone"), str(zone), base], cwd=workdir, check=True,
-                   capture_output=True, timeout=60)
-    signed = (workdir / "secure.test.zone.signed").read_text()
-    return signed, workdir / f"{base}.key"
-
-
-class SignedDns:
-    def __init__(self, text, tamper_tlsa=False):
-        self.port = free_port()
-        zone = SignedZone(text, tamper_tlsa)
-        self.servers = [DNSServer(zone, port=self.port, address="127.0.0.1", tcp=tcp)
-                        for tcp in (False, True)]
-        for s in self.servers:
-            s.start_thread()
-
-    def stop(self):
-        for s in self.servers:
-            s.stop()
+from peers import Gateway, send, wait_for
+from peers.dns import SignedDns, signed_zone
+from peers.gateway import Mx
+from peers.pki import Pki, spki_der, spki_sha256
 
 
 def dane_sender(tmp_path, dns_port, mx_port, anchor):
@@ -159,11 +21,6 @@ def dane_sender(tmp_path, dns_port, mx_port, anchor):
                 f'dnssec_trust_anchor = "{anchor}"\n')
     g.cli("network", "add", "127.0.0.0/8", "--comment", "test clients")
     return g
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path / "pki")
 
 
 def setup(tmp_path, pki, tlsa_for, tamper=False, prepare=None, alias=False):
@@ -236,10 +93,11 @@ def test_dane_ta_key_of_a_root_the_server_does_not_send(tmp_path, published):
     """RFC 7672 §3.1.2, RFC 7671 §5.2.2: TLSA 2 1 0 holds a CA's whole public key. The MX
     presents its certificate and the intermediate, not the root: the root's key is the
     trust anchor and the message goes out; another CA's key defers it."""
-    ca = CaChain(tmp_path / "ca", "mx.secure.test")
-    assert ca.chain.read_text().count("BEGIN CERTIFICATE") == 2
-    mx = Mx(tmp_path, ca.chain, ca.key)
-    key_of = ca.root if published == "root" else Pki(tmp_path / "other").ca
+    root = Pki(tmp_path / "ca", "DANE Test Root")
+    chain, key = root.intermediate("DANE Test Intermediate").issue("mx.secure.test", chain=True)
+    assert chain.read_text().count("BEGIN CERTIFICATE") == 2
+    mx = Mx(tmp_path, chain, key)
+    key_of = root.ca if published == "root" else Pki(tmp_path / "other").ca
     text, anchor = signed_zone(tmp_path / "zone", mx.port, spki_der(key_of).hex(),
                                tlsa_params="2 1 0")
     dns = SignedDns(text)

@@ -5,19 +5,12 @@ DNS server run by the test on loopback (MX, implicit MX, null MX)."""
 import os
 import smtplib
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import BIN, Gateway, Sink, dns_server, free_port, wait_for, wait_port
 
-
-def send(port, sender, rcpts, subject, body="hello\r\n"):
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-        s.ehlo("client.test")
-        s.sendmail(sender, rcpts, f"Subject: {subject}\r\n\r\n{body}".encode())
+from peers import BIN, Gateway, Sink, dns_server, fake_smtp, free_port, send, wait_for
 
 
 @pytest.fixture
@@ -87,17 +80,10 @@ def test_hold_release_delete(tmp_path):
         g.stop()
 
 
-def fake_smtp(port, *args):
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "peers" / "fake_smtp.py"),
-                             str(port), *args])
-    wait_port(port, proc=proc)
-    return proc
-
-
 def test_permanent_failure_bounces_to_sender_but_never_to_null_sender(tmp_path, sink):
     # example.com's server refuses every recipient; example.net's mail goes to the sink.
     reject_port = free_port()
-    refuser = fake_smtp(reject_port, "--refuse-rcpt", "550 5.1.1 no such user here")
+    refuser = fake_smtp.start(reject_port, "--refuse-rcpt", "550 5.1.1 no such user here")
     try:
         g = Gateway(tmp_path / "gw")
         g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{reject_port}")
@@ -150,10 +136,8 @@ def test_delay_dsn_when_notify_delay(tmp_path, sink):
     g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
-            s.ehlo("c.test")
-            s.sendmail("sender@example.net", ["bob@example.com"], b"Subject: slow\r\n\r\nx\r\n",
-                       rcpt_options=["NOTIFY=DELAY,FAILURE"])
+        send(g.smtp, "sender@example.net", ["bob@example.com"], "slow", body="x\r\n", helo="c.test",
+             rcpt_options=["NOTIFY=DELAY,FAILURE"])
         (dsn,) = sink.wait_count(1) and sink.messages()
         assert "Action: delayed" in dsn.as_string()
         assert len(g.queue_ids()) == 1, "a delayed message stays queued"
@@ -211,7 +195,7 @@ def test_internal_network_may_relay_outbound_others_may_not(tmp_path, dns, sink)
 def test_one_connection_carries_many_messages(tmp_path):
     port = free_port()
     counts = tmp_path / "counts"
-    server = fake_smtp(port, "--count", str(counts))
+    server = fake_smtp.start(port, "--count", str(counts))
     g = Gateway(tmp_path / "gw", "[delivery]\nconnection_idle_secs = 10\n")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
     g.start()
@@ -290,7 +274,7 @@ def test_route_with_required_tls_and_auth(tmp_path, sink):
 def test_notify_success_to_a_hop_without_dsn_gets_a_relayed_notice(tmp_path, sink):
     # The fake next hop does not offer DSN, so the request ends with us (RFC 3461 §5.2.2).
     port = free_port()
-    server = fake_smtp(port)
+    server = fake_smtp.start(port)
     g = Gateway(tmp_path / "gw")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
     g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")

@@ -10,7 +10,7 @@ import subprocess
 
 import dkim
 
-from conftest import BIN, Gateway
+from peers import BIN, Gateway, send
 
 try:
     import nacl.signing  # noqa: F401  dkimpy verifies Ed25519 with PyNaCl
@@ -230,7 +230,6 @@ def test_gateway_signs_outbound_mail_after_its_own_changes(tmp_path, sink):
     """Mail relayed out by an internal server leaves signed with the From domain's keys,
     over the message as delivered (our Received header included); dkimpy verifies the copy
     that reached the next hop. Inbound mail is not signed."""
-    import smtplib
     g = Gateway(tmp_path / "gw", "[greylist]\nmode = \"never\"\n")
     zone = Zone()
     zone.publish(g.cli("dkim", "generate", "example.com", "--algorithm", "rsa").stdout)
@@ -239,8 +238,7 @@ def test_gateway_signs_outbound_mail_after_its_own_changes(tmp_path, sink):
     g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{sink.port}")
     g.start()
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-            s.sendmail("alice@example.com", ["bob@example.net"], MESSAGE)
+        send(g.smtp, "alice@example.com", ["bob@example.net"], message=MESSAGE, helo=None)
         sink.wait_count(1)
         raw = open(sink.files()[0], "rb").read()
         # smtp-sink writes what it received; keep from the first of our fields on.

@@ -9,7 +9,6 @@ second run for the same day sends nothing. A domain without rua contributes noth
 import datetime
 import email.header
 import gzip
-import smtplib
 import sqlite3
 import time
 import xml.etree.ElementTree as ET
@@ -17,8 +16,7 @@ import xml.etree.ElementTree as ET
 import dkim
 import pytest
 
-from conftest import Gateway, Sink, dns_server, wait_for
-from test_auth import dkim_key  # noqa: F401 - a fixture
+from peers import Gateway, Sink, dns_server, send, wait_for
 
 NS = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
 
@@ -42,9 +40,8 @@ _dmarc.norua.test.                        60 IN TXT "v=DMARC1; p=none"
 
 @pytest.fixture
 def reports_sink(tmp_path):
-    s = Sink(tmp_path / "reports-sink").start()
-    yield s
-    s.stop()
+    with Sink(tmp_path / "reports-sink") as s:
+        yield s
 
 
 @pytest.fixture
@@ -73,14 +70,6 @@ def signed(sender, subject, key):
     return dkim.sign(msg, b"sel", b"sender.test", key, include_headers=[b"from", b"to", b"subject"]) + msg
 
 
-def send(data, mail_from, source="127.0.0.1", helo="mail.sender.test", g=None):
-    with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20, source_address=(source, 0)) as s:
-        s.ehlo(helo)
-        s.mail(mail_from)
-        s.rcpt("bob@example.com")
-        return s.data(data)
-
-
 def collected(g):
     """Rows kept for the reports, per policy domain."""
     db = g.dir / "data" / "portcullis.db"
@@ -97,11 +86,13 @@ def today():
 def test_daily_report_is_built_and_delivered_to_rua(gw, sink, reports_sink, dkim_key):
     key = dkim_key[0]
     for i in range(2):
-        code, text = send(signed("alice@sender.test", f"signed {i}", key), "alice@sender.test", g=gw)
+        code, text = send(gw.smtp, "alice@sender.test",
+                          message=signed("alice@sender.test", f"signed {i}", key),
+                          helo="mail.sender.test", check=False)
         assert code == 250, (code, text)
     # A spoof from another address: SPF and DKIM fail, p=reject refuses it at DATA.
-    code, text = send(message("ceo@sender.test", "pay this"), "ceo@sender.test",
-                      source="127.0.0.2", helo="attacker.test", g=gw)
+    code, text = send(gw.smtp, "ceo@sender.test", message=message("ceo@sender.test", "pay this"),
+                      helo="attacker.test", source="127.0.0.2", check=False)
     assert code == 550 and b"DMARC" in text, (code, text)
     sink.wait_count(2)
     wait_for(lambda: collected(gw).get("sender.test") == 3, what="3 DMARC results stored")
@@ -164,12 +155,14 @@ def test_daily_report_is_built_and_delivered_to_rua(gw, sink, reports_sink, dkim
 
 def test_domain_without_rua_contributes_nothing(gw, sink, reports_sink, dkim_key):
     # p=none without rua: DMARC is evaluated, but there is nobody to report to.
-    code, text = send(message("news@norua.test", "no rua"), "news@norua.test",
-                      helo="mail.norua.test", g=gw)
+    code, text = send(gw.smtp, "news@norua.test", message=message("news@norua.test", "no rua"),
+                      helo="mail.norua.test", check=False)
     assert code == 250, (code, text)
     # A message that does contribute, sent after it: once it is stored, the first one
     # would have been too.
-    code, text = send(signed("alice@sender.test", "after", dkim_key[0]), "alice@sender.test", g=gw)
+    code, text = send(gw.smtp, "alice@sender.test",
+                      message=signed("alice@sender.test", "after", dkim_key[0]),
+                      helo="mail.sender.test", check=False)
     assert code == 250, (code, text)
     wait_for(lambda: collected(gw).get("sender.test") == 1, what="the DMARC result of sender.test")
     assert collected(gw) == {"sender.test": 1}
@@ -179,7 +172,9 @@ def test_domain_without_rua_contributes_nothing(gw, sink, reports_sink, dkim_key
 
 
 def test_gateway_sends_yesterdays_reports_by_itself(gw, sink, reports_sink, dkim_key):
-    code, text = send(signed("alice@sender.test", "yesterday", dkim_key[0]), "alice@sender.test", g=gw)
+    code, text = send(gw.smtp, "alice@sender.test",
+                      message=signed("alice@sender.test", "yesterday", dkim_key[0]),
+                      helo="mail.sender.test", check=False)
     assert code == 250, (code, text)
     wait_for(lambda: collected(gw).get("sender.test") == 1, what="the DMARC result of sender.test")
     gw.stop()

@@ -4,6 +4,7 @@ redirect), lists refuse and allow, quarantined mail is released exactly once and
 delivered, and the message log says which rule decided and why."""
 
 import base64
+import functools
 import json
 import smtplib
 import subprocess
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Gateway, wait_for
+from peers import BIN, Gateway, send, wait_for
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -41,15 +42,8 @@ def mime(subject, attachment=None, body="Hello Bob,\r\nsee you at lunch.\r\n"):
             f"Content-Transfer-Encoding: base64\r\n\r\n{b64}--XX--\r\n").encode()
 
 
-def send(g, data, sender="alice@outside.test", rcpts=("bob@example.com",)):
-    with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-        s.ehlo("mail.outside.test")
-        s.mail(sender)
-        for r in rcpts:
-            code, text = s.rcpt(r)
-            if code != 250:
-                return code, text
-        return s.data(data)
+# The mail of these tests comes in from outside; the tests look at the replies.
+send_inbound = functools.partial(send, sender="alice@outside.test", helo="mail.outside.test", check=False)
 
 
 def rules(g, tmp_path, text):
@@ -89,11 +83,11 @@ actions = [{ action = "discard" }]
     listed = gw.cli("rule", "list").stdout
     assert 'name = "no executables"' in listed and 'name = "drop"' in listed
     gw.start()
-    code, text = send(gw, mime("tool", ("setup.exe", b"MZ\x90\x00" + b"\x00" * 60)))
+    code, text = send_inbound(gw.smtp, message=mime("tool", ("setup.exe", b"MZ\x90\x00" + b"\x00" * 60)))
     assert (code, text) == (550, b"5.7.1 Executable attachments are refused")
-    assert send(gw, mime("script", ("run.js", b"alert(1)")))[0] == 250
-    assert send(gw, mime("Invoice 42"))[0] == 250
-    assert send(gw, mime("please drop me"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("script", ("run.js", b"alert(1)")))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("Invoice 42"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("please drop me"))[0] == 250
     # The invoice goes to bob and the archive in one transaction: two files in all.
     sink.wait_count(2)
     msgs = {m["Subject"]: m for m in sink.messages()}
@@ -121,11 +115,11 @@ def test_lists_refuse_and_allow(gw, sink):
     bad = gw.cli("list", "add", "block", "ip", "not-an-ip", check=False)
     assert bad.returncode != 0 and "not an IP" in bad.stderr
     gw.start()
-    code, text = send(gw, mime("x"), sender="a@mail.spam.test")
+    code, text = send_inbound(gw.smtp, message=mime("x"), sender="a@mail.spam.test")
     assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
-    code, text = send(gw, mime("x"), rcpts=("nobody@example.com",))
+    code, text = send_inbound(gw.smtp, message=mime("x"), rcpts=("nobody@example.com",))
     assert (code, text[:5]) == (550, b"5.1.1"), (code, text)
-    assert send(gw, mime("fine"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("fine"))[0] == 250
     sink.wait_count(1)
     shown = json.loads(gw.cli("list", "show", "--json").stdout)
     assert {"kind": "block", "field": "sender", "value": "spam.test"} in shown
@@ -139,7 +133,8 @@ when = [{ header = "subject", matches = "payroll" }]
 actions = [{ action = "quarantine", class = "policy" }]
 ''')
     gw.start()
-    assert send(gw, mime("payroll changes"), rcpts=("bob@example.com", "carol@example.com"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("payroll changes"),
+                        rcpts=("bob@example.com", "carol@example.com"))[0] == 250
     held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     assert sorted(h["recipient"] for h in held) == ["bob@example.com", "carol@example.com"]
     assert {h["class"] for h in held} == {"policy"}
@@ -165,7 +160,7 @@ actions = [{ action = "quarantine", class = "policy" }]
     assert any(e["kind"] == "allow" and e["value"] == "alice@outside.test"
                and e["scope"] == "bob@example.com" for e in entries), entries
     time.sleep(2.5)  # the policy reloads every 2 s
-    assert send(gw, mime("payroll again"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("payroll again"))[0] == 250
     # The allow list does not bypass an administrator's policy rule: it only cancels spam scores.
     wait_for(lambda: len(json.loads(gw.cli("quarantine", "list", "--json").stdout)) == 1,
              what="second payroll message held")
@@ -173,7 +168,7 @@ actions = [{ action = "quarantine", class = "policy" }]
 
 def test_gtube_is_quarantined_as_spam(gw, sink):
     gw.start()
-    assert send(gw, mime("offer", body=f"Buy now\r\n{GTUBE}\r\n"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("offer", body=f"Buy now\r\n{GTUBE}\r\n"))[0] == 250
     held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     assert len(held) == 1 and held[0]["class"] == "spam" and held[0]["score"] >= 100, held
     assert sink.files() == []
@@ -210,10 +205,10 @@ def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
                         '[[rule]]\nname = "dlp"\nwhen = [{ header = "subject", matches = "^secret" }]\n'
                         'actions = [{ action = "quarantine", class = "policy" }]\n')
     gw.start()
-    assert send(gw, mime("held one"))[0] == 250
-    assert send(gw, mime("held two"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("held one"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("held two"))[0] == 250
     # Held by policy: for the administrator, not in the user's digest.
-    assert send(gw, mime("secret plans"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("secret plans"))[0] == 250
     out = gw.cli("quarantine", "digest").stdout
     assert "1 digests queued" in out
     sink.wait_count(1)
@@ -252,10 +247,10 @@ def test_content_lists_score_words_and_patterns(gw, sink, tmp_path):
     rules(gw, tmp_path, '[[rule]]\nname = "pharma"\nwhen = [{ finding = "content.pharma" }, { score_at_least = 7.0 }]\n'
                         'actions = [{ action = "reject", code = 550, status = "5.7.1", text = "No pharmacy spam" }]\n')
     gw.start()
-    code, text = send(gw, mime("offer", body="Cheap pills and V1AGRA here\r\n"))
+    code, text = send_inbound(gw.smtp, message=mime("offer", body="Cheap pills and V1AGRA here\r\n"))
     assert (code, text) == (550, b"5.7.1 No pharmacy spam")
     # One match scores, but not enough for the rule; the score shows in the headers.
-    assert send(gw, mime("hi", body="my v1agra question\r\n"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("hi", body="my v1agra question\r\n"))[0] == 250
     (msg,) = sink.wait_count(1) and sink.messages()
     assert "content.pharma=3.00" in msg["X-Spam-Status"], msg["X-Spam-Status"]
     # Whole words only, so "cheap pillsbury" does not match "cheap pills".
@@ -284,7 +279,8 @@ def test_recipients_with_different_policies_are_split(gw, sink, tmp_path):
         assert s.rcpt("carol@example.com")[0] == 250
         assert s.data(mime("all hands"))[0] == 250
     # The leaver's copy, on its own, is redirected; the others were not.
-    assert send(gw, mime("for the leaver"), sender="friend@outside.test", rcpts=("leaver@example.com",))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("for the leaver"), sender="friend@outside.test",
+                        rcpts=("leaver@example.com",))[0] == 250
     sink.wait_count(2)
     logged = json.loads(gw.cli("log", "search", "--json").stdout)
     rcpts = {m["subject"]: sorted(r["address"] for r in m["recipients"]) for m in logged}
@@ -302,7 +298,7 @@ def test_attachment_that_cannot_be_stripped_is_held(gw, sink, tmp_path):
              'Content-Type: multipart/mixed; boundary="OUT"\r\n\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nsee below\r\n'
              '--OUT\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="fw.eml"\r\n\r\n'
              + inner + "\r\n--OUT--\r\n").encode()
-    assert send(gw, outer)[0] == 250
+    assert send_inbound(gw.smtp, message=outer)[0] == 250
     held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     assert [(h["subject"], h["class"], h["rule"]) for h in held] == [("forwarded", "policy", "strip exe")], held
     assert sink.files() == []
@@ -312,7 +308,7 @@ def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_
     rules(gw, tmp_path, '[[rule]]\nname = "hold"\nwhen = [{ header = "subject", matches = "^hold" }]\n'
                         'actions = [{ action = "quarantine", class = "spam" }]\n')
     gw.start()
-    assert send(gw, mime("hold me"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("hold me"))[0] == 250
     (item,) = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     out = gw.cli("quarantine", "release", item["id"]).stdout
     queue_id = out.split()[-1]
@@ -323,7 +319,7 @@ def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_
              what="released copy logged as delivered")
     assert logged[queue_id]["received_at"] >= item["received_at"]
     # A released "spam" taught the classifier a ham; a reported one a spam.
-    assert send(gw, mime("hold this too"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("hold this too"))[0] == 250
     (other,) = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     gw.cli("quarantine", "report-spam", other["id"])
     assert json.loads(gw.cli("quarantine", "list", "--json").stdout) == []
@@ -336,6 +332,5 @@ def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_
 def test_bad_subject_tag_is_a_config_error(tmp_path):
     cfg = tmp_path / "p.toml"
     cfg.write_text('[spam]\nsubject_tag = "[SPAM]\\r\\nBcc: x@y"\n')
-    from conftest import BIN
     r = subprocess.run([str(BIN), "--config", str(cfg), "check-config"], capture_output=True, text=True)
     assert r.returncode != 0 and "subject_tag" in r.stderr and "line break" in r.stderr, r.stderr

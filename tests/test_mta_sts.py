@@ -4,102 +4,14 @@ certificate from a test CA serves the policy; the MX is a second Portcullis whos
 certificate is either from the test CA (valid for the MX name) or self-signed. The
 sending gateway trusts the test CA through `[delivery] extra_ca_file`."""
 
-import http.server
 import re
-import smtplib
-import ssl
-import subprocess
-import threading
 import time
 
 import pytest
-from conftest import Gateway, Sink, dns_server, free_port, require, wait_for
 
-
-def send(port, sender, rcpts, subject):
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-        s.ehlo("client.test")
-        s.sendmail(sender, rcpts, f"Subject: {subject}\r\n\r\nhello\r\n".encode())
-
-
-def openssl(*args):
-    subprocess.run([require("openssl"), *args], check=True, capture_output=True, timeout=60)
-
-
-class Pki:
-    """A test CA and certificates: issued by it for a name, or self-signed."""
-
-    def __init__(self, d):
-        self.dir = d
-        d.mkdir(parents=True, exist_ok=True)
-        self.ca = d / "ca.pem"
-        self.ca_key = d / "ca.key"
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(self.ca_key), "-out", str(self.ca), "-days", "2",
-                "-subj", "/CN=Portcullis Test CA",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-    def issue(self, name):
-        key, csr, cert, ext = (self.dir / f"{name}.{x}" for x in ("key", "csr", "pem", "ext"))
-        ext.write_text(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
-                       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
-                "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
-        return cert, key
-
-    def self_signed(self, name):
-        key, cert = self.dir / f"self-{name}.key", self.dir / f"self-{name}.pem"
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
-                "-addext", f"subjectAltName=DNS:{name}",
-                "-addext", "basicConstraints=critical,CA:FALSE")
-        return cert, key
-
-
-class PolicyServer:
-    """HTTPS on a free loopback port serving /.well-known/mta-sts.txt."""
-
-    def __init__(self, cert, key, policy, content_type="text/plain"):
-        self.policy = policy
-        self.content_type = content_type
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                outer.requests += 1
-                if self.path != "/.well-known/mta-sts.txt":
-                    self.send_error(404)
-                    return
-                body = outer.policy.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", outer.content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def policy_text(mode, mx="mx.secure.test"):
-    # CRLF and trailing blanks on purpose: the parser must be tolerant of both.
-    return f"version: STSv1\r\nmode: {mode}\r\nmx: {mx}  \r\nmax_age: 86400\r\n"
+from peers import Gateway, dns_server, send, wait_for
+from peers.gateway import Mx
+from peers.https import PolicyServer, policy_text
 
 
 ZONE = """
@@ -111,36 +23,9 @@ _mta-sts.secure.test. 60 IN TXT "v=STSv1; id=20261101T000000;"
 
 
 @pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
 def dns():
     with dns_server(ZONE) as port:
         yield port
-
-
-class Mx:
-    """A second Portcullis as the MX of secure.test, with the given certificate; what it
-    accepts goes to an smtp-sink."""
-
-    def __init__(self, workdir, cert, key, port=None):
-        self.sink = Sink(workdir / "sink").start()
-        self.gw = Gateway(workdir / "mx", f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
-        if port:
-            self.gw.smtp = port
-            text = self.gw.config.read_text()
-            self.gw.config.write_text(
-                "\n".join(f'smtp = "127.0.0.1:{port}"' if line.startswith("smtp =") else line
-                          for line in text.splitlines()) + "\n")
-        self.gw.cli("domain", "add", "secure.test", "--route", f"127.0.0.1:{self.sink.port}")
-        self.gw.start()
-        self.port = self.gw.smtp
-
-    def stop(self):
-        self.gw.stop()
-        self.sink.stop()
 
 
 def sender(tmp_path, dns, mx_port, pki, policy_port, name="gw"):

@@ -5,42 +5,21 @@ pass — here DMARC can only pass through DKIM, since the sender's SPF allows no
 signed message whose body was changed on the way must fail and be refused under the
 sender's p=reject."""
 
-import base64
-import shutil
-import smtplib
-import socket
-import subprocess
-import time
-
 import pytest
 
-from conftest import Gateway, dns_server, free_port, require, wait_for
-from postfix import Postfix
-
-
-def opendkim_bin():
-    path = shutil.which("opendkim") or "/usr/sbin/opendkim"
-    return require(path)
+from peers import Gateway, dns_server, send, wait_for
+from peers.opendkim import OpenDkim
+from peers.pki import dkim_key
+from peers.postfix import Postfix
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("odk-keys")
-    rsa = d / "rsa.private"
-    subprocess.run(["openssl", "genrsa", "-out", str(rsa), "2048"], check=True, capture_output=True)
-    rsa_pub = subprocess.run(["openssl", "rsa", "-in", str(rsa), "-pubout", "-outform", "DER"],
-                             check=True, capture_output=True).stdout
-    ed = d / "ed.private"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(ed)],
-                   check=True, capture_output=True)
-    ed_der = subprocess.run(["openssl", "pkey", "-in", str(ed), "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
-    # An Ed25519 DKIM key is the bare 32-byte public key (RFC 8463), the DER's last bytes.
-    for path in (rsa, ed):
-        path.chmod(0o600)
+    rsa, ed = d / "rsa.private", d / "ed.private"
     return {
-        "rsa": (rsa, base64.b64encode(rsa_pub).decode()),
-        "ed25519": (ed, base64.b64encode(ed_der[-32:]).decode()),
+        "rsa": (rsa, dkim_key(rsa, "rsa", 2048)),
+        "ed25519": (ed, dkim_key(ed, "ed25519")),
     }
 
 
@@ -59,53 +38,6 @@ _dmarc.odk.test.            60 IN TXT "v=DMARC1; p=reject; adkim=s"
 """
     with dns_server(zone) as port:
         yield port
-
-
-class OpenDkim:
-    """The OpenDKIM milter in signing mode on a loopback TCP socket."""
-
-    def __init__(self, workdir, key, selector, algorithm, canonicalization):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = self.dir / "opendkim.conf"
-        self.conf.write_text(f"""Syslog no
-Background no
-Mode s
-Socket inet:{self.port}@127.0.0.1
-Domain odk.test
-Selector {selector}
-KeyFile {key}
-SignatureAlgorithm {algorithm}
-Canonicalization {canonicalization}
-SignHeaders From,To,Subject,Date,Message-ID
-InternalHosts 127.0.0.1
-PidFile {self.dir / 'opendkim.pid'}
-UserID root
-RequireSafeKeys no
-""")
-        self.proc = None
-
-    def start(self):
-        self.log = open(self.dir / "opendkim.log", "w")
-        self.proc = subprocess.Popen([opendkim_bin(), "-f", "-x", str(self.conf)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"opendkim exited: {(self.dir / 'opendkim.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("opendkim did not listen")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        self.log.close()
 
 
 def gateway(tmp_path, sink, dns_port):
@@ -173,11 +105,8 @@ def test_opendkim_signature_over_changed_body_fails(tmp_path, sink, keys, odk_dn
     g = gateway(tmp_path, sink, odk_dns)
     try:
         for message, expect in ((signed, 250), (signed.replace(b"100 EUR", b"900 EUR"), 550)):
-            with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-                s.ehlo("mail.odk.test")
-                s.mail("alice@odk.test")
-                s.rcpt("bob@example.com")
-                code, text = s.data(message)
+            code, text = send(g.smtp, "alice@odk.test", ["bob@example.com"], message=message,
+                              helo="mail.odk.test", check=False)
             assert code == expect, (code, text)
         assert b"DMARC" in text
         wait_for(lambda: len(sink.files()) == 2, what="the untouched message delivered")

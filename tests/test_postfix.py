@@ -2,10 +2,9 @@
 Portcullis (STARTTLS, pipelining, many messages), and Postfix as the downstream server
 that Portcullis delivers to."""
 
-import smtplib
 
-from conftest import Gateway, wait_for
-from postfix import Postfix
+from peers import Gateway, send, wait_for
+from peers.postfix import Postfix
 
 
 def test_postfix_relays_through_portcullis(tmp_path, sink):
@@ -40,10 +39,8 @@ def test_portcullis_delivers_to_postfix_downstream(tmp_path, sink):
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{pf.port}")
     g.start()
     try:
-        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
-            s.ehlo("c.test")
-            s.sendmail("x@outside.test", ["bob@example.com", "carol@example.com"],
-                       b"Subject: through postfix\r\n\r\nhi\r\n")
+        send(g.smtp, "x@outside.test", ["bob@example.com", "carol@example.com"], "through postfix",
+             body="hi\r\n", helo="c.test")
         sink.wait_count(1, timeout=60)
         def carol_delivered():
             out = g.cli("log", "search", "--recipient", "carol@example.com").stdout

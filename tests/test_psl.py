@@ -10,13 +10,11 @@ and the message is refused. Then a list that names org.test as a public suffix i
 installed in the running gateway, and the same message is refused.
 """
 
-import smtplib
-
 import dkim
 
-from conftest import Gateway, dns_server
-from test_auth import dkim_key  # noqa: F401 - a fixture
-from test_mta_sts import Pki, PolicyServer
+from peers import Gateway, dns_server, send
+from peers.https import PolicyServer
+from peers.pki import Pki
 
 LIST_WITH_ORG_TEST = """// a test copy of the public suffix list
 // ===BEGIN ICANN DOMAINS===
@@ -43,22 +41,19 @@ def gateway(tmp_path, sink, dns_port, extra=""):
     return g
 
 
-def send(g, key, subject):
+def signed(key, subject):
     msg = (f"From: alice@sub.org.test\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
            f"Message-ID: <{subject}@sub.org.test>\r\n\r\nhello\r\n").encode()
-    signed = dkim.sign(msg, b"sel", b"org.test", key, include_headers=[b"from", b"to", b"subject"])
-    with smtplib.SMTP("127.0.0.1", g.smtp, timeout=20) as s:
-        s.ehlo("mail.sub.org.test")
-        s.mail("alice@sub.org.test")
-        s.rcpt("bob@example.com")
-        return s.data(signed + msg)
+    return dkim.sign(msg, b"sel", b"org.test", key, include_headers=[b"from", b"to", b"subject"]) + msg
 
 
-def test_relaxed_alignment_by_the_suffix_list_then_by_a_new_list(tmp_path, sink, dkim_key):  # noqa: F811
+def test_relaxed_alignment_by_the_suffix_list_then_by_a_new_list(tmp_path, sink, dkim_key):
     with dns_server(zone(dkim_key[1])) as port:
         g = gateway(tmp_path, sink, port).start()
         try:
-            code, text = send(g, dkim_key[0], "built-in-list")
+            code, text = send(g.smtp, "alice@sub.org.test", ["bob@example.com"],
+                              message=signed(dkim_key[0], "built-in-list"), helo="mail.sub.org.test",
+                              check=False)
             assert code == 250, (code, text)
             (msg,) = sink.wait_count(1) and sink.messages()
             ar = msg["Authentication-Results"]
@@ -71,7 +66,9 @@ def test_relaxed_alignment_by_the_suffix_list_then_by_a_new_list(tmp_path, sink,
             assert "3 rules" in out and "the running gateway uses it now" in out, out
             assert "public suffix list reloaded" in g.log_text()
 
-            code, text = send(g, dkim_key[0], "new-list")
+            code, text = send(g.smtp, "alice@sub.org.test", ["bob@example.com"],
+                              message=signed(dkim_key[0], "new-list"), helo="mail.sub.org.test",
+                              check=False)
             assert code == 550 and text.startswith(b"5.7.1") and b"DMARC" in text, (code, text)
             assert len(sink.files()) == 1
 
@@ -83,18 +80,20 @@ def test_relaxed_alignment_by_the_suffix_list_then_by_a_new_list(tmp_path, sink,
             g.stop()
 
 
-def test_tree_walk_when_configured(tmp_path, sink, dkim_key):  # noqa: F811
+def test_tree_walk_when_configured(tmp_path, sink, dkim_key):
     with dns_server(zone(dkim_key[1])) as port:
         g = gateway(tmp_path, sink, port, 'dmarc_org_domain = "tree-walk"\n').start()
         try:
-            code, text = send(g, dkim_key[0], "tree-walk")
+            code, text = send(g.smtp, "alice@sub.org.test", ["bob@example.com"],
+                              message=signed(dkim_key[0], "tree-walk"), helo="mail.sub.org.test",
+                              check=False)
             assert code == 550 and text.startswith(b"5.7.1"), (code, text)
             assert sink.files() == []
         finally:
             g.stop()
 
 
-def test_list_installed_at_start_and_fetched_over_https(tmp_path, sink, dkim_key):  # noqa: F811
+def test_list_installed_at_start_and_fetched_over_https(tmp_path, sink, dkim_key):
     pki = Pki(tmp_path / "pki")
     cert, key = pki.issue("psl.lists.test")
     server = PolicyServer(cert, key, LIST_WITH_ORG_TEST)
@@ -118,7 +117,9 @@ def test_list_installed_at_start_and_fetched_over_https(tmp_path, sink, dkim_key
             g.start()
             try:
                 assert "public suffix list loaded" in g.log_text()
-                code, text = send(g, dkim_key[0], "list-at-start")
+                code, text = send(g.smtp, "alice@sub.org.test", ["bob@example.com"],
+                                  message=signed(dkim_key[0], "list-at-start"), helo="mail.sub.org.test",
+                                  check=False)
                 assert code == 550, (code, text)
             finally:
                 g.stop()

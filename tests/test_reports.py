@@ -9,7 +9,7 @@ import json
 import zipfile
 from email.message import EmailMessage
 
-from conftest import Gateway
+from peers import Gateway
 
 DMARC_XML = """<?xml version="1.0" encoding="UTF-8" ?>
 <feedback>

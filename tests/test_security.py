@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from peers import Gateway
+
 RELAY_TRICKS = [
     "victim@elsewhere.test",
     "victim%elsewhere.test@example.com",
@@ -119,7 +121,6 @@ def test_smuggling_variant_never_splits_a_message(gateway, sink, terminator):
 def test_busy_connection_still_ends_at_the_session_limit(tmp_path):
     """A client that keeps talking just inside the command timeout cannot keep its
     connection slot for ever."""
-    from conftest import Gateway
     g = Gateway(tmp_path / "gw", "[limits]\nsession_timeout_secs = 2\ncommand_timeout_secs = 60\n").start()
     try:
         with socket.create_connection(("127.0.0.1", g.smtp), timeout=10) as s:
@@ -149,7 +150,6 @@ def test_connection_and_message_rates_per_client(tmp_path, sink):
     """Per-client rate limits: connections per minute refused with 421 4.7.0, messages
     per hour with 450 4.7.1 at MAIL; both temporary, so a real sender retries later."""
     import smtplib
-    from conftest import Gateway
     g = Gateway(tmp_path / "gw", "[limits]\nmax_connection_rate_per_ip = 5\nmax_message_rate_per_client = 2\n"
                                  "[greylist]\nmode = \"never\"\n")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")

@@ -12,81 +12,14 @@ send-tlsrpt --day <today>` and read the report where it arrives."""
 
 import datetime
 import gzip
-import http.server
 import json
-import socket
-import ssl
-import subprocess
-import threading
 import time
 
-import pytest
-from conftest import BIN, Gateway, Sink, dns_server, free_port, wait_for
-from test_dane import SignedDns, signed_zone, spki_sha256
-from test_mta_sts import Mx, Pki, PolicyServer, policy_text, send
-
-
-class MxHost:
-    """A Portcullis listening for SMTP on `ip:port` with the given certificate, relaying
-    `domains` to `sink`."""
-
-    def __init__(self, workdir, cert, key, ip, port, domains=(), sink=None):
-        self.ip, self.port = ip, port
-        self.gw = Gateway(workdir, f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
-        self.gw.smtp = port
-        text = self.gw.config.read_text()
-        self.gw.config.write_text(
-            "\n".join(f'smtp = "{ip}:{port}"' if line.startswith("smtp =") else line
-                      for line in text.splitlines()) + "\n")
-        for d in domains:
-            self.gw.cli("domain", "add", d, "--route", f"127.0.0.1:{sink.port}")
-        logf = open(self.gw.log, "a")
-        self.gw.proc = subprocess.Popen([str(BIN), "--config", str(self.gw.config), "serve"],
-                                        stdout=logf, stderr=logf)
-
-        def listening():
-            if self.gw.proc.poll() is not None:
-                raise RuntimeError(f"MX exited: {self.gw.log_text()}")
-            try:
-                with socket.create_connection((ip, port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-        wait_for(listening, 10, f"MX listening on {ip}:{port}")
-
-    def stop(self):
-        self.gw.stop()
-
-
-class ReportServer:
-    """HTTPS on a loopback port that takes POSTed reports."""
-
-    def __init__(self, cert, key):
-        self.posts = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                outer.posts.append((self.path, self.headers.get("Content-Type"), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from peers import Gateway, Sink, dns_server, free_port, send, wait_for
+from peers.dns import SignedDns, signed_zone
+from peers.gateway import Mx
+from peers.https import PolicyServer, ReportServer, policy_text
+from peers.pki import spki_sha256
 
 
 def zone(rua):
@@ -112,10 +45,10 @@ class Setup:
                                    policy_text("enforce", mx="*.secure.test"))
         self.sink = Sink(tmp_path / "sink").start()
         port = free_port()
-        self.good = MxHost(tmp_path / "mx2", *pki.issue("mx2.secure.test"), "127.0.0.1", port,
-                           domains=("secure.test", "reports.test"), sink=self.sink)
-        self.bad = MxHost(tmp_path / "mx1", *pki.self_signed("mx1.secure.test"), "127.0.0.2",
-                          port)
+        self.good = Mx(tmp_path / "mx2", *pki.issue("mx2.secure.test"), port=port,
+                       domains=("secure.test", "reports.test"), sink=self.sink)
+        self.bad = Mx(tmp_path / "mx1", *pki.self_signed("mx1.secure.test"), port=port,
+                      ip="127.0.0.2", domains=())
         # No pooled connections: every message opens (and counts) its own sessions.
         self.gw = Gateway(tmp_path / "gw",
                           f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_secs = 2\n'
@@ -172,11 +105,6 @@ def check_report(report, day, n):
     assert detail["receiving-mx-hostname"] == "mx1.secure.test"
     assert detail["receiving-ip"] == "127.0.0.2"
     assert detail["failed-session-count"] == n
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path / "pki")
 
 
 def report_messages(sink):

@@ -8,12 +8,11 @@ messages with one body byte changed must not pass.
 
 import email
 import re
-import smtplib
 from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, Sink, dns_server
+from peers import Gateway, Sink, dns_server, send
 
 VECTORS = Path(__file__).parent / "data" / "vectors"
 
@@ -92,9 +91,8 @@ def delivered(tmp_path_factory):
                 changed = head + b"\r\n\r\n" + body[:i] + body[i:i + 1].upper() + body[i + 1:]
                 for key, data in ((name, msg), (name + "~", changed)):
                     before = set(sink.files())
-                    with smtplib.SMTP("127.0.0.1", g.smtp, timeout=30) as s:
-                        s.ehlo("vectors.test")
-                        s.sendmail("check@vectors.test", ["bob@example.com"], data)
+                    send(g.smtp, "check@vectors.test", ["bob@example.com"], message=data,
+                         helo="vectors.test")
                     sent += 1
                     sink.wait_count(sent)
                     (new,) = set(sink.files()) - before

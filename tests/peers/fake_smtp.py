@@ -1,20 +1,26 @@
 """A minimal SMTP server for the cases a real peer cannot be scripted into: refusing
 every recipient with a chosen reply, and counting connections. Usage:
-    fake_smtp.py PORT [--refuse-rcpt "550 5.1.1 text"] [--count FILE]"""
+    fake_smtp.py PORT [--refuse-rcpt "550 5.1.1 text"] [--count FILE]
+or from a test, start(PORT, *options): the running server's process, once it listens."""
 
 import argparse
 import os
 import socket
+import subprocess
+import sys
 import threading
-
-ap = argparse.ArgumentParser()
-ap.add_argument("port", type=int)
-ap.add_argument("--refuse-rcpt")
-ap.add_argument("--count")
-args = ap.parse_args()
 
 lock = threading.Lock()
 state = {"connections": 0, "messages": 0}
+args = None
+
+
+def start(port, *options):
+    """Runs this server on 127.0.0.1:port in a process of its own; returns the process."""
+    from peers.common import wait_port
+    proc = subprocess.Popen([sys.executable, __file__, str(port), *options])
+    wait_port(port, proc=proc)
+    return proc
 
 
 def record():
@@ -54,13 +60,24 @@ def serve(conn):
     conn.close()
 
 
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", args.port))
-srv.listen(64)
-while True:
-    c, _ = srv.accept()
-    with lock:
-        state["connections"] += 1
-        record()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+def main():
+    global args
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--refuse-rcpt")
+    ap.add_argument("--count")
+    args = ap.parse_args()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(64)
+    while True:
+        c, _ = srv.accept()
+        with lock:
+            state["connections"] += 1
+            record()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import free_port, require, wait_port
+from peers.common import free_port, require, wait_port
 
 
 class Postfix:

@@ -1,0 +1,113 @@
+"""The binary under test: one portcullis instance with its own data directory and ports,
+and a second instance playing a TLS MX host."""
+
+import signal
+import subprocess
+from pathlib import Path
+
+from peers.common import BIN, free_port, wait_port
+from peers.sink import Sink
+
+
+class Gateway:
+    """One portcullis instance with its own data directory and ports."""
+
+    def __init__(self, workdir, extra_config=""):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.smtp = free_port()
+        self.submission = free_port()
+        self.submissions = free_port()
+        self.smtp_host = "127.0.0.1"
+        self.config = self.dir / "portcullis.toml"
+        self.config.write_text(
+            f"""hostname = "gw.test"
+data_dir = "{self.dir / 'data'}"
+[listen]
+smtp = "127.0.0.1:{self.smtp}"
+submission = "127.0.0.1:{self.submission}"
+submissions = "127.0.0.1:{self.submissions}"
+[log]
+level = "info,portcullis_queue=debug"
+""" + extra_config + (
+            "" if "[dns]" in extra_config else
+            # Never ask the machine's resolver from a test: a loopback port where no DNS
+            # server runs makes every lookup a temporary failure.
+            f"\n[dns]\nnameservers = [\"127.0.0.1:{free_port()}\"]\ntimeout_secs = 1\n") + (
+            # Mail authentication needs DNS; tests of it turn it on with a DNS server.
+            "" if "[auth]" in extra_config else "\n[auth]\nenabled = false\n")
+        )
+        self.proc = None
+        self.log = self.dir / "serve.log"
+
+    def listen_smtp(self, host, port):
+        """Listen for SMTP on host:port instead (before start)."""
+        self.smtp_host, self.smtp = host, port
+        text = self.config.read_text()
+        self.config.write_text(
+            "\n".join(f'smtp = "{host}:{port}"' if line.startswith("smtp =") else line
+                      for line in text.splitlines()) + "\n")
+
+    def cli(self, *args, input=None, check=True):
+        if not BIN.exists():
+            raise RuntimeError(f"{BIN} not built: run cargo build first")
+        r = subprocess.run([str(BIN), "--config", str(self.config), *args], input=input,
+                           capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"portcullis {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    def start(self):
+        logf = open(self.log, "a")
+        self.proc = subprocess.Popen([str(BIN), "--config", str(self.config), "serve"],
+                                     stdout=logf, stderr=logf)
+        wait_port(self.smtp, proc=self.proc, host=self.smtp_host)
+        wait_port(self.submissions, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def queue_ids(self):
+        out = self.cli("queue", "list", "--json").stdout
+        import json
+        return [m["id"] for m in json.loads(out)]
+
+    def log_text(self):
+        return self.log.read_text(errors="replace")
+
+
+class Mx:
+    """A second Portcullis as an MX host with the given certificate, listening for SMTP on
+    `ip:port` (a free port on 127.0.0.1 by default) and relaying `domains` to `sink`; when
+    no sink is given, to an smtp-sink of its own (`self.sink`)."""
+
+    def __init__(self, workdir, cert, key, port=None, ip="127.0.0.1", domains=("secure.test",),
+                 sink=None):
+        self.own_sink = sink is None and bool(domains)
+        self.sink = Sink(workdir / "sink").start() if self.own_sink else sink
+        self.gw = Gateway(workdir / "mx", f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        if port or ip != "127.0.0.1":
+            self.gw.listen_smtp(ip, port or self.gw.smtp)
+        for d in domains:
+            self.gw.cli("domain", "add", d, "--route", f"127.0.0.1:{self.sink.port}")
+        self.gw.start()
+        self.ip, self.port = ip, self.gw.smtp
+
+    def stop(self):
+        self.gw.stop()
+        if self.own_sink:
+            self.sink.stop()
