@@ -2,12 +2,7 @@
 //! smtp, queue and store crates into one gateway.
 
 mod cli;
-mod cli_report;
 mod config;
-mod corpus;
-mod dkim_cli;
-mod filter_cli;
-mod psl_cli;
 mod serve;
 mod tls;
 
@@ -38,72 +33,72 @@ enum Command {
     /// Domains the gateway accepts mail for, and their routes.
     Domain {
         #[command(subcommand)]
-        action: cli::DomainCmd,
+        action: cli::policy::DomainCmd,
     },
     /// Internal networks allowed to relay outbound.
     Network {
         #[command(subcommand)]
-        action: cli::NetworkCmd,
+        action: cli::policy::NetworkCmd,
     },
     /// Users who may authenticate (SMTP AUTH).
     User {
         #[command(subcommand)]
-        action: cli::UserCmd,
+        action: cli::policy::UserCmd,
     },
     /// The mail queue.
     Queue {
         #[command(subcommand)]
-        action: cli::QueueCmd,
+        action: cli::queue::QueueCmd,
     },
     /// The message log.
     Log {
         #[command(subcommand)]
-        action: cli::LogCmd,
+        action: cli::queue::LogCmd,
     },
     /// Train and measure the spam classifier on folders of ham and spam.
     Corpus {
         #[command(subcommand)]
-        action: corpus::CorpusCmd,
+        action: cli::corpus::CorpusCmd,
     },
     /// Filter rules (conditions over findings, ordered actions).
     Rule {
         #[command(subcommand)]
-        action: filter_cli::RuleCmd,
+        action: cli::filter::RuleCmd,
     },
     /// Allow, block and valid-recipient lists.
     List {
         #[command(subcommand)]
-        action: filter_cli::ListCmd,
+        action: cli::filter::ListCmd,
     },
     /// Content lists: words and patterns with scores.
     Content {
         #[command(subcommand)]
-        action: filter_cli::ContentCmd,
+        action: cli::filter::ContentCmd,
     },
     /// Held messages.
     Quarantine {
         #[command(subcommand)]
-        action: filter_cli::QuarantineCmd,
+        action: cli::filter::QuarantineCmd,
     },
     /// Outbound DKIM signing keys: generate, rotate, retire, list.
     Dkim {
         #[command(subcommand)]
-        action: dkim_cli::DkimCmd,
+        action: cli::dkim::DkimCmd,
     },
     /// The policy as one TOML document.
     Config {
         #[command(subcommand)]
-        action: filter_cli::ConfigCmd,
+        action: cli::filter::ConfigCmd,
     },
     /// The public suffix list (organizational domains for DMARC): update, show.
     Psl {
         #[command(subcommand)]
-        action: psl_cli::PslCmd,
+        action: cli::psl::PslCmd,
     },
     /// Incoming DMARC aggregate and TLS-RPT reports about our domains.
     Report {
         #[command(subcommand)]
-        action: cli_report::ReportCmd,
+        action: cli::report::ReportCmd,
     },
 }
 
@@ -139,20 +134,20 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::run(config).await.map(|_| ExitCode::SUCCESS),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
-            Command::Domain { action } => cli::domain(&config, action).await,
-            Command::Network { action } => cli::network(&config, action).await,
-            Command::User { action } => cli::user(&config, action).await,
-            Command::Queue { action } => cli::queue(&config, action).await,
-            Command::Log { action } => cli::log(&config, action).await,
-            Command::Corpus { action } => corpus::corpus(&config, action).await,
-            Command::Rule { action } => filter_cli::rule(&config, action).await,
-            Command::List { action } => filter_cli::list(&config, action).await,
-            Command::Content { action } => filter_cli::content(&config, action).await,
-            Command::Quarantine { action } => filter_cli::quarantine(&config, action).await,
-            Command::Dkim { action } => dkim_cli::dkim(&config, action).await,
-            Command::Config { action } => filter_cli::config_cmd(&config, action).await,
-            Command::Report { action } => cli_report::report(&config, action).await,
-            Command::Psl { action } => psl_cli::psl(&config, action).await,
+            Command::Domain { action } => cli::policy::domain(&config, action).await,
+            Command::Network { action } => cli::policy::network(&config, action).await,
+            Command::User { action } => cli::policy::user(&config, action).await,
+            Command::Queue { action } => cli::queue::queue(&config, action).await,
+            Command::Log { action } => cli::queue::log(&config, action).await,
+            Command::Corpus { action } => cli::corpus::corpus(&config, action).await,
+            Command::Rule { action } => cli::filter::rule(&config, action).await,
+            Command::List { action } => cli::filter::list(&config, action).await,
+            Command::Content { action } => cli::filter::content(&config, action).await,
+            Command::Quarantine { action } => cli::filter::quarantine(&config, action).await,
+            Command::Dkim { action } => cli::dkim::dkim(&config, action).await,
+            Command::Config { action } => cli::filter::config_cmd(&config, action).await,
+            Command::Report { action } => cli::report::report(&config, action).await,
+            Command::Psl { action } => cli::psl::psl(&config, action).await,
         }
     });
     match result {

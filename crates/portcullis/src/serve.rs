@@ -114,7 +114,7 @@ pub async fn run(config: Config) -> Result<()> {
             org_domain: config.auth.dmarc_org_domain,
         },
     );
-    crate::psl_cli::watch(&config.auth.public_suffix_file(&config.data_dir));
+    crate::cli::psl::watch(&config.auth.public_suffix_file(&config.data_dir));
     let client_tls = crate::tls::client_configs(&config)?;
     let security = TransportSecurity::new(
         &SecuritySettings {
@@ -170,13 +170,13 @@ pub async fn run(config: Config) -> Result<()> {
     portcullis_gateway::control::spawn(
         &config.data_dir,
         queue.clone(),
-        Arc::new(crate::psl_cli::reload),
+        Arc::new(crate::cli::psl::reload),
     )
     .context("control socket")?;
     let inject = Injector::in_process(queue.clone());
     // Releases that a crash interrupted between their claim and their queue file.
     for id in store.quarantine_releasing().await? {
-        match crate::filter_cli::release_item(&store, &inject, &id).await {
+        match portcullis_ops::quarantine::release_item(&store, &inject, &id).await {
             Ok((queue_id, _)) => {
                 if let Err(e) = inject.announce(&queue_id).await {
                     tracing::error!(item = %id, error = %e, "released message not scheduled");
@@ -355,7 +355,7 @@ async fn content_scanner(
     store: &portcullis_store::Store,
     limits: &portcullis_filter::attachments::AttachmentLimits,
 ) -> portcullis_filter::content::ContentScanner {
-    let spam = match crate::corpus::load_spam_checker(store).await {
+    let spam = match crate::cli::corpus::load_spam_checker(store).await {
         Ok((checker, unready)) => {
             match unready {
                 Some(why) => tracing::info!(reason = %why, "spam classifier not used yet"),

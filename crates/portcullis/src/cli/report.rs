@@ -9,12 +9,11 @@ use clap::Subcommand;
 use mail_auth::MessageAuthenticator;
 use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
-use portcullis_gateway::Injector;
 use portcullis_gateway::dates::iso;
 use portcullis_gateway::reports::{IntakeError, MAX_MESSAGE_SIZE, take_in};
 use portcullis_gateway::tlsrpt::{Outcome, Sender};
 use portcullis_queue::client::TlsConfigs;
-use portcullis_queue::spool::{Spool, now};
+use portcullis_queue::spool::now;
 use portcullis_store::{ReportQuery, ReportSummary, Store};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -320,7 +319,13 @@ async fn send_tlsrpt(config: &Config, store: Store, day: Option<&str>) -> Result
         None => Vec::new(),
     };
     let tls = TlsConfigs::new(&extra_ca).map_err(|e| anyhow!("TLS client setup: {e}"))?;
-    let sender = Sender::new(config, store, injector(config)?, resolver, &tls)?;
+    let sender = Sender::new(
+        config,
+        store,
+        super::ops(config).await?.injector()?,
+        resolver,
+        &tls,
+    )?;
     let outcomes = sender.send_day(day).await?;
     let day_label = portcullis_gateway::dates::ymd(day);
     let mut failed = false;
@@ -365,7 +370,7 @@ async fn send_dmarc(config: &Config, store: &Store, day: Option<String>) -> Resu
             .with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?,
         None => now().div_euclid(86_400) * 86_400 - 86_400,
     };
-    let inject = injector(config)?;
+    let inject = super::ops(config).await?.injector()?;
     let resolver = portcullis_queue::mx::build_resolver(
         &config.dns.nameservers,
         Duration::from_secs(config.dns.timeout_secs),
@@ -404,11 +409,4 @@ async fn send_dmarc(config: &Config, store: &Store, day: Option<String>) -> Resu
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Locally made mail from a command: into the spool, then announced to a running gateway
-/// (one that is not running sends it when it starts).
-pub fn injector(config: &Config) -> Result<Injector> {
-    let spool = Spool::open_shared(&config.data_dir.join("spool")).context("opening the spool")?;
-    Ok(Injector::for_command(spool, config.data_dir.clone()))
 }

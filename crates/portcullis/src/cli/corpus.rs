@@ -573,23 +573,6 @@ fn cross_validate(ham: &[PathBuf], spam: &[PathBuf], opts: &CvOptions) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// Train the classifier with one message a person judged (quarantine release of spam as
-/// ham, "report as spam"). The running gateway picks the change up within a minute.
-pub async fn learn(store: &Store, raw: &[u8], spam: bool) -> Result<()> {
-    let tokens = tokens_of(&ContentScanner::default(), raw);
-    let mut delta = TrainingDelta::default();
-    delta.train(&tokens, spam);
-    let rows: Vec<(&str, i64, i64)> = delta
-        .tokens
-        .iter()
-        .map(|(t, &(s, h))| (t.as_str(), s, h))
-        .collect();
-    store
-        .apply_bayes_delta(delta.spam_messages, delta.ham_messages, &rows)
-        .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

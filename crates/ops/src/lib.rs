@@ -1,0 +1,87 @@
+//! The operations layer: every administrative action on a gateway (domains and routes,
+//! internal networks, users, rules, lists, content lists, quarantine, queue, message
+//! log, DKIM keys, reports, the policy document), validated, with a typed error
+//! ([`OpsError`]) that says what is wrong and how to fix it. The command line calls it
+//! today; the REST API and the console call the same functions. It does not know how it
+//! was called: no printing, no exit codes, no HTTP.
+
+mod error;
+pub mod filter;
+pub mod log;
+pub mod policy;
+pub mod policy_doc;
+pub mod quarantine;
+pub mod queue;
+
+pub use error::{OpsError, Result};
+
+use portcullis_gateway::Injector;
+use portcullis_gateway::config::Config;
+use portcullis_queue::spool::Spool;
+use portcullis_store::Store;
+use std::sync::Arc;
+
+/// A handle on one gateway's store, spool and settings.
+#[derive(Clone)]
+pub struct Ops {
+    store: Store,
+    config: Arc<Config>,
+    /// Inside the gateway process: its queue. None: the control socket of a gateway
+    /// that may be running.
+    inject: Option<Injector>,
+}
+
+impl Ops {
+    /// Open the store of `config` (its data directory made if missing).
+    pub async fn open(config: &Config) -> Result<Ops> {
+        std::fs::create_dir_all(&config.data_dir).map_err(OpsError::spool(format!(
+            "creating {}",
+            config.data_dir.display()
+        )))?;
+        let store = Store::open(&config.store_url()).await?;
+        Ok(Ops::new(store, config.clone()))
+    }
+
+    pub fn new(store: Store, config: Config) -> Ops {
+        Ops {
+            store,
+            config: Arc::new(config),
+            inject: None,
+        }
+    }
+
+    /// Locally made mail goes straight to this queue (inside the gateway).
+    pub fn with_injector(mut self, inject: Injector) -> Ops {
+        self.inject = Some(inject);
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The spool, opened without its start-up clean-up (which would delete bodies a
+    /// running gateway is receiving).
+    pub fn spool(&self) -> Result<Arc<Spool>> {
+        if let Some(inject) = &self.inject {
+            return Ok(inject.spool().clone());
+        }
+        Spool::open_shared(&self.config.data_dir.join("spool"))
+            .map_err(OpsError::spool("opening the spool"))
+    }
+
+    /// Where locally made mail goes.
+    pub fn injector(&self) -> Result<Injector> {
+        match &self.inject {
+            Some(inject) => Ok(inject.clone()),
+            None => Ok(Injector::for_command(
+                self.spool()?,
+                self.config.data_dir.clone(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The message log: where did a message go, and why.
+
+use crate::{Ops, OpsError, Result};
+use portcullis_store::{LogQuery, MessageRecord};
+
+/// A time given as unix seconds or as a span back from now: `30m`, `2h`, `7d`.
+pub fn parse_since(s: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| OpsError::invalid("time", s, "expected unix time or 30m, 2h, 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(OpsError::invalid(
+                "time",
+                s,
+                "the unit must be s, m, h or d",
+            ));
+        }
+    };
+    Ok(now - n * mult)
+}
+
+impl Ops {
+    pub async fn log_search(&self, query: &LogQuery) -> Result<Vec<MessageRecord>> {
+        Ok(self.store.search_log(query).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn since() {
+        assert_eq!(super::parse_since("2h", 10_000).unwrap(), 10_000 - 7200);
+        assert_eq!(super::parse_since("1795430462", 0).unwrap(), 1_795_430_462);
+        assert!(super::parse_since("2w", 0).is_err());
+        assert!(super::parse_since("soon", 0).is_err());
+    }
+}

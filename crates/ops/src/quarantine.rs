@@ -1,0 +1,269 @@
+//! The quarantine: held messages, one item per recipient's copy, and what an
+//! administrator or a recipient (through a digest link) does with them: release (once,
+//! optionally allowing the sender), delete, report as spam; digests sent on demand.
+//! Releasing and reporting teach the spam classifier.
+
+use crate::{Ops, OpsError, Result};
+use portcullis_filter::bayes::{self, TrainingDelta};
+use portcullis_filter::content::ContentScanner;
+use portcullis_filter::token::LinkAction;
+use portcullis_gateway::Injector;
+use portcullis_gateway::inject::Injected;
+use portcullis_queue::spool::{Envelope, now};
+use portcullis_store::{ListEntry, QuarantineItem, QuarantineQuery, Store};
+
+/// One held copy with what was found and the message.
+#[derive(Debug, Clone)]
+pub struct HeldCopy {
+    pub item: QuarantineItem,
+    /// The findings as stored (JSON).
+    pub findings: String,
+    pub body: Vec<u8>,
+}
+
+/// A finished release.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub queue_id: String,
+    /// Scheduled at once, or left for the gateway's next start.
+    pub injected: Injected,
+    /// The sender now on the recipient's allow list.
+    pub allowed_sender: Option<String>,
+    /// The running gateway could not be told of it.
+    pub warning: Option<String>,
+}
+
+/// What a digest link did.
+#[derive(Debug, Clone)]
+pub enum Redeemed {
+    Released(String, Released),
+    Deleted(String),
+}
+
+impl Ops {
+    pub async fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineItem>> {
+        Ok(self.store.quarantine_list(query).await?)
+    }
+
+    pub async fn quarantine_show(&self, id: &str) -> Result<HeldCopy> {
+        let (item, findings, _, body) = self
+            .store
+            .quarantine_get(id)
+            .await?
+            .ok_or_else(|| OpsError::not_found("quarantined message", id))?;
+        Ok(HeldCopy {
+            item,
+            findings,
+            body,
+        })
+    }
+
+    /// Deliver one recipient's held copy (once). With `allow_sender`, the sender also goes
+    /// on that recipient's allow list. A copy released from `spam` is learned as ham.
+    pub async fn quarantine_release(&self, id: &str, allow_sender: bool) -> Result<Released> {
+        let held = self.quarantine_show(id).await?;
+        let item = held.item;
+        if !self
+            .store
+            .quarantine_transition(id, "held", "releasing", now())
+            .await?
+        {
+            return Err(not_held(id, &item.state));
+        }
+        let inject = self.injector()?;
+        let queue_id = match release_item(&self.store, &inject, id).await {
+            Ok((queue_id, _)) => queue_id,
+            Err(e) => {
+                // Give the claim back so the release can be tried again.
+                self.store
+                    .quarantine_transition(id, "releasing", "held", now())
+                    .await?;
+                return Err(e);
+            }
+        };
+        // In the spool and released either way: a gateway that was not told sends it
+        // when it next starts.
+        let (injected, warning) = match inject.announce(&queue_id).await {
+            Ok(injected) => (injected, None),
+            Err(e) => (Injected::Spooled, Some(e.to_string())),
+        };
+        // A person said this "spam" is not: the classifier learns from it.
+        if item.class == "spam"
+            && let Err(e) = learn(&self.store, &held.body, false).await
+        {
+            tracing::warn!(item = id, error = %e, "released message not learned as ham");
+        }
+        let mut allowed_sender = None;
+        if allow_sender && !item.sender.is_empty() {
+            self.store
+                .add_list_entry(&ListEntry {
+                    kind: "allow".into(),
+                    field: "sender".into(),
+                    value: item.sender.clone(),
+                    scope: item.recipient.clone(),
+                    comment: format!("released from quarantine ({id})"),
+                })
+                .await?;
+            allowed_sender = Some(item.sender);
+        }
+        Ok(Released {
+            queue_id,
+            injected,
+            allowed_sender,
+            warning,
+        })
+    }
+
+    pub async fn quarantine_delete(&self, id: &str) -> Result<()> {
+        if self
+            .store
+            .quarantine_transition(id, "held", "deleted", now())
+            .await?
+        {
+            return Ok(());
+        }
+        match self.store.quarantine_get(id).await? {
+            Some((item, ..)) => Err(not_held(id, &item.state)),
+            None => Err(OpsError::not_found("quarantined message", id)),
+        }
+    }
+
+    /// The held message is spam: the classifier learns so, and the copy is deleted.
+    pub async fn quarantine_report_spam(&self, id: &str) -> Result<()> {
+        let held = self.quarantine_show(id).await?;
+        if !self
+            .store
+            .quarantine_transition(id, "held", "deleted", now())
+            .await?
+        {
+            return Err(not_held(id, &held.item.state));
+        }
+        learn(&self.store, &held.body, true).await
+    }
+
+    /// Send the digests now; their queue ids.
+    pub async fn quarantine_digest(&self) -> Result<Vec<String>> {
+        portcullis_gateway::digest::send(&self.config, &self.store, &self.injector()?)
+            .await
+            .map_err(|e| OpsError::Spool {
+                context: "sending digests".into(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })
+    }
+
+    /// Act on a digest link's token, as the portal does. Links are only ever made for
+    /// inbound spam; anything else is the administrator's to release, whatever a token
+    /// says.
+    pub async fn quarantine_redeem(&self, token: &str) -> Result<Redeemed> {
+        let signer = portcullis_gateway::digest::signer(&self.store)
+            .await
+            .map_err(|e| OpsError::Spool {
+                context: "reading the link key".into(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+        let (id, action) = signer
+            .verify(token.trim(), now())
+            .map_err(|e| OpsError::invalid("link", "(token)", e.to_string()))?;
+        match self.store.quarantine_get(&id).await? {
+            Some((item, ..)) if item.direction == "inbound" && item.class == "spam" => {}
+            Some(_) => {
+                return Err(OpsError::Forbidden(format!(
+                    "{id} can only be released by an administrator"
+                )));
+            }
+            None => return Err(OpsError::not_found("quarantined message", id)),
+        }
+        Ok(match action {
+            LinkAction::Release => {
+                let r = self.quarantine_release(&id, false).await?;
+                Redeemed::Released(id, r)
+            }
+            LinkAction::AllowSender => {
+                let r = self.quarantine_release(&id, true).await?;
+                Redeemed::Released(id, r)
+            }
+            LinkAction::Delete => {
+                self.quarantine_delete(&id).await?;
+                Redeemed::Deleted(id)
+            }
+        })
+    }
+}
+
+fn not_held(id: &str, state: &str) -> OpsError {
+    OpsError::State {
+        name: id.to_string(),
+        state: format!("not held (already {state})"),
+        hint: "only a held copy can be released, deleted or reported".into(),
+    }
+}
+
+/// The queue id of a released item: made from the item's id, so finishing a release
+/// twice (after a crash) writes the same queue file, and never one the gateway makes
+/// (its ids are hex only).
+fn release_queue_id(item: &str) -> String {
+    item.replace('.', "R")
+}
+
+/// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
+/// mark it released. The order makes a crash harmless: an item still `releasing` is
+/// finished again at the gateway's start, writing the same queue file. Returns the queue
+/// id and the message; the caller announces it.
+pub async fn release_item(store: &Store, inject: &Injector, id: &str) -> Result<(String, Vec<u8>)> {
+    let Some((item, findings, envelope_json, body)) = store.quarantine_get(id).await? else {
+        return Err(OpsError::not_found("quarantined message", id));
+    };
+    let corrupt = |why: String| OpsError::State {
+        name: id.to_string(),
+        state: format!("damaged ({why})"),
+        hint: "delete it; it cannot be released".into(),
+    };
+    let mut envelope: Envelope = serde_json::from_str(&envelope_json)
+        .map_err(|e| corrupt(format!("stored envelope: {e}")))?;
+    let Some(rcpt) = envelope
+        .recipients
+        .iter()
+        .find(|r| r.address.eq_ignore_ascii_case(&item.recipient))
+        .cloned()
+    else {
+        return Err(corrupt(format!(
+            "stored envelope lacks recipient {}",
+            item.recipient
+        )));
+    };
+    envelope.id = release_queue_id(id);
+    // Its time in the queue starts now, not when it was first received.
+    envelope.received_at = now();
+    envelope.recipients = vec![rcpt];
+    envelope.prepend = String::new();
+    let spooled = inject.write(&envelope, body.clone()).await?;
+    let mut record = portcullis_gateway::log_record(&envelope, 0, item.subject.clone(), None);
+    record.verdict = Some("deliver".into());
+    record.rule = Some(format!("released from quarantine ({id})"));
+    record.score = Some(item.score);
+    record.findings = Some(findings);
+    if let Err(e) = store.log_message(&record).await {
+        tracing::warn!(id, error = %e, "released message not logged");
+    }
+    store
+        .quarantine_transition(id, "releasing", "released", now())
+        .await?;
+    tracing::info!(item = id, queue_id = %spooled.0, "released from quarantine");
+    Ok((spooled.0, body))
+}
+
+/// Teach the classifier one message (a person's verdict).
+pub async fn learn(store: &Store, raw: &[u8], spam: bool) -> Result<()> {
+    let tokens = bayes::tokenize(&ContentScanner::default().scan(raw).text);
+    let mut delta = TrainingDelta::default();
+    delta.train(&tokens, spam);
+    let rows: Vec<(&str, i64, i64)> = delta
+        .tokens
+        .iter()
+        .map(|(t, &(s, h))| (t.as_str(), s, h))
+        .collect();
+    store
+        .apply_bayes_delta(delta.spam_messages, delta.ham_messages, &rows)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The mail queue: what is waiting and why, and the changes an administrator makes
+//! (flush, hold, release, delete). A change goes to a running gateway through its control
+//! socket, so its scheduler learns of it at once; when none runs, to the spool itself.
+
+use crate::{Ops, OpsError, Result};
+use portcullis_gateway::config::Config;
+use portcullis_gateway::control;
+use portcullis_queue::scheduler::describe;
+use portcullis_queue::spool::{DeliveryState, Envelope, RecipientStatus, Spool, now};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One queued message, as `queue list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueItem {
+    pub id: String,
+    pub received_at: i64,
+    pub sender: String,
+    /// The recipients still pending.
+    pub recipients: Vec<String>,
+    pub size: u64,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub held: bool,
+    pub direction: String,
+    /// The last reply of a remote server, if any.
+    pub last_reply: Option<String>,
+}
+
+/// A change to the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueChange {
+    /// Try every deferred message now.
+    Flush,
+    Hold(String),
+    Release(String),
+    Delete(String),
+}
+
+impl QueueChange {
+    fn request(&self) -> String {
+        match self {
+            QueueChange::Flush => "flush".into(),
+            QueueChange::Hold(id) => format!("hold {id}"),
+            QueueChange::Release(id) => format!("release {id}"),
+            QueueChange::Delete(id) => format!("delete {id}"),
+        }
+    }
+}
+
+/// The queue of one node: its spool, and the control socket of its gateway. It needs
+/// no store, so it works while the store is down.
+#[derive(Debug, Clone)]
+pub struct QueueOps {
+    data_dir: PathBuf,
+}
+
+impl Ops {
+    pub fn queue(&self) -> QueueOps {
+        QueueOps::new(&self.config)
+    }
+}
+
+impl QueueOps {
+    pub fn new(config: &Config) -> QueueOps {
+        QueueOps {
+            data_dir: config.data_dir.clone(),
+        }
+    }
+
+    /// Never `Spool::open` here: its clean-up would delete bodies a running gateway is
+    /// receiving.
+    fn spool(&self) -> Result<Arc<Spool>> {
+        Spool::open_shared(&self.data_dir.join("spool"))
+            .map_err(OpsError::spool("opening the spool"))
+    }
+
+    pub fn list(&self) -> Result<Vec<QueueItem>> {
+        let spool = self.spool()?;
+        let mut rows = Vec::new();
+        for id in spool.list().map_err(OpsError::spool("listing the queue"))? {
+            // A message that leaves while we look is no longer in the queue.
+            let Ok((env, state, size)) = describe(&spool, &id) else {
+                continue;
+            };
+            let recipients = env
+                .recipients
+                .iter()
+                .zip(&state.status)
+                .filter(|(_, s)| **s == RecipientStatus::Pending)
+                .map(|(r, _)| r.address.clone())
+                .collect();
+            rows.push(QueueItem {
+                last_reply: state.last_reply.iter().flatten().last().cloned(),
+                id,
+                received_at: env.received_at,
+                sender: env.sender,
+                recipients,
+                size,
+                attempts: state.attempts,
+                next_attempt: state.next_attempt,
+                held: state.held,
+                direction: env.direction.as_str().to_string(),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// One message: envelope, delivery state and the message as it will leave.
+    pub fn show(&self, id: &str) -> Result<(Envelope, DeliveryState, Vec<u8>)> {
+        let spool = self.spool()?;
+        let (env, state, _) =
+            describe(&spool, id).map_err(|_| OpsError::not_found("message in the queue", id))?;
+        let (_, body) = spool
+            .read_message(id)
+            .map_err(OpsError::spool(format!("reading message {id}")))?;
+        Ok((env, state, body))
+    }
+
+    /// Make a change; what was done, in words (`3 messages scheduled`, the id).
+    pub async fn change(&self, change: &QueueChange) -> Result<String> {
+        let reply = match control::ask(&self.data_dir, &change.request()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => offline(&*self.spool()?, change)?,
+            Err(e) => {
+                return Err(OpsError::Spool {
+                    context: "asking the running gateway".into(),
+                    source: e,
+                });
+            }
+        };
+        match reply.strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => {
+                let why = reply.trim_start_matches("error").trim().to_string();
+                match change {
+                    QueueChange::Hold(id) | QueueChange::Release(id) | QueueChange::Delete(id)
+                        if why.starts_with("no message") =>
+                    {
+                        Err(OpsError::not_found("message in the queue", id.clone()))
+                    }
+                    _ => Err(OpsError::Spool {
+                        context: "the running gateway refused the change".into(),
+                        source: std::io::Error::other(why),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Queue changes when no gateway is running: straight to the spool.
+fn offline(spool: &Spool, change: &QueueChange) -> Result<String> {
+    let missing = |id: &str| format!("error no message {id} in the queue");
+    let io = OpsError::spool("changing the spool");
+    let result = (|| -> std::io::Result<String> {
+        Ok(match change {
+            QueueChange::Flush => {
+                let mut n = 0;
+                for id in spool.list()? {
+                    n += usize::from(spool.make_due(&id, 0)?);
+                }
+                format!("ok {n} messages will be tried at the next start")
+            }
+            QueueChange::Delete(id) => {
+                if spool.remove(id)? {
+                    format!("ok {id}")
+                } else {
+                    missing(id)
+                }
+            }
+            QueueChange::Hold(id) | QueueChange::Release(id) => {
+                let held = matches!(change, QueueChange::Hold(_));
+                match spool.set_held(id, held, now())? {
+                    Some(_) => format!("ok {id}"),
+                    None => missing(id),
+                }
+            }
+        })
+    })();
+    result.map_err(io)
+}

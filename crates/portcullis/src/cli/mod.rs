@@ -1,0 +1,26 @@
+//! The command line: each module reads its arguments, calls the operations layer
+//! (`portcullis-ops`) or the gateway library, and prints. No policy or message logic
+//! lives here; what a command may do and how it is validated is the operations layer's.
+
+pub mod corpus;
+pub mod dkim;
+pub mod filter;
+pub mod policy;
+pub mod psl;
+pub mod queue;
+pub mod report;
+
+use crate::config::Config;
+use anyhow::Result;
+use portcullis_ops::Ops;
+use portcullis_store::Store;
+
+/// The operations on the store and spool of `config`.
+pub async fn ops(config: &Config) -> Result<Ops> {
+    Ok(Ops::open(config).await?)
+}
+
+/// The store of `config`, its data directory made if missing.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    Ok(ops(config).await?.store().clone())
+}

@@ -1,0 +1,143 @@
+//! `portcullis queue …` and `portcullis log search`: what is waiting and why, the
+//! changes an administrator makes, and where a message went.
+
+use crate::config::Config;
+use anyhow::Result;
+use clap::Subcommand;
+use portcullis_gateway::dates::rfc5322_date;
+use portcullis_ops::queue::QueueChange;
+use portcullis_queue::spool::now;
+use portcullis_store::LogQuery;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// Messages in the queue.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: envelope, recipient states and the message itself.
+    Show { id: String },
+    /// Try every deferred message now.
+    Flush,
+    /// Remove a message without delivering it.
+    Delete { id: String },
+    /// Stop delivery attempts of a message.
+    Hold { id: String },
+    /// Resume delivery of a held message.
+    Release { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum LogCmd {
+    /// Find messages in the log.
+    Search {
+        #[arg(long)]
+        sender: Option<String>,
+        #[arg(long)]
+        recipient: Option<String>,
+        /// Unix time or a duration back from now: 30m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
+    // The queue needs no store: it works while the store is down.
+    let ops = portcullis_ops::queue::QueueOps::new(config);
+    let change = match &cmd {
+        QueueCmd::Flush => Some(QueueChange::Flush),
+        QueueCmd::Delete { id } => Some(QueueChange::Delete(id.clone())),
+        QueueCmd::Hold { id } => Some(QueueChange::Hold(id.clone())),
+        QueueCmd::Release { id } => Some(QueueChange::Release(id.clone())),
+        _ => None,
+    };
+    if let Some(change) = change {
+        println!("{}", ops.change(&change).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cmd {
+        QueueCmd::List { json } => {
+            let rows = ops.list()?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            }
+            for r in rows.iter().filter(|_| !json) {
+                let held = if r.held { " HELD" } else { "" };
+                println!(
+                    "{}{held}  {:>8}  {}  <{}> -> {}",
+                    r.id,
+                    r.size,
+                    rfc5322_date(r.received_at),
+                    r.sender,
+                    r.recipients.join(", ")
+                );
+                if let Some(reply) = &r.last_reply {
+                    println!("    ({reply})");
+                }
+            }
+        }
+        QueueCmd::Show { id } => {
+            let (env, state, body) = ops.show(&id)?;
+            println!("{}", serde_json::to_string_pretty(&env)?);
+            println!("{}", serde_json::to_string_pretty(&state)?);
+            println!("{}", String::from_utf8_lossy(&body));
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn log(config: &Config, cmd: LogCmd) -> Result<ExitCode> {
+    let ops = super::ops(config).await?;
+    let LogCmd::Search {
+        sender,
+        recipient,
+        since,
+        limit,
+        json,
+    } = cmd;
+    let since = since
+        .map(|s| portcullis_ops::log::parse_since(&s, now()))
+        .transpose()?;
+    let query = LogQuery {
+        sender,
+        recipient,
+        since,
+        until: None,
+        limit,
+    };
+    let records = ops.log_search(&query).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in records {
+        println!(
+            "{}  {}  {}  {} [{}]  <{}>  {} bytes  {}",
+            r.id,
+            rfc5322_date(r.received_at),
+            r.direction,
+            r.helo,
+            r.client_ip,
+            r.sender,
+            r.size,
+            r.subject.unwrap_or_default()
+        );
+        for rc in r.recipients {
+            println!(
+                "    {}  {}  {}  {}",
+                rc.address,
+                rc.status,
+                rc.remote_host.unwrap_or_default(),
+                rc.reply.unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
