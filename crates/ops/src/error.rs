@@ -35,6 +35,8 @@ pub enum OpsError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Inject(#[from] InjectError),
+    #[error(transparent)]
+    Dkim(#[from] portcullis_filter::sign::SignError),
     /// The spool (queue files) could not be read or changed.
     #[error("{context}: {source}")]
     Spool {
@@ -74,6 +76,7 @@ impl OpsError {
             OpsError::State { .. } => 409,
             OpsError::Store(StoreError::Invalid { .. }) => 400,
             OpsError::Store(_) | OpsError::Inject(_) | OpsError::Spool { .. } => 503,
+            OpsError::Dkim(_) => 500,
         }
     }
 }
