@@ -37,6 +37,10 @@ pub enum OpsError {
     Inject(#[from] InjectError),
     #[error(transparent)]
     Dkim(#[from] portcullis_filter::sign::SignError),
+    /// A task of several steps (sending reports or digests) failed; `reason` has the
+    /// chain of causes.
+    #[error("{what}: {reason}")]
+    Failed { what: String, reason: String },
     /// The spool (queue files) could not be read or changed.
     #[error("{context}: {source}")]
     Spool {
@@ -67,6 +71,14 @@ impl OpsError {
         move |source| OpsError::Spool { context, source }
     }
 
+    pub(crate) fn failed(what: impl Into<String>) -> impl FnOnce(anyhow::Error) -> OpsError {
+        let what = what.into();
+        move |e| OpsError::Failed {
+            what,
+            reason: format!("{e:#}"),
+        }
+    }
+
     /// The HTTP status a REST handler answers with.
     pub fn status(&self) -> u16 {
         match self {
@@ -76,7 +88,7 @@ impl OpsError {
             OpsError::State { .. } => 409,
             OpsError::Store(StoreError::Invalid { .. }) => 400,
             OpsError::Store(_) | OpsError::Inject(_) | OpsError::Spool { .. } => 503,
-            OpsError::Dkim(_) => 500,
+            OpsError::Dkim(_) | OpsError::Failed { .. } => 500,
         }
     }
 }

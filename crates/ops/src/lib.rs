@@ -13,6 +13,7 @@ pub mod policy;
 pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
+pub mod reports;
 
 pub use error::{OpsError, Result};
 

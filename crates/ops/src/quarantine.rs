@@ -145,10 +145,7 @@ impl Ops {
     pub async fn quarantine_digest(&self) -> Result<Vec<String>> {
         portcullis_gateway::digest::send(&self.config, &self.store, &self.injector()?)
             .await
-            .map_err(|e| OpsError::Spool {
-                context: "sending digests".into(),
-                source: std::io::Error::other(format!("{e:#}")),
-            })
+            .map_err(OpsError::failed("sending digests"))
     }
 
     /// Act on a digest link's token, as the portal does. Links are only ever made for
@@ -157,10 +154,7 @@ impl Ops {
     pub async fn quarantine_redeem(&self, token: &str) -> Result<Redeemed> {
         let signer = portcullis_gateway::digest::signer(&self.store)
             .await
-            .map_err(|e| OpsError::Spool {
-                context: "reading the link key".into(),
-                source: std::io::Error::other(format!("{e:#}")),
-            })?;
+            .map_err(OpsError::failed("reading the link key"))?;
         let (id, action) = signer
             .verify(token.trim(), now())
             .map_err(|e| OpsError::invalid("link", "(token)", e.to_string()))?;

@@ -4,21 +4,18 @@
 //! `tlsrpt`); this only reads arguments and prints.
 
 use crate::config::Config;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
-use mail_auth::MessageAuthenticator;
 use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
 use portcullis_gateway::dates::iso;
-use portcullis_gateway::reports::{IntakeError, MAX_MESSAGE_SIZE, take_in};
-use portcullis_gateway::tlsrpt::{Outcome, Sender};
-use portcullis_queue::client::TlsConfigs;
-use portcullis_queue::spool::now;
-use portcullis_store::{ReportQuery, ReportSummary, Store};
+use portcullis_gateway::tlsrpt::Outcome;
+use portcullis_ops::Ops;
+use portcullis_ops::reports::{ImportedReport, report_day};
+use portcullis_store::{ReportQuery, ReportSummary, StoredReport};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
@@ -63,19 +60,47 @@ pub enum ReportCmd {
 }
 
 pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
-    let store = crate::cli::open_store(config).await?;
+    let ops = super::ops(config).await?;
     match cmd {
         ReportCmd::List {
             kind,
             domain,
             limit,
             json,
-        } => list(&store, kind, domain, limit, json).await,
-        ReportCmd::Show { id, json } => show(&store, &id, json).await,
-        ReportCmd::Import { file } => import(&store, &file).await,
-        ReportCmd::SendDmarc { day } => send_dmarc(config, &store, day).await,
-        ReportCmd::SendTlsrpt { day } => send_tlsrpt(config, store, day.as_deref()).await,
+        } => {
+            let rows = ops
+                .report_list(&ReportQuery {
+                    kind,
+                    domain,
+                    limit,
+                })
+                .await?;
+            for r in &rows {
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
+                    println!("{}", summary_line(r));
+                }
+            }
+            if rows.is_empty() && !json {
+                eprintln!("no reports");
+            }
+        }
+        ReportCmd::Show { id, json } => show(&ops.report_get(&id).await?, json)?,
+        ReportCmd::Import { file } => {
+            let raw =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            match ops.report_import(&raw, &file.display().to_string()).await? {
+                ImportedReport::Stored(id) => println!("stored report {id}"),
+                ImportedReport::AlreadyStored(id) => println!("already stored as {id}"),
+            }
+        }
+        ReportCmd::SendDmarc { day } => send_dmarc(&ops, report_day(day.as_deref())?).await?,
+        ReportCmd::SendTlsrpt { day } => {
+            return send_tlsrpt(&ops, report_day(day.as_deref())?).await;
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn summary_line(s: &ReportSummary) -> String {
@@ -94,33 +119,6 @@ fn summary_line(s: &ReportSummary) -> String {
     )
 }
 
-async fn list(
-    store: &Store,
-    kind: Option<String>,
-    domain: Option<String>,
-    limit: i64,
-    json: bool,
-) -> Result<ExitCode> {
-    let rows = store
-        .report_list(&ReportQuery {
-            kind,
-            domain,
-            limit,
-        })
-        .await?;
-    for r in &rows {
-        if json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            println!("{}", summary_line(r));
-        }
-    }
-    if rows.is_empty() && !json {
-        eprintln!("no reports");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The wire name of a serde enum value (`starttls-not-supported`), else its debug form.
 fn wire<T: Serialize + std::fmt::Debug>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -133,13 +131,10 @@ fn lower<T: std::fmt::Debug>(v: &T) -> String {
     format!("{v:?}").to_ascii_lowercase()
 }
 
-async fn show(store: &Store, id: &str, json: bool) -> Result<ExitCode> {
-    let Some(stored) = store.report_get(id).await? else {
-        bail!("no report {id}");
-    };
+fn show(stored: &StoredReport, json: bool) -> Result<()> {
     if json {
         println!("{}", stored.report);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     let s = &stored.summary;
     println!("id:          {}", s.id);
@@ -172,7 +167,7 @@ async fn show(store: &Store, id: &str, json: bool) -> Result<ExitCode> {
             Err(e) => println!("(stored report unreadable: {e})\n{}", stored.report),
         },
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn show_dmarc(r: &Report) {
@@ -268,65 +263,11 @@ fn show_tlsrpt(r: &TlsReport) {
     }
 }
 
-async fn import(store: &Store, file: &Path) -> Result<ExitCode> {
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .len();
-    if size > MAX_MESSAGE_SIZE as u64 {
-        bail!(
-            "{}: larger than {} MiB, not a report",
-            file.display(),
-            MAX_MESSAGE_SIZE >> 20
-        );
-    }
-    let raw = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match take_in(store, &raw).await {
-        Ok((id, true)) => {
-            println!("stored report {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((id, false)) => {
-            println!("already stored as {id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(IntakeError::NotAReport(why)) => {
-            bail!(
-                "{}: not a DMARC aggregate or TLS-RPT report: {why}",
-                file.display()
-            )
-        }
-        Err(IntakeError::Store(e)) => Err(e.into()),
-    }
-}
-
 /// `portcullis report send-tlsrpt [--day YYYY-MM-DD]`: the reports of one day now
 /// (default yesterday, UTC), whatever `tls_rpt` and `send_hour_utc` say. It works from
 /// the store: a running gateway stores its counts every minute and at shutdown.
-async fn send_tlsrpt(config: &Config, store: Store, day: Option<&str>) -> Result<ExitCode> {
-    let day = match day {
-        Some(text) => portcullis_gateway::dates::parse_ymd(text)
-            .ok_or_else(|| anyhow!("--day {text}: expected YYYY-MM-DD"))?,
-        None => now().div_euclid(86_400) * 86_400 - 86_400,
-    };
-    let resolver = portcullis_queue::mx::build_resolver(
-        &config.dns.nameservers,
-        Duration::from_secs(config.dns.timeout_secs),
-    )
-    .map_err(|e| anyhow!("DNS resolver: {e}"))?;
-    let extra_ca = match &config.delivery.extra_ca_file {
-        Some(path) => TlsConfigs::read_pem_certificates(path)
-            .map_err(|e| anyhow!("delivery.extra_ca_file: {e}"))?,
-        None => Vec::new(),
-    };
-    let tls = TlsConfigs::new(&extra_ca).map_err(|e| anyhow!("TLS client setup: {e}"))?;
-    let sender = Sender::new(
-        config,
-        store,
-        super::ops(config).await?.injector()?,
-        resolver,
-        &tls,
-    )?;
-    let outcomes = sender.send_day(day).await?;
+async fn send_tlsrpt(ops: &Ops, day: i64) -> Result<ExitCode> {
+    let outcomes = ops.report_send_tlsrpt(day).await?;
     let day_label = portcullis_gateway::dates::ymd(day);
     let mut failed = false;
     for (domain, outcome) in &outcomes {
@@ -334,17 +275,14 @@ async fn send_tlsrpt(config: &Config, store: Store, day: Option<&str>) -> Result
             Outcome::Sent {
                 report_id,
                 results,
-                queued,
                 sessions,
-            } => {
-                let _ = queued;
-                println!(
-                    "sent {domain} {day_label} report {report_id} successful={} failed={}: {}",
-                    sessions.0,
-                    sessions.1,
-                    results.join("; ")
-                );
-            }
+                ..
+            } => println!(
+                "sent {domain} {day_label} report {report_id} successful={} failed={}: {}",
+                sessions.0,
+                sessions.1,
+                results.join("; ")
+            ),
             Outcome::Skipped(why) => eprintln!("skipped {domain} {day_label}: {why}"),
             Outcome::Failed(why) => {
                 failed = true;
@@ -364,32 +302,12 @@ async fn send_tlsrpt(config: &Config, store: Store, day: Option<&str>) -> Result
 
 /// `portcullis report send-dmarc [--day YYYY-MM-DD]`: the reports of that day (default
 /// yesterday, UTC) now, whatever `dmarc_aggregate` and the hour say.
-async fn send_dmarc(config: &Config, store: &Store, day: Option<String>) -> Result<ExitCode> {
-    let begin = match day.as_deref() {
-        Some(d) => portcullis_gateway::dates::parse_ymd(d)
-            .with_context(|| format!("--day {d}: expected YYYY-MM-DD"))?,
-        None => now().div_euclid(86_400) * 86_400 - 86_400,
-    };
-    let inject = super::ops(config).await?.injector()?;
-    let resolver = portcullis_queue::mx::build_resolver(
-        &config.dns.nameservers,
-        Duration::from_secs(config.dns.timeout_secs),
-    )
-    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
-    let resolver = MessageAuthenticator(resolver);
-    let queued = portcullis_gateway::dmarc_reports::send(
-        config,
-        store,
-        &inject,
-        &resolver,
-        begin,
-        begin + 86_400,
-    )
-    .await?;
+async fn send_dmarc(ops: &Ops, day: i64) -> Result<()> {
+    let queued = ops.report_send_dmarc(day).await?;
     if queued.is_empty() {
         eprintln!(
             "no DMARC aggregate reports to send for {}",
-            portcullis_gateway::dates::ymd(begin)
+            portcullis_gateway::dates::ymd(day)
         );
     }
     for q in &queued {
@@ -408,5 +326,5 @@ async fn send_dmarc(config: &Config, store: &Store, day: Option<String>) -> Resu
             q.size
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
