@@ -4,6 +4,7 @@
 //! it decided is durable (spool fsync, or the store's synchronous commit).
 
 use crate::actions;
+use crate::logwriter::log_record;
 use crate::scan::Checked;
 use crate::submission::Client;
 use crate::transaction::Transaction;
@@ -84,8 +85,16 @@ fn report_dmarc(
     }
 }
 
+impl Transaction {
+    /// The body is complete: scan it, decide, act, and reply only once what was decided
+    /// is durable.
+    pub async fn data_end(&mut self, client: &Client<'_>, size: usize) -> Reply {
+        finish(self, client, size).await
+    }
+}
+
 /// The end of the data: read the body back, scan it, and hand it to its outcome.
-pub(crate) async fn finish(tx: &mut Transaction, client: &Client<'_>, size: usize) -> Reply {
+async fn finish(tx: &mut Transaction, client: &Client<'_>, size: usize) -> Reply {
     let (Some(mut writer), Some(mail)) = (tx.writer.take(), tx.mail.take()) else {
         return Reply::new(451, "4.3.0", "Error: no message in progress");
     };
@@ -405,41 +414,4 @@ async fn deliver(
         });
     }
     Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
-}
-
-/// The message-log record of a newly queued message, every recipient `queued`.
-pub fn log_record(
-    envelope: &Envelope,
-    size: usize,
-    subject: Option<String>,
-    message_id: Option<String>,
-) -> MessageRecord {
-    MessageRecord {
-        id: envelope.id.clone(),
-        received_at: envelope.received_at,
-        client_ip: envelope.client_ip.clone(),
-        helo: envelope.helo.clone(),
-        direction: envelope.direction.as_str().to_string(),
-        sender: envelope.sender.clone(),
-        size: size as i64,
-        auth_user: envelope.auth_user.clone(),
-        message_id,
-        subject,
-        verdict: None,
-        rule: None,
-        score: None,
-        findings: None,
-        recipients: envelope
-            .recipients
-            .iter()
-            .map(|r| RecipientRecord {
-                address: r.address.clone(),
-                status: "queued".into(),
-                reply: None,
-                remote_host: None,
-                updated_at: envelope.received_at,
-                attempts: 0,
-            })
-            .collect(),
-    }
 }

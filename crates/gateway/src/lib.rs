@@ -29,7 +29,7 @@ pub mod tlsrpt;
 pub mod transaction;
 pub mod users;
 
-pub use disposition::log_record;
 pub use inject::{InjectError, Injected, Injector};
+pub use logwriter::log_record;
 pub use submission::{Client, Peer};
 pub use transaction::{Gateway, Transaction};

@@ -6,7 +6,8 @@
 //! logged and dropped, never retried at the cost of accepting mail.
 
 use crate::batcher::Batcher;
-use portcullis_store::{LogEntry, Store};
+use portcullis_queue::spool::Envelope;
+use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
 
 /// Entries written per transaction at most.
 const BATCH: usize = 512;
@@ -55,5 +56,42 @@ impl LogWriter {
     /// the last moments' entries would otherwise be lost with the process).
     pub async fn flush(&self) {
         self.batcher.flush().await;
+    }
+}
+
+/// The message-log record of a newly queued message, every recipient `queued`.
+pub fn log_record(
+    envelope: &Envelope,
+    size: usize,
+    subject: Option<String>,
+    message_id: Option<String>,
+) -> MessageRecord {
+    MessageRecord {
+        id: envelope.id.clone(),
+        received_at: envelope.received_at,
+        client_ip: envelope.client_ip.clone(),
+        helo: envelope.helo.clone(),
+        direction: envelope.direction.as_str().to_string(),
+        sender: envelope.sender.clone(),
+        size: size as i64,
+        auth_user: envelope.auth_user.clone(),
+        message_id,
+        subject,
+        verdict: None,
+        rule: None,
+        score: None,
+        findings: None,
+        recipients: envelope
+            .recipients
+            .iter()
+            .map(|r| RecipientRecord {
+                address: r.address.clone(),
+                status: "queued".into(),
+                reply: None,
+                remote_host: None,
+                updated_at: envelope.received_at,
+                attempts: 0,
+            })
+            .collect(),
     }
 }

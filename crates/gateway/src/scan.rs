@@ -11,9 +11,8 @@ use portcullis_filter::dmarc_report::DmarcPending;
 use portcullis_filter::dnsbl;
 use portcullis_filter::external;
 use portcullis_filter::finding::Finding;
-use portcullis_filter::greylist::{GreylistMode, Triplet};
+use portcullis_filter::greylist::GreylistMode;
 use portcullis_filter::rules::{Disposition, Subject, Verdict};
-use portcullis_queue::spool::now;
 use portcullis_smtp::Reply;
 
 /// Messages up to this size are content-scanned on the async worker itself.
@@ -87,90 +86,6 @@ impl Transaction {
             }
         };
         (result, verdict.dmarc)
-    }
-
-    /// Count one hit against a cluster-wide limit; true when it is exceeded. A store
-    /// failure lets the client through: a limit is not worth refusing all mail over.
-    pub(crate) async fn over_rate(&self, key: &str, window_secs: i64, limit: u32) -> bool {
-        match self.gw.store.rate_hit(key, window_secs, now()).await {
-            Ok(hits) if hits > i64::from(limit) => {
-                tracing::warn!(client = %self.peer.addr, key, hits, limit, "rate limit reached");
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "rate counter failed; letting the client through");
-                false
-            }
-        }
-    }
-
-    /// DNSBL and FCrDNS for the client, once per connection.
-    pub(crate) async fn connection_checks(&mut self) -> &[Finding] {
-        if self.conn_findings.is_none() {
-            let sh = &self.gw;
-            let fcrdns_on = sh.fcrdns.enabled;
-            let (listed, fcrdns) = tokio::join!(
-                dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.peer.ip),
-                async {
-                    if fcrdns_on {
-                        Some(dnsbl::fcrdns(&sh.resolver, self.peer.ip, &sh.fcrdns).await)
-                    } else {
-                        None
-                    }
-                }
-            );
-            for u in &listed.unavailable {
-                tracing::warn!(client = %self.peer.addr, zone = %u.zone, reason = %u.reason, "DNSBL unavailable");
-            }
-            let mut findings = listed.findings;
-            if let Some(f) = fcrdns {
-                if let dnsbl::Fcrdns::TempError(e) = &f {
-                    tracing::debug!(client = %self.peer.addr, error = %e, "FCrDNS not decided");
-                }
-                findings.extend(f.findings(self.peer.ip, &sh.fcrdns));
-            }
-            if !findings.is_empty() {
-                tracing::info!(client = %self.peer.addr, findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","), "connection checks");
-            }
-            self.conn_findings = Some(findings);
-        }
-        self.conn_findings.as_deref().unwrap_or_default()
-    }
-
-    /// Greylisting of every recipient; the reply when one must wait. A store failure lets
-    /// the mail through: greylisting is a delay, never worth losing mail over.
-    pub(crate) async fn greylisted(
-        &self,
-        recipients: &[String],
-        sender: &str,
-        score: f64,
-    ) -> Option<Reply> {
-        let now = now();
-        // Every triplet is recorded before deferring once, so a message to several
-        // recipients waits one round, not one per recipient.
-        let mut deferred = None;
-        for r in recipients {
-            let triplet = Triplet::new(self.peer.ip, sender, r);
-            match self
-                .gw
-                .greylist
-                .check(&self.gw.store, &triplet, score, now)
-                .await
-            {
-                Ok(decision) => {
-                    if let Some(reply) = decision.reply() {
-                        tracing::info!(client = %self.peer.addr, from = %sender, to = %r, score, "greylisted");
-                        deferred.get_or_insert(reply);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "greylist store failed; letting the mail through");
-                    return None;
-                }
-            }
-        }
-        deferred
     }
 
     /// Every message check, then the rules: the headers to add (authentication results),

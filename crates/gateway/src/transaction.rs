@@ -1,7 +1,8 @@
 //! One mail transaction on the message path: who may send (MAIL), to whom (RCPT: relay
 //! control, lists, greylisting, one policy per transaction), where the body goes (a spool
-//! writer), and, at the end of the data, the scan ([`crate::scan`]) and what is done with
-//! the message ([`crate::disposition`]). It takes a plain [`Client`] at each step, not a
+//! writer). At the end of the data come the scan (`scan`) and what is done with
+//! the message (`disposition`, which adds `data_end`: the arrows point from the later
+//! steps to this one, never back). It takes a plain [`Client`] at each step, not a
 //! protocol session, so SMTP, collection and a re-scan share it.
 
 use crate::dmarc_reports::Collector;
@@ -13,13 +14,14 @@ use portcullis_filter::auth::{Authenticator, SpfVerdict, TokioResolver};
 use portcullis_filter::clamd;
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::dmarc_report::DmarcPending;
+use portcullis_filter::dnsbl;
 use portcullis_filter::dnsbl::{DnsblSettings, FcrdnsSettings};
 use portcullis_filter::external;
 use portcullis_filter::finding::{self, Finding};
-use portcullis_filter::greylist::{Greylist, GreylistMode};
+use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
 use portcullis_filter::sign::SharedKeyRing;
 use portcullis_queue::Queue;
-use portcullis_queue::spool::{SpoolWriter, new_id};
+use portcullis_queue::spool::{SpoolWriter, new_id, now};
 use portcullis_smtp::{MailFrom, RcptTo, Reply};
 use portcullis_store::Store;
 use std::sync::Arc;
@@ -289,12 +291,6 @@ impl Transaction {
         }
     }
 
-    /// The body is complete: scan it, decide, act, and reply only once what was decided
-    /// is durable.
-    pub async fn data_end(&mut self, client: &Client<'_>, size: usize) -> Reply {
-        crate::disposition::finish(self, client, size).await
-    }
-
     /// Throw away a partly received body.
     pub fn data_aborted(&mut self) {
         if let Some(mut w) = self.writer.take() {
@@ -313,5 +309,89 @@ impl Transaction {
         self.allowed = false;
         self.policy_key = None;
         self.dmarc = None;
+    }
+
+    /// Count one hit against a cluster-wide limit; true when it is exceeded. A store
+    /// failure lets the client through: a limit is not worth refusing all mail over.
+    async fn over_rate(&self, key: &str, window_secs: i64, limit: u32) -> bool {
+        match self.gw.store.rate_hit(key, window_secs, now()).await {
+            Ok(hits) if hits > i64::from(limit) => {
+                tracing::warn!(client = %self.peer.addr, key, hits, limit, "rate limit reached");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate counter failed; letting the client through");
+                false
+            }
+        }
+    }
+
+    /// DNSBL and FCrDNS for the client, once per connection.
+    async fn connection_checks(&mut self) -> &[Finding] {
+        if self.conn_findings.is_none() {
+            let sh = &self.gw;
+            let fcrdns_on = sh.fcrdns.enabled;
+            let (listed, fcrdns) = tokio::join!(
+                dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.peer.ip),
+                async {
+                    if fcrdns_on {
+                        Some(dnsbl::fcrdns(&sh.resolver, self.peer.ip, &sh.fcrdns).await)
+                    } else {
+                        None
+                    }
+                }
+            );
+            for u in &listed.unavailable {
+                tracing::warn!(client = %self.peer.addr, zone = %u.zone, reason = %u.reason, "DNSBL unavailable");
+            }
+            let mut findings = listed.findings;
+            if let Some(f) = fcrdns {
+                if let dnsbl::Fcrdns::TempError(e) = &f {
+                    tracing::debug!(client = %self.peer.addr, error = %e, "FCrDNS not decided");
+                }
+                findings.extend(f.findings(self.peer.ip, &sh.fcrdns));
+            }
+            if !findings.is_empty() {
+                tracing::info!(client = %self.peer.addr, findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","), "connection checks");
+            }
+            self.conn_findings = Some(findings);
+        }
+        self.conn_findings.as_deref().unwrap_or_default()
+    }
+
+    /// Greylisting of every recipient; the reply when one must wait. A store failure lets
+    /// the mail through: greylisting is a delay, never worth losing mail over.
+    pub(crate) async fn greylisted(
+        &self,
+        recipients: &[String],
+        sender: &str,
+        score: f64,
+    ) -> Option<Reply> {
+        let now = now();
+        // Every triplet is recorded before deferring once, so a message to several
+        // recipients waits one round, not one per recipient.
+        let mut deferred = None;
+        for r in recipients {
+            let triplet = Triplet::new(self.peer.ip, sender, r);
+            match self
+                .gw
+                .greylist
+                .check(&self.gw.store, &triplet, score, now)
+                .await
+            {
+                Ok(decision) => {
+                    if let Some(reply) = decision.reply() {
+                        tracing::info!(client = %self.peer.addr, from = %sender, to = %r, score, "greylisted");
+                        deferred.get_or_insert(reply);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "greylist store failed; letting the mail through");
+                    return None;
+                }
+            }
+        }
+        deferred
     }
 }
