@@ -5,6 +5,7 @@
 //! today; the REST API and the console call the same functions. It does not know how it
 //! was called: no printing, no exit codes, no HTTP.
 
+pub mod corpus;
 pub mod dkim;
 mod error;
 pub mod filter;

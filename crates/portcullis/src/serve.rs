@@ -355,7 +355,7 @@ async fn content_scanner(
     store: &portcullis_store::Store,
     limits: &portcullis_filter::attachments::AttachmentLimits,
 ) -> portcullis_filter::content::ContentScanner {
-    let spam = match crate::cli::corpus::load_spam_checker(store).await {
+    let spam = match portcullis_ops::corpus::load_spam_checker(store).await {
         Ok((checker, unready)) => {
             match unready {
                 Some(why) => tracing::info!(reason = %why, "spam classifier not used yet"),

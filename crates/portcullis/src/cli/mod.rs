@@ -13,14 +13,8 @@ pub mod report;
 use crate::config::Config;
 use anyhow::Result;
 use portcullis_ops::Ops;
-use portcullis_store::Store;
 
 /// The operations on the store and spool of `config`.
 pub async fn ops(config: &Config) -> Result<Ops> {
     Ok(Ops::open(config).await?)
-}
-
-/// The store of `config`, its data directory made if missing.
-pub async fn open_store(config: &Config) -> Result<Store> {
-    Ok(ops(config).await?.store().clone())
 }
