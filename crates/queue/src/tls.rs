@@ -2,6 +2,10 @@
 //! verification policy, built once per process and shared), the stream that is plain TCP
 //! before STARTTLS and TLS after it, and reading whole replies off it. It does not speak
 //! SMTP commands or decide when to use TLS; `client` does.
+//!
+//! `client` uses this module, never the other way round: failures are reported as
+//! [`ClientError`], which lives in `client_error` so that this module need not know
+//! `client` (see `client_error` for the arrows).
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 
-use crate::client::ClientError;
+use crate::client_error::ClientError;
 
 /// A reply longer than this is a broken or hostile server, not a long EHLO list.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
