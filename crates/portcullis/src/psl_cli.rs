@@ -159,7 +159,7 @@ pub fn reload() -> std::io::Result<String> {
     }
 }
 
-fn log_reload(result: &Result<Option<usize>, String>) {
+fn log_reload(result: &Result<Option<usize>, suffix::LoadError>) {
     match result {
         Ok(Some(rules)) => tracing::info!(rules, "public suffix list reloaded"),
         Ok(None) => tracing::info!("public suffix list file gone; the built-in list is used"),
