@@ -89,7 +89,7 @@ async fn download(config: &Config, url: &str) -> Result<String> {
         (*tls.verified()).clone(),
         Duration::from_secs(60),
     )
-    .map_err(|e| anyhow!(e))?;
+    .map_err(|e| anyhow!("{e}"))?;
     let error =
         |e: &dyn std::error::Error| anyhow!("{url}: {}", portcullis_queue::mta_sts::error_chain(e));
     let mut response = client.get(url).send().await.map_err(|e| error(&e))?;

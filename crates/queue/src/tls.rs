@@ -77,13 +77,18 @@ impl TlsConfigs {
     /// Reads the certificates of a PEM file (extra CAs to trust).
     pub fn read_pem_certificates(
         path: &std::path::Path,
-    ) -> Result<Vec<CertificateDer<'static>>, String> {
+    ) -> Result<Vec<CertificateDer<'static>>, PemError> {
         use rustls_pki_types::pem::PemObject;
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| PemError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if certs.is_empty() {
-            return Err(format!("{}: no certificates", path.display()));
+            return Err(PemError::NoCertificates {
+                path: path.to_path_buf(),
+            });
         }
         Ok(certs)
     }
@@ -99,6 +104,20 @@ impl TlsConfigs {
     pub fn provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
         self.provider.clone()
     }
+}
+
+/// Why a PEM file of extra CAs gave no certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// The file cannot be read, or holds something that is not PEM.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: no certificates", path.display())]
+    NoCertificates { path: std::path::PathBuf },
 }
 
 /// Accepts any certificate chain but still checks the handshake signatures, so that the
