@@ -302,18 +302,29 @@ impl Authenticator {
         helo: &str,
         sender: &str,
         spf: &SpfVerdict,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, ArcSealError> {
         let message =
-            AuthenticatedMessage::parse(received).ok_or("the received message cannot be parsed")?;
+            AuthenticatedMessage::parse(received).ok_or(ArcSealError::ReceivedUnparsable)?;
         let (dkim, arc, dmarc) = self.verify(&message, helo, sender, spf).await;
         let host = self.settings.authserv_id.as_str();
         let results = results_of(host, &message, &dkim, &arc, &dmarc, spf, ip, helo, sender);
-        let out =
-            AuthenticatedMessage::parse(outgoing).ok_or("the outgoing message cannot be parsed")?;
+        let out = AuthenticatedMessage::parse(outgoing).ok_or(ArcSealError::OutgoingUnparsable)?;
         signer
             .arc_seal(&out, &results, &arc)
-            .map_err(|e| e.to_string())
+            .map_err(ArcSealError::Sign)
     }
+}
+
+/// Why [`Authenticator::arc_seal`] could not seal a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ArcSealError {
+    #[error("the received message cannot be parsed")]
+    ReceivedUnparsable,
+    #[error("the outgoing message cannot be parsed")]
+    OutgoingUnparsable,
+    /// The seal could not be made (the key, the crypto layer).
+    #[error(transparent)]
+    Sign(crate::sign::SignError),
 }
 
 impl Authenticator {

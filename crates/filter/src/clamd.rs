@@ -16,6 +16,10 @@
 //! clamd answers one NUL-terminated line: `stream: OK`, `stream: <signature> FOUND`, or
 //! a line ending in `ERROR`; when the stream is longer than its `StreamMaxLength` it
 //! answers `INSTREAM size limit exceeded. ERROR` and closes the connection.
+//!
+//! Errors: a configured endpoint that does not parse is an [`EndpointError`]; a health
+//! check that fails is a [`PingError`]. A scan never fails: it returns
+//! [`ScanResult::Unavailable`].
 
 use crate::finding::Finding;
 use std::fmt;
@@ -47,33 +51,86 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Parses `host:port`, `[v6]:port`, `unix:/path` or an absolute path.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    pub fn parse(s: &str) -> Result<Endpoint, EndpointError> {
         let s = s.trim();
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(format!("clamd endpoint {s:?}: empty socket path"));
+                return Err(EndpointError::EmptySocketPath(s.to_string()));
             }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if s.starts_with('/') {
             return Ok(Endpoint::Unix(PathBuf::from(s)));
         }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(format!(
-                "clamd endpoint {s:?}: expected host:port or unix:/path"
-            ));
-        };
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!(
-                "clamd endpoint {s:?}: expected host:port or unix:/path"
-            ));
+        let well_formed = s
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !well_formed {
+            return Err(EndpointError::Malformed(s.to_string()));
         }
         Ok(Endpoint::Tcp(s.to_string()))
     }
 }
 
+/// A clamd endpoint in the configuration that does not parse; the endpoint as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// `unix:` with nothing after it.
+    #[error("clamd endpoint {0:?}: empty socket path")]
+    EmptySocketPath(String),
+    /// Neither `host:port` (with a port number) nor a socket path.
+    #[error("clamd endpoint {0:?}: expected host:port or unix:/path")]
+    Malformed(String),
+}
+
+/// Why a health check (`PING`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// The scanner has no endpoint to ask.
+    #[error("no clamd endpoint configured")]
+    NoEndpoints,
+    /// No connection could be made to the endpoint.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The connection broke while `PING` was being sent.
+    #[error("sending PING: {0}")]
+    Send(#[source] std::io::Error),
+    /// The connection broke before a whole reply came.
+    #[error("reading PONG: {0}")]
+    Read(#[source] std::io::Error),
+    /// clamd answered something other than `PONG`.
+    #[error("unexpected reply to PING: {0:?}")]
+    UnexpectedReply(String),
+    /// No `PONG` within the scanner's time budget.
+    #[error("no PONG within {0:?}")]
+    Timeout(Duration),
+    /// Every endpoint failed ([`Scanner::ping`]); each with its own error.
+    #[error("{}", list_failures(.0))]
+    AllFailed(Vec<(Endpoint, PingError)>),
+}
+
+/// `endpoint: error; endpoint: error`.
+fn list_failures(failures: &[(Endpoint, PingError)]) -> String {
+    failures
+        .iter()
+        .map(|(endpoint, e)| format!("{endpoint}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why no connection to one endpoint could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Refused, unreachable, no such socket, ...
+    #[error("connect: {0}")]
+    Io(#[source] std::io::Error),
+    /// The connection was not made within the connect timeout.
+    #[error("connect: no connection within {0:?}")]
+    Timeout(Duration),
+}
+
 impl std::str::FromStr for Endpoint {
-    type Err = String;
+    type Err = EndpointError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Endpoint::parse(s)
     }
@@ -171,7 +228,10 @@ impl Scanner {
     }
 
     /// Parses each endpoint with [`Endpoint::parse`].
-    pub fn from_strs<S: AsRef<str>>(endpoints: &[S], timeout: Duration) -> Result<Scanner, String> {
+    pub fn from_strs<S: AsRef<str>>(
+        endpoints: &[S],
+        timeout: Duration,
+    ) -> Result<Scanner, EndpointError> {
         let endpoints = endpoints
             .iter()
             .map(|s| Endpoint::parse(s.as_ref()))
@@ -213,7 +273,7 @@ impl Scanner {
                 Ok(Conn::Tcp(s)) => instream(s, data).await,
                 #[cfg(unix)]
                 Ok(Conn::Unix(s)) => instream(s, data).await,
-                Err(e) => Attempt::Transport(e),
+                Err(e) => Attempt::Transport(e.to_string()),
             };
             let error = match attempt {
                 // An error reported by this clamd (out of memory, a full temporary
@@ -238,7 +298,7 @@ impl Scanner {
 
     /// Health check: `PING` every endpoint (within the scanner's time budget each) and
     /// report which answer `PONG`.
-    pub async fn ping_all(&self) -> Vec<(Endpoint, Result<(), String>)> {
+    pub async fn ping_all(&self) -> Vec<(Endpoint, Result<(), PingError>)> {
         let mut out = Vec::with_capacity(self.endpoints.len());
         for endpoint in &self.endpoints {
             out.push((endpoint.clone(), self.ping_one(endpoint).await));
@@ -247,24 +307,24 @@ impl Scanner {
     }
 
     /// Health check: `Ok` when at least one endpoint answers `PONG`.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), PingError> {
         if self.endpoints.is_empty() {
-            return Err(Unavailable::NoEndpoints.to_string());
+            return Err(PingError::NoEndpoints);
         }
         let mut errors = Vec::new();
         for endpoint in &self.endpoints {
             match self.ping_one(endpoint).await {
                 Ok(()) => return Ok(()),
-                Err(e) => errors.push(format!("{endpoint}: {e}")),
+                Err(e) => errors.push((endpoint.clone(), e)),
             }
         }
-        Err(errors.join("; "))
+        Err(PingError::AllFailed(errors))
     }
 
     /// `PING` one endpoint, bounded by the scanner's time budget.
-    pub async fn ping_one(&self, endpoint: &Endpoint) -> Result<(), String> {
+    pub async fn ping_one(&self, endpoint: &Endpoint) -> Result<(), PingError> {
         let work = async {
-            match self.connect(endpoint).await? {
+            match self.connect(endpoint).await.map_err(PingError::Connect)? {
                 Conn::Tcp(s) => ping(s).await,
                 #[cfg(unix)]
                 Conn::Unix(s) => ping(s).await,
@@ -272,11 +332,11 @@ impl Scanner {
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no PONG within {:?}", self.timeout)),
+            Err(_) => Err(PingError::Timeout(self.timeout)),
         }
     }
 
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, String> {
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, ConnectError> {
         let limit = self.connect_timeout.min(self.timeout);
         let connecting = async {
             match endpoint {
@@ -297,8 +357,8 @@ impl Scanner {
         };
         match tokio::time::timeout(limit, connecting).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(format!("connect: {e}")),
-            Err(_) => Err(format!("connect: no connection within {limit:?}")),
+            Ok(Err(e)) => Err(ConnectError::Io(e)),
+            Err(_) => Err(ConnectError::Timeout(limit)),
         }
     }
 }
@@ -401,18 +461,14 @@ fn parse_reply(line: &str) -> ScanResult {
     ScanResult::Unavailable(Unavailable::Protocol(format!("unexpected reply {line:?}")))
 }
 
-async fn ping<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<(), String> {
-    s.write_all(b"zPING\0")
-        .await
-        .map_err(|e| format!("sending PING: {e}"))?;
-    s.flush().await.map_err(|e| format!("sending PING: {e}"))?;
-    let reply = read_reply(&mut s)
-        .await
-        .map_err(|e| format!("reading PONG: {e}"))?;
+async fn ping<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<(), PingError> {
+    s.write_all(b"zPING\0").await.map_err(PingError::Send)?;
+    s.flush().await.map_err(PingError::Send)?;
+    let reply = read_reply(&mut s).await.map_err(PingError::Read)?;
     if reply == "PONG" {
         Ok(())
     } else {
-        Err(format!("unexpected reply to PING: {reply:?}"))
+        Err(PingError::UnexpectedReply(reply))
     }
 }
 

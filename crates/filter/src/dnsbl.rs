@@ -145,27 +145,30 @@ impl DnsblZone {
 
 impl DnsblSettings {
     /// Checks what serde cannot: zone names, duplicate finding names, a non-zero budget.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DnsblConfigError> {
         if self.timeout_ms == 0 {
-            return Err("dnsbl.timeout_ms must be more than 0".into());
+            return Err(DnsblConfigError::ZeroTimeout);
         }
         for (kind, zones) in [("zones", &self.zones), ("uribl", &self.uribl)] {
             let mut names = std::collections::HashSet::new();
             for z in zones.iter() {
                 if !valid_dns_name(&z.zone_key()) {
-                    return Err(format!("dnsbl.{kind}: {:?} is not a DNS zone name", z.zone));
+                    return Err(DnsblConfigError::BadZone {
+                        kind,
+                        zone: z.zone.clone(),
+                    });
                 }
                 if !z.weight.is_finite() {
-                    return Err(format!(
-                        "dnsbl.{kind}: weight of {:?} is not a number",
-                        z.zone
-                    ));
+                    return Err(DnsblConfigError::BadWeight {
+                        kind,
+                        zone: z.zone.clone(),
+                    });
                 }
                 if !names.insert(z.display_name().to_ascii_lowercase()) {
-                    return Err(format!(
-                        "dnsbl.{kind}: name {:?} is used twice; give each entry of a shared zone its own name",
-                        z.display_name()
-                    ));
+                    return Err(DnsblConfigError::NameTwice {
+                        kind,
+                        name: z.display_name().to_string(),
+                    });
                 }
             }
         }
@@ -175,6 +178,33 @@ impl DnsblSettings {
     fn budget(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
     }
+}
+
+/// A mistake in the `[dnsbl]` section that serde cannot see; `kind` is `zones` or `uribl`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsblConfigError {
+    #[error("dnsbl.timeout_ms must be more than 0")]
+    ZeroTimeout,
+    #[error("dnsbl.{kind}: {zone:?} is not a DNS zone name")]
+    BadZone { kind: &'static str, zone: String },
+    #[error("dnsbl.{kind}: weight of {zone:?} is not a number")]
+    BadWeight { kind: &'static str, zone: String },
+    /// Two entries would give findings of the same name.
+    #[error(
+        "dnsbl.{kind}: name {name:?} is used twice; give each entry of a shared zone its own name"
+    )]
+    NameTwice { kind: &'static str, name: String },
+}
+
+/// An answer pattern (`codes = [...]`) that does not parse; `code` is the pattern as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReturnCodeError {
+    #[error("return code {code:?}: expected four octets such as 127.0.0.[2..11]")]
+    NotFourOctets { code: String },
+    #[error("return code {code:?}: {octet:?} is not a number from 0 to 255")]
+    NotAnOctet { code: String, octet: String },
+    #[error("return code {code:?}: range {range:?} runs backwards")]
+    Backwards { code: String, range: String },
 }
 
 /// An answer pattern: four octet patterns, each a number or a bracketed list of numbers
@@ -203,15 +233,17 @@ impl fmt::Display for ReturnCode {
 }
 
 impl FromStr for ReturnCode {
-    type Err = String;
+    type Err = ReturnCodeError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ReturnCodeError> {
         let text = s.trim();
-        let bad = |why: &str| format!("return code {text:?}: {why}");
         let number = |n: &str| {
             n.trim()
                 .parse::<u8>()
-                .map_err(|_| bad(&format!("{n:?} is not a number from 0 to 255")))
+                .map_err(|_| ReturnCodeError::NotAnOctet {
+                    code: text.to_string(),
+                    octet: n.to_string(),
+                })
         };
         // Octets are separated by dots outside brackets (`..` inside them is a range).
         let mut parts = Vec::new();
@@ -229,7 +261,9 @@ impl FromStr for ReturnCode {
         }
         parts.push(&text[start..]);
         if parts.len() != 4 {
-            return Err(bad("expected four octets such as 127.0.0.[2..11]"));
+            return Err(ReturnCodeError::NotFourOctets {
+                code: text.to_string(),
+            });
         }
         let mut octets: [Vec<(u8, u8)>; 4] = Default::default();
         for (slot, part) in octets.iter_mut().zip(parts) {
@@ -243,7 +277,10 @@ impl FromStr for ReturnCode {
                         }
                     };
                     if range.0 > range.1 {
-                        return Err(bad(&format!("range {item:?} runs backwards")));
+                        return Err(ReturnCodeError::Backwards {
+                            code: text.to_string(),
+                            range: item.to_string(),
+                        });
                     }
                     slot.push(range);
                 }
@@ -260,9 +297,9 @@ impl FromStr for ReturnCode {
 }
 
 impl TryFrom<String> for ReturnCode {
-    type Error = String;
+    type Error = ReturnCodeError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, ReturnCodeError> {
         s.parse()
     }
 }

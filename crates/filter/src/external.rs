@@ -21,6 +21,10 @@
 //! strictly, and scores must be finite numbers. Values sent as protocol headers (the
 //! client's HELO, the envelope addresses) have control characters removed, so that a
 //! client cannot add header lines of its own.
+//!
+//! Errors: a mistake in the `[external]` section is an [`ExternalConfigError`]; why one
+//! engine gave no answer is an [`EngineError`], whose text goes into
+//! [`ExternalReport::unavailable`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -104,14 +108,15 @@ impl ExternalSettings {
     }
 
     /// Checks the section as a whole; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ExternalConfigError> {
         for (key, addr) in [("rspamd", &self.rspamd), ("spamd", &self.spamd)] {
             if let Some(addr) = addr
                 && !valid_host_port(addr)
             {
-                return Err(format!(
-                    "external.{key}: {addr:?} is not host:port (e.g. 127.0.0.1:11333)"
-                ));
+                return Err(ExternalConfigError::NotHostPort {
+                    key,
+                    addr: addr.clone(),
+                });
             }
         }
         for (key, value) in [
@@ -121,19 +126,100 @@ impl ExternalSettings {
             if let Some(v) = value
                 && v.chars().any(|c| c.is_control())
             {
-                return Err(format!(
-                    "external.{key}: control characters are not allowed"
-                ));
+                return Err(ExternalConfigError::ControlCharacters { key });
             }
         }
         if self.timeout_ms == 0 {
-            return Err("external.timeout_ms must be more than 0".into());
+            return Err(ExternalConfigError::ZeroTimeout);
         }
         if !self.weight.is_finite() {
-            return Err("external.weight must be a number".into());
+            return Err(ExternalConfigError::WeightNotANumber);
         }
         Ok(())
     }
+}
+
+/// A mistake in the `[external]` section that serde cannot see; `key` names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalConfigError {
+    #[error("external.{key}: {addr:?} is not host:port (e.g. 127.0.0.1:11333)")]
+    NotHostPort { key: &'static str, addr: String },
+    /// A value sent as a protocol header could add header lines of its own.
+    #[error("external.{key}: control characters are not allowed")]
+    ControlCharacters { key: &'static str },
+    #[error("external.timeout_ms must be more than 0")]
+    ZeroTimeout,
+    #[error("external.weight must be a number")]
+    WeightNotANumber,
+}
+
+/// Why one engine gave no answer: it could not be reached, was silent past the budget, or
+/// answered with an error or something its protocol does not allow. Texts quoted from a
+/// reply are cut short and have control characters replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No connection to the engine.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection broke while the message was being sent, and no reply came.
+    #[error("connection broken while sending: {0}")]
+    Send(#[source] std::io::Error),
+    /// The engine closed the connection without a byte of reply.
+    #[error("connection closed without a reply")]
+    NoReply,
+    /// The connection broke while the reply was being read.
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The reply is longer than the engine's reply limit.
+    #[error("reply larger than {0} bytes")]
+    TooLarge(usize),
+    /// No whole answer within the check's time budget.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The reply is shorter than its own length header says.
+    #[error("reply cut short: {got} of {want} body bytes")]
+    CutShort { got: usize, want: usize },
+    /// rspamd's reply is not an HTTP/1.x reply (the excerpt shows its start).
+    #[error("not an HTTP reply: {0:?}")]
+    NotHttp(String),
+    #[error("HTTP reply head is not text")]
+    HttpHeadNotText,
+    #[error("bad HTTP header line {0:?}")]
+    BadHttpHeader(String),
+    /// A length header (`Content-Length`, spamd's `Content-length`) that is not a number.
+    #[error("bad {header} {value:?}")]
+    BadLength { header: &'static str, value: String },
+    /// A chunked or otherwise encoded body, which this client does not read.
+    #[error("unsupported Transfer-Encoding {0:?}")]
+    TransferEncoding(String),
+    /// A compressed body (rspamd's `Compression`, `Content-Encoding`).
+    #[error("unexpected compressed reply ({name}: {value})")]
+    Compressed { name: String, value: String },
+    /// rspamd answered with a status other than 200; the excerpt shows the body.
+    #[error("HTTP {code}: {body}")]
+    HttpStatus { code: String, body: String },
+    /// rspamd's body is not the JSON of `/checkv2`.
+    #[error("bad rspamd reply: {0}")]
+    RspamdJson(#[source] serde_json::Error),
+    #[error("bad rspamd reply: score is not a number")]
+    RspamdScore,
+    /// spamd's reply does not start with `SPAMD/` (the excerpt shows its start).
+    #[error("not a spamd reply: {0:?}")]
+    NotSpamd(String),
+    #[error("spamd reply head is not text")]
+    SpamdHeadNotText,
+    /// spamd's status is an error code (`76 Bad header line`).
+    #[error("spamd error {code}: {message}")]
+    Spamd { code: String, message: String },
+    #[error("bad spamd header line {0:?}")]
+    BadSpamdHeader(String),
+    #[error("spamd reply has no Spam header")]
+    NoSpamHeader,
+    /// A `Spam:` header that is not `True ; 15.3 / 5.0`.
+    #[error("bad Spam header {0:?}")]
+    BadSpamHeader(String),
+    #[error("spamd symbols are not text")]
+    SpamdSymbolsNotText,
 }
 
 /// `host:port`, `[v6]:port`: a non-empty host and a port number.
@@ -270,11 +356,11 @@ pub async fn check(
 
 async fn bounded(
     budget: Duration,
-    work: impl Future<Output = Result<EngineVerdict, String>>,
-) -> Result<EngineVerdict, String> {
+    work: impl Future<Output = Result<EngineVerdict, EngineError>>,
+) -> Result<EngineVerdict, EngineError> {
     match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {budget:?}")),
+        Err(_) => Err(EngineError::Timeout(budget)),
     }
 }
 
@@ -356,10 +442,15 @@ fn excerpt(bytes: &[u8]) -> String {
 /// closes) is kept rather than lost behind a broken pipe. The write side stays open until
 /// the reply is complete: the request's length is in its headers, and an HTTP server may
 /// take a half-closed connection for an aborted one.
-async fn exchange(addr: &str, head: &[u8], body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+async fn exchange(
+    addr: &str,
+    head: &[u8],
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, EngineError> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(EngineError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let send = async {
@@ -384,8 +475,8 @@ async fn exchange(addr: &str, head: &[u8], body: &[u8], limit: usize) -> Result<
     let reply = reply?;
     if reply.is_empty() {
         return Err(match send_error {
-            Some(e) => format!("connection broken while sending: {e}"),
-            None => "connection closed without a reply".into(),
+            Some(e) => EngineError::Send(e),
+            None => EngineError::NoReply,
         });
     }
     Ok(reply)
@@ -395,7 +486,7 @@ async fn exchange(addr: &str, head: &[u8], body: &[u8], limit: usize) -> Result<
 async fn read_bounded(
     reader: &mut (impl tokio::io::AsyncRead + Unpin),
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::with_capacity(8192.min(limit + 1));
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -404,13 +495,13 @@ async fn read_bounded(
             // A reset after a complete reply still leaves the reply usable; a reset
             // before any byte is a broken connection.
             Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(EngineError::Read(e)),
         };
         if n == 0 {
             return Ok(out);
         }
         if out.len() + n > limit {
-            return Err(format!("reply larger than {limit} bytes"));
+            return Err(EngineError::TooLarge(limit));
         }
         out.extend_from_slice(&buf[..n]);
     }
@@ -468,7 +559,7 @@ async fn ask_rspamd(
     settings: &ExternalSettings,
     ctx: &ExternalContext<'_>,
     raw: &[u8],
-) -> Result<EngineVerdict, String> {
+) -> Result<EngineVerdict, EngineError> {
     let head = rspamd_request(addr, settings, ctx, raw.len());
     let reply = exchange(addr, &head, raw, MAX_RSPAMD_REPLY).await?;
     let body = http_body(&reply)?;
@@ -476,12 +567,11 @@ async fn ask_rspamd(
 }
 
 /// The body of a complete HTTP/1.x reply with status 200; anything else is an error.
-fn http_body(reply: &[u8]) -> Result<&[u8], String> {
+fn http_body(reply: &[u8]) -> Result<&[u8], EngineError> {
     let Some(end) = memchr::memmem::find(reply, b"\r\n\r\n") else {
-        return Err(format!("not an HTTP reply: {:?}", excerpt(reply)));
+        return Err(EngineError::NotHttp(excerpt(reply)));
     };
-    let head = std::str::from_utf8(&reply[..end])
-        .map_err(|_| "HTTP reply head is not text".to_string())?;
+    let head = std::str::from_utf8(&reply[..end]).map_err(|_| EngineError::HttpHeadNotText)?;
     let body = &reply[end + 4..];
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
@@ -492,46 +582,48 @@ fn http_body(reply: &[u8]) -> Result<&[u8], String> {
         || code.len() != 3
         || !code.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(format!(
-            "not an HTTP reply: {:?}",
-            excerpt(status.as_bytes())
-        ));
+        return Err(EngineError::NotHttp(excerpt(status.as_bytes())));
     }
     let mut length = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!(
-                "bad HTTP header line {:?}",
-                excerpt(line.as_bytes())
-            ));
+            return Err(EngineError::BadHttpHeader(excerpt(line.as_bytes())));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad Content-Length {:?}", excerpt(value.as_bytes())))?,
-            );
+            length = Some(value.parse::<usize>().map_err(|_| EngineError::BadLength {
+                header: "Content-Length",
+                value: excerpt(value.as_bytes()),
+            })?);
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             && !value.eq_ignore_ascii_case("identity")
         {
-            return Err(format!("unsupported Transfer-Encoding {value:?}"));
+            return Err(EngineError::TransferEncoding(value.to_string()));
         } else if name.eq_ignore_ascii_case("compression")
             || (name.eq_ignore_ascii_case("content-encoding")
                 && !value.eq_ignore_ascii_case("identity"))
         {
-            return Err(format!("unexpected compressed reply ({name}: {value})"));
+            return Err(EngineError::Compressed {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
         }
     }
     let body = match length {
         Some(n) if body.len() < n => {
-            return Err(format!("reply cut short: {} of {n} body bytes", body.len()));
+            return Err(EngineError::CutShort {
+                got: body.len(),
+                want: n,
+            });
         }
         Some(n) => &body[..n],
         None => body,
     };
     if code != "200" {
-        return Err(format!("HTTP {code}: {}", excerpt(body)));
+        return Err(EngineError::HttpStatus {
+            code: code.to_string(),
+            body: excerpt(body),
+        });
     }
     Ok(body)
 }
@@ -553,11 +645,10 @@ struct RspamdSymbol {
 }
 
 /// rspamd's JSON reply to `/checkv2`.
-fn parse_rspamd(body: &[u8]) -> Result<EngineVerdict, String> {
-    let reply: RspamdReply =
-        serde_json::from_slice(body).map_err(|e| format!("bad rspamd reply: {e}"))?;
+fn parse_rspamd(body: &[u8]) -> Result<EngineVerdict, EngineError> {
+    let reply: RspamdReply = serde_json::from_slice(body).map_err(EngineError::RspamdJson)?;
     if !reply.score.is_finite() {
-        return Err("bad rspamd reply: score is not a number".into());
+        return Err(EngineError::RspamdScore);
     }
     let required = reply
         .required_score
@@ -608,7 +699,7 @@ async fn ask_spamd(
     addr: &str,
     settings: &ExternalSettings,
     raw: &[u8],
-) -> Result<EngineVerdict, String> {
+) -> Result<EngineVerdict, EngineError> {
     let head = spamd_request(settings, raw.len());
     let reply = exchange(addr, &head, raw, MAX_SPAMD_REPLY).await?;
     parse_spamd(&reply)
@@ -616,14 +707,14 @@ async fn ask_spamd(
 
 /// spamd's reply to `SYMBOLS`: `SPAMD/1.1 0 EX_OK`, headers among which
 /// `Spam: True ; 15.3 / 5.0`, an empty line, the symbol names separated by commas.
-fn parse_spamd(reply: &[u8]) -> Result<EngineVerdict, String> {
+fn parse_spamd(reply: &[u8]) -> Result<EngineVerdict, EngineError> {
     let (head, body) = match memchr::memmem::find(reply, b"\r\n\r\n") {
         Some(end) => (&reply[..end], &reply[end + 4..]),
         // No symbols: some versions end the reply after the headers.
         None if reply.ends_with(b"\r\n") => (&reply[..reply.len() - 2], &reply[reply.len()..]),
-        None => return Err(format!("not a spamd reply: {:?}", excerpt(reply))),
+        None => return Err(EngineError::NotSpamd(excerpt(reply))),
     };
-    let head = std::str::from_utf8(head).map_err(|_| "spamd reply head is not text".to_string())?;
+    let head = std::str::from_utf8(head).map_err(|_| EngineError::SpamdHeadNotText)?;
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
     let mut parts = status.splitn(3, ' ');
@@ -631,26 +722,19 @@ fn parse_spamd(reply: &[u8]) -> Result<EngineVerdict, String> {
     let code = parts.next().unwrap_or("");
     let message = parts.next().unwrap_or("");
     if !protocol.starts_with("SPAMD/") {
-        return Err(format!(
-            "not a spamd reply: {:?}",
-            excerpt(status.as_bytes())
-        ));
+        return Err(EngineError::NotSpamd(excerpt(status.as_bytes())));
     }
     if code != "0" {
-        return Err(format!(
-            "spamd error {}: {}",
-            excerpt(code.as_bytes()),
-            excerpt(message.as_bytes())
-        ));
+        return Err(EngineError::Spamd {
+            code: excerpt(code.as_bytes()),
+            message: excerpt(message.as_bytes()),
+        });
     }
     let mut verdict = None;
     let mut length = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!(
-                "bad spamd header line {:?}",
-                excerpt(line.as_bytes())
-            ));
+            return Err(EngineError::BadSpamdHeader(excerpt(line.as_bytes())));
         };
         if name.trim().eq_ignore_ascii_case("spam") {
             verdict = Some(parse_spam_header(value)?);
@@ -659,21 +743,27 @@ fn parse_spamd(reply: &[u8]) -> Result<EngineVerdict, String> {
                 value
                     .trim()
                     .parse::<usize>()
-                    .map_err(|_| format!("bad Content-length {:?}", excerpt(value.as_bytes())))?,
+                    .map_err(|_| EngineError::BadLength {
+                        header: "Content-length",
+                        value: excerpt(value.as_bytes()),
+                    })?,
             );
         }
     }
     let Some((spam, score, required)) = verdict else {
-        return Err("spamd reply has no Spam header".into());
+        return Err(EngineError::NoSpamHeader);
     };
     let body = match length {
         Some(n) if body.len() < n => {
-            return Err(format!("reply cut short: {} of {n} body bytes", body.len()));
+            return Err(EngineError::CutShort {
+                got: body.len(),
+                want: n,
+            });
         }
         Some(n) => &body[..n],
         None => body,
     };
-    let body = std::str::from_utf8(body).map_err(|_| "spamd symbols are not text".to_string())?;
+    let body = std::str::from_utf8(body).map_err(|_| EngineError::SpamdSymbolsNotText)?;
     let symbols = body
         .split([',', '\r', '\n'])
         .map(header_value)
@@ -691,8 +781,8 @@ fn parse_spamd(reply: &[u8]) -> Result<EngineVerdict, String> {
 }
 
 /// `True ; 15.3 / 5.0` → (spam, score, required).
-fn parse_spam_header(value: &str) -> Result<(bool, f64, f64), String> {
-    let bad = || format!("bad Spam header {:?}", excerpt(value.as_bytes()));
+fn parse_spam_header(value: &str) -> Result<(bool, f64, f64), EngineError> {
+    let bad = || EngineError::BadSpamHeader(excerpt(value.as_bytes()));
     let (flag, scores) = value.split_once(';').ok_or_else(bad)?;
     let spam = match flag.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" => true,

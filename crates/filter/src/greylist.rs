@@ -88,30 +88,43 @@ impl Default for GreylistSettings {
 
 impl GreylistSettings {
     /// Checks what serde cannot: prefix lengths, and a delay shorter than the window.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), GreylistConfigError> {
         if self.ipv4_prefix > 32 {
-            return Err(format!(
-                "greylist.ipv4_prefix {} is over 32",
-                self.ipv4_prefix
-            ));
+            return Err(GreylistConfigError::Ipv4Prefix(self.ipv4_prefix));
         }
         if self.ipv6_prefix > 128 {
-            return Err(format!(
-                "greylist.ipv6_prefix {} is over 128",
-                self.ipv6_prefix
-            ));
+            return Err(GreylistConfigError::Ipv6Prefix(self.ipv6_prefix));
         }
         if self.delay_secs >= self.retry_window_secs {
-            return Err(format!(
-                "greylist.delay_secs ({}) must be shorter than retry_window_secs ({})",
-                self.delay_secs, self.retry_window_secs
-            ));
+            return Err(GreylistConfigError::DelayNotShorter {
+                delay_secs: self.delay_secs,
+                retry_window_secs: self.retry_window_secs,
+            });
         }
         if !self.suspicious_score.is_finite() {
-            return Err("greylist.suspicious_score is not a number".into());
+            return Err(GreylistConfigError::SuspiciousScore);
         }
         Ok(())
     }
+}
+
+/// A mistake in the `[greylist]` section that serde cannot see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GreylistConfigError {
+    #[error("greylist.ipv4_prefix {0} is over 32")]
+    Ipv4Prefix(u8),
+    #[error("greylist.ipv6_prefix {0} is over 128")]
+    Ipv6Prefix(u8),
+    /// A retry could never pass: it would be too early until the window closed.
+    #[error(
+        "greylist.delay_secs ({delay_secs}) must be shorter than retry_window_secs ({retry_window_secs})"
+    )]
+    DelayNotShorter {
+        delay_secs: u64,
+        retry_window_secs: u64,
+    },
+    #[error("greylist.suspicious_score is not a number")]
+    SuspiciousScore,
 }
 
 /// What is greylisted: the client address and the envelope addresses as given (the null

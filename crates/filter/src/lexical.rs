@@ -85,30 +85,51 @@ fn source(e: &ContentEntry) -> String {
     }
 }
 
+/// A content entry (or the lists as a whole) that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ContentError {
+    #[error("list name {0:?}: letters, digits, - and _ only")]
+    ListName(String),
+    #[error("empty pattern")]
+    EmptyPattern,
+    #[error("score is not a number")]
+    Score,
+    /// The pattern is not a regular expression, or compiles to more than the size limit.
+    #[error("pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    /// Entries that each compile do not compile together (the set's size limit).
+    #[error("compiling the content lists: {0}")]
+    Set(#[source] regex::Error),
+}
+
 /// Check an entry a person is about to add.
-pub fn validate(e: &ContentEntry) -> Result<(), String> {
+pub fn validate(e: &ContentEntry) -> Result<(), ContentError> {
     if e.list.is_empty()
         || !e
             .list
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(format!(
-            "list name {:?}: letters, digits, - and _ only",
-            e.list
-        ));
+        return Err(ContentError::ListName(e.list.clone()));
     }
     if e.pattern.trim().is_empty() {
-        return Err("empty pattern".into());
+        return Err(ContentError::EmptyPattern);
     }
     if !e.score.is_finite() {
-        return Err("score is not a number".into());
+        return Err(ContentError::Score);
     }
     RegexBuilder::new(&source(e))
         .case_insensitive(true)
         .size_limit(SIZE_LIMIT)
         .build()
-        .map_err(|err| format!("pattern {:?}: {err}", e.pattern))?;
+        .map_err(|source| ContentError::Pattern {
+            pattern: e.pattern.clone(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -120,7 +141,7 @@ pub struct ContentLists {
 }
 
 impl ContentLists {
-    pub fn new(entries: Vec<ContentEntry>) -> Result<ContentLists, String> {
+    pub fn new(entries: Vec<ContentEntry>) -> Result<ContentLists, ContentError> {
         for e in &entries {
             validate(e)?;
         }
@@ -131,7 +152,7 @@ impl ContentLists {
             .case_insensitive(true)
             .size_limit(SIZE_LIMIT)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(ContentError::Set)?;
         Ok(ContentLists {
             entries,
             set: Some(set),
@@ -241,6 +262,7 @@ mod tests {
         assert!(
             validate(&entry("a", "(", true, Field::Any, 1.0))
                 .unwrap_err()
+                .to_string()
                 .contains("pattern")
         );
         assert!(validate(&entry("a", "(", false, Field::Any, 1.0)).is_ok());

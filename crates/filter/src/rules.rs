@@ -267,7 +267,55 @@ pub struct RuleSet {
 /// Largest compiled regex, so one careless rule cannot eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-fn compile(rule: &str, field: &str, pattern: &Option<String>) -> Result<Option<Regex>, String> {
+/// A rule a person wrote that cannot be used; `rule` is its name. The text names the
+/// rule and the part of it at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuleError {
+    #[error("a rule needs a name")]
+    NoName,
+    #[error("rule {rule:?}: no actions")]
+    NoActions { rule: String },
+    /// A `matches`, `sender` or `recipient` pattern that does not compile.
+    #[error("rule {rule:?}: {field}: {source}")]
+    Pattern {
+        rule: String,
+        field: &'static str,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("rule {rule:?}: `matches` needs `header`")]
+    MatchesWithoutHeader { rule: String },
+    /// A condition without any test (or only `negate`): it would match every message.
+    #[error("rule {rule:?}: an empty condition")]
+    EmptyCondition { rule: String },
+    /// A reject (class 5) or tempfail (class 4) reply of the wrong class.
+    #[error(
+        "rule {rule:?}: reply {code} {status} is not a {class}xx code with a {class}.x.x status"
+    )]
+    Reply {
+        rule: String,
+        code: u16,
+        status: String,
+        class: u16,
+    },
+    #[error("rule {rule:?}: quarantine class {class:?} is not one of {QUARANTINE_CLASSES:?}")]
+    QuarantineClass { rule: String, class: String },
+    /// A header name that is empty or not printable, or a value with a line break.
+    #[error("rule {rule:?}: bad header {header:?}")]
+    Header { rule: String, header: String },
+    #[error("rule {rule:?}: tag has a line break")]
+    TagLineBreak { rule: String },
+    #[error("rule {rule:?}: redirect needs addresses")]
+    RedirectAddresses { rule: String },
+    #[error("rule {rule:?}: copy needs an address")]
+    CopyAddress { rule: String },
+}
+
+fn compile(
+    rule: &str,
+    field: &'static str,
+    pattern: &Option<String>,
+) -> Result<Option<Regex>, RuleError> {
     pattern
         .as_deref()
         .map(|p| {
@@ -275,27 +323,32 @@ fn compile(rule: &str, field: &str, pattern: &Option<String>) -> Result<Option<R
                 .case_insensitive(true)
                 .size_limit(REGEX_SIZE_LIMIT)
                 .build()
-                .map_err(|e| format!("rule {rule:?}: {field}: {e}"))
+                .map_err(|source| RuleError::Pattern {
+                    rule: rule.to_string(),
+                    field,
+                    source,
+                })
         })
         .transpose()
 }
 
 /// Check a rule for mistakes a person can fix: bad patterns, unknown quarantine classes,
 /// reply codes of the wrong class, an empty action list.
-pub fn validate(rule: &Rule) -> Result<(), String> {
+pub fn validate(rule: &Rule) -> Result<(), RuleError> {
     let name = &rule.name;
+    let rule_name = || name.clone();
     if name.trim().is_empty() {
-        return Err("a rule needs a name".into());
+        return Err(RuleError::NoName);
     }
     if rule.actions.is_empty() {
-        return Err(format!("rule {name:?}: no actions"));
+        return Err(RuleError::NoActions { rule: rule_name() });
     }
     for c in &rule.when {
         compile(name, "matches", &c.matches)?;
         compile(name, "sender", &c.sender)?;
         compile(name, "recipient", &c.recipient)?;
         if c.matches.is_some() && c.header.is_none() {
-            return Err(format!("rule {name:?}: `matches` needs `header`"));
+            return Err(RuleError::MatchesWithoutHeader { rule: rule_name() });
         }
         if *c == Condition::default()
             || (c.negate
@@ -304,7 +357,7 @@ pub fn validate(rule: &Rule) -> Result<(), String> {
                     ..c.clone()
                 } == Condition::default())
         {
-            return Err(format!("rule {name:?}: an empty condition"));
+            return Err(RuleError::EmptyCondition { rule: rule_name() });
         }
     }
     for a in &rule.actions {
@@ -312,24 +365,28 @@ pub fn validate(rule: &Rule) -> Result<(), String> {
             Action::Reject { code, status, .. } => check_reply(name, *code, status, 5)?,
             Action::Tempfail { code, status, .. } => check_reply(name, *code, status, 4)?,
             Action::Quarantine { class } if !QUARANTINE_CLASSES.contains(&class.as_str()) => {
-                return Err(format!(
-                    "rule {name:?}: quarantine class {class:?} is not one of {QUARANTINE_CLASSES:?}"
-                ));
+                return Err(RuleError::QuarantineClass {
+                    rule: rule_name(),
+                    class: class.clone(),
+                });
             }
             Action::AddHeader { name: h, value } => {
                 let ok_name = !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
                 if !ok_name || value.contains(['\r', '\n']) {
-                    return Err(format!("rule {name:?}: bad header {h:?}"));
+                    return Err(RuleError::Header {
+                        rule: rule_name(),
+                        header: h.clone(),
+                    });
                 }
             }
             Action::TagSubject { tag } if tag.contains(['\r', '\n']) => {
-                return Err(format!("rule {name:?}: tag has a line break"));
+                return Err(RuleError::TagLineBreak { rule: rule_name() });
             }
             Action::Redirect { to } if to.is_empty() || to.iter().any(|a| !a.contains('@')) => {
-                return Err(format!("rule {name:?}: redirect needs addresses"));
+                return Err(RuleError::RedirectAddresses { rule: rule_name() });
             }
             Action::Copy { to } if !to.contains('@') => {
-                return Err(format!("rule {name:?}: copy needs an address"));
+                return Err(RuleError::CopyAddress { rule: rule_name() });
             }
             _ => {}
         }
@@ -337,23 +394,26 @@ pub fn validate(rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
-fn check_reply(rule: &str, code: u16, status: &str, class: u16) -> Result<(), String> {
+fn check_reply(rule: &str, code: u16, status: &str, class: u16) -> Result<(), RuleError> {
     let status_ok = status.starts_with(&format!("{class}."))
         && status.split('.').count() == 3
         && status
             .split('.')
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
     if code / 100 != class || !(200..600).contains(&code) || !status_ok {
-        return Err(format!(
-            "rule {rule:?}: reply {code} {status} is not a {class}xx code with a {class}.x.x status"
-        ));
+        return Err(RuleError::Reply {
+            rule: rule.to_string(),
+            code,
+            status: status.to_string(),
+            class,
+        });
     }
     Ok(())
 }
 
 impl RuleSet {
     /// Compile rules (each must pass [`validate`]); disabled ones are left out.
-    pub fn new(rules: Vec<Rule>) -> Result<RuleSet, String> {
+    pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
         let mut compiled = Vec::new();
         for rule in rules {
             validate(&rule)?;
@@ -371,7 +431,7 @@ impl RuleSet {
                         source: c.clone(),
                     })
                 })
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, RuleError>>()?;
             compiled.push(CompiledRule { rule, conditions });
         }
         Ok(RuleSet { rules: compiled })
@@ -901,7 +961,7 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let bad = |t: &str| RuleSet::new(parse(t)).err().unwrap();
+        let bad = |t: &str| RuleSet::new(parse(t)).err().unwrap().to_string();
         assert!(
             bad(r#"[[rule]]
             name = "r"

@@ -315,15 +315,13 @@ fn fingerprint(row: &DkimKey) -> digest::Digest {
 }
 
 /// The private key's DER from the stored text: base64, or PEM ("-----BEGIN PRIVATE KEY-----").
-fn private_der(text: &str) -> Result<Vec<u8>, String> {
+fn private_der(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     let body: String = text
         .lines()
         .filter(|l| !l.trim_start().starts_with("-----"))
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
         .collect();
-    BASE64
-        .decode(body)
-        .map_err(|e| format!("private key is not base64 or PEM: {e}"))
+    BASE64.decode(body)
 }
 
 fn load_key(row: &DkimKey) -> Result<LoadedKey, SignError> {
@@ -333,7 +331,8 @@ fn load_key(row: &DkimKey) -> Result<LoadedKey, SignError> {
     };
     let algorithm = Algorithm::from_tag(&row.algorithm)
         .ok_or_else(|| bad(format!("unknown algorithm {:?}", row.algorithm)))?;
-    let der = private_der(&row.private_key).map_err(bad)?;
+    let der = private_der(&row.private_key)
+        .map_err(|e| bad(format!("private key is not base64 or PEM: {e}")))?;
     let public = BASE64
         .decode(row.public_key.trim())
         .map_err(|e| bad(format!("public key is not base64: {e}")))?;

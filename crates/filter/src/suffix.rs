@@ -7,6 +7,9 @@
 //! built) and can be replaced at run time by a newer copy of the list file
 //! (`portcullis psl update` writes one; a running gateway picks it up). Every caller
 //! sees the replacement at once.
+//!
+//! Errors: a text that is not a whole list is a [`ListError`]; a list file that cannot be
+//! read or is not a whole list is a [`LoadError`], naming the file.
 
 use psl::Psl;
 use std::path::{Path, PathBuf};
@@ -68,38 +71,64 @@ pub fn organizational(domain: &str) -> String {
     registrable(domain).unwrap_or_else(|| normalize(domain))
 }
 
+/// Why a text is not a (whole) public suffix list.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListError {
+    /// The marker after the ICANN section is missing: a download cut short, or another file.
+    #[error("not a whole public suffix list: the \"// {ICANN_END}\" line is missing")]
+    Incomplete,
+    #[error("not a public suffix list: {0}")]
+    Unparsable(publicsuffix::Error),
+    /// Every real copy lists `com`.
+    #[error("not a public suffix list: it does not list `com`")]
+    NoCom,
+}
+
+/// Why the list file was not loaded; the list in use stays.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ListError,
+    },
+}
+
 /// Parses a list file and checks that it is whole; the list and its number of rules.
-pub fn parse(text: &str) -> Result<(publicsuffix::List, usize), String> {
+pub fn parse(text: &str) -> Result<(publicsuffix::List, usize), ListError> {
     if !text.contains(ICANN_END) {
-        return Err(format!(
-            "not a whole public suffix list: the \"// {ICANN_END}\" line is missing"
-        ));
+        return Err(ListError::Incomplete);
     }
     let rules = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("//"))
         .count();
-    let list: publicsuffix::List = text
-        .parse()
-        .map_err(|e| format!("not a public suffix list: {e}"))?;
+    let list: publicsuffix::List = text.parse().map_err(ListError::Unparsable)?;
     // Any real copy lists `com` (not merely by the implicit `*` rule).
     if !list.suffix(b"example.com").is_some_and(|s| s.is_known()) {
-        return Err("not a public suffix list: it does not list `com`".into());
+        return Err(ListError::NoCom);
     }
     Ok((list, rules))
 }
 
 /// Sets the file that a newer list is read from, and reads it when it exists. Ok(None):
 /// no such file, the embedded list stays in use.
-pub fn use_file(path: &Path) -> Result<Option<usize>, String> {
+pub fn use_file(path: &Path) -> Result<Option<usize>, LoadError> {
     state_mut().file = Some(path.to_path_buf());
     reload()
 }
 
 /// Reads the list file again (after `portcullis psl update`). Ok(None) when there is no
 /// file; on an error the list in use stays.
-pub fn reload() -> Result<Option<usize>, String> {
+pub fn reload() -> Result<Option<usize>, LoadError> {
     let Some(path) = state().file.clone() else {
         return Ok(None);
     };
@@ -111,11 +140,17 @@ pub fn reload() -> Result<Option<usize>, String> {
             s.read = None;
             return Ok(None);
         }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => return Err(LoadError::Read { path, source }),
     };
     state_mut().read = Some(modified);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (list, rules) = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(LoadError::Read { path, source }),
+    };
+    let (list, rules) = match parse(&text) {
+        Ok(parsed) => parsed,
+        Err(source) => return Err(LoadError::Invalid { path, source }),
+    };
     state_mut().loaded = Some(Loaded {
         list: Arc::new(list),
         rules,
@@ -125,7 +160,7 @@ pub fn reload() -> Result<Option<usize>, String> {
 
 /// Reads the list file again when it changed since it was read (or appeared or went).
 /// None when nothing changed.
-pub fn reload_if_changed() -> Option<Result<Option<usize>, String>> {
+pub fn reload_if_changed() -> Option<Result<Option<usize>, LoadError>> {
     let (path, seen) = {
         let s = state();
         (s.file.clone()?, s.read)
@@ -171,7 +206,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("list.dat");
         // Not there yet: the embedded list.
-        assert_eq!(use_file(&file), Ok(None));
+        assert!(matches!(use_file(&file), Ok(None)));
         assert_eq!(
             registrable("a.example.test").as_deref(),
             Some("example.test")
@@ -182,8 +217,8 @@ mod tests {
             "// ===BEGIN ICANN DOMAINS===\ncom\ntest\nexample.test\n// ===END ICANN DOMAINS===\n",
         )
         .unwrap();
-        assert_eq!(reload_if_changed(), Some(Ok(Some(3))));
-        assert_eq!(reload_if_changed(), None);
+        assert!(matches!(reload_if_changed(), Some(Ok(Some(3)))));
+        assert!(reload_if_changed().is_none());
         assert_eq!(
             registrable("a.example.test").as_deref(),
             Some("a.example.test")
@@ -193,16 +228,16 @@ mod tests {
         // A broken copy is refused (once) and the one in use stays.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&file, "com\ntest\n").unwrap();
-        let err = reload_if_changed().unwrap().unwrap_err();
+        let err = reload_if_changed().unwrap().unwrap_err().to_string();
         assert!(err.contains("END ICANN DOMAINS"), "{err}");
-        assert_eq!(reload_if_changed(), None);
+        assert!(reload_if_changed().is_none());
         assert_eq!(
             registrable("a.example.test").as_deref(),
             Some("a.example.test")
         );
 
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(reload_if_changed(), Some(Ok(None)));
+        assert!(matches!(reload_if_changed(), Some(Ok(None))));
         assert_eq!(
             registrable("a.example.test").as_deref(),
             Some("example.test")
@@ -215,6 +250,7 @@ mod tests {
     fn a_list_without_com_is_refused() {
         let err =
             parse("// ===BEGIN ICANN DOMAINS===\nnet\n// ===END ICANN DOMAINS===\n").unwrap_err();
-        assert!(err.contains("com"), "{err}");
+        assert!(matches!(err, ListError::NoCom), "{err}");
+        assert!(err.to_string().contains("com"), "{err}");
     }
 }

@@ -89,22 +89,22 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
         return Err(err("smarthost", format!("`{host}` is not host:port")));
     }
     if let Err(e) = config.dnsbl.validate() {
-        return Err(err("zone", e));
+        return Err(err("zone", e.to_string()));
     }
     if let Err(e) = config.external.validate() {
-        return Err(err("rspamd", e));
+        return Err(err("rspamd", e.to_string()));
     }
     if let Err(e) = config.greylist.validate() {
-        return Err(err("mode", e));
+        return Err(err("mode", e.to_string()));
     }
     for endpoint in &config.antivirus.clamd {
         if let Err(e) = portcullis_filter::clamd::Endpoint::parse(endpoint) {
-            return Err(err("clamd", e));
+            return Err(err("clamd", e.to_string()));
         }
     }
     for rule in portcullis_filter::rules::default_rules(&config.spam) {
         if let Err(e) = portcullis_filter::rules::validate(&rule) {
-            return Err(err("subject_tag", e));
+            return Err(err("subject_tag", e.to_string()));
         }
     }
     if config.spam.tag_at > config.spam.quarantine_at {

@@ -2,8 +2,11 @@
 //! (RFC 5321, PIPELINING RFC 2920, STARTTLS RFC 3207, AUTH RFC 4954, DSN RFC 3461).
 //! It owns the wire dialogue only; choosing the server, retrying and bouncing belong to
 //! the scheduler, and every remote reply is handed back unchanged as a `Reply`.
+//!
+//! The transport underneath (the TCP/TLS stream, the rustls configurations, reading whole
+//! replies) is `tls`, which this module uses and which does not use it; the error type
+//! both report is in `client_error` (re-exported here as [`ClientError`]).
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+pub use crate::client_error::ClientError;
 pub use crate::tls::TlsConfigs;
 use crate::tls::{Conn, Stream, parse_reply, start_tls};
 
@@ -136,63 +140,6 @@ impl RecipientOutcome {
             200..=299 => RecipientOutcome::Delivered(reply),
             500.. => RecipientOutcome::PermFailed(reply),
             _ => RecipientOutcome::TempFailed(reply),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("connection failed: {0}")]
-    Connect(#[source] io::Error),
-    #[error("timeout during {0}")]
-    Timeout(&'static str),
-    #[error("server greeting: {0}")]
-    Greeting(Reply),
-    /// The server refused the session after the greeting (EHLO and HELO both refused).
-    #[error("{stage} refused: {reply}")]
-    Rejected { stage: &'static str, reply: Reply },
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The server refused our credentials.
-    #[error("authentication failed: {0}")]
-    Auth(Reply),
-    /// We did not try: no TLS, or no mechanism we speak.
-    #[error("authentication not possible: {0}")]
-    AuthUnavailable(String),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("I/O error: {0}")]
-    Io(#[source] io::Error),
-}
-
-impl ClientError {
-    /// Permanent errors fail the recipients; the rest are retried (maybe on another MX).
-    pub fn is_permanent(&self) -> bool {
-        // A refused AUTH is never permanent: wrong credentials are our own configuration
-        // error, and mail waits for the fix instead of bouncing (as Postfix's
-        // smtp_sasl_auth_soft_bounce).
-        match self {
-            ClientError::Greeting(r) => r.is_permanent(),
-            ClientError::Rejected { reply, .. } => reply.is_permanent(),
-            _ => false,
-        }
-    }
-
-    /// A reply for logs and DSNs: the remote reply when there is one, else a synthetic one.
-    pub fn as_reply(&self) -> Reply {
-        match self {
-            ClientError::Greeting(r) | ClientError::Auth(r) => r.clone(),
-            ClientError::Rejected { reply, .. } => reply.clone(),
-            ClientError::Connect(e) => Reply::new(451, "4.4.1", format!("connection failed: {e}")),
-            ClientError::Timeout(stage) => {
-                Reply::new(451, "4.4.2", format!("timeout after {stage}"))
-            }
-            ClientError::Tls(e) => Reply::new(451, "4.7.5", format!("TLS failure: {e}")),
-            ClientError::AuthUnavailable(e) => {
-                Reply::new(451, "4.7.0", format!("authentication not possible: {e}"))
-            }
-            ClientError::Protocol(e) => Reply::new(451, "4.5.0", format!("protocol error: {e}")),
-            ClientError::Io(e) => Reply::new(451, "4.4.2", format!("connection lost: {e}")),
         }
     }
 }

@@ -100,16 +100,15 @@ pub fn verify_chain(
     names: &[String],
     now: UnixTime,
     algorithms: &WebPkiSupportedAlgorithms,
-) -> Result<DaneMatch, String> {
+) -> Result<DaneMatch, VerifyError> {
     let usable: Vec<&Tlsa> = records.iter().filter(|r| r.is_usable()).collect();
     if usable.is_empty() {
-        return Err("no usable TLSA records".into());
+        return Err(VerifyError::NoUsableRecords);
     }
     if usable.iter().any(|r| r.usage == 3 && r.matches(end_entity)) {
         return Ok(DaneMatch::EndEntity);
     }
-    let ee = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|e| format!("unparsable server certificate: {e:?}"))?;
+    let ee = webpki::EndEntityCert::try_from(end_entity).map_err(VerifyError::ServerCertificate)?;
     // The topmost certificate the server sent: an anchor made of a bare key is named
     // after its issuer, which is where path building looks for the next certificate.
     let top_intermediate = intermediates
@@ -120,7 +119,7 @@ pub fn verify_chain(
     } else {
         top_intermediate.as_ref()
     };
-    let mut last = "certificate matches no TLSA record".to_string();
+    let mut last = VerifyError::NoMatch;
     for record in usable.iter().filter(|r| r.usage == 2) {
         let record_cert = CertificateDer::from(record.data.as_slice());
         let mut anchors: Vec<TrustAnchor<'_>> = Vec::new();
@@ -128,7 +127,7 @@ pub fn verify_chain(
         for ta in intermediates.iter().filter(|c| record.matches(c)) {
             match webpki::anchor_from_trusted_cert(ta) {
                 Ok(a) => anchors.push(a),
-                Err(e) => last = format!("unusable trust anchor certificate: {e:?}"),
+                Err(e) => last = VerifyError::AnchorCertificate(e),
             }
         }
         // RFC 7671 §5.2.2: when it does not, a record holding the full certificate or
@@ -154,7 +153,7 @@ pub fn verify_chain(
                 None,
             );
             if let Err(e) = chain {
-                last = format!("chain to the TLSA trust anchor does not verify: {e:?}");
+                last = VerifyError::Chain(e);
                 continue;
             }
             let named = names.iter().any(|n| {
@@ -164,10 +163,9 @@ pub fn verify_chain(
             if named {
                 return Ok(DaneMatch::TrustAnchor);
             }
-            last = format!(
-                "certificate issued by the TLSA trust anchor is not valid for {}",
-                names.join(" or ")
-            );
+            last = VerifyError::Name {
+                names: names.to_vec(),
+            };
         }
     }
     Err(last)
@@ -181,20 +179,24 @@ fn record_anchor<'a>(
     record: &'a Tlsa,
     record_cert: &'a CertificateDer<'a>,
     top: Option<&'a webpki::EndEntityCert<'a>>,
-) -> Result<TrustAnchor<'a>, String> {
+) -> Result<TrustAnchor<'a>, VerifyError> {
     let shown = format!("{} {} {}", record.usage, record.selector, record.matching);
     if record.matching != 0 {
-        return Err(format!(
-            "TLSA {shown} is a digest of a trust anchor the server did not send; \
-             it can only match a certificate in the presented chain"
-        ));
+        return Err(VerifyError::DigestOnly { record: shown });
     }
     match record.selector {
-        0 => webpki::anchor_from_trusted_cert(record_cert)
-            .map_err(|e| format!("TLSA {shown} does not hold a usable certificate: {e:?}")),
+        0 => webpki::anchor_from_trusted_cert(record_cert).map_err(|source| {
+            VerifyError::RecordCertificate {
+                record: shown,
+                source,
+            }
+        }),
         1 => {
             use x509_parser::prelude::FromDer;
-            let bad = |why: String| format!("TLSA {shown} does not hold a public key: {why}");
+            let bad = |reason: String| VerifyError::RecordKey {
+                record: shown.clone(),
+                reason,
+            };
             let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&record.data)
                 .map_err(|e| bad(e.to_string()))?;
             if !rest.is_empty() {
@@ -204,15 +206,72 @@ fn record_anchor<'a>(
             // outer SEQUENCE header (as `anchor_from_trusted_cert` fills them in).
             let (_, outer) =
                 x509_parser::asn1_rs::Any::from_der(spki.raw).map_err(|e| bad(e.to_string()))?;
-            let top = top.ok_or("unparsable certificate at the top of the server's chain")?;
+            let top = top.ok_or(VerifyError::TopCertificate)?;
             Ok(TrustAnchor {
                 subject: Der::from_slice(top.issuer()),
                 subject_public_key_info: Der::from_slice(outer.data),
                 name_constraints: None,
             })
         }
-        _ => Err(format!("TLSA {shown}: unknown selector")),
+        _ => Err(VerifyError::UnknownSelector { record: shown }),
     }
+}
+
+/// Why a presented certificate chain does not satisfy the TLSA records. A DANE-TA check
+/// tries every usable record and reports what went wrong with the last one tried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no usable TLSA records")]
+    NoUsableRecords,
+    #[error("unparsable server certificate: {0:?}")]
+    ServerCertificate(#[source] webpki::Error),
+    #[error("certificate matches no TLSA record")]
+    NoMatch,
+    /// A certificate of the chain matched a DANE-TA record but cannot be an anchor.
+    #[error("unusable trust anchor certificate: {0:?}")]
+    AnchorCertificate(#[source] webpki::Error),
+    /// A DANE-TA record (`record` is `usage selector matching`) holds only a digest, and
+    /// the server did not send the certificate it is a digest of.
+    #[error(
+        "TLSA {record} is a digest of a trust anchor the server did not send; \
+         it can only match a certificate in the presented chain"
+    )]
+    DigestOnly { record: String },
+    #[error("TLSA {record} does not hold a usable certificate: {source:?}")]
+    RecordCertificate {
+        record: String,
+        #[source]
+        source: webpki::Error,
+    },
+    /// The record's data is not a DER SubjectPublicKeyInfo.
+    #[error("TLSA {record} does not hold a public key: {reason}")]
+    RecordKey { record: String, reason: String },
+    #[error("unparsable certificate at the top of the server's chain")]
+    TopCertificate,
+    #[error("TLSA {record}: unknown selector")]
+    UnknownSelector { record: String },
+    #[error("chain to the TLSA trust anchor does not verify: {0:?}")]
+    Chain(#[source] webpki::Error),
+    /// The chain leads to the anchor, but the certificate names none of `names`.
+    #[error(
+        "certificate issued by the TLSA trust anchor is not valid for {}",
+        names.join(" or ")
+    )]
+    Name { names: Vec<String> },
+}
+
+/// Why the DNSSEC-validating resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DaneSetupError {
+    #[error("DNSSEC resolver: {0}")]
+    Resolver(#[source] NetError),
+    /// The configured trust anchor file cannot be read or parsed.
+    #[error("trust anchor {}: {source}", path.display())]
+    TrustAnchor {
+        path: std::path::PathBuf,
+        #[source]
+        source: hickory_resolver::proto::serialize::txt::ParseError,
+    },
 }
 
 /// A rustls verifier that accepts exactly what the TLSA records allow.
@@ -330,18 +389,19 @@ impl Dane {
         nameservers: &[SocketAddr],
         timeout: Duration,
         anchor_file: Option<&Path>,
-    ) -> Result<Dane, String> {
-        let mut builder = crate::mx::resolver_builder(nameservers, timeout)
-            .map_err(|e| format!("DNSSEC resolver: {e}"))?;
+    ) -> Result<Dane, DaneSetupError> {
+        let mut builder =
+            crate::mx::resolver_builder(nameservers, timeout).map_err(DaneSetupError::Resolver)?;
         builder.options_mut().validate = true;
         if let Some(path) = anchor_file {
-            let anchors = TrustAnchors::from_file(path)
-                .map_err(|e| format!("trust anchor {}: {e}", path.display()))?;
+            let anchors =
+                TrustAnchors::from_file(path).map_err(|source| DaneSetupError::TrustAnchor {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             builder = builder.with_trust_anchor(Arc::new(anchors));
         }
-        let resolver = builder
-            .build()
-            .map_err(|e| format!("DNSSEC resolver: {e}"))?;
+        let resolver = builder.build().map_err(DaneSetupError::Resolver)?;
         Ok(Dane {
             resolver,
             custom_anchor: anchor_file.is_some(),
@@ -709,7 +769,11 @@ mod tests {
             now(),
             &algorithms(),
         );
-        assert!(err.expect_err("mismatch").contains("matches no TLSA"));
+        assert!(
+            err.expect_err("mismatch")
+                .to_string()
+                .contains("matches no TLSA")
+        );
         // PKIX-EE (1) is not for SMTP even when it matches; a bad digest length is unusable.
         let pkix = Tlsa {
             usage: 1,
@@ -725,7 +789,7 @@ mod tests {
         };
         assert!(!pkix.is_usable() && !short.is_usable());
         let err = verify_chain(&[pkix, short], &cert, &[], &[], now(), &algorithms());
-        assert!(err.expect_err("unusable").contains("no usable"));
+        assert!(err.expect_err("unusable").to_string().contains("no usable"));
     }
 
     #[test]
@@ -774,7 +838,7 @@ mod tests {
             &algorithms(),
         );
         assert!(
-            err.expect_err("name").contains("not valid for"),
+            err.expect_err("name").to_string().contains("not valid for"),
             "name must be checked"
         );
         // The TA not sent: no match.
@@ -799,7 +863,11 @@ mod tests {
             now(),
             &algorithms(),
         );
-        assert!(err.expect_err("chain").contains("does not verify"));
+        assert!(
+            err.expect_err("chain")
+                .to_string()
+                .contains("does not verify")
+        );
     }
 
     #[test]
@@ -809,6 +877,7 @@ mod tests {
         let (ee, ca) = issued("mx.example");
         let check = |records: &[Tlsa], name: &str| {
             verify_chain(records, &ee, &[], &names(name), now(), &algorithms())
+                .map_err(|e| e.to_string())
         };
         let full_key = Tlsa {
             usage: 2,

@@ -222,7 +222,7 @@ impl Deliverer {
                     tracing::info!(id, domain, reason = %why, "no MTA-STS policy");
                     // A policy announced but not to be had is a failure for TLS-RPT;
                     // the sessions that follow are not counted a second time.
-                    if let Some(kind) = sts_failure_kind(&why) {
+                    if let Some(kind) = sts_failure_kind(&why.to_string()) {
                         self.security.counters.record(
                             now,
                             domain,

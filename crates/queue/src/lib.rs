@@ -3,6 +3,7 @@
 //! checks that decided to accept a message.
 
 pub mod client;
+mod client_error;
 pub mod dane;
 pub mod delivery;
 pub mod dsn;

@@ -2,6 +2,11 @@
 //! pattern matching, the policy cache (in memory, persisted to one JSON file so that a
 //! restart keeps what was learnt) and the HTTPS fetch. Deciding what a policy means for
 //! one delivery is `tls_policy`'s job; this module only finds the policy that applies.
+//!
+//! Errors: [`PolicyError`] (a policy file that does not parse), [`TxtError`] (a TXT record
+//! that does not), [`FetchError`] (the HTTPS fetch), [`PolicyFetchError`] (no usable
+//! policy from a fetch), [`StsError`] (why no policy applies to a domain), and
+//! [`HttpsClientError`] (the HTTPS client cannot be built).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -96,11 +101,49 @@ fn valid_pattern(p: &str) -> bool {
     name.len() <= 253 && name.contains('.') && name.split('.').all(valid_label)
 }
 
+/// Why a policy file is invalid (RFC 8461 §3.2); `line` counts from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("line {line}: no `key: value`")]
+    NoKeyValue { line: usize },
+    #[error("line {line}: invalid field name {key:?}")]
+    FieldName { line: usize, key: String },
+    #[error("line {line}: control character in value")]
+    ControlCharacter { line: usize },
+    #[error("unknown mode {0:?}")]
+    Mode(String),
+    #[error("invalid max_age {0:?}")]
+    MaxAge(String),
+    #[error("invalid mx pattern {0:?}")]
+    MxPattern(String),
+    #[error("unsupported version {0:?}")]
+    Version(String),
+    /// A required field (`version`, `mode`, `max_age`) is missing.
+    #[error("no {0} field")]
+    Missing(&'static str),
+    /// `enforce` or `testing` without a single `mx` line.
+    #[error("mode {0} without mx patterns")]
+    NoMx(&'static str),
+}
+
+/// Why an `_mta-sts` TXT record is invalid (RFC 8461 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxtError {
+    #[error("does not start with v=STSv1")]
+    NotStsV1,
+    #[error("malformed field {0:?}")]
+    Field(String),
+    #[error("invalid id {0:?}")]
+    Id(String),
+    #[error("no id field")]
+    NoId,
+}
+
 /// Parses a policy file (RFC 8461 §3.2). Lines end in LF or CRLF; whitespace at the end of
 /// a line and around the value is tolerated; unknown fields are ignored; for fields other
 /// than `mx` the first occurrence counts. Anything else malformed makes the whole policy
 /// invalid.
-pub fn parse_policy(text: &str) -> Result<Policy, String> {
+pub fn parse_policy(text: &str) -> Result<Policy, PolicyError> {
     let mut version = None;
     let mut mode = None;
     let mut max_age = None;
@@ -114,14 +157,17 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
             continue;
         }
         let Some((key, value)) = line.split_once(':') else {
-            return Err(format!("line {}: no `key: value`", n + 1));
+            return Err(PolicyError::NoKeyValue { line: n + 1 });
         };
         if !valid_key(key) {
-            return Err(format!("line {}: invalid field name {key:?}", n + 1));
+            return Err(PolicyError::FieldName {
+                line: n + 1,
+                key: key.to_string(),
+            });
         }
         let value = value.trim_matches([' ', '\t']);
         if value.bytes().any(|b| b.is_ascii_control()) {
-            return Err(format!("line {}: control character in value", n + 1));
+            return Err(PolicyError::ControlCharacter { line: n + 1 });
         }
         match key {
             "version" if version.is_none() => version = Some(value.to_string()),
@@ -130,7 +176,7 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
                     "enforce" => Mode::Enforce,
                     "testing" => Mode::Testing,
                     "none" => Mode::None,
-                    other => return Err(format!("unknown mode {other:?}")),
+                    other => return Err(PolicyError::Mode(other.to_string())),
                 })
             }
             "max_age" if max_age.is_none() => {
@@ -138,14 +184,16 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
                     || value.len() > 10
                     || !value.bytes().all(|b| b.is_ascii_digit())
                 {
-                    return Err(format!("invalid max_age {value:?}"));
+                    return Err(PolicyError::MaxAge(value.to_string()));
                 }
-                let secs: u64 = value.parse().map_err(|_| "invalid max_age".to_string())?;
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|_| PolicyError::MaxAge(value.to_string()))?;
                 max_age = Some(secs.min(MAX_AGE_LIMIT));
             }
             "mx" => {
                 if !valid_pattern(value) {
-                    return Err(format!("invalid mx pattern {value:?}"));
+                    return Err(PolicyError::MxPattern(value.to_string()));
                 }
                 mx.push(value.trim_end_matches('.').to_ascii_lowercase());
             }
@@ -154,26 +202,26 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
     }
     match version.as_deref() {
         Some("STSv1") => {}
-        Some(v) => return Err(format!("unsupported version {v:?}")),
-        None => return Err("no version field".into()),
+        Some(v) => return Err(PolicyError::Version(v.to_string())),
+        None => return Err(PolicyError::Missing("version")),
     }
-    let mode = mode.ok_or("no mode field")?;
-    let max_age = max_age.ok_or("no max_age field")?;
+    let mode = mode.ok_or(PolicyError::Missing("mode"))?;
+    let max_age = max_age.ok_or(PolicyError::Missing("max_age"))?;
     if mode != Mode::None && mx.is_empty() {
-        return Err(format!("mode {} without mx patterns", mode.as_str()));
+        return Err(PolicyError::NoMx(mode.as_str()));
     }
     Ok(Policy { mode, mx, max_age })
 }
 
 /// Parses the `_mta-sts` TXT record (RFC 8461 §3.1) and returns its `id`. The record
 /// must start with `v=STSv1`; other well-formed fields are ignored.
-pub fn parse_txt(record: &str) -> Result<String, String> {
+pub fn parse_txt(record: &str) -> Result<String, TxtError> {
     let mut fields = record
         .split(';')
         .map(|f| f.trim_matches([' ', '\t']))
         .peekable();
     if fields.next() != Some("v=STSv1") {
-        return Err("does not start with v=STSv1".into());
+        return Err(TxtError::NotStsV1);
     }
     let mut id = None;
     for field in fields {
@@ -181,24 +229,24 @@ pub fn parse_txt(record: &str) -> Result<String, String> {
             continue;
         }
         let Some((key, value)) = field.split_once('=') else {
-            return Err(format!("malformed field {field:?}"));
+            return Err(TxtError::Field(field.to_string()));
         };
         if !valid_key(key)
             || value
                 .bytes()
                 .any(|b| !(0x21..=0x7e).contains(&b) || b == b';')
         {
-            return Err(format!("malformed field {field:?}"));
+            return Err(TxtError::Field(field.to_string()));
         }
         if key == "id" && id.is_none() {
             if !(1..=32).contains(&value.len()) || !value.bytes().all(|b| b.is_ascii_alphanumeric())
             {
-                return Err(format!("invalid id {value:?}"));
+                return Err(TxtError::Id(value.to_string()));
             }
             id = Some(value.to_string());
         }
     }
-    id.ok_or_else(|| "no id field".to_string())
+    id.ok_or(TxtError::NoId)
 }
 
 /// What the TXT lookup said.
@@ -328,7 +376,7 @@ impl StsCache {
 /// Where a policy comes from; the tests of the cache rules use a fake one.
 pub trait PolicySource: Send + Sync {
     fn txt(&self, domain: &str) -> BoxFuture<'_, TxtLookup>;
-    fn fetch(&self, domain: &str) -> BoxFuture<'_, Result<String, String>>;
+    fn fetch(&self, domain: &str) -> BoxFuture<'_, Result<String, FetchError>>;
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -340,6 +388,72 @@ pub struct Found {
     pub id: String,
     /// `cached`, `fetched`, or `cached (fetch failed: ...)`.
     pub how: String,
+}
+
+/// Why no MTA-STS policy applies to a domain ([`MtaSts::policy`]). `tls_policy` reads the
+/// text for TLS-RPT's result type: a policy announced but not to be had starts with
+/// `policy fetch failed: `.
+#[derive(Debug, thiserror::Error)]
+pub enum StsError {
+    /// The domain does not use MTA-STS (no valid record, or several).
+    #[error("no _mta-sts TXT record")]
+    NoRecord,
+    /// The TXT lookup failed and nothing is cached.
+    #[error("TXT lookup failed: {0}")]
+    TxtLookup(String),
+    /// A policy is announced, none is cached, and the fetch gave none.
+    #[error("policy fetch failed: {0}")]
+    Fetch(#[source] PolicyFetchError),
+}
+
+/// Why a fetch gave no usable policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFetchError {
+    /// The previous fetch for the domain failed moments ago; it is not tried again yet.
+    #[error("fetch failed moments ago")]
+    HeldOff,
+    #[error(transparent)]
+    Fetch(FetchError),
+    #[error("invalid policy: {0}")]
+    Invalid(#[source] PolicyError),
+}
+
+/// Why the policy file could not be fetched over HTTPS; `url` is the policy's address.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No connection, a certificate that does not verify, a timeout, a broken transfer.
+    #[error("{url}: {}", error_chain(source))]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// RFC 8461 §3.3: only 200 counts (redirects are not followed).
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{url}: Content-Type {content_type:?}, not text/plain")]
+    ContentType { url: String, content_type: String },
+    #[error("{url}: policy larger than {MAX_POLICY_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("{url}: policy is not UTF-8")]
+    NotUtf8 { url: String },
+}
+
+/// The gateway's HTTPS client could not be built (its TLS configuration, say).
+#[derive(Debug, thiserror::Error)]
+#[error("HTTPS client: {0}")]
+pub struct HttpsClientError(#[source] pub reqwest::Error);
+
+/// A host name reqwest asked us to resolve did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("{host}: {source}")]
+struct ResolveError {
+    host: String,
+    #[source]
+    source: crate::mx::MxError,
 }
 
 /// The MTA-STS part of delivery: cache plus source, one fetch per domain at a time.
@@ -363,7 +477,7 @@ impl MtaSts {
     }
 
     /// The policy for `domain`, or why there is none.
-    pub async fn policy(&self, domain: &str, now: i64) -> Result<Found, String> {
+    pub async fn policy(&self, domain: &str, now: i64) -> Result<Found, StsError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let txt = self.source.txt(&domain).await;
         let lock = {
@@ -388,8 +502,8 @@ impl MtaSts {
                 })
             }
             Step::NoPolicy => Err(match txt {
-                TxtLookup::Failed(e) => format!("TXT lookup failed: {e}"),
-                _ => "no _mta-sts TXT record".to_string(),
+                TxtLookup::Failed(e) => StsError::TxtLookup(e),
+                _ => StsError::NoRecord,
             }),
             Step::Fetch(id) => {
                 let fresh = cached.filter(|c| c.is_fresh(now));
@@ -400,11 +514,11 @@ impl MtaSts {
                     .get(&domain)
                     .is_some_and(|at| now - at < FETCH_FAILURE_HOLDOFF);
                 let result = if recent_failure {
-                    Err("fetch failed moments ago".to_string())
+                    Err(PolicyFetchError::HeldOff)
                 } else {
                     match self.source.fetch(&domain).await {
-                        Ok(body) => parse_policy(&body).map_err(|e| format!("invalid policy: {e}")),
-                        Err(e) => Err(e),
+                        Ok(body) => parse_policy(&body).map_err(PolicyFetchError::Invalid),
+                        Err(e) => Err(PolicyFetchError::Fetch(e)),
                     }
                 };
                 match result {
@@ -439,7 +553,7 @@ impl MtaSts {
                                 id: c.id,
                                 how: format!("cached (fetch failed: {e})"),
                             }),
-                            None => Err(format!("policy fetch failed: {e}")),
+                            None => Err(StsError::Fetch(e)),
                         }
                     }
                 }
@@ -483,8 +597,8 @@ impl MtaSts {
             };
             let _guard = lock.lock().await;
             let result = match self.source.fetch(&domain).await {
-                Ok(body) => parse_policy(&body).map_err(|e| format!("invalid policy: {e}")),
-                Err(e) => Err(e),
+                Ok(body) => parse_policy(&body).map_err(PolicyFetchError::Invalid),
+                Err(e) => Err(PolicyFetchError::Fetch(e)),
             };
             match result {
                 Ok(policy) => {
@@ -549,7 +663,7 @@ impl HttpsSource {
         tls: rustls::ClientConfig,
         port: u16,
         timeout: Duration,
-    ) -> Result<HttpsSource, String> {
+    ) -> Result<HttpsSource, HttpsClientError> {
         // RFC 8461 §3.3: redirects must not be followed (https_client follows none).
         let client = https_client(resolver.clone(), tls, timeout)?;
         Ok(HttpsSource {
@@ -559,7 +673,7 @@ impl HttpsSource {
         })
     }
 
-    async fn get(&self, domain: &str) -> Result<String, String> {
+    async fn get(&self, domain: &str) -> Result<String, FetchError> {
         let url = if self.port == 443 {
             format!("https://mta-sts.{domain}/.well-known/mta-sts.txt")
         } else {
@@ -568,14 +682,20 @@ impl HttpsSource {
                 self.port
             )
         };
-        let mut response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        let mut response =
+            self.client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| FetchError::Request {
+                    url: url.clone(),
+                    source,
+                })?;
         if response.status() != reqwest::StatusCode::OK {
-            return Err(format!("{url}: HTTP status {}", response.status()));
+            return Err(FetchError::Status {
+                url,
+                status: response.status(),
+            });
         }
         let content_type = response
             .headers()
@@ -584,32 +704,32 @@ impl HttpsSource {
             .unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("text/plain") {
-            return Err(format!(
-                "{url}: Content-Type {content_type:?}, not text/plain"
-            ));
+            return Err(FetchError::ContentType {
+                url,
+                content_type: content_type.to_string(),
+            });
         }
         if response
             .content_length()
             .is_some_and(|n| n > MAX_POLICY_BYTES as u64)
         {
-            return Err(format!(
-                "{url}: policy larger than {MAX_POLICY_BYTES} bytes"
-            ));
+            return Err(FetchError::TooLarge { url });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?
+            .map_err(|source| FetchError::Request {
+                url: url.clone(),
+                source,
+            })?
         {
             if body.len() + chunk.len() > MAX_POLICY_BYTES {
-                return Err(format!(
-                    "{url}: policy larger than {MAX_POLICY_BYTES} bytes"
-                ));
+                return Err(FetchError::TooLarge { url });
             }
             body.extend_from_slice(&chunk);
         }
-        String::from_utf8(body).map_err(|_| format!("{url}: policy is not UTF-8"))
+        String::from_utf8(body).map_err(|_| FetchError::NotUtf8 { url })
     }
 }
 
@@ -620,7 +740,7 @@ pub fn https_client(
     resolver: TokioResolver,
     tls: rustls::ClientConfig,
     timeout: Duration,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, HttpsClientError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .dns_resolver(Arc::new(ResolveWith(resolver)))
@@ -631,7 +751,7 @@ pub fn https_client(
         .timeout(timeout)
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("HTTPS client: {e}"))
+        .map_err(HttpsClientError)
 }
 
 /// An error and its causes on one line (reqwest's own message is terse).
@@ -670,7 +790,7 @@ impl PolicySource for HttpsSource {
         })
     }
 
-    fn fetch(&self, domain: &str) -> BoxFuture<'_, Result<String, String>> {
+    fn fetch(&self, domain: &str) -> BoxFuture<'_, Result<String, FetchError>> {
         let domain = domain.to_string();
         Box::pin(async move { self.get(&domain).await })
     }
@@ -684,9 +804,10 @@ impl reqwest::dns::Resolve for ResolveWith {
         let resolver = self.0.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs = crate::mx::resolve_addrs(&resolver, &host).await.map_err(
-                |e| -> Box<dyn std::error::Error + Send + Sync> { format!("{host}: {e}").into() },
-            )?;
+            // reqwest takes any boxed error here.
+            let addrs = crate::mx::resolve_addrs(&resolver, &host)
+                .await
+                .map_err(|source| Box::new(ResolveError { host, source }))?;
             let addrs: reqwest::dns::Addrs =
                 Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
@@ -820,7 +941,8 @@ mod tests {
 
     struct Fake {
         txt: Mutex<TxtLookup>,
-        body: Mutex<Result<String, String>>,
+        /// The policy file, or the HTTP status of a failed fetch.
+        body: Mutex<Result<String, reqwest::StatusCode>>,
         fetches: Mutex<u32>,
     }
 
@@ -829,10 +951,15 @@ mod tests {
             let t = self.txt.lock().unwrap().clone();
             Box::pin(async move { t })
         }
-        fn fetch(&self, _: &str) -> BoxFuture<'_, Result<String, String>> {
+        fn fetch(&self, _: &str) -> BoxFuture<'_, Result<String, FetchError>> {
             *self.fetches.lock().unwrap() += 1;
             let b = self.body.lock().unwrap().clone();
-            Box::pin(async move { b })
+            Box::pin(async move {
+                b.map_err(|status| FetchError::Status {
+                    url: "https://mta-sts.example.com/.well-known/mta-sts.txt".into(),
+                    status,
+                })
+            })
         }
     }
 
@@ -864,7 +991,7 @@ mod tests {
 
         // A new id with a failing fetch keeps the cached policy.
         *fake.txt.lock().unwrap() = TxtLookup::Found("two".into());
-        *fake.body.lock().unwrap() = Err("connection refused".into());
+        *fake.body.lock().unwrap() = Err(reqwest::StatusCode::NOT_FOUND);
         let fallback = sts
             .policy("example.com", 1003)
             .await
@@ -889,7 +1016,7 @@ mod tests {
         *fake.txt.lock().unwrap() = TxtLookup::Found("three".into());
         assert_eq!(sts.refresh(later + 1).await.fetched, 1);
         assert_eq!(sts.cache.get("example.com").unwrap().id, "three");
-        *fake.body.lock().unwrap() = Err("timeout".into());
+        *fake.body.lock().unwrap() = Err(reqwest::StatusCode::SERVICE_UNAVAILABLE);
         *fake.txt.lock().unwrap() = TxtLookup::Found("four".into());
         assert_eq!(sts.refresh(later + 2).await.failed, 1);
         assert_eq!(sts.cache.get("example.com").unwrap().id, "three");
@@ -901,7 +1028,8 @@ mod tests {
         *fake.txt.lock().unwrap() = TxtLookup::Found("one".into());
         *fake.body.lock().unwrap() = Ok("version: STSv1\n".into());
         let none = sts.policy("other.example", 1004).await;
-        assert!(none.expect_err("no policy").contains("invalid policy"));
+        let why = none.expect_err("no policy").to_string();
+        assert!(why.contains("invalid policy"), "{why}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,10 @@
 //! verification policy, built once per process and shared), the stream that is plain TCP
 //! before STARTTLS and TLS after it, and reading whole replies off it. It does not speak
 //! SMTP commands or decide when to use TLS; `client` does.
+//!
+//! `client` uses this module, never the other way round: failures are reported as
+//! [`ClientError`], which lives in `client_error` so that this module need not know
+//! `client` (see `client_error` for the arrows).
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 
-use crate::client::ClientError;
+use crate::client_error::ClientError;
 
 /// A reply longer than this is a broken or hostile server, not a long EHLO list.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -73,13 +77,18 @@ impl TlsConfigs {
     /// Reads the certificates of a PEM file (extra CAs to trust).
     pub fn read_pem_certificates(
         path: &std::path::Path,
-    ) -> Result<Vec<CertificateDer<'static>>, String> {
+    ) -> Result<Vec<CertificateDer<'static>>, PemError> {
         use rustls_pki_types::pem::PemObject;
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| PemError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if certs.is_empty() {
-            return Err(format!("{}: no certificates", path.display()));
+            return Err(PemError::NoCertificates {
+                path: path.to_path_buf(),
+            });
         }
         Ok(certs)
     }
@@ -95,6 +104,20 @@ impl TlsConfigs {
     pub fn provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
         self.provider.clone()
     }
+}
+
+/// Why a PEM file of extra CAs gave no certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// The file cannot be read, or holds something that is not PEM.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: no certificates", path.display())]
+    NoCertificates { path: std::path::PathBuf },
 }
 
 /// Accepts any certificate chain but still checks the handshake signatures, so that the

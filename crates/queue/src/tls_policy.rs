@@ -182,6 +182,15 @@ pub fn decide(host: &str, origin: Origin<'_>, dane: &DaneStatus) -> Decision {
     }
 }
 
+/// Why MTA-STS or DANE, turned on in the settings, could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("MTA-STS: {0}")]
+    MtaSts(#[source] crate::mta_sts::HttpsClientError),
+    #[error("DANE: {0}")]
+    Dane(#[source] crate::dane::DaneSetupError),
+}
+
 /// RFC 8460 result types we count.
 pub fn failure_kind(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
@@ -459,14 +468,15 @@ impl TransportSecurity {
         settings: &SecuritySettings,
         resolver: &TokioResolver,
         tls: &TlsConfigs,
-    ) -> Result<TransportSecurity, String> {
+    ) -> Result<TransportSecurity, SecurityError> {
         let mta_sts = if settings.mta_sts {
             let source = HttpsSource::new(
                 resolver.clone(),
                 (*tls.verified()).clone(),
                 settings.mta_sts_port,
                 settings.mta_sts_timeout,
-            )?;
+            )
+            .map_err(SecurityError::MtaSts)?;
             Some(std::sync::Arc::new(MtaSts::new(
                 StsCache::open(settings.mta_sts_cache.clone()),
                 Box::new(source),
@@ -475,11 +485,14 @@ impl TransportSecurity {
             None
         };
         let dane = if settings.dane {
-            Some(Dane::new(
-                &settings.nameservers,
-                settings.dns_timeout,
-                settings.trust_anchor.as_deref(),
-            )?)
+            Some(
+                Dane::new(
+                    &settings.nameservers,
+                    settings.dns_timeout,
+                    settings.trust_anchor.as_deref(),
+                )
+                .map_err(SecurityError::Dane)?,
+            )
         } else {
             None
         };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::mta_sts::error_chain;
+use crate::mta_sts::{HttpsClientError, error_chain};
 use crate::mx::TokioResolver;
 
 /// The media type of a gzipped report (RFC 8460 §6.4).
@@ -57,13 +57,13 @@ impl ReportPoster {
         resolver: TokioResolver,
         tls: rustls::ClientConfig,
         timeout: Duration,
-    ) -> Result<ReportPoster, String> {
+    ) -> Result<ReportPoster, HttpsClientError> {
         let client = crate::mta_sts::https_client(resolver, tls, timeout)?;
         Ok(ReportPoster { client })
     }
 
     /// POSTs `gzipped` to `url`; the HTTP status on success (2xx).
-    pub async fn post(&self, url: &str, gzipped: Vec<u8>) -> Result<u16, String> {
+    pub async fn post(&self, url: &str, gzipped: Vec<u8>) -> Result<u16, PostError> {
         let response = self
             .client
             .post(url)
@@ -71,14 +71,38 @@ impl ReportPoster {
             .body(gzipped)
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            .map_err(|source| PostError::Request {
+                url: url.to_string(),
+                source,
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            Err(format!("{url}: HTTP status {status}"))
+            Err(PostError::Status {
+                url: url.to_string(),
+                status,
+            })
         }
     }
+}
+
+/// Why a report could not be posted; `url` is the reporting address.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// No connection, a certificate that does not verify, a timeout, a broken transfer.
+    #[error("{url}: {}", error_chain(source))]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The receiver answered, but not with 2xx.
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ async fn download(config: &Config, url: &str) -> Result<String> {
         (*tls.verified()).clone(),
         Duration::from_secs(60),
     )
-    .map_err(|e| anyhow!(e))?;
+    .map_err(|e| anyhow!("{e}"))?;
     let error =
         |e: &dyn std::error::Error| anyhow!("{url}: {}", portcullis_queue::mta_sts::error_chain(e));
     let mut response = client.get(url).send().await.map_err(|e| error(&e))?;
@@ -159,7 +159,7 @@ pub fn reload() -> std::io::Result<String> {
     }
 }
 
-fn log_reload(result: &Result<Option<usize>, String>) {
+fn log_reload(result: &Result<Option<usize>, suffix::LoadError>) {
     match result {
         Ok(Some(rules)) => tracing::info!(rules, "public suffix list reloaded"),
         Ok(None) => tracing::info!("public suffix list file gone; the built-in list is used"),
