@@ -85,7 +85,8 @@ pub fn check_content(r: &ContentRow) -> Result<()> {
             "expected one of subject, body, headers, any",
         )
     })?;
-    lexical::validate(&e).map_err(|why| OpsError::invalid("content pattern", &r.pattern, why))
+    lexical::validate(&e)
+        .map_err(|why| OpsError::invalid("content pattern", &r.pattern, why.to_string()))
 }
 
 impl Ops {
