@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// TLS modes a route may ask for, from weakest to strictest.
@@ -123,18 +124,18 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        sqlx::query("INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        on_conn!(&mut tx, c => sqlx::query("INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(&name)
-            .execute(&mut *tx)
-            .await
+            .execute(c)
+            .await.map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
-        sqlx::query("DELETE FROM domain_routes WHERE domain = $1")
+        on_conn!(&mut tx, c => sqlx::query("DELETE FROM domain_routes WHERE domain = $1")
             .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
+            .execute(c)
+            .await.map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
         for (seq, route) in routes.iter().enumerate() {
-            sqlx::query(
+            on_conn!(&mut tx, c => sqlx::query(
                 "INSERT INTO domain_routes \
                  (domain, seq, host, port, priority, tls, auth_user, auth_password) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -147,8 +148,8 @@ impl Store {
             .bind(&route.tls)
             .bind(route.auth_user.as_deref())
             .bind(route.auth_password.as_deref())
-            .execute(&mut *tx)
-            .await
+            .execute(c)
+            .await.map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
         }
         tx.commit().await.map_err(StoreError::query(&context))?;
@@ -160,27 +161,29 @@ impl Store {
         let name = normalize_domain(name);
         let context = format!("removing domain {name}");
         // Routes go with the domain through ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM domains WHERE name = $1")
+        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM domains WHERE name = $1")
             .bind(&name)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
-        Ok(done.rows_affected() > 0)
+            .execute(p)
+            .await.map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        Ok(done > 0)
     }
 
     /// All domains sorted by name, each with its routes sorted by priority.
     pub async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
         let context = "listing domains";
-        let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM domains")
-            .fetch_all(&self.pool)
-            .await
+        let names: Vec<(String,)> =
+            on_pool!(&self.pool, p => sqlx::query_as("SELECT name FROM domains")
+            .fetch_all(p)
+            .await)
             .map_err(StoreError::query(context))?;
-        let rows: Vec<RouteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<RouteRow> =
+            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ROUTE_COLUMNS} FROM domain_routes ORDER BY priority, seq"
         )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query(context))?;
+        .fetch_all(p)
+        .await)
+            .map_err(StoreError::query(context))?;
 
         // Grouped and ordered in Rust so the result does not depend on the engine's text collation.
         let mut domains: BTreeMap<String, Vec<Route>> = names
@@ -204,21 +207,23 @@ impl Store {
     pub async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         let name = normalize_domain(name);
         let context = format!("reading domain {name}");
-        let found: Option<(String,)> = sqlx::query_as("SELECT name FROM domains WHERE name = $1")
+        let found: Option<(String,)> =
+            on_pool!(&self.pool, p => sqlx::query_as("SELECT name FROM domains WHERE name = $1")
             .bind(&name)
-            .fetch_optional(&self.pool)
-            .await
+            .fetch_optional(p)
+            .await)
             .map_err(StoreError::query(&context))?;
         if found.is_none() {
             return Ok(None);
         }
-        let rows: Vec<RouteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<RouteRow> =
+            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ROUTE_COLUMNS} FROM domain_routes WHERE domain = $1 ORDER BY priority, seq"
         )))
         .bind(&name)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query(&context))?;
+        .fetch_all(p)
+        .await)
+            .map_err(StoreError::query(&context))?;
         let routes = rows
             .into_iter()
             .map(|row| route_from_row(&context, row).map(|(_, route)| route))
