@@ -15,8 +15,8 @@ pub const DKIM_ALGORITHMS: [&str; 2] = ["rsa-sha256", "ed25519-sha256"];
 /// States of a key, in the order a key goes through them.
 pub const DKIM_STATES: [&str; 4] = ["pending", "active", "retiring", "retired"];
 
-/// One DKIM key as stored.
-#[derive(Clone, PartialEq, Eq)]
+/// One DKIM key as stored; read as the columns of `select_keys!`.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DkimKey {
     /// The signing domain (`d=`), lower case, without a trailing dot.
     pub domain: String,
@@ -51,7 +51,7 @@ impl fmt::Debug for DkimKey {
     }
 }
 
-/// A query over every column of `dkim_keys`, in the order of [`KeyRow`]; a macro so that the
+/// A query over every column of `dkim_keys`, the fields of [`DkimKey`]; a macro so that the
 /// SQL stays a static string.
 macro_rules! select_keys {
     ($rest:literal) => {
@@ -61,31 +61,6 @@ macro_rules! select_keys {
             $rest
         )
     };
-}
-
-type KeyRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    Option<i64>,
-);
-
-fn from_row(row: KeyRow) -> DkimKey {
-    let (domain, selector, algorithm, private_key, public_key, created_at, state, retired_at) = row;
-    DkimKey {
-        domain,
-        selector,
-        algorithm,
-        private_key,
-        public_key,
-        created_at,
-        state,
-        retired_at,
-    }
 }
 
 /// Selectors compare case-insensitively in DNS; one spelling is kept.
@@ -237,7 +212,7 @@ impl Store {
 
     /// Every key, or those of one domain, ordered by domain, creation and selector.
     pub async fn list_dkim_keys(&self, domain: Option<&str>) -> Result<Vec<DkimKey>, StoreError> {
-        let rows: Vec<KeyRow> = match domain {
+        let rows: Vec<DkimKey> = match domain {
             Some(d) => {
                 on_pool!(&self.pool, p => sqlx::query_as(select_keys!(
                     "WHERE domain = $1 \
@@ -254,12 +229,12 @@ impl Store {
             }
         }
         .map_err(StoreError::query("listing DKIM keys"))?;
-        Ok(rows.into_iter().map(from_row).collect())
+        Ok(rows)
     }
 
     /// The keys that sign: of one domain, or (None) of every domain.
     pub async fn active_dkim_keys(&self, domain: Option<&str>) -> Result<Vec<DkimKey>, StoreError> {
-        let rows: Vec<KeyRow> = match domain {
+        let rows: Vec<DkimKey> = match domain {
             Some(d) => {
                 on_pool!(&self.pool, p => sqlx::query_as(select_keys!(
                     "WHERE state = 'active' AND domain = $1 \
@@ -279,7 +254,7 @@ impl Store {
             }
         }
         .map_err(StoreError::query("listing active DKIM keys"))?;
-        Ok(rows.into_iter().map(from_row).collect())
+        Ok(rows)
     }
 
     /// Sets the state of one key; whether it exists. `retired_at` is set (once) when the key

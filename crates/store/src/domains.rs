@@ -31,16 +31,18 @@ pub struct Domain {
     pub routes: Vec<Route>,
 }
 
-/// Row shape of `domain_routes` as read back: (domain, host, port, priority, tls, auth_user, auth_password).
-type RouteRow = (
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-);
+/// A row of `domain_routes` as read back (`ROUTE_COLUMNS`); port and priority are checked on
+/// the way to a [`Route`].
+#[derive(sqlx::FromRow)]
+struct RouteRow {
+    domain: String,
+    host: String,
+    port: i64,
+    priority: i64,
+    tls: String,
+    auth_user: Option<String>,
+    auth_password: Option<String>,
+}
 
 const ROUTE_COLUMNS: &str = "domain, host, port, priority, tls, auth_user, auth_password";
 
@@ -90,7 +92,15 @@ fn validate_route(context: &str, route: &Route) -> Result<(), StoreError> {
 }
 
 fn route_from_row(context: &str, row: RouteRow) -> Result<(String, Route), StoreError> {
-    let (domain, host, port, priority, tls, auth_user, auth_password) = row;
+    let RouteRow {
+        domain,
+        host,
+        port,
+        priority,
+        tls,
+        auth_user,
+        auth_password,
+    } = row;
     let port = u16::try_from(port)
         .map_err(|_| StoreError::corrupt(context, format!("route port {port} out of range")))?;
     let priority = u32::try_from(priority).map_err(|_| {

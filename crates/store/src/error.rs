@@ -11,18 +11,18 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
 
     /// The PostgreSQL server could not be reached or refused us (wrong password, no such
-    /// database). Names the server, database and user, never the password.
+    /// database). Names the server, database and user, never the password. The message ends
+    /// with the reason, so `cause` is not also chained as a source (it would print twice).
     #[error(
         "cannot connect to PostgreSQL at {server} (database {database}, user {user}): {}",
-        connect_reason(source)
+        connect_reason(cause)
     )]
     Connect {
         /// `host:port`, or the socket directory.
         server: String,
         database: String,
         user: String,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
 
     /// The directory that should hold the SQLite file could not be made.
@@ -83,7 +83,7 @@ impl StoreError {
                 .unwrap_or(options.get_username())
                 .to_string(),
             user: options.get_username().to_string(),
-            source,
+            cause: source,
         }
     }
 

@@ -29,7 +29,7 @@ pub struct GreylistEntry {
 }
 
 /// A client network's record of passes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct GreylistClient {
     pub network: String,
     pub passes: i64,
@@ -53,7 +53,18 @@ pub struct GreylistCounts {
     pub clients: i64,
 }
 
-type EntryRow = (String, String, String, i64, i64, i64, i64, i64);
+/// A row of `greylist`: `passed` is stored as 0 or 1.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    network: String,
+    sender: String,
+    recipient: String,
+    first_seen: i64,
+    last_seen: i64,
+    passed: i64,
+    deferred: i64,
+    passes: i64,
+}
 
 impl Store {
     /// The triplet, if it is known.
@@ -74,20 +85,16 @@ impl Store {
         .fetch_optional(p)
         .await)
         .map_err(StoreError::query(&context))?;
-        Ok(row.map(
-            |(network, sender, recipient, first_seen, last_seen, passed, deferred, passes)| {
-                GreylistEntry {
-                    network,
-                    sender,
-                    recipient,
-                    first_seen,
-                    last_seen,
-                    passed: passed != 0,
-                    deferred,
-                    passes,
-                }
-            },
-        ))
+        Ok(row.map(|r| GreylistEntry {
+            network: r.network,
+            sender: r.sender,
+            recipient: r.recipient,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            passed: r.passed != 0,
+            deferred: r.deferred,
+            passes: r.passes,
+        }))
     }
 
     /// Writes the triplet, replacing what was stored under the same key.
@@ -127,21 +134,13 @@ impl Store {
         network: &str,
     ) -> Result<Option<GreylistClient>, StoreError> {
         let context = format!("reading greylist client {network}");
-        let row: Option<(String, i64, i64, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
+        on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT network, passes, counted_at, last_seen FROM greylist_clients WHERE network = $1",
         )
         .bind(network)
         .fetch_optional(p)
         .await)
-        .map_err(StoreError::query(&context))?;
-        Ok(
-            row.map(|(network, passes, counted_at, last_seen)| GreylistClient {
-                network,
-                passes,
-                counted_at,
-                last_seen,
-            }),
-        )
+        .map_err(StoreError::query(&context))
     }
 
     /// Records that a triplet of `network` passed at `now`. The count grows by one only when

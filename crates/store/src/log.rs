@@ -38,8 +38,8 @@ const RECIPIENT_FETCH_CHUNK: usize = 500;
 /// depends on PostgreSQL's `standard_conforming_strings`.
 const LIKE_ESCAPE: char = '!';
 
-/// One message as seen by the gateway.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One message as seen by the gateway; read as `MESSAGE_COLUMNS`, its recipients apart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
 pub struct MessageRecord {
     /// The gateway's own queue id.
     pub id: String,
@@ -69,11 +69,12 @@ pub struct MessageRecord {
     #[serde(default)]
     pub findings: Option<String>,
     /// In RCPT order.
+    #[sqlx(skip)]
     pub recipients: Vec<RecipientRecord>,
 }
 
 /// One envelope recipient of a message and where its delivery stands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
 pub struct RecipientRecord {
     pub address: String,
     /// One of [`RECIPIENT_STATUSES`].
@@ -112,92 +113,20 @@ impl Default for LogQuery {
     }
 }
 
-/// Row shape of `messages`, in `MESSAGE_COLUMNS` order.
-type MessageRow = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-    Option<String>,
-);
-
 const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
                                m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
                                m.score, m.findings";
 
-/// Row shape of `message_recipients`, in `RECIPIENT_COLUMNS` order.
-type RecipientRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+/// A row of `message_recipients` (`RECIPIENT_COLUMNS`): the recipient and its message.
+#[derive(sqlx::FromRow)]
+struct RecipientRow {
+    message: String,
+    #[sqlx(flatten)]
+    record: RecipientRecord,
+}
 
 const RECIPIENT_COLUMNS: &str =
     "message, address, status, reply, remote_host, updated_at, attempts";
-
-fn message_from_row(row: MessageRow) -> MessageRecord {
-    let (
-        id,
-        received_at,
-        client_ip,
-        helo,
-        direction,
-        sender,
-        size,
-        auth_user,
-        message_id,
-        subject,
-        verdict,
-        rule,
-        score,
-        findings,
-    ) = row;
-    MessageRecord {
-        id,
-        received_at,
-        client_ip,
-        helo,
-        direction,
-        sender,
-        size,
-        auth_user,
-        message_id,
-        subject,
-        verdict,
-        rule,
-        score,
-        findings,
-        recipients: Vec::new(),
-    }
-}
-
-fn recipient_from_row(row: RecipientRow) -> (String, RecipientRecord) {
-    let (message, address, status, reply, remote_host, updated_at, attempts) = row;
-    (
-        message,
-        RecipientRecord {
-            address,
-            status,
-            reply,
-            remote_host,
-            updated_at,
-            attempts,
-        },
-    )
-}
 
 fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
     if RECIPIENT_STATUSES.contains(&status) {
@@ -351,7 +280,7 @@ impl Store {
     /// One message with its recipients, or `None` if it was never logged.
     pub async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let context = format!("reading message {id}");
-        let row: Option<MessageRow> =
+        let row: Option<MessageRecord> =
             on_pool!(&self.pool, p => sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
         )))
@@ -362,7 +291,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut messages = vec![message_from_row(row)];
+        let mut messages = vec![row];
         self.fill_recipients(&context, &mut messages).await?;
         Ok(messages.pop())
     }
@@ -407,7 +336,7 @@ impl Store {
         ));
         binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
 
-        let rows: Vec<MessageRow> = on_pool!(&self.pool, p => {
+        let rows: Vec<MessageRecord> = on_pool!(&self.pool, p => {
             let mut query = sqlx::query_as(AssertSqlSafe(sql));
             for bind in &binds {
                 query = match bind {
@@ -418,7 +347,7 @@ impl Store {
             query.fetch_all(p).await
         })
         .map_err(StoreError::query(context))?;
-        let mut messages: Vec<MessageRecord> = rows.into_iter().map(message_from_row).collect();
+        let mut messages = rows;
         self.fill_recipients(context, &mut messages).await?;
         Ok(messages)
     }
@@ -457,9 +386,8 @@ impl Store {
             })
             .map_err(StoreError::query(context))?;
             for row in rows {
-                let (message, rcpt) = recipient_from_row(row);
-                if let Some(&i) = index.get(&message) {
-                    messages[i].recipients.push(rcpt);
+                if let Some(&i) = index.get(&row.message) {
+                    messages[i].recipients.push(row.record);
                 }
             }
         }

@@ -12,8 +12,8 @@ pub const REPORT_KINDS: [&str; 2] = ["dmarc", "tlsrpt"];
 /// Longest list returned by [`Store::report_list`].
 pub const MAX_REPORT_LIMIT: i64 = 10_000;
 
-/// One report as listed: what it is, who sent it, and its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One report as listed: what it is, who sent it, and its counts; read as `COLUMNS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ReportSummary {
     pub id: String,
     /// `dmarc` or `tlsrpt`.
@@ -25,8 +25,10 @@ pub struct ReportSummary {
     /// The policy domain the report is about.
     pub domain: String,
     /// Start of the period covered, unix seconds.
+    #[sqlx(rename = "date_begin")]
     pub begin: i64,
     /// End of the period covered, unix seconds.
+    #[sqlx(rename = "date_end")]
     pub end: i64,
     pub received_at: i64,
     /// DMARC: messages; TLS-RPT: sessions.
@@ -38,8 +40,9 @@ pub struct ReportSummary {
 }
 
 /// A stored report: its summary and the parsed report as JSON text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredReport {
+    #[sqlx(flatten)]
     pub summary: ReportSummary,
     pub report: String,
 }
@@ -55,53 +58,6 @@ pub struct ReportQuery {
 
 const COLUMNS: &str =
     "id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, pass, fail";
-
-type SummaryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-/// A summary row and the report JSON.
-type FullRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-);
-
-fn summary(row: SummaryRow) -> ReportSummary {
-    let (id, kind, org, report_id, domain, begin, end, received_at, messages, pass, fail) = row;
-    ReportSummary {
-        id,
-        kind,
-        org,
-        report_id,
-        domain,
-        begin,
-        end,
-        received_at,
-        messages,
-        pass,
-        fail,
-    }
-}
 
 impl Store {
     /// Keeps a report. A report already stored (same kind, organization and report id) is
@@ -185,7 +141,7 @@ impl Store {
              ORDER BY received_at DESC, id DESC LIMIT ${}",
             binds.len() + 1
         );
-        let rows: Vec<SummaryRow> = on_pool!(&self.pool, p => {
+        let rows: Vec<ReportSummary> = on_pool!(&self.pool, p => {
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for b in &binds {
                 query = query.bind(b);
@@ -193,25 +149,18 @@ impl Store {
             query.bind(limit).fetch_all(p).await
         })
         .map_err(StoreError::query("listing reports"))?;
-        Ok(rows.into_iter().map(summary).collect())
+        Ok(rows)
     }
 
     /// One report by its id.
     pub async fn report_get(&self, id: &str) -> Result<Option<StoredReport>, StoreError> {
-        let row: Option<FullRow> =
-            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS}, report FROM reports WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(p)
         .await)
-            .map_err(StoreError::query(format!("reading report {id}")))?;
-        Ok(row.map(
-            |(id, kind, org, report_id, domain, b, e, at, m, p, f, report)| StoredReport {
-                summary: summary((id, kind, org, report_id, domain, b, e, at, m, p, f)),
-                report,
-            },
-        ))
+        .map_err(StoreError::query(format!("reading report {id}")))
     }
 }
 

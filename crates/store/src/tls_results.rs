@@ -50,18 +50,20 @@ macro_rules! key_columns {
     };
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-);
+/// A row of `tls_results` as read back; the lists are JSON text.
+#[derive(sqlx::FromRow)]
+struct Row {
+    day: i64,
+    domain: String,
+    policy_type: String,
+    policy_domain: String,
+    policy_strings: String,
+    mx_hosts: String,
+    result: String,
+    receiving_mx: String,
+    receiving_ip: String,
+    sessions: i64,
+}
 
 fn encode(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
@@ -182,33 +184,20 @@ impl Store {
             .map_err(StoreError::query(context.as_str()))?;
         let rows = rows
             .into_iter()
-            .map(
-                |(
-                    day,
-                    domain,
-                    policy_type,
-                    policy_domain,
-                    strings,
-                    mx,
-                    result,
-                    rmx,
-                    rip,
-                    sessions,
-                )| {
-                    Ok(TlsResultRow {
-                        day,
-                        domain,
-                        policy_type,
-                        policy_domain,
-                        policy_strings: decode(&context, &strings)?,
-                        mx_hosts: decode(&context, &mx)?,
-                        result,
-                        receiving_mx: rmx,
-                        receiving_ip: rip,
-                        sessions,
-                    })
-                },
-            )
+            .map(|r| {
+                Ok(TlsResultRow {
+                    day: r.day,
+                    domain: r.domain,
+                    policy_type: r.policy_type,
+                    policy_domain: r.policy_domain,
+                    policy_strings: decode(&context, &r.policy_strings)?,
+                    mx_hosts: decode(&context, &r.mx_hosts)?,
+                    result: r.result,
+                    receiving_mx: r.receiving_mx,
+                    receiving_ip: r.receiving_ip,
+                    sessions: r.sessions,
+                })
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(TlsClaim {
             rows,
