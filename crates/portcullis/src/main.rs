@@ -18,6 +18,7 @@ mod policy;
 mod psl_cli;
 mod reports;
 mod serve;
+mod store_cli;
 mod tls;
 mod tlsrpt;
 mod users;
@@ -116,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         action: reports::ReportCmd,
     },
+    /// The store itself: schema migrations.
+    Store {
+        #[command(subcommand)]
+        action: store_cli::StoreCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -164,6 +170,7 @@ fn main() -> ExitCode {
             Command::Config { action } => filter_cli::config_cmd(&config, action).await,
             Command::Report { action } => reports::report(&config, action).await,
             Command::Psl { action } => psl_cli::psl(&config, action).await,
+            Command::Store { action } => store_cli::store(&config, action).await,
         }
     });
     match result {
