@@ -10,7 +10,6 @@ import datetime
 import email.header
 import gzip
 import smtplib
-import sqlite3
 import time
 import xml.etree.ElementTree as ET
 
@@ -83,9 +82,7 @@ def send(data, mail_from, source="127.0.0.1", helo="mail.sender.test", g=None):
 
 def collected(g):
     """Rows kept for the reports, per policy domain."""
-    db = g.dir / "data" / "portcullis.db"
-    with sqlite3.connect(db, timeout=10) as c:
-        return dict(c.execute("SELECT domain, COUNT(*) FROM dmarc_results GROUP BY domain"))
+    return dict(g.sql("SELECT domain, COUNT(*) FROM dmarc_results GROUP BY domain"))
 
 
 def today():
@@ -184,8 +181,7 @@ def test_gateway_sends_yesterdays_reports_by_itself(gw, sink, reports_sink, dkim
     wait_for(lambda: collected(gw).get("sender.test") == 1, what="the DMARC result of sender.test")
     gw.stop()
     # As if the message had come a day earlier.
-    with sqlite3.connect(gw.dir / "data" / "portcullis.db", timeout=10) as c:
-        c.execute("UPDATE dmarc_results SET received_at = received_at - 86400")
+    gw.sql("UPDATE dmarc_results SET received_at = received_at - 86400")
     gw.config.write_text(gw.config.read_text().replace(
         "send_hour_utc = 23\n", "send_hour_utc = 0\n"))
     gw.start()
