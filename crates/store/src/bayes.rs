@@ -69,16 +69,18 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context))?;
-        let totals: Option<(i64, i64)> =
-            on_conn!(&mut tx, c => sqlx::query_as("SELECT spam_messages, ham_messages FROM bayes_totals WHERE id = 1")
-                .fetch_optional(c)
-                .await)
-                .map_err(StoreError::query(context))?;
-        let tokens: Vec<(String, i64, i64)> =
-            on_conn!(&mut tx, c => sqlx::query_as("SELECT token, spam_count, ham_count FROM bayes_tokens")
-                .fetch_all(c)
-                .await)
-                .map_err(StoreError::query(context))?;
+        let totals: Option<(i64, i64)> = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT spam_messages, ham_messages FROM bayes_totals WHERE id = 1"
+        )
+        .fetch_optional(c)
+        .await)
+        .map_err(StoreError::query(context))?;
+        let tokens: Vec<(String, i64, i64)> = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT token, spam_count, ham_count FROM bayes_tokens"
+        )
+        .fetch_all(c)
+        .await)
+        .map_err(StoreError::query(context))?;
         tx.commit().await.map_err(StoreError::query(context))?;
         let (spam_messages, ham_messages) = totals.unwrap_or_default();
         Ok(BayesCounts {
@@ -91,17 +93,18 @@ impl Store {
     /// The size of the model.
     pub async fn bayes_summary(&self) -> Result<BayesSummary, StoreError> {
         let context = "counting the spam classifier model";
-        let totals: Option<(i64, i64, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
+        let totals: Option<(i64, i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT spam_messages, ham_messages, updated_at FROM bayes_totals WHERE id = 1",
         )
         .fetch_optional(p)
         .await)
         .map_err(StoreError::query(context))?;
-        let (tokens,): (i64,) =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT COUNT(*) FROM bayes_tokens")
-            .fetch_one(p)
-            .await)
-            .map_err(StoreError::query(context))?;
+        let (tokens,): (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM bayes_tokens"
+        )
+        .fetch_one(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         let (spam_messages, ham_messages, updated_at) = totals.unwrap_or_default();
         Ok(BayesSummary {
             spam_messages,
@@ -150,7 +153,7 @@ impl Store {
             } else {
                 upsert_sql(chunk.len())
             };
-            on_conn!(&mut tx, c => {
+            on_conn!(&mut tx, |c| {
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for &(token, s, h) in chunk {
                     query = query.bind(token).bind(s).bind(h);
@@ -165,13 +168,14 @@ impl Store {
                 "UPDATE bayes_tokens SET ham_count = 0 WHERE ham_count < 0",
                 "DELETE FROM bayes_tokens WHERE spam_count <= 0 AND ham_count <= 0",
             ] {
-                on_conn!(&mut tx, c => sqlx::query(sql)
+                on_conn!(&mut tx, |c| sqlx::query(sql)
                     .execute(c)
-                    .await.map(|r| r.rows_affected()))
+                    .await
+                    .map(|r| r.rows_affected()))
                 .map_err(StoreError::query(context))?;
             }
         }
-        on_conn!(&mut tx, c => sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO bayes_totals (id, spam_messages, ham_messages, updated_at) \
              VALUES (1, $1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET \
@@ -187,7 +191,8 @@ impl Store {
         .bind(spam_messages)
         .bind(ham_messages)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -202,9 +207,10 @@ impl Store {
             .await
             .map_err(StoreError::query(context))?;
         for sql in ["DELETE FROM bayes_tokens", "DELETE FROM bayes_totals"] {
-            on_conn!(&mut tx, c => sqlx::query(sql)
+            on_conn!(&mut tx, |c| sqlx::query(sql)
                 .execute(c)
-                .await.map(|r| r.rows_affected()))
+                .await
+                .map(|r| r.rows_affected()))
             .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;

@@ -130,7 +130,7 @@ async fn insert_key(mut conn: Conn<'_>, key: &DkimKey) -> Result<(), StoreError>
     check_key(&context, key)?;
     // A selector is never overwritten: its record may be published, and mail signed with the
     // old key would stop verifying.
-    let done = on_conn!(&mut conn, c => sqlx::query(
+    let done = on_conn!(&mut conn, |c| sqlx::query(
         "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key, \
          created_at, state, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (domain, selector) DO NOTHING",
@@ -144,7 +144,8 @@ async fn insert_key(mut conn: Conn<'_>, key: &DkimKey) -> Result<(), StoreError>
     .bind(&key.state)
     .bind(key.retired_at)
     .execute(c)
-    .await.map(|r| r.rows_affected()))
+    .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(&context))?;
     if done == 0 {
         return Err(StoreError::invalid(
@@ -165,7 +166,7 @@ async fn retire_active(
     now: i64,
     context: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let active: Vec<(String, String)> = on_conn!(&mut conn, c => sqlx::query_as(
+    let active: Vec<(String, String)> = on_conn!(&mut conn, |c| sqlx::query_as(
         "SELECT selector, algorithm FROM dkim_keys WHERE domain = $1 AND state = 'active' \
          ORDER BY selector",
     )
@@ -178,7 +179,7 @@ async fn retire_active(
         if keep.contains(&selector) || !algorithms.contains(&algorithm) {
             continue;
         }
-        on_conn!(&mut conn, c => sqlx::query(
+        on_conn!(&mut conn, |c| sqlx::query(
             "UPDATE dkim_keys SET state = 'retiring', retired_at = $3 \
              WHERE domain = $1 AND selector = $2",
         )
@@ -186,7 +187,8 @@ async fn retire_active(
         .bind(&selector)
         .bind(now)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
         moved.push(selector);
     }
@@ -214,7 +216,7 @@ impl Store {
     pub async fn list_dkim_keys(&self, domain: Option<&str>) -> Result<Vec<DkimKey>, StoreError> {
         let rows: Vec<DkimKey> = match domain {
             Some(d) => {
-                on_pool!(&self.pool, p => sqlx::query_as(select_keys!(
+                on_pool!(&self.pool, |p| sqlx::query_as(select_keys!(
                     "WHERE domain = $1 \
                  ORDER BY domain, created_at, selector"
                 ))
@@ -223,9 +225,11 @@ impl Store {
                 .await)
             }
             None => {
-                on_pool!(&self.pool, p => sqlx::query_as(select_keys!("ORDER BY domain, created_at, selector"))
-                    .fetch_all(p)
-                    .await)
+                on_pool!(&self.pool, |p| sqlx::query_as(select_keys!(
+                    "ORDER BY domain, created_at, selector"
+                ))
+                .fetch_all(p)
+                .await)
             }
         }
         .map_err(StoreError::query("listing DKIM keys"))?;
@@ -236,7 +240,7 @@ impl Store {
     pub async fn active_dkim_keys(&self, domain: Option<&str>) -> Result<Vec<DkimKey>, StoreError> {
         let rows: Vec<DkimKey> = match domain {
             Some(d) => {
-                on_pool!(&self.pool, p => sqlx::query_as(select_keys!(
+                on_pool!(&self.pool, |p| sqlx::query_as(select_keys!(
                     "WHERE state = 'active' AND domain = $1 \
                  ORDER BY domain, created_at, selector"
                 ))
@@ -245,7 +249,7 @@ impl Store {
                 .await)
             }
             None => {
-                on_pool!(&self.pool, p => sqlx::query_as(select_keys!(
+                on_pool!(&self.pool, |p| sqlx::query_as(select_keys!(
                     "WHERE state = 'active' \
                  ORDER BY domain, created_at, selector"
                 ))
@@ -271,7 +275,7 @@ impl Store {
         let context = format!("setting DKIM key {selector}._domainkey.{domain} {state}");
         check_state(&context, state)?;
         let stops_signing = matches!(state, "retiring" | "retired");
-        let done = on_pool!(&self.pool, p => {
+        let done = on_pool!(&self.pool, |p| {
             let query = if stops_signing {
                 sqlx::query(
                     "UPDATE dkim_keys SET state = $3, retired_at = COALESCE(retired_at, $4) \
@@ -300,14 +304,17 @@ impl Store {
     pub async fn delete_dkim_key(&self, domain: &str, selector: &str) -> Result<bool, StoreError> {
         let domain = normalize_domain(domain);
         let selector = normalize_selector(selector);
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM dkim_keys WHERE domain = $1 AND selector = $2")
-            .bind(&domain)
-            .bind(&selector)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query(format!(
-                "deleting DKIM key {selector}._domainkey.{domain}"
-            )))?;
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM dkim_keys WHERE domain = $1 AND selector = $2"
+        )
+        .bind(&domain)
+        .bind(&selector)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(format!(
+            "deleting DKIM key {selector}._domainkey.{domain}"
+        )))?;
         Ok(done > 0)
     }
 
@@ -362,7 +369,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        let pending: Vec<(String, String)> = on_conn!(&mut tx, c => sqlx::query_as(
+        let pending: Vec<(String, String)> = on_conn!(&mut tx, |c| sqlx::query_as(
             "SELECT selector, algorithm FROM dkim_keys WHERE domain = $1 AND state = 'pending' \
              ORDER BY selector",
         )
@@ -376,13 +383,14 @@ impl Store {
         let algorithms: BTreeSet<String> = pending.iter().map(|(_, a)| a.clone()).collect();
         let keep: BTreeSet<String> = pending.iter().map(|(s, _)| s.clone()).collect();
         let moved = retire_active(tx.conn(), &domain, &algorithms, &keep, now, &context).await?;
-        on_conn!(&mut tx, c => sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "UPDATE dkim_keys SET state = 'active', retired_at = NULL \
              WHERE domain = $1 AND state = 'pending'",
         )
         .bind(&domain)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok((pending.into_iter().map(|(s, _)| s).collect(), moved))

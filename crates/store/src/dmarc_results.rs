@@ -39,7 +39,7 @@ impl Store {
             .await
             .map_err(StoreError::query(&context))?;
         for r in rows {
-            on_conn!(&mut tx, c => sqlx::query(
+            on_conn!(&mut tx, |c| sqlx::query(
                 "INSERT INTO dmarc_results (id, domain, received_at, result) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
             )
@@ -48,7 +48,8 @@ impl Store {
             .bind(r.received_at)
             .bind(&r.result)
             .execute(c)
-            .await.map(|r| r.rows_affected()))
+            .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
         }
         tx.commit().await.map_err(StoreError::query(&context))?;
@@ -65,7 +66,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<DmarcResultRow>, StoreError> {
         let context = format!("claiming DMARC report results from {begin} to {end}");
-        on_pool!(&self.pool, p => sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE dmarc_results SET claim = $1, claimed_at = $2 \
              WHERE received_at >= $3 AND received_at < $4 \
              AND (claim IS NULL OR claimed_at < $5)",
@@ -76,9 +77,10 @@ impl Store {
         .bind(end)
         .bind(now - DMARC_CLAIM_SECS)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
-        let rows: Vec<(String, String, i64, String)> = on_pool!(&self.pool, p => sqlx::query_as(
+        let rows: Vec<(String, String, i64, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT id, domain, received_at, result FROM dmarc_results WHERE claim = $1 \
              ORDER BY domain, received_at, id",
         )
@@ -106,7 +108,7 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM dmarc_results WHERE claim = $1 AND domain = $2 \
              AND received_at >= $3 AND received_at < $4",
         )
@@ -115,7 +117,8 @@ impl Store {
         .bind(begin)
         .bind(end)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "deleting reported DMARC results of {domain}"
         )))?;
@@ -131,7 +134,7 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE dmarc_results SET claim = NULL, claimed_at = NULL \
              WHERE claim = $1 AND domain = $2 AND received_at >= $3 AND received_at < $4",
         )
@@ -140,7 +143,8 @@ impl Store {
         .bind(begin)
         .bind(end)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "releasing DMARC results of {domain}"
         )))?;
@@ -149,11 +153,14 @@ impl Store {
 
     /// Forget rows received before `before`, reported or not; how many.
     pub async fn dmarc_results_purge(&self, before: i64) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM dmarc_results WHERE received_at < $1")
-            .bind(before)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query("purging old DMARC report results"))?;
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM dmarc_results WHERE received_at < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("purging old DMARC report results"))?;
         Ok(done)
     }
 
@@ -163,7 +170,7 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        on_pool!(&self.pool, p => sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT domain, COUNT(*) FROM dmarc_results \
              WHERE received_at >= $1 AND received_at < $2 GROUP BY domain ORDER BY domain",
         )

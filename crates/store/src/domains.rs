@@ -134,18 +134,24 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        on_conn!(&mut tx, c => sqlx::query("INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(&name)
-            .execute(c)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query(&context))?;
-        on_conn!(&mut tx, c => sqlx::query("DELETE FROM domain_routes WHERE domain = $1")
-            .bind(&name)
-            .execute(c)
-            .await.map(|r| r.rows_affected()))
+        on_conn!(&mut tx, |c| sqlx::query(
+            "INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+        )
+        .bind(&name)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        on_conn!(&mut tx, |c| sqlx::query(
+            "DELETE FROM domain_routes WHERE domain = $1"
+        )
+        .bind(&name)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         for (seq, route) in routes.iter().enumerate() {
-            on_conn!(&mut tx, c => sqlx::query(
+            on_conn!(&mut tx, |c| sqlx::query(
                 "INSERT INTO domain_routes \
                  (domain, seq, host, port, priority, tls, auth_user, auth_password) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -159,7 +165,8 @@ impl Store {
             .bind(route.auth_user.as_deref())
             .bind(route.auth_password.as_deref())
             .execute(c)
-            .await.map(|r| r.rows_affected()))
+            .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
         }
         tx.commit().await.map_err(StoreError::query(&context))?;
@@ -171,10 +178,13 @@ impl Store {
         let name = normalize_domain(name);
         let context = format!("removing domain {name}");
         // Routes go with the domain through ON DELETE CASCADE.
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM domains WHERE name = $1")
-            .bind(&name)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM domains WHERE name = $1"
+        )
+        .bind(&name)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(done > 0)
     }
@@ -183,17 +193,16 @@ impl Store {
     pub async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
         let context = "listing domains";
         let names: Vec<(String,)> =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT name FROM domains")
-            .fetch_all(p)
-            .await)
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT name FROM domains")
+                .fetch_all(p)
+                .await)
             .map_err(StoreError::query(context))?;
-        let rows: Vec<RouteRow> =
-            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ROUTE_COLUMNS} FROM domain_routes ORDER BY priority, seq"
-        )))
+        let rows: Vec<RouteRow> = on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {ROUTE_COLUMNS} FROM domain_routes ORDER BY priority, seq")
+        ))
         .fetch_all(p)
         .await)
-            .map_err(StoreError::query(context))?;
+        .map_err(StoreError::query(context))?;
 
         // Grouped and ordered in Rust so the result does not depend on the engine's text collation.
         let mut domains: BTreeMap<String, Vec<Route>> = names
@@ -217,22 +226,25 @@ impl Store {
     pub async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         let name = normalize_domain(name);
         let context = format!("reading domain {name}");
-        let found: Option<(String,)> =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT name FROM domains WHERE name = $1")
-            .bind(&name)
-            .fetch_optional(p)
-            .await)
-            .map_err(StoreError::query(&context))?;
+        let found: Option<(String,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT name FROM domains WHERE name = $1"
+        )
+        .bind(&name)
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query(&context))?;
         if found.is_none() {
             return Ok(None);
         }
         let rows: Vec<RouteRow> =
-            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            on_pool!(&self.pool, |p| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ROUTE_COLUMNS} FROM domain_routes WHERE domain = $1 ORDER BY priority, seq"
         )))
         .bind(&name)
         .fetch_all(p)
-        .await)
+        .await
+            })
             .map_err(StoreError::query(&context))?;
         let routes = rows
             .into_iter()

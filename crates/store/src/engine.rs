@@ -31,9 +31,11 @@ pub(crate) type PoolConn = Engines<PoolConnection<Sqlite>, PoolConnection<Postgr
 /// several statements inside their caller's transaction.
 pub(crate) type Conn<'c> = Engines<&'c mut SqliteConnection, &'c mut PgConnection>;
 
-/// Runs `$body` with `$p` bound to the engine's pool (`&SqlitePool` or `&PgPool`).
+/// Runs `$body` with `$p` bound to the engine's pool (`&SqlitePool` or `&PgPool`). Written
+/// like a closure, `on_pool!(&self.pool, |p| query.fetch_all(p).await)`, so that rustfmt
+/// formats the body; it is expanded in place, once per engine, not called.
 macro_rules! on_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
+    ($pool:expr, |$p:ident| $body:expr) => {
         match $pool {
             $crate::engine::Engines::Sqlite($p) => $body,
             $crate::engine::Engines::Postgres($p) => $body,
@@ -42,23 +44,15 @@ macro_rules! on_pool {
 }
 
 /// Runs `$body` with `$c` bound to the engine's connection (`&mut SqliteConnection` or
-/// `&mut PgConnection`), given a `&mut` [`Tx`] or [`Conn`]; with `$db`, that names the
-/// engine's `sqlx::Database` type in the body (for a `QueryBuilder::<$db>`).
+/// `&mut PgConnection`), given a `&mut` [`Tx`] or [`Conn`]; written as `on_pool!` is.
 macro_rules! on_conn {
-    ($conn:expr, $c:ident => $body:expr) => {
-        $crate::engine::on_conn!($conn, $c, _Db => $body)
-    };
-    ($conn:expr, $c:ident, $db:ident => $body:expr) => {
+    ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
             $crate::engine::Engines::Sqlite($c) => {
-                #[allow(dead_code)]
-                type $db = sqlx::Sqlite;
                 let $c = &mut **$c;
                 $body
             }
             $crate::engine::Engines::Postgres($c) => {
-                #[allow(dead_code)]
-                type $db = sqlx::Postgres;
                 let $c = &mut **$c;
                 $body
             }
@@ -84,7 +78,7 @@ impl Pool {
     }
 
     pub(crate) async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        on_pool!(self, |p| p.close().await)
     }
 
     /// `sqlite` or `postgres`, for messages.

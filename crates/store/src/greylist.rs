@@ -75,7 +75,9 @@ impl Store {
         recipient: &str,
     ) -> Result<Option<GreylistEntry>, StoreError> {
         let context = format!("reading greylist triplet {network} {sender:?} {recipient:?}");
-        let row: Option<EntryRow> = on_pool!(&self.pool, p => sqlx::query_as(
+        let row: Option<EntryRow> =
+            on_pool!(&self.pool, |p| {
+                sqlx::query_as(
             "SELECT network, sender, recipient, first_seen, last_seen, passed, deferred, passes \
              FROM greylist WHERE network = $1 AND sender = $2 AND recipient = $3",
         )
@@ -83,8 +85,9 @@ impl Store {
         .bind(sender)
         .bind(recipient)
         .fetch_optional(p)
-        .await)
-        .map_err(StoreError::query(&context))?;
+        .await
+            })
+            .map_err(StoreError::query(&context))?;
         Ok(row.map(|r| GreylistEntry {
             network: r.network,
             sender: r.sender,
@@ -106,7 +109,7 @@ impl Store {
         if entry.network.is_empty() {
             return Err(StoreError::invalid(context, "network is empty"));
         }
-        on_pool!(&self.pool, p => sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO greylist \
              (network, sender, recipient, first_seen, last_seen, passed, deferred, passes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -123,7 +126,8 @@ impl Store {
         .bind(entry.deferred)
         .bind(entry.passes)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -134,7 +138,7 @@ impl Store {
         network: &str,
     ) -> Result<Option<GreylistClient>, StoreError> {
         let context = format!("reading greylist client {network}");
-        on_pool!(&self.pool, p => sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT network, passes, counted_at, last_seen FROM greylist_clients WHERE network = $1",
         )
         .bind(network)
@@ -153,7 +157,7 @@ impl Store {
         min_interval: i64,
     ) -> Result<(), StoreError> {
         let context = format!("counting greylist pass of {network}");
-        on_pool!(&self.pool, p => sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO greylist_clients (network, passes, counted_at, last_seen) \
              VALUES ($1, 1, $2, $2) \
              ON CONFLICT (network) DO UPDATE SET \
@@ -167,7 +171,8 @@ impl Store {
         .bind(now)
         .bind(now.saturating_sub(min_interval))
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -182,14 +187,15 @@ impl Store {
         min_interval: i64,
     ) -> Result<(), StoreError> {
         let context = format!("refreshing greylist client {network}");
-        on_pool!(&self.pool, p => sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE greylist_clients SET last_seen = $2 WHERE network = $1 AND last_seen < $3",
         )
         .bind(network)
         .bind(now)
         .bind(now.saturating_sub(min_interval))
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -203,27 +209,31 @@ impl Store {
         passed_before: i64,
     ) -> Result<GreylistPurged, StoreError> {
         let context = "purging expired greylist entries";
-        let triplets = on_pool!(&self.pool, p => sqlx::query(
+        let triplets = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM greylist WHERE (passed = 0 AND last_seen < $1) \
              OR (passed <> 0 AND last_seen < $2)",
         )
         .bind(waiting_before)
         .bind(passed_before)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
-        let clients = on_pool!(&self.pool, p => sqlx::query("DELETE FROM greylist_clients WHERE last_seen < $1")
-            .bind(passed_before)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query(context))?;
+        let clients = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM greylist_clients WHERE last_seen < $1"
+        )
+        .bind(passed_before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(context))?;
         Ok(GreylistPurged { triplets, clients })
     }
 
     /// Rows held: triplets waiting for their retry, triplets that passed, client networks.
     pub async fn greylist_counts(&self) -> Result<GreylistCounts, StoreError> {
         let context = "counting greylist entries";
-        let (waiting, passed): (i64, i64) = on_pool!(&self.pool, p => sqlx::query_as(
+        let (waiting, passed): (i64, i64) = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT \
              COALESCE(SUM(CASE WHEN passed = 0 THEN 1 ELSE 0 END), 0), \
              COALESCE(SUM(CASE WHEN passed <> 0 THEN 1 ELSE 0 END), 0) \
@@ -232,11 +242,12 @@ impl Store {
         .fetch_one(p)
         .await)
         .map_err(StoreError::query(context))?;
-        let (clients,): (i64,) =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT COUNT(*) FROM greylist_clients")
-            .fetch_one(p)
-            .await)
-            .map_err(StoreError::query(context))?;
+        let (clients,): (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM greylist_clients"
+        )
+        .fetch_one(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         Ok(GreylistCounts {
             waiting,
             passed,

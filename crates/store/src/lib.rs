@@ -187,7 +187,7 @@ impl Store {
             Engines::Postgres(_) => &POSTGRES_MIGRATOR.table_name,
         };
         let sql = format!("SELECT COALESCE(MAX(version), 0) FROM {table} WHERE success");
-        let (version,): (i64,) = on_pool!(&self.pool, p => {
+        let (version,): (i64,) = on_pool!(&self.pool, |p| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(p).await
         })
         .map_err(StoreError::query("reading the schema version"))?;
@@ -474,7 +474,7 @@ mod tests {
         };
         let name = db.url().rsplit('/').next().unwrap().to_string();
         let store = db.open().await;
-        on_pool!(&store.pool, p => sqlx::query(sqlx::AssertSqlSafe(format!(
+        on_pool!(&store.pool, |p| sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER DATABASE {name} SET synchronous_commit = off"
         )))
         .execute(p)
@@ -486,8 +486,10 @@ mod tests {
         let dedicated = store.dedicated().await.expect("dedicated");
         for s in [&store, &dedicated] {
             let (setting,): (String,) =
-                on_pool!(&s.pool, p => sqlx::query_as("SHOW synchronous_commit").fetch_one(p).await)
-                    .expect("show");
+                on_pool!(&s.pool, |p| sqlx::query_as("SHOW synchronous_commit")
+                    .fetch_one(p)
+                    .await)
+                .expect("show");
             assert_eq!(setting, "on");
         }
         assert_eq!(store.engine(), "postgres");

@@ -280,14 +280,13 @@ impl Store {
     /// One message with its recipients, or `None` if it was never logged.
     pub async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let context = format!("reading message {id}");
-        let row: Option<MessageRecord> =
-            on_pool!(&self.pool, p => sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
-        )))
+        let row: Option<MessageRecord> = on_pool!(&self.pool, |p| sqlx::query_as(AssertSqlSafe(
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1")
+        ))
         .bind(id)
         .fetch_optional(p)
         .await)
-            .map_err(StoreError::query(&context))?;
+        .map_err(StoreError::query(&context))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -336,7 +335,7 @@ impl Store {
         ));
         binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
 
-        let rows: Vec<MessageRecord> = on_pool!(&self.pool, p => {
+        let rows: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
             let mut query = sqlx::query_as(AssertSqlSafe(sql));
             for bind in &binds {
                 query = match bind {
@@ -377,7 +376,7 @@ impl Store {
                 "SELECT {RECIPIENT_COLUMNS} FROM message_recipients \
                  WHERE message IN ({placeholders}) ORDER BY message, seq"
             );
-            let rows: Vec<RecipientRow> = on_pool!(&self.pool, p => {
+            let rows: Vec<RecipientRow> = on_pool!(&self.pool, |p| {
                 let mut query = sqlx::query_as(AssertSqlSafe(sql));
                 for id in chunk {
                     query = query.bind(id);
@@ -407,8 +406,8 @@ async fn insert_messages(
     recs: &[&MessageRecord],
     context: &str,
 ) -> Result<(), StoreError> {
-    let inserted: Vec<String> = on_conn!(&mut conn, c, Db => {
-        let mut insert = sqlx::QueryBuilder::<Db>::new(
+    let inserted: Vec<String> = on_conn!(&mut conn, |c| {
+        let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO messages \
              (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, \
               subject, verdict, rule, score, findings) ",
@@ -453,8 +452,8 @@ async fn insert_messages(
         })
         .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        on_conn!(&mut conn, c, Db => {
-            let mut insert = sqlx::QueryBuilder::<Db>::new(
+        on_conn!(&mut conn, |c| {
+            let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO message_recipients \
                  (message, seq, address, status, reply, remote_host, updated_at, attempts) ",
             );
@@ -483,8 +482,8 @@ async fn update_statuses(
     updates: &[&StatusUpdate],
     context: &str,
 ) -> Result<(), StoreError> {
-    let done: Vec<(String, String)> = on_conn!(&mut conn, c, Db => {
-        let mut update = sqlx::QueryBuilder::<Db>::new(
+    let done: Vec<(String, String)> = on_conn!(&mut conn, |c| {
+        let mut update = sqlx::QueryBuilder::new(
             "WITH u (message, address, status, reply, remote_host, updated_at, attempt) AS (",
         );
         update.push_values(updates, |mut row, u| {

@@ -11,14 +11,15 @@ impl Store {
     pub async fn add_network(&self, net: IpNet, comment: &str) -> Result<(), StoreError> {
         let net = net.trunc();
         let context = format!("adding network {net}");
-        on_pool!(&self.pool, p => sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO networks (cidr, comment) VALUES ($1, $2) \
              ON CONFLICT (cidr) DO UPDATE SET comment = excluded.comment",
         )
         .bind(net.to_string())
         .bind(comment)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -27,10 +28,13 @@ impl Store {
     pub async fn remove_network(&self, net: IpNet) -> Result<bool, StoreError> {
         let net = net.trunc();
         let context = format!("removing network {net}");
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM networks WHERE cidr = $1")
-            .bind(net.to_string())
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM networks WHERE cidr = $1"
+        )
+        .bind(net.to_string())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(done > 0)
     }
@@ -38,11 +42,12 @@ impl Store {
     /// All internal networks with their comments, IPv4 before IPv6, in address order.
     pub async fn list_networks(&self) -> Result<Vec<(IpNet, String)>, StoreError> {
         let context = "listing networks";
-        let rows: Vec<(String, String)> =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT cidr, comment FROM networks")
-            .fetch_all(p)
-            .await)
-            .map_err(StoreError::query(context))?;
+        let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT cidr, comment FROM networks"
+        )
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         let mut nets = rows
             .into_iter()
             .map(|(cidr, comment)| {

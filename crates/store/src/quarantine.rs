@@ -81,9 +81,10 @@ impl Store {
                     .await
                     .map_err(StoreError::query(&context))?;
                 let result = hold(conn.conn(), m, &context).await;
-                let restored = on_conn!(&mut conn, c => sqlx::query("PRAGMA synchronous = NORMAL")
+                let restored = on_conn!(&mut conn, |c| sqlx::query("PRAGMA synchronous = NORMAL")
                     .execute(c)
-                    .await.map(|r| r.rows_affected()))
+                    .await
+                    .map(|r| r.rows_affected()))
                 .map_err(StoreError::query(&context));
                 result.and(restored.map(|_| ()))
             }
@@ -96,7 +97,7 @@ impl Store {
 
 async fn hold(conn: Conn<'_>, m: &HeldMessage, context: &str) -> Result<(), StoreError> {
     let mut tx = conn.begin().await.map_err(StoreError::query(context))?;
-    on_conn!(&mut tx, c => sqlx::query(
+    on_conn!(&mut tx, |c| sqlx::query(
         "INSERT INTO quarantine_messages \
          (id, received_at, expires_at, sender, subject, class, score, rule, findings, envelope, \
           body, direction) \
@@ -115,10 +116,11 @@ async fn hold(conn: Conn<'_>, m: &HeldMessage, context: &str) -> Result<(), Stor
     .bind(&m.body)
     .bind(&m.direction)
     .execute(c)
-    .await.map(|r| r.rows_affected()))
+    .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(context))?;
     for (n, rcpt) in m.recipients.iter().enumerate() {
-        on_conn!(&mut tx, c => sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO quarantine_items (id, message, recipient, state, changed_at) \
              VALUES ($1, $2, $3, 'held', $4)",
         )
@@ -127,7 +129,8 @@ async fn hold(conn: Conn<'_>, m: &HeldMessage, context: &str) -> Result<(), Stor
         .bind(rcpt.to_ascii_lowercase())
         .bind(m.received_at)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
     }
     tx.commit().await.map_err(StoreError::query(context))?;
@@ -146,7 +149,7 @@ impl Store {
         } else {
             q.limit.min(10_000)
         };
-        on_pool!(&self.pool, p => match &q.recipient {
+        on_pool!(&self.pool, |p| match &q.recipient {
             Some(r) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
                  ON m.id = i.message WHERE i.state = $1 AND i.recipient = $2 \
@@ -174,7 +177,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<(QuarantineItem, String, String, Vec<u8>)>, StoreError> {
         let context = format!("reading quarantine item {id}");
-        let row: Option<(String, String, Vec<u8>)> = on_pool!(&self.pool, p => sqlx::query_as(
+        let row: Option<(String, String, Vec<u8>)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT m.findings, m.envelope, m.body FROM quarantine_items i \
              JOIN quarantine_messages m ON m.id = i.message WHERE i.id = $1",
         )
@@ -185,15 +188,16 @@ impl Store {
         let Some((findings, envelope, body)) = row else {
             return Ok(None);
         };
-        let it: QuarantineItem =
-            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+        let it: QuarantineItem = on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
              ON m.id = i.message WHERE i.id = $1"
-        )))
+            )
+        ))
         .bind(id)
         .fetch_one(p)
         .await)
-            .map_err(StoreError::query(&context))?;
+        .map_err(StoreError::query(&context))?;
         Ok(Some((it, findings, envelope, body)))
     }
 
@@ -211,7 +215,9 @@ impl Store {
         if !QUARANTINE_STATES.contains(&to) || !QUARANTINE_STATES.contains(&from) {
             return Err(StoreError::invalid(&context, "unknown state"));
         }
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done =
+            on_pool!(&self.pool, |p| {
+                sqlx::query(
             "UPDATE quarantine_items SET state = $1, changed_at = $2 WHERE id = $3 AND state = $4",
         )
         .bind(to)
@@ -219,35 +225,38 @@ impl Store {
         .bind(id)
         .bind(from)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
-        .map_err(StoreError::query(&context))?;
+        .await.map(|r| r.rows_affected())
+            })
+            .map_err(StoreError::query(&context))?;
         Ok(done == 1)
     }
 
     /// Items claimed for release whose release did not finish (a crash between the
     /// claim and the queue write): the gateway finishes them at start.
     pub async fn quarantine_releasing(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> =
-            on_pool!(&self.pool, p => sqlx::query_as("SELECT id FROM quarantine_items WHERE state = 'releasing'")
-                .fetch_all(p)
-                .await)
-                .map_err(StoreError::query("finding unfinished releases"))?;
+        let rows: Vec<(String,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id FROM quarantine_items WHERE state = 'releasing'"
+        )
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query("finding unfinished releases"))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// Held inbound spam not yet in a digest, by recipient, for the digest mailer. Mail
     /// held by policy or for a virus, and outbound mail, is for administrators only.
     pub async fn quarantine_digest_due(&self) -> Result<Vec<QuarantineItem>, StoreError> {
-        let rows: Vec<QuarantineItem> =
-            on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+        let rows: Vec<QuarantineItem> = on_pool!(&self.pool, |p| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
              ON m.id = i.message WHERE i.state = 'held' AND i.digest_sent_at IS NULL \
              AND m.direction = 'inbound' AND m.class = 'spam' \
              ORDER BY i.recipient, m.received_at"
-        )))
+            ))
+        )
         .fetch_all(p)
         .await)
-            .map_err(StoreError::query("finding quarantine items for digests"))?;
+        .map_err(StoreError::query("finding quarantine items for digests"))?;
         Ok(rows)
     }
 
@@ -263,12 +272,15 @@ impl Store {
             .await
             .map_err(StoreError::query(context))?;
         for id in ids {
-            on_conn!(&mut tx, c => sqlx::query("UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(c)
-                .await.map(|r| r.rows_affected()))
-                .map_err(StoreError::query(context))?;
+            on_conn!(&mut tx, |c| sqlx::query(
+                "UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2"
+            )
+            .bind(now)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -276,11 +288,14 @@ impl Store {
 
     /// Deletes messages past their expiry (with their items); how many.
     pub async fn quarantine_expire(&self, now: i64) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM quarantine_messages WHERE expires_at <= $1")
-            .bind(now)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query("expiring quarantined messages"))?;
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM quarantine_messages WHERE expires_at <= $1"
+        )
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("expiring quarantined messages"))?;
         Ok(done)
     }
 }

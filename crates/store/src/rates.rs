@@ -11,7 +11,7 @@ impl Store {
     pub async fn rate_hit(&self, key: &str, window_secs: i64, now: i64) -> Result<i64, StoreError> {
         let window = window_secs.max(1);
         let start = now - now.rem_euclid(window);
-        let (hits,): (i64,) = on_pool!(&self.pool, p => sqlx::query_as(
+        let (hits,): (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
             "INSERT INTO rate_counters (key, window_start, hits) VALUES ($1, $2, 1) \
              ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 \
              RETURNING hits",
@@ -26,11 +26,14 @@ impl Store {
 
     /// Forget windows that started before `before`; how many.
     pub async fn rate_purge(&self, before: i64) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM rate_counters WHERE window_start < $1")
-            .bind(before)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query("purging rate counters"))?;
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM rate_counters WHERE window_start < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("purging rate counters"))?;
         Ok(done)
     }
 }

@@ -77,7 +77,7 @@ impl Store {
         if s.id.is_empty() {
             return Err(StoreError::invalid(context, "empty id"));
         }
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO reports \
              (id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, \
               pass, fail, report) \
@@ -97,12 +97,13 @@ impl Store {
         .bind(s.fail)
         .bind(&r.report)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         if done == 1 {
             return Ok((s.id.clone(), true));
         }
-        let (id,): (String,) = on_pool!(&self.pool, p => sqlx::query_as(
+        let (id,): (String,) = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT id FROM reports WHERE kind = $1 AND org = $2 AND report_id = $3",
         )
         .bind(&s.kind)
@@ -141,7 +142,7 @@ impl Store {
              ORDER BY received_at DESC, id DESC LIMIT ${}",
             binds.len() + 1
         );
-        let rows: Vec<ReportSummary> = on_pool!(&self.pool, p => {
+        let rows: Vec<ReportSummary> = on_pool!(&self.pool, |p| {
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for b in &binds {
                 query = query.bind(b);
@@ -154,9 +155,9 @@ impl Store {
 
     /// One report by its id.
     pub async fn report_get(&self, id: &str) -> Result<Option<StoredReport>, StoreError> {
-        on_pool!(&self.pool, p => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, report FROM reports WHERE id = $1"
-        )))
+        on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {COLUMNS}, report FROM reports WHERE id = $1")
+        ))
         .bind(id)
         .fetch_optional(p)
         .await)

@@ -51,9 +51,11 @@ fn check_entry(context: &str, e: &ListEntry) -> Result<(), StoreError> {
 impl Store {
     /// All rules, in evaluation order, as (name, JSON definition).
     pub async fn list_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(&self.pool, p => sqlx::query_as("SELECT name, definition FROM rules ORDER BY seq")
-            .fetch_all(p)
-            .await)
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT name, definition FROM rules ORDER BY seq"
+        )
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query("listing rules"))
     }
 
@@ -65,12 +67,13 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        let (next,): (i64,) =
-            on_conn!(&mut tx, c => sqlx::query_as("SELECT COALESCE(MAX(seq), 0) + 1 FROM rules")
-            .fetch_one(c)
-            .await)
-            .map_err(StoreError::query(&context))?;
-        on_conn!(&mut tx, c => sqlx::query(
+        let (next,): (i64,) = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM rules"
+        )
+        .fetch_one(c)
+        .await)
+        .map_err(StoreError::query(&context))?;
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
         )
@@ -78,7 +81,8 @@ impl Store {
         .bind(name)
         .bind(definition)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok(())
@@ -86,10 +90,13 @@ impl Store {
 
     /// Removes the rule of that name; whether it existed.
     pub async fn remove_rule(&self, name: &str) -> Result<bool, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM rules WHERE name = $1")
-            .bind(name)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM rules WHERE name = $1"
+        )
+        .bind(name)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!("removing rule {name:?}")))?;
         Ok(done > 0)
     }
@@ -115,19 +122,23 @@ impl Store {
             "DELETE FROM lists",
             "DELETE FROM content_patterns",
         ] {
-            on_conn!(&mut tx, c => sqlx::query(sql)
+            on_conn!(&mut tx, |c| sqlx::query(sql)
                 .execute(c)
-                .await.map(|r| r.rows_affected()))
+                .await
+                .map(|r| r.rows_affected()))
             .map_err(StoreError::query(context))?;
         }
         for (seq, (name, definition)) in rules.iter().enumerate() {
-            on_conn!(&mut tx, c => sqlx::query("INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3)")
-                .bind(seq as i64 + 1)
-                .bind(name)
-                .bind(definition)
-                .execute(c)
-                .await.map(|r| r.rows_affected()))
-                .map_err(StoreError::query(format!("{context}: rule {name:?}")))?;
+            on_conn!(&mut tx, |c| sqlx::query(
+                "INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3)"
+            )
+            .bind(seq as i64 + 1)
+            .bind(name)
+            .bind(definition)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(format!("{context}: rule {name:?}")))?;
         }
         for e in lists {
             insert_entry(tx.conn(), e, context).await?;
@@ -152,7 +163,7 @@ impl Store {
 
     /// Removes an entry; whether it existed.
     pub async fn remove_list_entry(&self, e: &ListEntry) -> Result<bool, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM lists WHERE kind = $1 AND field = $2 AND value = $3 AND scope = $4",
         )
         .bind(&e.kind)
@@ -160,7 +171,8 @@ impl Store {
         .bind(e.value.trim().to_ascii_lowercase())
         .bind(e.scope.trim().to_ascii_lowercase())
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "removing {} {} {:?}",
             e.kind, e.field, e.value
@@ -170,7 +182,7 @@ impl Store {
 
     /// Every list entry, ordered by kind, field, scope, value.
     pub async fn list_entries(&self) -> Result<Vec<ListEntry>, StoreError> {
-        let rows: Vec<(String, String, String, String, String)> = on_pool!(&self.pool, p => sqlx::query_as(
+        let rows: Vec<(String, String, String, String, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT kind, field, value, scope, comment FROM lists ORDER BY kind, field, scope, value",
         )
         .fetch_all(p)
@@ -217,14 +229,15 @@ impl Store {
         pattern: &str,
         field: &str,
     ) -> Result<bool, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM content_patterns WHERE list = $1 AND pattern = $2 AND field = $3",
         )
         .bind(list)
         .bind(pattern)
         .bind(field)
         .execute(p)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "removing content pattern {pattern:?}"
         )))?;
@@ -233,12 +246,12 @@ impl Store {
 
     pub async fn list_content_patterns(&self) -> Result<Vec<ContentRow>, StoreError> {
         let rows: Vec<(String, String, String, i64, f64)> =
-            on_pool!(&self.pool, p => sqlx::query_as(
-            "SELECT list, pattern, field, is_regex, score FROM content_patterns \
+            on_pool!(&self.pool, |p| sqlx::query_as(
+                "SELECT list, pattern, field, is_regex, score FROM content_patterns \
              ORDER BY list, field, pattern",
-        )
-        .fetch_all(p)
-        .await)
+            )
+            .fetch_all(p)
+            .await)
             .map_err(StoreError::query("listing content patterns"))?;
         Ok(rows
             .into_iter()
@@ -254,7 +267,7 @@ impl Store {
 }
 
 async fn insert_content(mut conn: Conn<'_>, r: &ContentRow) -> Result<(), StoreError> {
-    on_conn!(&mut conn, c => sqlx::query(
+    on_conn!(&mut conn, |c| sqlx::query(
         "INSERT INTO content_patterns (list, pattern, field, is_regex, score) \
          VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (list, pattern, field) DO UPDATE SET is_regex = excluded.is_regex, \
@@ -266,7 +279,8 @@ async fn insert_content(mut conn: Conn<'_>, r: &ContentRow) -> Result<(), StoreE
     .bind(i64::from(r.regex))
     .bind(r.score)
     .execute(c)
-    .await.map(|r| r.rows_affected()))
+    .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(format!(
         "saving content pattern {:?}",
         r.pattern
@@ -276,7 +290,7 @@ async fn insert_content(mut conn: Conn<'_>, r: &ContentRow) -> Result<(), StoreE
 
 /// Values and scopes are kept lower-case: addresses, domains and networks compare so.
 async fn insert_entry(mut conn: Conn<'_>, e: &ListEntry, context: &str) -> Result<(), StoreError> {
-    on_conn!(&mut conn, c => sqlx::query(
+    on_conn!(&mut conn, |c| sqlx::query(
         "INSERT INTO lists (kind, field, value, scope, comment) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (kind, field, value, scope) DO UPDATE SET comment = excluded.comment",
     )
@@ -286,7 +300,8 @@ async fn insert_entry(mut conn: Conn<'_>, e: &ListEntry, context: &str) -> Resul
     .bind(e.scope.trim().to_ascii_lowercase())
     .bind(&e.comment)
     .execute(c)
-    .await.map(|r| r.rows_affected()))
+    .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(context))?;
     Ok(())
 }

@@ -86,7 +86,7 @@ impl Store {
             if r.domain.is_empty() || r.sessions <= 0 {
                 continue;
             }
-            on_conn!(&mut tx, c => sqlx::query(concat!(
+            on_conn!(&mut tx, |c| sqlx::query(concat!(
                 "INSERT INTO tls_results (",
                 key_columns!(),
                 ", sessions, reported_at) \
@@ -105,7 +105,8 @@ impl Store {
             .bind(&r.receiving_ip)
             .bind(r.sessions)
             .execute(c)
-            .await.map(|r| r.rows_affected()))
+            .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
@@ -119,7 +120,7 @@ impl Store {
         from_day: i64,
         before_day: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        on_pool!(&self.pool, p => sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT DISTINCT day, domain FROM tls_results \
              WHERE report_id = '' AND day >= $1 AND day < $2 ORDER BY day, domain",
         )
@@ -148,7 +149,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context.as_str()))?;
-        on_conn!(&mut tx, c => sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "UPDATE tls_results SET report_id = $1, reported_at = $2 \
              WHERE day = $3 AND domain = $4 AND report_id = ''",
         )
@@ -157,9 +158,10 @@ impl Store {
         .bind(day)
         .bind(domain)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context.as_str()))?;
-        let rows: Vec<Row> = on_conn!(&mut tx, c => sqlx::query_as(
+        let rows: Vec<Row> = on_conn!(&mut tx, |c| sqlx::query_as(
             "SELECT day, domain, policy_type, policy_domain, policy_strings, mx_hosts, result, \
              receiving_mx, receiving_ip, sessions FROM tls_results WHERE report_id = $1 \
              ORDER BY policy_type, policy_domain, policy_strings, mx_hosts, result, \
@@ -169,7 +171,7 @@ impl Store {
         .fetch_all(c)
         .await)
         .map_err(StoreError::query(context.as_str()))?;
-        let (before,): (i64,) = on_conn!(&mut tx, c => sqlx::query_as(
+        let (before,): (i64,) = on_conn!(&mut tx, |c| sqlx::query_as(
             "SELECT COUNT(*) FROM tls_results \
              WHERE day = $1 AND domain = $2 AND report_id <> '' AND report_id <> $3",
         )
@@ -214,7 +216,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context.as_str()))?;
-        on_conn!(&mut tx, c => sqlx::query(concat!(
+        on_conn!(&mut tx, |c| sqlx::query(concat!(
             "INSERT INTO tls_results (",
             key_columns!(),
             ", sessions, reported_at) \
@@ -226,14 +228,17 @@ impl Store {
         ))
         .bind(claim)
         .execute(c)
-        .await.map(|r| r.rows_affected()))
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context.as_str()))?;
-        let done =
-            on_conn!(&mut tx, c => sqlx::query("DELETE FROM tls_results WHERE report_id = $1")
-            .bind(claim)
-            .execute(c)
-            .await.map(|r| r.rows_affected()))
-            .map_err(StoreError::query(context.as_str()))?;
+        let done = on_conn!(&mut tx, |c| sqlx::query(
+            "DELETE FROM tls_results WHERE report_id = $1"
+        )
+        .bind(claim)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(context.as_str()))?;
         tx.commit()
             .await
             .map_err(StoreError::query(context.as_str()))?;
@@ -242,10 +247,13 @@ impl Store {
 
     /// Forgets the rows of days before `before_day`, reported or not; how many.
     pub async fn tls_results_purge(&self, before_day: i64) -> Result<u64, StoreError> {
-        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM tls_results WHERE day < $1")
-            .bind(before_day)
-            .execute(p)
-            .await.map(|r| r.rows_affected()))
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM tls_results WHERE day < $1"
+        )
+        .bind(before_day)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query("purging old TLS session results"))?;
         Ok(done)
     }
