@@ -9,7 +9,6 @@ second run for the same day sends nothing. A domain without rua contributes noth
 import datetime
 import email.header
 import gzip
-import sqlite3
 import time
 import xml.etree.ElementTree as ET
 
@@ -72,9 +71,7 @@ def signed(sender, subject, key):
 
 def collected(g):
     """Rows kept for the reports, per policy domain."""
-    db = g.dir / "data" / "portcullis.db"
-    with sqlite3.connect(db, timeout=10) as c:
-        return dict(c.execute("SELECT domain, COUNT(*) FROM dmarc_results GROUP BY domain"))
+    return dict(g.sql("SELECT domain, COUNT(*) FROM dmarc_results GROUP BY domain"))
 
 
 def today():
@@ -179,8 +176,7 @@ def test_gateway_sends_yesterdays_reports_by_itself(gw, sink, reports_sink, dkim
     wait_for(lambda: collected(gw).get("sender.test") == 1, what="the DMARC result of sender.test")
     gw.stop()
     # As if the message had come a day earlier.
-    with sqlite3.connect(gw.dir / "data" / "portcullis.db", timeout=10) as c:
-        c.execute("UPDATE dmarc_results SET received_at = received_at - 86400")
+    gw.sql("UPDATE dmarc_results SET received_at = received_at - 86400")
     gw.config.write_text(gw.config.read_text().replace(
         "send_hour_utc = 23\n", "send_hour_utc = 0\n"))
     gw.start()

@@ -323,10 +323,7 @@ def test_released_message_is_logged_and_starts_a_fresh_queue_life(gw, sink, tmp_
     (other,) = json.loads(gw.cli("quarantine", "list", "--json").stdout)
     gw.cli("quarantine", "report-spam", other["id"])
     assert json.loads(gw.cli("quarantine", "list", "--json").stdout) == []
-    import sqlite3
-    db = sqlite3.connect(gw.dir / "data" / "portcullis.db")
-    assert db.execute("SELECT ham_messages, spam_messages FROM bayes_totals").fetchone() == (1, 1)
-    db.close()
+    assert gw.sql("SELECT ham_messages, spam_messages FROM bayes_totals") == [(1, 1)]
 
 
 def test_bad_subject_tag_is_a_config_error(tmp_path):

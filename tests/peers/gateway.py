@@ -1,8 +1,10 @@
 """The binary under test: one portcullis instance with its own data directory and ports,
 and a second instance playing a TLS MX host."""
 
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from peers.common import BIN, free_port, wait_port
@@ -35,10 +37,39 @@ level = "info,portcullis_queue=debug"
             # server runs makes every lookup a temporary failure.
             f"\n[dns]\nnameservers = [\"127.0.0.1:{free_port()}\"]\ntimeout_secs = 1\n") + (
             # Mail authentication needs DNS; tests of it turn it on with a DNS server.
-            "" if "[auth]" in extra_config else "\n[auth]\nenabled = false\n")
+            "" if "[auth]" in extra_config else "\n[auth]\nenabled = false\n") + (
+            "" if "[store]" in extra_config else self._store_config())
         )
         self.proc = None
         self.log = self.dir / "serve.log"
+
+    # PORTCULLIS_TEST_STORE=postgres (with PORTCULLIS_TEST_POSTGRES_URL, a role that may create
+    # databases) runs every gateway on a PostgreSQL database of its own instead of SQLite.
+    _databases = 0
+
+    def _store_config(self):
+        self.pg_url = None
+        if os.environ.get("PORTCULLIS_TEST_STORE", "sqlite") != "postgres":
+            return ""
+        admin = os.environ["PORTCULLIS_TEST_POSTGRES_URL"]
+        Gateway._databases += 1
+        name = f"gw_{os.getpid()}_{Gateway._databases}_{time.monotonic_ns() % 10**9}"
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", admin, "-c", f"CREATE DATABASE {name}"],
+                       check=True, capture_output=True, timeout=30)
+        base, _, query = admin.partition("?")
+        self.pg_url = base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+        return f'\n[store]\nurl = "{self.pg_url}"\n'
+
+    def sql(self, query):
+        """Rows of a query run on this gateway's store, whichever engine it is (integers as int)."""
+        if self.pg_url is None:
+            import sqlite3
+            with sqlite3.connect(self.dir / "data" / "portcullis.db", timeout=10) as c:
+                return c.execute(query).fetchall()
+        r = subprocess.run(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", self.pg_url, "-c", query],
+                           check=True, capture_output=True, text=True, timeout=30)
+        as_value = lambda v: int(v) if v.lstrip("-").isdigit() else v
+        return [tuple(as_value(v) for v in line.split("\t")) for line in r.stdout.splitlines() if line]
 
     def listen_smtp(self, host, port):
         """Listen for SMTP on host:port instead (before start)."""

@@ -203,7 +203,8 @@ pub struct Tls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite:///path/portcullis.db`; default `<data_dir>/portcullis.db`.
+    /// `sqlite:///path/portcullis.db` or `postgres://user:password@host/db`; default
+    /// `<data_dir>/portcullis.db`.
     pub url: Option<String>,
 }
 

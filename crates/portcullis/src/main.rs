@@ -100,6 +100,11 @@ enum Command {
         #[command(subcommand)]
         action: cli::report::ReportCmd,
     },
+    /// The store itself: schema migrations.
+    Store {
+        #[command(subcommand)]
+        action: cli::store::StoreCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
             Command::Config { action } => cli::filter::config_cmd(&config, action).await,
             Command::Report { action } => cli::report::report(&config, action).await,
             Command::Psl { action } => cli::psl::psl(&config, action).await,
+            Command::Store { action } => cli::store::store(&config, action).await,
         }
     });
     match result {

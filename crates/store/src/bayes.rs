@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
 
+use crate::engine::{on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// Rows per upsert statement: 3 parameters each, under the 999 bound parameters that old
@@ -68,16 +69,18 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context))?;
-        let totals: Option<(i64, i64)> =
-            sqlx::query_as("SELECT spam_messages, ham_messages FROM bayes_totals WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(context))?;
-        let tokens: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT token, spam_count, ham_count FROM bayes_tokens")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query(context))?;
+        let totals: Option<(i64, i64)> = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT spam_messages, ham_messages FROM bayes_totals WHERE id = 1"
+        )
+        .fetch_optional(c)
+        .await)
+        .map_err(StoreError::query(context))?;
+        let tokens: Vec<(String, i64, i64)> = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT token, spam_count, ham_count FROM bayes_tokens"
+        )
+        .fetch_all(c)
+        .await)
+        .map_err(StoreError::query(context))?;
         tx.commit().await.map_err(StoreError::query(context))?;
         let (spam_messages, ham_messages) = totals.unwrap_or_default();
         Ok(BayesCounts {
@@ -90,16 +93,18 @@ impl Store {
     /// The size of the model.
     pub async fn bayes_summary(&self) -> Result<BayesSummary, StoreError> {
         let context = "counting the spam classifier model";
-        let totals: Option<(i64, i64, i64)> = sqlx::query_as(
+        let totals: Option<(i64, i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT spam_messages, ham_messages, updated_at FROM bayes_totals WHERE id = 1",
         )
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(StoreError::query(context))?;
-        let (tokens,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM bayes_tokens")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query(context))?;
+        let (tokens,): (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM bayes_tokens"
+        )
+        .fetch_one(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         let (spam_messages, ham_messages, updated_at) = totals.unwrap_or_default();
         Ok(BayesSummary {
             spam_messages,
@@ -148,14 +153,14 @@ impl Store {
             } else {
                 upsert_sql(chunk.len())
             };
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for &(token, s, h) in chunk {
-                query = query.bind(token).bind(s).bind(h);
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(context))?;
+            on_conn!(&mut tx, |c| {
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for &(token, s, h) in chunk {
+                    query = query.bind(token).bind(s).bind(h);
+                }
+                query.execute(c).await.map(|r| r.rows_affected())
+            })
+            .map_err(StoreError::query(context))?;
         }
         if negative {
             for sql in [
@@ -163,13 +168,14 @@ impl Store {
                 "UPDATE bayes_tokens SET ham_count = 0 WHERE ham_count < 0",
                 "DELETE FROM bayes_tokens WHERE spam_count <= 0 AND ham_count <= 0",
             ] {
-                sqlx::query(sql)
-                    .execute(&mut *tx)
+                on_conn!(&mut tx, |c| sqlx::query(sql)
+                    .execute(c)
                     .await
-                    .map_err(StoreError::query(context))?;
+                    .map(|r| r.rows_affected()))
+                .map_err(StoreError::query(context))?;
             }
         }
-        sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO bayes_totals (id, spam_messages, ham_messages, updated_at) \
              VALUES (1, $1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET \
@@ -184,8 +190,9 @@ impl Store {
         .bind(now())
         .bind(spam_messages)
         .bind(ham_messages)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -200,10 +207,11 @@ impl Store {
             .await
             .map_err(StoreError::query(context))?;
         for sql in ["DELETE FROM bayes_tokens", "DELETE FROM bayes_totals"] {
-            sqlx::query(sql)
-                .execute(&mut *tx)
+            on_conn!(&mut tx, |c| sqlx::query(sql)
+                .execute(c)
                 .await
-                .map_err(StoreError::query(context))?;
+                .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -214,75 +222,71 @@ impl Store {
 mod tests {
     use super::*;
 
-    async fn store() -> Store {
-        Store::open("sqlite::memory:").await.expect("open")
-    }
-
     fn sorted(mut counts: BayesCounts) -> BayesCounts {
         counts.tokens.sort();
         counts
     }
 
-    #[tokio::test]
-    async fn empty_model() {
-        let s = store().await;
-        assert_eq!(s.load_bayes().await.unwrap(), BayesCounts::default());
-        assert_eq!(s.bayes_summary().await.unwrap(), BayesSummary::default());
+    store_test! {
+        async fn empty_model(s) {
+            assert_eq!(s.load_bayes().await.unwrap(), BayesCounts::default());
+            assert_eq!(s.bayes_summary().await.unwrap(), BayesSummary::default());
+        }
     }
 
-    #[tokio::test]
-    async fn train_accumulates_and_untrain_clamps() {
-        let s = store().await;
-        s.apply_bayes_delta(2, 1, &[("free", 2, 0), ("hello", 0, 1), ("both", 1, 1)])
-            .await
-            .unwrap();
-        s.apply_bayes_delta(1, 0, &[("free", 1, 0), ("free", 1, 0), ("new", 1, 0)])
-            .await
-            .unwrap();
-        let m = sorted(s.load_bayes().await.unwrap());
-        assert_eq!((m.spam_messages, m.ham_messages), (3, 1));
-        assert_eq!(
-            m.tokens,
-            [
-                ("both".to_string(), 1, 1),
-                ("free".to_string(), 4, 0),
-                ("hello".to_string(), 0, 1),
-                ("new".to_string(), 1, 0),
-            ]
-        );
-        // Untraining more than was trained: nothing negative, emptied tokens removed.
-        s.apply_bayes_delta(-5, 0, &[("new", -3, 0), ("both", -1, 0), ("ghost", -1, -1)])
-            .await
-            .unwrap();
-        let m = sorted(s.load_bayes().await.unwrap());
-        assert_eq!((m.spam_messages, m.ham_messages), (0, 1));
-        assert_eq!(
-            m.tokens,
-            [
-                ("both".to_string(), 0, 1),
-                ("free".to_string(), 4, 0),
-                ("hello".to_string(), 0, 1),
-            ]
-        );
-        let summary = s.bayes_summary().await.unwrap();
-        assert_eq!(summary.tokens, 3);
-        assert!(summary.updated_at > 0);
-        s.reset_bayes().await.unwrap();
-        assert_eq!(s.load_bayes().await.unwrap(), BayesCounts::default());
+    store_test! {
+        async fn train_accumulates_and_untrain_clamps(s) {
+            s.apply_bayes_delta(2, 1, &[("free", 2, 0), ("hello", 0, 1), ("both", 1, 1)])
+                .await
+                .unwrap();
+            s.apply_bayes_delta(1, 0, &[("free", 1, 0), ("free", 1, 0), ("new", 1, 0)])
+                .await
+                .unwrap();
+            let m = sorted(s.load_bayes().await.unwrap());
+            assert_eq!((m.spam_messages, m.ham_messages), (3, 1));
+            assert_eq!(
+                m.tokens,
+                [
+                    ("both".to_string(), 1, 1),
+                    ("free".to_string(), 4, 0),
+                    ("hello".to_string(), 0, 1),
+                    ("new".to_string(), 1, 0),
+                ]
+            );
+            // Untraining more than was trained: nothing negative, emptied tokens removed.
+            s.apply_bayes_delta(-5, 0, &[("new", -3, 0), ("both", -1, 0), ("ghost", -1, -1)])
+                .await
+                .unwrap();
+            let m = sorted(s.load_bayes().await.unwrap());
+            assert_eq!((m.spam_messages, m.ham_messages), (0, 1));
+            assert_eq!(
+                m.tokens,
+                [
+                    ("both".to_string(), 0, 1),
+                    ("free".to_string(), 4, 0),
+                    ("hello".to_string(), 0, 1),
+                ]
+            );
+            let summary = s.bayes_summary().await.unwrap();
+            assert_eq!(summary.tokens, 3);
+            assert!(summary.updated_at > 0);
+            s.reset_bayes().await.unwrap();
+            assert_eq!(s.load_bayes().await.unwrap(), BayesCounts::default());
+        }
     }
 
-    #[tokio::test]
-    async fn large_delta_is_batched() {
-        let s = store().await;
-        let names: Vec<String> = (0..(UPSERT_ROWS * 3 + 7))
-            .map(|i| format!("t{i}"))
-            .collect();
-        let rows: Vec<(&str, i64, i64)> = names.iter().map(|n| (n.as_str(), 1, 2)).collect();
-        s.apply_bayes_delta(10, 20, &rows).await.unwrap();
-        s.apply_bayes_delta(10, 20, &rows).await.unwrap();
-        let m = s.load_bayes().await.unwrap();
-        assert_eq!(m.tokens.len(), names.len());
-        assert!(m.tokens.iter().all(|(_, sp, h)| (*sp, *h) == (2, 4)));
-        assert_eq!((m.spam_messages, m.ham_messages), (20, 40));
+    store_test! {
+        async fn large_delta_is_batched(s) {
+            let names: Vec<String> = (0..(UPSERT_ROWS * 3 + 7))
+                .map(|i| format!("t{i}"))
+                .collect();
+            let rows: Vec<(&str, i64, i64)> = names.iter().map(|n| (n.as_str(), 1, 2)).collect();
+            s.apply_bayes_delta(10, 20, &rows).await.unwrap();
+            s.apply_bayes_delta(10, 20, &rows).await.unwrap();
+            let m = s.load_bayes().await.unwrap();
+            assert_eq!(m.tokens.len(), names.len());
+            assert!(m.tokens.iter().all(|(_, sp, h)| (*sp, *h) == (2, 4)));
+            assert_eq!((m.spam_messages, m.ham_messages), (20, 40));
+        }
     }
 }

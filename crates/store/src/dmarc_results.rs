@@ -6,6 +6,7 @@
 //! its claim behind, which expires after [`DMARC_CLAIM_SECS`]: its rows are reported by a
 //! later run, at worst a second time, never lost silently.
 
+use crate::engine::{on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// Seconds after which a claim is taken to belong to a run that died.
@@ -38,7 +39,7 @@ impl Store {
             .await
             .map_err(StoreError::query(&context))?;
         for r in rows {
-            sqlx::query(
+            on_conn!(&mut tx, |c| sqlx::query(
                 "INSERT INTO dmarc_results (id, domain, received_at, result) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
             )
@@ -46,8 +47,9 @@ impl Store {
             .bind(r.domain.to_ascii_lowercase())
             .bind(r.received_at)
             .bind(&r.result)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
         }
         tx.commit().await.map_err(StoreError::query(&context))?;
@@ -64,7 +66,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<DmarcResultRow>, StoreError> {
         let context = format!("claiming DMARC report results from {begin} to {end}");
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE dmarc_results SET claim = $1, claimed_at = $2 \
              WHERE received_at >= $3 AND received_at < $4 \
              AND (claim IS NULL OR claimed_at < $5)",
@@ -74,16 +76,17 @@ impl Store {
         .bind(begin)
         .bind(end)
         .bind(now - DMARC_CLAIM_SECS)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, i64, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT id, domain, received_at, result FROM dmarc_results WHERE claim = $1 \
              ORDER BY domain, received_at, id",
         )
         .bind(token)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query(&context))?;
         Ok(rows
             .into_iter()
@@ -105,7 +108,7 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM dmarc_results WHERE claim = $1 AND domain = $2 \
              AND received_at >= $3 AND received_at < $4",
         )
@@ -113,12 +116,13 @@ impl Store {
         .bind(domain)
         .bind(begin)
         .bind(end)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "deleting reported DMARC results of {domain}"
         )))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     /// Give back the claim of the run `token` on the rows of `domain` received in
@@ -130,7 +134,7 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE dmarc_results SET claim = NULL, claimed_at = NULL \
              WHERE claim = $1 AND domain = $2 AND received_at >= $3 AND received_at < $4",
         )
@@ -138,22 +142,26 @@ impl Store {
         .bind(domain)
         .bind(begin)
         .bind(end)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "releasing DMARC results of {domain}"
         )))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     /// Forget rows received before `before`, reported or not; how many.
     pub async fn dmarc_results_purge(&self, before: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM dmarc_results WHERE received_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("purging old DMARC report results"))?;
-        Ok(done.rows_affected())
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM dmarc_results WHERE received_at < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("purging old DMARC report results"))?;
+        Ok(done)
     }
 
     /// Rows kept, per policy domain, for `begin..end`: (domain, rows), ordered by domain.
@@ -162,14 +170,14 @@ impl Store {
         begin: i64,
         end: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT domain, COUNT(*) FROM dmarc_results \
              WHERE received_at >= $1 AND received_at < $2 GROUP BY domain ORDER BY domain",
         )
         .bind(begin)
         .bind(end)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query("counting DMARC report results"))
     }
 }
@@ -187,83 +195,83 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn claim_send_delete_and_purge() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        store
-            .dmarc_results_insert(&[
-                row("a", "Sender.Test", 86_400 + 10),
-                row("b", "sender.test", 86_400 + 20),
-                row("c", "other.test", 86_400 + 30),
-                row("d", "sender.test", 2 * 86_400 + 5),
-            ])
-            .await
-            .unwrap();
-        // A second copy of a row is kept once.
-        store
-            .dmarc_results_insert(&[row("a", "sender.test", 86_400 + 10)])
-            .await
-            .unwrap();
-        assert_eq!(
-            store.dmarc_results_count(86_400, 2 * 86_400).await.unwrap(),
-            vec![
-                ("other.test".to_string(), 1),
-                ("sender.test".to_string(), 2)
-            ]
-        );
-        let now = 3 * 86_400;
-        let claimed = store
-            .dmarc_results_claim(86_400, 2 * 86_400, "run1", now)
-            .await
-            .unwrap();
-        let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["c", "a", "b"]);
-        assert_eq!(claimed[1].domain, "sender.test");
-        // A second run finds them taken.
-        assert!(
+    store_test! {
+        async fn claim_send_delete_and_purge(store) {
             store
-                .dmarc_results_claim(0, 4 * 86_400, "run2", now + 60)
+                .dmarc_results_insert(&[
+                    row("a", "Sender.Test", 86_400 + 10),
+                    row("b", "sender.test", 86_400 + 20),
+                    row("c", "other.test", 86_400 + 30),
+                    row("d", "sender.test", 2 * 86_400 + 5),
+                ])
                 .await
-                .unwrap()
-                .iter()
-                .all(|r| r.id == "d")
-        );
-        assert_eq!(
+                .unwrap();
+            // A second copy of a row is kept once.
             store
-                .dmarc_results_delete("run1", "sender.test", 86_400, 2 * 86_400)
+                .dmarc_results_insert(&[row("a", "sender.test", 86_400 + 10)])
                 .await
-                .unwrap(),
-            2
-        );
-        // Released rows go to the next run; a stale claim (a run that died) as well.
-        assert_eq!(
-            store
-                .dmarc_results_release("run1", "other.test", 86_400, 2 * 86_400)
+                .unwrap();
+            assert_eq!(
+                store.dmarc_results_count(86_400, 2 * 86_400).await.unwrap(),
+                vec![
+                    ("other.test".to_string(), 1),
+                    ("sender.test".to_string(), 2)
+                ]
+            );
+            let now = 3 * 86_400;
+            let claimed = store
+                .dmarc_results_claim(86_400, 2 * 86_400, "run1", now)
                 .await
-                .unwrap(),
-            1
-        );
-        let again = store
-            .dmarc_results_claim(0, 4 * 86_400, "run3", now + 120)
-            .await
-            .unwrap();
-        assert_eq!(
-            again.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["c"]
-        );
-        let later = now + 120 + DMARC_CLAIM_SECS + 1;
-        let stale = store
-            .dmarc_results_claim(0, 4 * 86_400, "run4", later)
-            .await
-            .unwrap();
-        assert_eq!(
-            stale.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["c", "d"]
-        );
-        assert_eq!(store.dmarc_results_purge(2 * 86_400).await.unwrap(), 1);
-        assert_eq!(
-            store.dmarc_results_count(0, 4 * 86_400).await.unwrap(),
-            vec![("sender.test".to_string(), 1)]
-        );
+                .unwrap();
+            let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, ["c", "a", "b"]);
+            assert_eq!(claimed[1].domain, "sender.test");
+            // A second run finds them taken.
+            assert!(
+                store
+                    .dmarc_results_claim(0, 4 * 86_400, "run2", now + 60)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.id == "d")
+            );
+            assert_eq!(
+                store
+                    .dmarc_results_delete("run1", "sender.test", 86_400, 2 * 86_400)
+                    .await
+                    .unwrap(),
+                2
+            );
+            // Released rows go to the next run; a stale claim (a run that died) as well.
+            assert_eq!(
+                store
+                    .dmarc_results_release("run1", "other.test", 86_400, 2 * 86_400)
+                    .await
+                    .unwrap(),
+                1
+            );
+            let again = store
+                .dmarc_results_claim(0, 4 * 86_400, "run3", now + 120)
+                .await
+                .unwrap();
+            assert_eq!(
+                again.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                ["c"]
+            );
+            let later = now + 120 + DMARC_CLAIM_SECS + 1;
+            let stale = store
+                .dmarc_results_claim(0, 4 * 86_400, "run4", later)
+                .await
+                .unwrap();
+            assert_eq!(
+                stale.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                ["c", "d"]
+            );
+            assert_eq!(store.dmarc_results_purge(2 * 86_400).await.unwrap(), 1);
+            assert_eq!(
+                store.dmarc_results_count(0, 4 * 86_400).await.unwrap(),
+                vec![("sender.test".to_string(), 1)]
+            );
+        }
     }
 }

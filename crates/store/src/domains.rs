@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// TLS modes a route may ask for, from weakest to strictest.
@@ -30,16 +31,18 @@ pub struct Domain {
     pub routes: Vec<Route>,
 }
 
-/// Row shape of `domain_routes` as read back: (domain, host, port, priority, tls, auth_user, auth_password).
-type RouteRow = (
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-);
+/// A row of `domain_routes` as read back (`ROUTE_COLUMNS`); port and priority are checked on
+/// the way to a [`Route`].
+#[derive(sqlx::FromRow)]
+struct RouteRow {
+    domain: String,
+    host: String,
+    port: i64,
+    priority: i64,
+    tls: String,
+    auth_user: Option<String>,
+    auth_password: Option<String>,
+}
 
 const ROUTE_COLUMNS: &str = "domain, host, port, priority, tls, auth_user, auth_password";
 
@@ -89,7 +92,15 @@ fn validate_route(context: &str, route: &Route) -> Result<(), StoreError> {
 }
 
 fn route_from_row(context: &str, row: RouteRow) -> Result<(String, Route), StoreError> {
-    let (domain, host, port, priority, tls, auth_user, auth_password) = row;
+    let RouteRow {
+        domain,
+        host,
+        port,
+        priority,
+        tls,
+        auth_user,
+        auth_password,
+    } = row;
     let port = u16::try_from(port)
         .map_err(|_| StoreError::corrupt(context, format!("route port {port} out of range")))?;
     let priority = u32::try_from(priority).map_err(|_| {
@@ -123,18 +134,24 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        sqlx::query("INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
-        sqlx::query("DELETE FROM domain_routes WHERE domain = $1")
-            .bind(&name)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
+        on_conn!(&mut tx, |c| sqlx::query(
+            "INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+        )
+        .bind(&name)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        on_conn!(&mut tx, |c| sqlx::query(
+            "DELETE FROM domain_routes WHERE domain = $1"
+        )
+        .bind(&name)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
         for (seq, route) in routes.iter().enumerate() {
-            sqlx::query(
+            on_conn!(&mut tx, |c| sqlx::query(
                 "INSERT INTO domain_routes \
                  (domain, seq, host, port, priority, tls, auth_user, auth_password) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -147,8 +164,9 @@ impl Store {
             .bind(&route.tls)
             .bind(route.auth_user.as_deref())
             .bind(route.auth_password.as_deref())
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(&context))?;
         }
         tx.commit().await.map_err(StoreError::query(&context))?;
@@ -160,26 +178,30 @@ impl Store {
         let name = normalize_domain(name);
         let context = format!("removing domain {name}");
         // Routes go with the domain through ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM domains WHERE name = $1")
-            .bind(&name)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM domains WHERE name = $1"
+        )
+        .bind(&name)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        Ok(done > 0)
     }
 
     /// All domains sorted by name, each with its routes sorted by priority.
     pub async fn list_domains(&self) -> Result<Vec<Domain>, StoreError> {
         let context = "listing domains";
-        let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM domains")
-            .fetch_all(&self.pool)
-            .await
+        let names: Vec<(String,)> =
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT name FROM domains")
+                .fetch_all(p)
+                .await)
             .map_err(StoreError::query(context))?;
-        let rows: Vec<RouteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ROUTE_COLUMNS} FROM domain_routes ORDER BY priority, seq"
-        )))
-        .fetch_all(&self.pool)
-        .await
+        let rows: Vec<RouteRow> = on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {ROUTE_COLUMNS} FROM domain_routes ORDER BY priority, seq")
+        ))
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query(context))?;
 
         // Grouped and ordered in Rust so the result does not depend on the engine's text collation.
@@ -204,20 +226,24 @@ impl Store {
     pub async fn get_domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         let name = normalize_domain(name);
         let context = format!("reading domain {name}");
-        let found: Option<(String,)> = sqlx::query_as("SELECT name FROM domains WHERE name = $1")
-            .bind(&name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
+        let found: Option<(String,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT name FROM domains WHERE name = $1"
+        )
+        .bind(&name)
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query(&context))?;
         if found.is_none() {
             return Ok(None);
         }
-        let rows: Vec<RouteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ROUTE_COLUMNS} FROM domain_routes WHERE domain = $1 ORDER BY priority, seq"
-        )))
-        .bind(&name)
-        .fetch_all(&self.pool)
-        .await
+        let rows: Vec<RouteRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ROUTE_COLUMNS} FROM domain_routes WHERE domain = $1 ORDER BY priority, seq"
+            )))
+            .bind(&name)
+            .fetch_all(p)
+            .await
+        })
         .map_err(StoreError::query(&context))?;
         let routes = rows
             .into_iter()

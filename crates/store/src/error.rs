@@ -10,12 +10,20 @@ pub enum StoreError {
     #[error("store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 
-    /// PostgreSQL is planned for cluster mode; the URL is not echoed because it may carry a password.
+    /// The PostgreSQL server could not be reached or refused us (wrong password, no such
+    /// database). Names the server, database and user, never the password. The message ends
+    /// with the reason, so `cause` is not also chained as a source (it would print twice).
     #[error(
-        "store URL uses PostgreSQL, which is not yet supported (cluster mode comes later); \
-         use a sqlite:// URL such as sqlite:///var/lib/portcullis/portcullis.db"
+        "cannot connect to PostgreSQL at {server} (database {database}, user {user}): {}",
+        connect_reason(cause)
     )]
-    PostgresNotSupported,
+    Connect {
+        /// `host:port`, or the socket directory.
+        server: String,
+        database: String,
+        user: String,
+        cause: sqlx::Error,
+    },
 
     /// The directory that should hold the SQLite file could not be made.
     #[error("creating directory {} for the store: {source}", path.display())]
@@ -60,6 +68,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub(crate) fn connect(
+        options: &sqlx::postgres::PgConnectOptions,
+        source: sqlx::Error,
+    ) -> StoreError {
+        let server = match options.get_socket() {
+            Some(dir) => format!("{} (socket)", dir.display()),
+            None => format!("{}:{}", options.get_host(), options.get_port()),
+        };
+        StoreError::Connect {
+            server,
+            database: options
+                .get_database()
+                .unwrap_or(options.get_username())
+                .to_string(),
+            user: options.get_username().to_string(),
+            cause: source,
+        }
+    }
+
     pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = context.into();
         move |source| StoreError::Query { context, source }
@@ -77,5 +104,16 @@ impl StoreError {
             context: context.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The part of a connection error a person acts on: the server's own message (bad password,
+/// no such database) or the system's (connection refused), without the driver's preamble.
+fn connect_reason(source: &sqlx::Error) -> String {
+    match source {
+        sqlx::Error::Database(e) => format!("the server says: {}", e.message()),
+        sqlx::Error::Io(e) => e.to_string(),
+        sqlx::Error::Tls(e) => format!("TLS: {e}"),
+        other => other.to_string(),
     }
 }

@@ -6,6 +6,7 @@
 //! Concurrent writers to one row are harmless: the last write wins, and the worst outcome of a
 //! race is one more deferral.
 
+use crate::engine::on_pool;
 use crate::{Store, StoreError};
 
 /// One triplet as stored. `network` is CIDR text (`192.0.2.0/24`), sender and recipient are
@@ -28,7 +29,7 @@ pub struct GreylistEntry {
 }
 
 /// A client network's record of passes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct GreylistClient {
     pub network: String,
     pub passes: i64,
@@ -52,7 +53,18 @@ pub struct GreylistCounts {
     pub clients: i64,
 }
 
-type EntryRow = (String, String, String, i64, i64, i64, i64, i64);
+/// A row of `greylist`: `passed` is stored as 0 or 1.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    network: String,
+    sender: String,
+    recipient: String,
+    first_seen: i64,
+    last_seen: i64,
+    passed: i64,
+    deferred: i64,
+    passes: i64,
+}
 
 impl Store {
     /// The triplet, if it is known.
@@ -63,30 +75,28 @@ impl Store {
         recipient: &str,
     ) -> Result<Option<GreylistEntry>, StoreError> {
         let context = format!("reading greylist triplet {network} {sender:?} {recipient:?}");
-        let row: Option<EntryRow> = sqlx::query_as(
+        let row: Option<EntryRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
             "SELECT network, sender, recipient, first_seen, last_seen, passed, deferred, passes \
              FROM greylist WHERE network = $1 AND sender = $2 AND recipient = $3",
         )
         .bind(network)
         .bind(sender)
         .bind(recipient)
-        .fetch_optional(&self.pool)
+        .fetch_optional(p)
         .await
+        })
         .map_err(StoreError::query(&context))?;
-        Ok(row.map(
-            |(network, sender, recipient, first_seen, last_seen, passed, deferred, passes)| {
-                GreylistEntry {
-                    network,
-                    sender,
-                    recipient,
-                    first_seen,
-                    last_seen,
-                    passed: passed != 0,
-                    deferred,
-                    passes,
-                }
-            },
-        ))
+        Ok(row.map(|r| GreylistEntry {
+            network: r.network,
+            sender: r.sender,
+            recipient: r.recipient,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            passed: r.passed != 0,
+            deferred: r.deferred,
+            passes: r.passes,
+        }))
     }
 
     /// Writes the triplet, replacing what was stored under the same key.
@@ -98,7 +108,7 @@ impl Store {
         if entry.network.is_empty() {
             return Err(StoreError::invalid(context, "network is empty"));
         }
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO greylist \
              (network, sender, recipient, first_seen, last_seen, passed, deferred, passes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -114,8 +124,9 @@ impl Store {
         .bind(i64::from(entry.passed))
         .bind(entry.deferred)
         .bind(entry.passes)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -126,21 +137,13 @@ impl Store {
         network: &str,
     ) -> Result<Option<GreylistClient>, StoreError> {
         let context = format!("reading greylist client {network}");
-        let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT network, passes, counted_at, last_seen FROM greylist_clients WHERE network = $1",
         )
         .bind(network)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::query(&context))?;
-        Ok(
-            row.map(|(network, passes, counted_at, last_seen)| GreylistClient {
-                network,
-                passes,
-                counted_at,
-                last_seen,
-            }),
-        )
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query(&context))
     }
 
     /// Records that a triplet of `network` passed at `now`. The count grows by one only when
@@ -153,7 +156,7 @@ impl Store {
         min_interval: i64,
     ) -> Result<(), StoreError> {
         let context = format!("counting greylist pass of {network}");
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO greylist_clients (network, passes, counted_at, last_seen) \
              VALUES ($1, 1, $2, $2) \
              ON CONFLICT (network) DO UPDATE SET \
@@ -166,8 +169,9 @@ impl Store {
         .bind(network)
         .bind(now)
         .bind(now.saturating_sub(min_interval))
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -182,14 +186,15 @@ impl Store {
         min_interval: i64,
     ) -> Result<(), StoreError> {
         let context = format!("refreshing greylist client {network}");
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE greylist_clients SET last_seen = $2 WHERE network = $1 AND last_seen < $3",
         )
         .bind(network)
         .bind(now)
         .bind(now.saturating_sub(min_interval))
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -203,41 +208,45 @@ impl Store {
         passed_before: i64,
     ) -> Result<GreylistPurged, StoreError> {
         let context = "purging expired greylist entries";
-        let triplets = sqlx::query(
+        let triplets = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM greylist WHERE (passed = 0 AND last_seen < $1) \
              OR (passed <> 0 AND last_seen < $2)",
         )
         .bind(waiting_before)
         .bind(passed_before)
-        .execute(&self.pool)
+        .execute(p)
         .await
-        .map_err(StoreError::query(context))?
-        .rows_affected();
-        let clients = sqlx::query("DELETE FROM greylist_clients WHERE last_seen < $1")
-            .bind(passed_before)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(context))?
-            .rows_affected();
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(context))?;
+        let clients = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM greylist_clients WHERE last_seen < $1"
+        )
+        .bind(passed_before)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(context))?;
         Ok(GreylistPurged { triplets, clients })
     }
 
     /// Rows held: triplets waiting for their retry, triplets that passed, client networks.
     pub async fn greylist_counts(&self) -> Result<GreylistCounts, StoreError> {
         let context = "counting greylist entries";
-        let (waiting, passed): (i64, i64) = sqlx::query_as(
+        let (waiting, passed): (i64, i64) = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT \
              COALESCE(SUM(CASE WHEN passed = 0 THEN 1 ELSE 0 END), 0), \
              COALESCE(SUM(CASE WHEN passed <> 0 THEN 1 ELSE 0 END), 0) \
              FROM greylist",
         )
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(p)
+        .await)
         .map_err(StoreError::query(context))?;
-        let (clients,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM greylist_clients")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query(context))?;
+        let (clients,): (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM greylist_clients"
+        )
+        .fetch_one(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         Ok(GreylistCounts {
             waiting,
             passed,
@@ -263,107 +272,107 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn put_get_and_replace() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        assert_eq!(
-            store
+    store_test! {
+        async fn put_get_and_replace(store) {
+            assert_eq!(
+                store
+                    .greylist_get("192.0.2.0/24", "a@example.org", "b@example.com")
+                    .await
+                    .unwrap(),
+                None
+            );
+            let mut e = entry("192.0.2.0/24", 100, false);
+            store.greylist_put(&e).await.unwrap();
+            e.passed = true;
+            e.last_seen = 500;
+            e.passes = 1;
+            store.greylist_put(&e).await.unwrap();
+            let got = store
                 .greylist_get("192.0.2.0/24", "a@example.org", "b@example.com")
                 .await
-                .unwrap(),
-            None
-        );
-        let mut e = entry("192.0.2.0/24", 100, false);
-        store.greylist_put(&e).await.unwrap();
-        e.passed = true;
-        e.last_seen = 500;
-        e.passes = 1;
-        store.greylist_put(&e).await.unwrap();
-        let got = store
-            .greylist_get("192.0.2.0/24", "a@example.org", "b@example.com")
-            .await
-            .unwrap();
-        assert_eq!(got, Some(e));
-        let counts = store.greylist_counts().await.unwrap();
-        assert_eq!((counts.waiting, counts.passed, counts.clients), (0, 1, 0));
-        assert!(store.greylist_put(&entry("", 1, false)).await.is_err());
+                .unwrap();
+            assert_eq!(got, Some(e));
+            let counts = store.greylist_counts().await.unwrap();
+            assert_eq!((counts.waiting, counts.passed, counts.clients), (0, 1, 0));
+            assert!(store.greylist_put(&entry("", 1, false)).await.is_err());
+        }
     }
 
-    #[tokio::test]
-    async fn client_passes_count_once_per_interval() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let net = "2001:db8::/64";
-        store
-            .greylist_count_client_pass(net, 1000, 300)
-            .await
-            .unwrap();
-        store
-            .greylist_count_client_pass(net, 1100, 300)
-            .await
-            .unwrap();
-        let c = store.greylist_client(net).await.unwrap().unwrap();
-        assert_eq!((c.passes, c.counted_at, c.last_seen), (1, 1000, 1100));
-        store
-            .greylist_count_client_pass(net, 1300, 300)
-            .await
-            .unwrap();
-        let c = store.greylist_client(net).await.unwrap().unwrap();
-        assert_eq!((c.passes, c.counted_at, c.last_seen), (2, 1300, 1300));
+    store_test! {
+        async fn client_passes_count_once_per_interval(store) {
+            let net = "2001:db8::/64";
+            store
+                .greylist_count_client_pass(net, 1000, 300)
+                .await
+                .unwrap();
+            store
+                .greylist_count_client_pass(net, 1100, 300)
+                .await
+                .unwrap();
+            let c = store.greylist_client(net).await.unwrap().unwrap();
+            assert_eq!((c.passes, c.counted_at, c.last_seen), (1, 1000, 1100));
+            store
+                .greylist_count_client_pass(net, 1300, 300)
+                .await
+                .unwrap();
+            let c = store.greylist_client(net).await.unwrap().unwrap();
+            assert_eq!((c.passes, c.counted_at, c.last_seen), (2, 1300, 1300));
 
-        store.greylist_touch_client(net, 1400, 3600).await.unwrap();
-        assert_eq!(
-            store.greylist_client(net).await.unwrap().unwrap().last_seen,
-            1300
-        );
-        store.greylist_touch_client(net, 5000, 3600).await.unwrap();
-        assert_eq!(
-            store.greylist_client(net).await.unwrap().unwrap().last_seen,
-            5000
-        );
+            store.greylist_touch_client(net, 1400, 3600).await.unwrap();
+            assert_eq!(
+                store.greylist_client(net).await.unwrap().unwrap().last_seen,
+                1300
+            );
+            store.greylist_touch_client(net, 5000, 3600).await.unwrap();
+            assert_eq!(
+                store.greylist_client(net).await.unwrap().unwrap().last_seen,
+                5000
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn purge_by_kind_and_age() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        store
-            .greylist_put(&entry("192.0.2.0/24", 100, false))
-            .await
-            .unwrap();
-        store
-            .greylist_put(&entry("198.51.100.0/24", 900, false))
-            .await
-            .unwrap();
-        store
-            .greylist_put(&entry("203.0.113.0/24", 100, true))
-            .await
-            .unwrap();
-        store
-            .greylist_count_client_pass("203.0.113.0/24", 100, 0)
-            .await
-            .unwrap();
-        store
-            .greylist_count_client_pass("192.0.2.0/24", 900, 0)
-            .await
-            .unwrap();
+    store_test! {
+        async fn purge_by_kind_and_age(store) {
+            store
+                .greylist_put(&entry("192.0.2.0/24", 100, false))
+                .await
+                .unwrap();
+            store
+                .greylist_put(&entry("198.51.100.0/24", 900, false))
+                .await
+                .unwrap();
+            store
+                .greylist_put(&entry("203.0.113.0/24", 100, true))
+                .await
+                .unwrap();
+            store
+                .greylist_count_client_pass("203.0.113.0/24", 100, 0)
+                .await
+                .unwrap();
+            store
+                .greylist_count_client_pass("192.0.2.0/24", 900, 0)
+                .await
+                .unwrap();
 
-        // Waiting entries older than 500 go; passed ones survive until 50.
-        let purged = store.greylist_purge(500, 50).await.unwrap();
-        assert_eq!(
-            purged,
-            GreylistPurged {
-                triplets: 1,
-                clients: 0
-            }
-        );
-        let purged = store.greylist_purge(500, 200).await.unwrap();
-        assert_eq!(
-            purged,
-            GreylistPurged {
-                triplets: 1,
-                clients: 1
-            }
-        );
-        let counts = store.greylist_counts().await.unwrap();
-        assert_eq!((counts.waiting, counts.passed, counts.clients), (1, 0, 1));
+            // Waiting entries older than 500 go; passed ones survive until 50.
+            let purged = store.greylist_purge(500, 50).await.unwrap();
+            assert_eq!(
+                purged,
+                GreylistPurged {
+                    triplets: 1,
+                    clients: 0
+                }
+            );
+            let purged = store.greylist_purge(500, 200).await.unwrap();
+            assert_eq!(
+                purged,
+                GreylistPurged {
+                    triplets: 1,
+                    clients: 1
+                }
+            );
+            let counts = store.greylist_counts().await.unwrap();
+            assert_eq!((counts.waiting, counts.passed, counts.clients), (1, 0, 1));
+        }
     }
 }

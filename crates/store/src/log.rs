@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
+use crate::engine::{Conn, on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// Directions a message can travel.
@@ -37,8 +38,8 @@ const RECIPIENT_FETCH_CHUNK: usize = 500;
 /// depends on PostgreSQL's `standard_conforming_strings`.
 const LIKE_ESCAPE: char = '!';
 
-/// One message as seen by the gateway.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One message as seen by the gateway; read as `MESSAGE_COLUMNS`, its recipients apart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
 pub struct MessageRecord {
     /// The gateway's own queue id.
     pub id: String,
@@ -68,11 +69,12 @@ pub struct MessageRecord {
     #[serde(default)]
     pub findings: Option<String>,
     /// In RCPT order.
+    #[sqlx(skip)]
     pub recipients: Vec<RecipientRecord>,
 }
 
 /// One envelope recipient of a message and where its delivery stands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
 pub struct RecipientRecord {
     pub address: String,
     /// One of [`RECIPIENT_STATUSES`].
@@ -111,92 +113,20 @@ impl Default for LogQuery {
     }
 }
 
-/// Row shape of `messages`, in `MESSAGE_COLUMNS` order.
-type MessageRow = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-    Option<String>,
-);
-
 const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
                                m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
                                m.score, m.findings";
 
-/// Row shape of `message_recipients`, in `RECIPIENT_COLUMNS` order.
-type RecipientRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+/// A row of `message_recipients` (`RECIPIENT_COLUMNS`): the recipient and its message.
+#[derive(sqlx::FromRow)]
+struct RecipientRow {
+    message: String,
+    #[sqlx(flatten)]
+    record: RecipientRecord,
+}
 
 const RECIPIENT_COLUMNS: &str =
     "message, address, status, reply, remote_host, updated_at, attempts";
-
-fn message_from_row(row: MessageRow) -> MessageRecord {
-    let (
-        id,
-        received_at,
-        client_ip,
-        helo,
-        direction,
-        sender,
-        size,
-        auth_user,
-        message_id,
-        subject,
-        verdict,
-        rule,
-        score,
-        findings,
-    ) = row;
-    MessageRecord {
-        id,
-        received_at,
-        client_ip,
-        helo,
-        direction,
-        sender,
-        size,
-        auth_user,
-        message_id,
-        subject,
-        verdict,
-        rule,
-        score,
-        findings,
-        recipients: Vec::new(),
-    }
-}
-
-fn recipient_from_row(row: RecipientRow) -> (String, RecipientRecord) {
-    let (message, address, status, reply, remote_host, updated_at, attempts) = row;
-    (
-        message,
-        RecipientRecord {
-            address,
-            status,
-            reply,
-            remote_host,
-            updated_at,
-            attempts,
-        },
-    )
-}
 
 fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
     if RECIPIENT_STATUSES.contains(&status) {
@@ -244,7 +174,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        insert_messages(&mut tx, &[rec], &context).await?;
+        insert_messages(tx.conn(), &[rec], &context).await?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -278,7 +208,7 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query(&context))?;
-        update_statuses(&mut conn, &[&update], &context).await
+        update_statuses(conn.conn(), &[&update], &context).await
     }
 
     /// Several log writes in one transaction, in order. SQLite has one writer at a time:
@@ -299,7 +229,7 @@ impl Store {
             match entry {
                 LogEntry::Message(rec) => {
                     if !updates.is_empty() {
-                        update_statuses(&mut tx, &updates, &context).await?;
+                        update_statuses(tx.conn(), &updates, &context).await?;
                         updates.clear();
                     }
                     let ctx = format!("logging message {}", rec.id);
@@ -308,13 +238,13 @@ impl Store {
                         Err(e) => tracing::warn!(error = %e, "skipped log entry"),
                     }
                     if messages.len() == ROWS_PER_STATEMENT {
-                        insert_messages(&mut tx, &messages, &context).await?;
+                        insert_messages(tx.conn(), &messages, &context).await?;
                         messages.clear();
                     }
                 }
                 LogEntry::Status(u) => {
                     if !messages.is_empty() {
-                        insert_messages(&mut tx, &messages, &context).await?;
+                        insert_messages(tx.conn(), &messages, &context).await?;
                         messages.clear();
                     }
                     let ctx = format!(
@@ -331,7 +261,7 @@ impl Store {
                         .iter()
                         .any(|p| p.id == u.id && p.address == u.address);
                     if repeated || updates.len() == ROWS_PER_STATEMENT {
-                        update_statuses(&mut tx, &updates, &context).await?;
+                        update_statuses(tx.conn(), &updates, &context).await?;
                         updates.clear();
                     }
                     updates.push(u);
@@ -339,10 +269,10 @@ impl Store {
             }
         }
         if !messages.is_empty() {
-            insert_messages(&mut tx, &messages, &context).await?;
+            insert_messages(tx.conn(), &messages, &context).await?;
         }
         if !updates.is_empty() {
-            update_statuses(&mut tx, &updates, &context).await?;
+            update_statuses(tx.conn(), &updates, &context).await?;
         }
         tx.commit().await.map_err(StoreError::query(&context))
     }
@@ -350,17 +280,17 @@ impl Store {
     /// One message with its recipients, or `None` if it was never logged.
     pub async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
         let context = format!("reading message {id}");
-        let row: Option<MessageRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"
-        )))
+        let row: Option<MessageRecord> = on_pool!(&self.pool, |p| sqlx::query_as(AssertSqlSafe(
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1")
+        ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(StoreError::query(&context))?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut messages = vec![message_from_row(row)];
+        let mut messages = vec![row];
         self.fill_recipients(&context, &mut messages).await?;
         Ok(messages.pop())
     }
@@ -405,18 +335,18 @@ impl Store {
         ));
         binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
 
-        let mut query = sqlx::query_as::<_, MessageRow>(AssertSqlSafe(sql));
-        for bind in binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query(context))?;
-        let mut messages: Vec<MessageRecord> = rows.into_iter().map(message_from_row).collect();
+        let rows: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql));
+            for bind in &binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text),
+                    Bind::Int(int) => query.bind(int),
+                };
+            }
+            query.fetch_all(p).await
+        })
+        .map_err(StoreError::query(context))?;
+        let mut messages = rows;
         self.fill_recipients(context, &mut messages).await?;
         Ok(messages)
     }
@@ -446,18 +376,17 @@ impl Store {
                 "SELECT {RECIPIENT_COLUMNS} FROM message_recipients \
                  WHERE message IN ({placeholders}) ORDER BY message, seq"
             );
-            let mut query = sqlx::query_as::<_, RecipientRow>(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.clone());
-            }
-            let rows = query
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query(context))?;
+            let rows: Vec<RecipientRow> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(p).await
+            })
+            .map_err(StoreError::query(context))?;
             for row in rows {
-                let (message, rcpt) = recipient_from_row(row);
-                if let Some(&i) = index.get(&message) {
-                    messages[i].recipients.push(rcpt);
+                if let Some(&i) = index.get(&row.message) {
+                    messages[i].recipients.push(row.record);
                 }
             }
         }
@@ -473,37 +402,36 @@ const ROWS_PER_STATEMENT: usize = 64;
 /// Inserts messages and their recipients on `conn`, a few statements for all of them. A
 /// message whose id is already logged keeps its first record, recipients included.
 async fn insert_messages(
-    conn: &mut sqlx::SqliteConnection,
+    mut conn: Conn<'_>,
     recs: &[&MessageRecord],
     context: &str,
 ) -> Result<(), StoreError> {
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO messages \
-         (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, subject, \
-          verdict, rule, score, findings) ",
-    );
-    insert.push_values(recs, |mut row, rec| {
-        row.push_bind(&rec.id)
-            .push_bind(rec.received_at)
-            .push_bind(&rec.client_ip)
-            .push_bind(&rec.helo)
-            .push_bind(&rec.direction)
-            .push_bind(&rec.sender)
-            .push_bind(rec.size)
-            .push_bind(rec.auth_user.as_deref())
-            .push_bind(rec.message_id.as_deref())
-            .push_bind(rec.subject.as_deref())
-            .push_bind(rec.verdict.as_deref())
-            .push_bind(rec.rule.as_deref())
-            .push_bind(rec.score)
-            .push_bind(rec.findings.as_deref());
-    });
-    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-    let inserted: Vec<String> = insert
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::query(context))?;
+    let inserted: Vec<String> = on_conn!(&mut conn, |c| {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO messages \
+             (id, received_at, client_ip, helo, direction, sender, size, auth_user, message_id, \
+              subject, verdict, rule, score, findings) ",
+        );
+        insert.push_values(recs, |mut row, rec| {
+            row.push_bind(&rec.id)
+                .push_bind(rec.received_at)
+                .push_bind(&rec.client_ip)
+                .push_bind(&rec.helo)
+                .push_bind(&rec.direction)
+                .push_bind(&rec.sender)
+                .push_bind(rec.size)
+                .push_bind(rec.auth_user.as_deref())
+                .push_bind(rec.message_id.as_deref())
+                .push_bind(rec.subject.as_deref())
+                .push_bind(rec.verdict.as_deref())
+                .push_bind(rec.rule.as_deref())
+                .push_bind(rec.score)
+                .push_bind(rec.findings.as_deref());
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        insert.build_query_scalar().fetch_all(c).await
+    })
+    .map_err(StoreError::query(context))?;
     if inserted.len() < recs.len() {
         // The first logging carried the recipients in the same transaction, so they are there.
         tracing::debug!(
@@ -524,26 +452,25 @@ async fn insert_messages(
         })
         .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO message_recipients \
-             (message, seq, address, status, reply, remote_host, updated_at, attempts) ",
-        );
-        insert.push_values(chunk, |mut row, (id, seq, rcpt)| {
-            row.push_bind(*id)
-                .push_bind(i64::try_from(*seq).unwrap_or(i64::MAX))
-                .push_bind(&rcpt.address)
-                .push_bind(&rcpt.status)
-                .push_bind(rcpt.reply.as_deref())
-                .push_bind(rcpt.remote_host.as_deref())
-                .push_bind(rcpt.updated_at)
-                .push_bind(rcpt.attempts);
-        });
-        insert.push(" ON CONFLICT (message, address) DO NOTHING");
-        insert
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(context))?;
+        on_conn!(&mut conn, |c| {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO message_recipients \
+                 (message, seq, address, status, reply, remote_host, updated_at, attempts) ",
+            );
+            insert.push_values(chunk, |mut row, (id, seq, rcpt)| {
+                row.push_bind(*id)
+                    .push_bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+                    .push_bind(&rcpt.address)
+                    .push_bind(&rcpt.status)
+                    .push_bind(rcpt.reply.as_deref())
+                    .push_bind(rcpt.remote_host.as_deref())
+                    .push_bind(rcpt.updated_at)
+                    .push_bind(rcpt.attempts);
+            });
+            insert.push(" ON CONFLICT (message, address) DO NOTHING");
+            insert.build().execute(c).await.map(|r| r.rows_affected())
+        })
+        .map_err(StoreError::query(context))?;
     }
     Ok(())
 }
@@ -551,36 +478,35 @@ async fn insert_messages(
 /// Updates recipients' statuses on `conn` in one statement; each (message, address) at
 /// most once per call. An unknown recipient is only a warning.
 async fn update_statuses(
-    conn: &mut sqlx::SqliteConnection,
+    mut conn: Conn<'_>,
     updates: &[&StatusUpdate],
     context: &str,
 ) -> Result<(), StoreError> {
-    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "WITH u (message, address, status, reply, remote_host, updated_at, attempt) AS (",
-    );
-    update.push_values(updates, |mut row, u| {
-        let attempt = i64::from(ATTEMPT_STATUSES.contains(&u.status.as_str()));
-        row.push_bind(&u.id)
-            .push_bind(&u.address)
-            .push_bind(&u.status)
-            .push_bind(u.reply.as_deref())
-            .push_bind(u.remote_host.as_deref())
-            .push_bind(u.at)
-            .push_bind(attempt);
-    });
-    update.push(
-        ") UPDATE message_recipients \
-         SET status = u.status, reply = u.reply, remote_host = u.remote_host, \
-             updated_at = u.updated_at, attempts = message_recipients.attempts + u.attempt \
-         FROM u WHERE message_recipients.message = u.message \
-           AND message_recipients.address = u.address \
-         RETURNING message_recipients.message, message_recipients.address",
-    );
-    let done: Vec<(String, String)> = update
-        .build_query_as()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::query(context))?;
+    let done: Vec<(String, String)> = on_conn!(&mut conn, |c| {
+        let mut update = sqlx::QueryBuilder::new(
+            "WITH u (message, address, status, reply, remote_host, updated_at, attempt) AS (",
+        );
+        update.push_values(updates, |mut row, u| {
+            let attempt = i64::from(ATTEMPT_STATUSES.contains(&u.status.as_str()));
+            row.push_bind(&u.id)
+                .push_bind(&u.address)
+                .push_bind(&u.status)
+                .push_bind(u.reply.as_deref())
+                .push_bind(u.remote_host.as_deref())
+                .push_bind(u.at)
+                .push_bind(attempt);
+        });
+        update.push(
+            ") UPDATE message_recipients \
+             SET status = u.status, reply = u.reply, remote_host = u.remote_host, \
+                 updated_at = u.updated_at, attempts = message_recipients.attempts + u.attempt \
+             FROM u WHERE message_recipients.message = u.message \
+               AND message_recipients.address = u.address \
+             RETURNING message_recipients.message, message_recipients.address",
+        );
+        update.build_query_as().fetch_all(c).await
+    })
+    .map_err(StoreError::query(context))?;
     if done.len() < updates.len() {
         for u in updates {
             if !done.iter().any(|(m, a)| *m == u.id && *a == u.address) {

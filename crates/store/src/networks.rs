@@ -3,6 +3,7 @@
 
 use ipnet::IpNet;
 
+use crate::engine::on_pool;
 use crate::{Store, StoreError};
 
 impl Store {
@@ -10,14 +11,15 @@ impl Store {
     pub async fn add_network(&self, net: IpNet, comment: &str) -> Result<(), StoreError> {
         let net = net.trunc();
         let context = format!("adding network {net}");
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO networks (cidr, comment) VALUES ($1, $2) \
              ON CONFLICT (cidr) DO UPDATE SET comment = excluded.comment",
         )
         .bind(net.to_string())
         .bind(comment)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -26,21 +28,26 @@ impl Store {
     pub async fn remove_network(&self, net: IpNet) -> Result<bool, StoreError> {
         let net = net.trunc();
         let context = format!("removing network {net}");
-        let done = sqlx::query("DELETE FROM networks WHERE cidr = $1")
-            .bind(net.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM networks WHERE cidr = $1"
+        )
+        .bind(net.to_string())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        Ok(done > 0)
     }
 
     /// All internal networks with their comments, IPv4 before IPv6, in address order.
     pub async fn list_networks(&self) -> Result<Vec<(IpNet, String)>, StoreError> {
         let context = "listing networks";
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT cidr, comment FROM networks")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query(context))?;
+        let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT cidr, comment FROM networks"
+        )
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query(context))?;
         let mut nets = rows
             .into_iter()
             .map(|(cidr, comment)| {

@@ -2,6 +2,7 @@
 //! release them. Owns `quarantine_messages` (one row per message: body, envelope, findings)
 //! and `quarantine_items` (one row per recipient, each released or deleted on its own).
 
+use crate::engine::{Conn, Engines, on_conn, on_pool};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +28,8 @@ pub struct HeldMessage {
     pub direction: String,
 }
 
-/// One recipient's copy of a held message, as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One recipient's copy of a held message, as listed; read as the columns of `ITEM_COLUMNS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct QuarantineItem {
     /// `<message id>.<recipient number>`
     pub id: String,
@@ -51,52 +52,6 @@ pub const QUARANTINE_STATES: [&str; 4] = ["held", "releasing", "released", "dele
 const ITEM_COLUMNS: &str = "i.id, i.message, i.recipient, m.sender, m.subject, m.class, m.score, \
                             m.rule, i.state, m.received_at, m.expires_at, m.direction";
 
-type ItemRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    f64,
-    Option<String>,
-    String,
-    i64,
-    i64,
-    String,
-);
-
-fn item(row: ItemRow) -> QuarantineItem {
-    let (
-        id,
-        message,
-        recipient,
-        sender,
-        subject,
-        class,
-        score,
-        rule,
-        state,
-        received_at,
-        expires_at,
-        direction,
-    ) = row;
-    QuarantineItem {
-        id,
-        message,
-        recipient,
-        sender,
-        subject,
-        class,
-        score,
-        rule,
-        state,
-        received_at,
-        expires_at,
-        direction,
-    }
-}
-
 /// Filter for [`Store::quarantine_list`].
 #[derive(Debug, Clone, Default)]
 pub struct QuarantineQuery {
@@ -108,8 +63,8 @@ pub struct QuarantineQuery {
 
 impl Store {
     /// Holds a message, one item per recipient. The message is acknowledged on the
-    /// strength of this write, so the transaction is made durable (fsync) before it
-    /// returns, whatever the store's default synchronous level.
+    /// strength of this write, so the transaction is made durable before it returns,
+    /// whatever the store's default for other writes.
     pub async fn quarantine_hold(&self, m: &HeldMessage) -> Result<(), StoreError> {
         let context = format!("quarantining message {}", m.id);
         let mut conn = self
@@ -117,28 +72,32 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query(&context))?;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(&context))?;
-        let result = hold(&mut conn, m, &context).await;
-        let restored = sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::query(&context));
-        result.and(restored.map(|_| ()))
+        match &mut conn {
+            // The pool runs at synchronous = NORMAL, where a commit can be lost to a power
+            // cut; this one connection syncs fully for this one transaction.
+            Engines::Sqlite(c) => {
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut **c)
+                    .await
+                    .map_err(StoreError::query(&context))?;
+                let result = hold(conn.conn(), m, &context).await;
+                let restored = on_conn!(&mut conn, |c| sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected()))
+                .map_err(StoreError::query(&context));
+                result.and(restored.map(|_| ()))
+            }
+            // Every PostgreSQL connection of the store runs with synchronous_commit = on (set
+            // when it connects), so the commit returns only once it is flushed.
+            Engines::Postgres(_) => hold(conn.conn(), m, &context).await,
+        }
     }
 }
 
-async fn hold(
-    conn: &mut sqlx::SqliteConnection,
-    m: &HeldMessage,
-    context: &str,
-) -> Result<(), StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn)
-        .await
-        .map_err(StoreError::query(context))?;
-    sqlx::query(
+async fn hold(conn: Conn<'_>, m: &HeldMessage, context: &str) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(StoreError::query(context))?;
+    on_conn!(&mut tx, |c| sqlx::query(
         "INSERT INTO quarantine_messages \
          (id, received_at, expires_at, sender, subject, class, score, rule, findings, envelope, \
           body, direction) \
@@ -156,11 +115,12 @@ async fn hold(
     .bind(&m.envelope)
     .bind(&m.body)
     .bind(&m.direction)
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(context))?;
     for (n, rcpt) in m.recipients.iter().enumerate() {
-        sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO quarantine_items (id, message, recipient, state, changed_at) \
              VALUES ($1, $2, $3, 'held', $4)",
         )
@@ -168,8 +128,9 @@ async fn hold(
         .bind(&m.id)
         .bind(rcpt.to_ascii_lowercase())
         .bind(m.received_at)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context))?;
     }
     tx.commit().await.map_err(StoreError::query(context))?;
@@ -188,7 +149,7 @@ impl Store {
         } else {
             q.limit.min(10_000)
         };
-        let rows: Vec<ItemRow> = match &q.recipient {
+        on_pool!(&self.pool, |p| match &q.recipient {
             Some(r) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
                  ON m.id = i.message WHERE i.state = $1 AND i.recipient = $2 \
@@ -205,10 +166,9 @@ impl Store {
             .bind(&state)
             .bind(limit),
         }
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("listing the quarantine"))?;
-        Ok(rows.into_iter().map(item).collect())
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query("listing the quarantine"))
     }
 
     /// One item with its message's findings (JSON), envelope (JSON) and body.
@@ -217,26 +177,28 @@ impl Store {
         id: &str,
     ) -> Result<Option<(QuarantineItem, String, String, Vec<u8>)>, StoreError> {
         let context = format!("reading quarantine item {id}");
-        let row: Option<(String, String, Vec<u8>)> = sqlx::query_as(
+        let row: Option<(String, String, Vec<u8>)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT m.findings, m.envelope, m.body FROM quarantine_items i \
              JOIN quarantine_messages m ON m.id = i.message WHERE i.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(StoreError::query(&context))?;
         let Some((findings, envelope, body)) = row else {
             return Ok(None);
         };
-        let it: ItemRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+        let it: QuarantineItem = on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
              ON m.id = i.message WHERE i.id = $1"
-        )))
+            )
+        ))
         .bind(id)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(p)
+        .await)
         .map_err(StoreError::query(&context))?;
-        Ok(Some((item(it), findings, envelope, body)))
+        Ok(Some((it, findings, envelope, body)))
     }
 
     /// Moves an item from state `from` to `to` (held → releasing → released, held →
@@ -253,43 +215,48 @@ impl Store {
         if !QUARANTINE_STATES.contains(&to) || !QUARANTINE_STATES.contains(&from) {
             return Err(StoreError::invalid(&context, "unknown state"));
         }
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| {
+            sqlx::query(
             "UPDATE quarantine_items SET state = $1, changed_at = $2 WHERE id = $3 AND state = $4",
         )
         .bind(to)
         .bind(now)
         .bind(id)
         .bind(from)
-        .execute(&self.pool)
-        .await
+        .execute(p)
+        .await.map(|r| r.rows_affected())
+        })
         .map_err(StoreError::query(&context))?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Items claimed for release whose release did not finish (a crash between the
     /// claim and the queue write): the gateway finishes them at start.
     pub async fn quarantine_releasing(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM quarantine_items WHERE state = 'releasing'")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query("finding unfinished releases"))?;
+        let rows: Vec<(String,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id FROM quarantine_items WHERE state = 'releasing'"
+        )
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query("finding unfinished releases"))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// Held inbound spam not yet in a digest, by recipient, for the digest mailer. Mail
     /// held by policy or for a virus, and outbound mail, is for administrators only.
     pub async fn quarantine_digest_due(&self) -> Result<Vec<QuarantineItem>, StoreError> {
-        let rows: Vec<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+        let rows: Vec<QuarantineItem> = on_pool!(&self.pool, |p| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
              ON m.id = i.message WHERE i.state = 'held' AND i.digest_sent_at IS NULL \
              AND m.direction = 'inbound' AND m.class = 'spam' \
              ORDER BY i.recipient, m.received_at"
-        )))
-        .fetch_all(&self.pool)
-        .await
+            ))
+        )
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query("finding quarantine items for digests"))?;
-        Ok(rows.into_iter().map(item).collect())
+        Ok(rows)
     }
 
     pub async fn quarantine_mark_digested(
@@ -304,12 +271,15 @@ impl Store {
             .await
             .map_err(StoreError::query(context))?;
         for id in ids {
-            sqlx::query("UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(context))?;
+            on_conn!(&mut tx, |c| sqlx::query(
+                "UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2"
+            )
+            .bind(now)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -317,11 +287,14 @@ impl Store {
 
     /// Deletes messages past their expiry (with their items); how many.
     pub async fn quarantine_expire(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM quarantine_messages WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("expiring quarantined messages"))?;
-        Ok(done.rows_affected())
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM quarantine_messages WHERE expires_at <= $1"
+        )
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("expiring quarantined messages"))?;
+        Ok(done)
     }
 }

@@ -2,6 +2,7 @@
 //! Owns `reports`: one row per report, with summary counts for listing and the parsed report
 //! as JSON for showing. Parsing is the caller's business; this module only keeps what it is given.
 
+use crate::engine::on_pool;
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,8 @@ pub const REPORT_KINDS: [&str; 2] = ["dmarc", "tlsrpt"];
 /// Longest list returned by [`Store::report_list`].
 pub const MAX_REPORT_LIMIT: i64 = 10_000;
 
-/// One report as listed: what it is, who sent it, and its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One report as listed: what it is, who sent it, and its counts; read as `COLUMNS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ReportSummary {
     pub id: String,
     /// `dmarc` or `tlsrpt`.
@@ -24,8 +25,10 @@ pub struct ReportSummary {
     /// The policy domain the report is about.
     pub domain: String,
     /// Start of the period covered, unix seconds.
+    #[sqlx(rename = "date_begin")]
     pub begin: i64,
     /// End of the period covered, unix seconds.
+    #[sqlx(rename = "date_end")]
     pub end: i64,
     pub received_at: i64,
     /// DMARC: messages; TLS-RPT: sessions.
@@ -37,8 +40,9 @@ pub struct ReportSummary {
 }
 
 /// A stored report: its summary and the parsed report as JSON text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredReport {
+    #[sqlx(flatten)]
     pub summary: ReportSummary,
     pub report: String,
 }
@@ -54,53 +58,6 @@ pub struct ReportQuery {
 
 const COLUMNS: &str =
     "id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, pass, fail";
-
-type SummaryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-/// A summary row and the report JSON.
-type FullRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-);
-
-fn summary(row: SummaryRow) -> ReportSummary {
-    let (id, kind, org, report_id, domain, begin, end, received_at, messages, pass, fail) = row;
-    ReportSummary {
-        id,
-        kind,
-        org,
-        report_id,
-        domain,
-        begin,
-        end,
-        received_at,
-        messages,
-        pass,
-        fail,
-    }
-}
 
 impl Store {
     /// Keeps a report. A report already stored (same kind, organization and report id) is
@@ -120,7 +77,7 @@ impl Store {
         if s.id.is_empty() {
             return Err(StoreError::invalid(context, "empty id"));
         }
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO reports \
              (id, kind, org, report_id, domain, date_begin, date_end, received_at, messages, \
               pass, fail, report) \
@@ -139,20 +96,21 @@ impl Store {
         .bind(s.pass)
         .bind(s.fail)
         .bind(&r.report)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
-        if done.rows_affected() == 1 {
+        if done == 1 {
             return Ok((s.id.clone(), true));
         }
-        let (id,): (String,) = sqlx::query_as(
+        let (id,): (String,) = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT id FROM reports WHERE kind = $1 AND org = $2 AND report_id = $3",
         )
         .bind(&s.kind)
         .bind(&s.org)
         .bind(&s.report_id)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(p)
+        .await)
         .map_err(StoreError::query(&context))?;
         Ok((id, false))
     }
@@ -184,33 +142,26 @@ impl Store {
              ORDER BY received_at DESC, id DESC LIMIT ${}",
             binds.len() + 1
         );
-        let mut query = sqlx::query_as::<_, SummaryRow>(sqlx::AssertSqlSafe(sql));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("listing reports"))?;
-        Ok(rows.into_iter().map(summary).collect())
+        let rows: Vec<ReportSummary> = on_pool!(&self.pool, |p| {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for b in &binds {
+                query = query.bind(b);
+            }
+            query.bind(limit).fetch_all(p).await
+        })
+        .map_err(StoreError::query("listing reports"))?;
+        Ok(rows)
     }
 
     /// One report by its id.
     pub async fn report_get(&self, id: &str) -> Result<Option<StoredReport>, StoreError> {
-        let row: Option<FullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, report FROM reports WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::query(format!("reading report {id}")))?;
-        Ok(row.map(
-            |(id, kind, org, report_id, domain, b, e, at, m, p, f, report)| StoredReport {
-                summary: summary((id, kind, org, report_id, domain, b, e, at, m, p, f)),
-                report,
-            },
+        on_pool!(&self.pool, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {COLUMNS}, report FROM reports WHERE id = $1")
         ))
+        .bind(id)
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query(format!("reading report {id}")))
     }
 }
 
@@ -244,81 +195,81 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn insert_list_get_and_duplicates() {
-        let store = Store::open("sqlite::memory:").await.expect("open");
-        let a = report("A1", "dmarc", "Mail Co", "r-1", "Example.COM", 1000);
-        assert_eq!(
-            store.report_insert(&a).await.expect("insert"),
-            ("A1".to_string(), true)
-        );
-        // The same report again, under a new id: kept once, the first id answers.
-        let again = report("A2", "dmarc", "Mail Co", "r-1", "example.com", 2000);
-        assert_eq!(
-            store.report_insert(&again).await.expect("insert"),
-            ("A1".to_string(), false)
-        );
-        // Same report id from another organization, or of another kind: a different report.
-        store
-            .report_insert(&report("B1", "dmarc", "Other", "r-1", "example.com", 3000))
-            .await
-            .expect("insert");
-        store
-            .report_insert(&report(
-                "C1",
-                "tlsrpt",
-                "Mail Co",
-                "r-1",
-                "example.org",
-                4000,
-            ))
-            .await
-            .expect("insert");
-        assert!(
+    store_test! {
+        async fn insert_list_get_and_duplicates(store) {
+            let a = report("A1", "dmarc", "Mail Co", "r-1", "Example.COM", 1000);
+            assert_eq!(
+                store.report_insert(&a).await.expect("insert"),
+                ("A1".to_string(), true)
+            );
+            // The same report again, under a new id: kept once, the first id answers.
+            let again = report("A2", "dmarc", "Mail Co", "r-1", "example.com", 2000);
+            assert_eq!(
+                store.report_insert(&again).await.expect("insert"),
+                ("A1".to_string(), false)
+            );
+            // Same report id from another organization, or of another kind: a different report.
             store
-                .report_insert(&report("D1", "arf", "X", "1", "example.com", 1))
+                .report_insert(&report("B1", "dmarc", "Other", "r-1", "example.com", 3000))
                 .await
-                .is_err()
-        );
+                .expect("insert");
+            store
+                .report_insert(&report(
+                    "C1",
+                    "tlsrpt",
+                    "Mail Co",
+                    "r-1",
+                    "example.org",
+                    4000,
+                ))
+                .await
+                .expect("insert");
+            assert!(
+                store
+                    .report_insert(&report("D1", "arf", "X", "1", "example.com", 1))
+                    .await
+                    .is_err()
+            );
 
-        let all = store
-            .report_list(&ReportQuery::default())
-            .await
-            .expect("list");
-        let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["C1", "B1", "A1"]);
-        assert_eq!(all[2].domain, "example.com");
+            let all = store
+                .report_list(&ReportQuery::default())
+                .await
+                .expect("list");
+            let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, ["C1", "B1", "A1"]);
+            assert_eq!(all[2].domain, "example.com");
 
-        let dmarc = store
-            .report_list(&ReportQuery {
-                kind: Some("dmarc".into()),
-                ..Default::default()
-            })
-            .await
-            .expect("list");
-        assert_eq!(dmarc.len(), 2);
-        let org = store
-            .report_list(&ReportQuery {
-                kind: Some("tlsrpt".into()),
-                domain: Some("EXAMPLE.org.".into()),
-                limit: 5,
-            })
-            .await
-            .expect("list");
-        assert_eq!(org.len(), 1);
-        assert_eq!(org[0].id, "C1");
-        let one = store
-            .report_list(&ReportQuery {
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .expect("list");
-        assert_eq!(one.len(), 1);
+            let dmarc = store
+                .report_list(&ReportQuery {
+                    kind: Some("dmarc".into()),
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(dmarc.len(), 2);
+            let org = store
+                .report_list(&ReportQuery {
+                    kind: Some("tlsrpt".into()),
+                    domain: Some("EXAMPLE.org.".into()),
+                    limit: 5,
+                })
+                .await
+                .expect("list");
+            assert_eq!(org.len(), 1);
+            assert_eq!(org[0].id, "C1");
+            let one = store
+                .report_list(&ReportQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(one.len(), 1);
 
-        let got = store.report_get("A1").await.expect("get").expect("found");
-        assert_eq!(got.summary, all[2]);
-        assert_eq!(got.report, "{\"id\":\"r-1\"}");
-        assert!(store.report_get("nope").await.expect("get").is_none());
+            let got = store.report_get("A1").await.expect("get").expect("found");
+            assert_eq!(got.summary, all[2]);
+            assert_eq!(got.report, "{\"id\":\"r-1\"}");
+            assert!(store.report_get("nope").await.expect("get").is_none());
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! an opaque JSON document (the filter crate defines and validates it); the store keeps order
 //! and names.
 
+use crate::engine::{Conn, on_conn, on_pool};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -50,10 +51,12 @@ fn check_entry(context: &str, e: &ListEntry) -> Result<(), StoreError> {
 impl Store {
     /// All rules, in evaluation order, as (name, JSON definition).
     pub async fn list_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        sqlx::query_as("SELECT name, definition FROM rules ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("listing rules"))
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT name, definition FROM rules ORDER BY seq"
+        )
+        .fetch_all(p)
+        .await)
+        .map_err(StoreError::query("listing rules"))
     }
 
     /// Adds a rule at the end, or replaces the definition of the rule of that name in place.
@@ -64,19 +67,22 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(&context))?;
-        let (next,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) + 1 FROM rules")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::query(&context))?;
-        sqlx::query(
+        let (next,): (i64,) = on_conn!(&mut tx, |c| sqlx::query_as(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM rules"
+        )
+        .fetch_one(c)
+        .await)
+        .map_err(StoreError::query(&context))?;
+        on_conn!(&mut tx, |c| sqlx::query(
             "INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
         )
         .bind(next)
         .bind(name)
         .bind(definition)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         tx.commit().await.map_err(StoreError::query(&context))?;
         Ok(())
@@ -84,12 +90,15 @@ impl Store {
 
     /// Removes the rule of that name; whether it existed.
     pub async fn remove_rule(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM rules WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(format!("removing rule {name:?}")))?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM rules WHERE name = $1"
+        )
+        .bind(name)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(format!("removing rule {name:?}")))?;
+        Ok(done > 0)
     }
 
     /// Replaces every rule, list entry and content pattern at once (configuration import).
@@ -113,25 +122,29 @@ impl Store {
             "DELETE FROM lists",
             "DELETE FROM content_patterns",
         ] {
-            sqlx::query(sql)
-                .execute(&mut *tx)
+            on_conn!(&mut tx, |c| sqlx::query(sql)
+                .execute(c)
                 .await
-                .map_err(StoreError::query(context))?;
+                .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(context))?;
         }
         for (seq, (name, definition)) in rules.iter().enumerate() {
-            sqlx::query("INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3)")
-                .bind(seq as i64 + 1)
-                .bind(name)
-                .bind(definition)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(format!("{context}: rule {name:?}")))?;
+            on_conn!(&mut tx, |c| sqlx::query(
+                "INSERT INTO rules (seq, name, definition) VALUES ($1, $2, $3)"
+            )
+            .bind(seq as i64 + 1)
+            .bind(name)
+            .bind(definition)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(format!("{context}: rule {name:?}")))?;
         }
         for e in lists {
-            insert_entry(&mut tx, e, context).await?;
+            insert_entry(tx.conn(), e, context).await?;
         }
         for r in content {
-            insert_content(&mut tx, r).await?;
+            insert_content(tx.conn(), r).await?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
         Ok(())
@@ -145,34 +158,35 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query(&context))?;
-        insert_entry(&mut conn, e, &context).await
+        insert_entry(conn.conn(), e, &context).await
     }
 
     /// Removes an entry; whether it existed.
     pub async fn remove_list_entry(&self, e: &ListEntry) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM lists WHERE kind = $1 AND field = $2 AND value = $3 AND scope = $4",
         )
         .bind(&e.kind)
         .bind(&e.field)
         .bind(e.value.trim().to_ascii_lowercase())
         .bind(e.scope.trim().to_ascii_lowercase())
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "removing {} {} {:?}",
             e.kind, e.field, e.value
         )))?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     /// Every list entry, ordered by kind, field, scope, value.
     pub async fn list_entries(&self) -> Result<Vec<ListEntry>, StoreError> {
-        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT kind, field, value, scope, comment FROM lists ORDER BY kind, field, scope, value",
         )
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query("listing list entries"))?;
         Ok(rows
             .into_iter()
@@ -205,7 +219,7 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::query("adding a content pattern"))?;
-        insert_content(&mut conn, r).await
+        insert_content(conn.conn(), r).await
     }
 
     /// Removes an entry; whether it existed.
@@ -215,28 +229,30 @@ impl Store {
         pattern: &str,
         field: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM content_patterns WHERE list = $1 AND pattern = $2 AND field = $3",
         )
         .bind(list)
         .bind(pattern)
         .bind(field)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(format!(
             "removing content pattern {pattern:?}"
         )))?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 
     pub async fn list_content_patterns(&self) -> Result<Vec<ContentRow>, StoreError> {
-        let rows: Vec<(String, String, String, i64, f64)> = sqlx::query_as(
-            "SELECT list, pattern, field, is_regex, score FROM content_patterns \
+        let rows: Vec<(String, String, String, i64, f64)> =
+            on_pool!(&self.pool, |p| sqlx::query_as(
+                "SELECT list, pattern, field, is_regex, score FROM content_patterns \
              ORDER BY list, field, pattern",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("listing content patterns"))?;
+            )
+            .fetch_all(p)
+            .await)
+            .map_err(StoreError::query("listing content patterns"))?;
         Ok(rows
             .into_iter()
             .map(|(list, pattern, field, is_regex, score)| ContentRow {
@@ -250,11 +266,8 @@ impl Store {
     }
 }
 
-async fn insert_content(
-    conn: &mut sqlx::SqliteConnection,
-    r: &ContentRow,
-) -> Result<(), StoreError> {
-    sqlx::query(
+async fn insert_content(mut conn: Conn<'_>, r: &ContentRow) -> Result<(), StoreError> {
+    on_conn!(&mut conn, |c| sqlx::query(
         "INSERT INTO content_patterns (list, pattern, field, is_regex, score) \
          VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (list, pattern, field) DO UPDATE SET is_regex = excluded.is_regex, \
@@ -265,8 +278,9 @@ async fn insert_content(
     .bind(&r.field)
     .bind(i64::from(r.regex))
     .bind(r.score)
-    .execute(&mut *conn)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(format!(
         "saving content pattern {:?}",
         r.pattern
@@ -275,12 +289,8 @@ async fn insert_content(
 }
 
 /// Values and scopes are kept lower-case: addresses, domains and networks compare so.
-async fn insert_entry(
-    conn: &mut sqlx::SqliteConnection,
-    e: &ListEntry,
-    context: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
+async fn insert_entry(mut conn: Conn<'_>, e: &ListEntry, context: &str) -> Result<(), StoreError> {
+    on_conn!(&mut conn, |c| sqlx::query(
         "INSERT INTO lists (kind, field, value, scope, comment) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (kind, field, value, scope) DO UPDATE SET comment = excluded.comment",
     )
@@ -289,8 +299,9 @@ async fn insert_entry(
     .bind(e.value.trim().to_ascii_lowercase())
     .bind(e.scope.trim().to_ascii_lowercase())
     .bind(&e.comment)
-    .execute(&mut *conn)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .map_err(StoreError::query(context))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Shared settings (`settings` table): values every node must agree on, made once.
 
+use crate::engine::on_pool;
 use crate::{Store, StoreError};
 
 impl Store {
@@ -11,19 +12,22 @@ impl Store {
         make: impl FnOnce() -> String,
     ) -> Result<String, StoreError> {
         let context = format!("reading setting {name}");
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(make())
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
-        let (value,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
+        let (value,): (String,) = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT value FROM settings WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_one(p)
+        .await)
+        .map_err(StoreError::query(&context))?;
         Ok(value)
     }
 }

@@ -5,6 +5,7 @@
 //! nodes, or the command line and a node, never report them twice) and gives them back
 //! when it could not be sent.
 
+use crate::engine::{on_conn, on_pool};
 use crate::{Store, StoreError};
 
 /// One counter row.
@@ -49,18 +50,20 @@ macro_rules! key_columns {
     };
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-);
+/// A row of `tls_results` as read back; the lists are JSON text.
+#[derive(sqlx::FromRow)]
+struct Row {
+    day: i64,
+    domain: String,
+    policy_type: String,
+    policy_domain: String,
+    policy_strings: String,
+    mx_hosts: String,
+    result: String,
+    receiving_mx: String,
+    receiving_ip: String,
+    sessions: i64,
+}
 
 fn encode(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
@@ -83,7 +86,7 @@ impl Store {
             if r.domain.is_empty() || r.sessions <= 0 {
                 continue;
             }
-            sqlx::query(concat!(
+            on_conn!(&mut tx, |c| sqlx::query(concat!(
                 "INSERT INTO tls_results (",
                 key_columns!(),
                 ", sessions, reported_at) \
@@ -101,8 +104,9 @@ impl Store {
             .bind(&r.receiving_mx)
             .bind(&r.receiving_ip)
             .bind(r.sessions)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(|r| r.rows_affected()))
             .map_err(StoreError::query(context))?;
         }
         tx.commit().await.map_err(StoreError::query(context))?;
@@ -116,14 +120,14 @@ impl Store {
         from_day: i64,
         before_day: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        sqlx::query_as(
+        on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT DISTINCT day, domain FROM tls_results \
              WHERE report_id = '' AND day >= $1 AND day < $2 ORDER BY day, domain",
         )
         .bind(from_day)
         .bind(before_day)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(StoreError::query("listing unreported TLS session results"))
     }
 
@@ -145,7 +149,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context.as_str()))?;
-        sqlx::query(
+        on_conn!(&mut tx, |c| sqlx::query(
             "UPDATE tls_results SET report_id = $1, reported_at = $2 \
              WHERE day = $3 AND domain = $4 AND report_id = ''",
         )
@@ -153,61 +157,49 @@ impl Store {
         .bind(now)
         .bind(day)
         .bind(domain)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context.as_str()))?;
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = on_conn!(&mut tx, |c| sqlx::query_as(
             "SELECT day, domain, policy_type, policy_domain, policy_strings, mx_hosts, result, \
              receiving_mx, receiving_ip, sessions FROM tls_results WHERE report_id = $1 \
              ORDER BY policy_type, policy_domain, policy_strings, mx_hosts, result, \
              receiving_mx, receiving_ip",
         )
         .bind(claim)
-        .fetch_all(&mut *tx)
-        .await
+        .fetch_all(c)
+        .await)
         .map_err(StoreError::query(context.as_str()))?;
-        let (before,): (i64,) = sqlx::query_as(
+        let (before,): (i64,) = on_conn!(&mut tx, |c| sqlx::query_as(
             "SELECT COUNT(*) FROM tls_results \
              WHERE day = $1 AND domain = $2 AND report_id <> '' AND report_id <> $3",
         )
         .bind(day)
         .bind(domain)
         .bind(claim)
-        .fetch_one(&mut *tx)
-        .await
+        .fetch_one(c)
+        .await)
         .map_err(StoreError::query(context.as_str()))?;
         tx.commit()
             .await
             .map_err(StoreError::query(context.as_str()))?;
         let rows = rows
             .into_iter()
-            .map(
-                |(
-                    day,
-                    domain,
-                    policy_type,
-                    policy_domain,
-                    strings,
-                    mx,
-                    result,
-                    rmx,
-                    rip,
-                    sessions,
-                )| {
-                    Ok(TlsResultRow {
-                        day,
-                        domain,
-                        policy_type,
-                        policy_domain,
-                        policy_strings: decode(&context, &strings)?,
-                        mx_hosts: decode(&context, &mx)?,
-                        result,
-                        receiving_mx: rmx,
-                        receiving_ip: rip,
-                        sessions,
-                    })
-                },
-            )
+            .map(|r| {
+                Ok(TlsResultRow {
+                    day: r.day,
+                    domain: r.domain,
+                    policy_type: r.policy_type,
+                    policy_domain: r.policy_domain,
+                    policy_strings: decode(&context, &r.policy_strings)?,
+                    mx_hosts: decode(&context, &r.mx_hosts)?,
+                    result: r.result,
+                    receiving_mx: r.receiving_mx,
+                    receiving_ip: r.receiving_ip,
+                    sessions: r.sessions,
+                })
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(TlsClaim {
             rows,
@@ -224,7 +216,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query(context.as_str()))?;
-        sqlx::query(concat!(
+        on_conn!(&mut tx, |c| sqlx::query(concat!(
             "INSERT INTO tls_results (",
             key_columns!(),
             ", sessions, reported_at) \
@@ -235,28 +227,35 @@ impl Store {
             ") DO UPDATE SET sessions = tls_results.sessions + excluded.sessions"
         ))
         .bind(claim)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(context.as_str()))?;
-        let done = sqlx::query("DELETE FROM tls_results WHERE report_id = $1")
-            .bind(claim)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(context.as_str()))?;
+        let done = on_conn!(&mut tx, |c| sqlx::query(
+            "DELETE FROM tls_results WHERE report_id = $1"
+        )
+        .bind(claim)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(context.as_str()))?;
         tx.commit()
             .await
             .map_err(StoreError::query(context.as_str()))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     /// Forgets the rows of days before `before_day`, reported or not; how many.
     pub async fn tls_results_purge(&self, before_day: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM tls_results WHERE day < $1")
-            .bind(before_day)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("purging old TLS session results"))?;
-        Ok(done.rows_affected())
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM tls_results WHERE day < $1"
+        )
+        .bind(before_day)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query("purging old TLS session results"))?;
+        Ok(done)
     }
 }
 
@@ -290,113 +289,113 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn add_claim_release_and_purge() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        store
-            .tls_results_add(&[
-                row("example.com", "success", 3),
-                row("example.com", "certificate-expired", 1),
-                row("other.test", "success", 1),
-            ])
-            .await
-            .unwrap();
-        // Counts add up.
-        store
-            .tls_results_add(&[row("example.com", "success", 2)])
-            .await
-            .unwrap();
-        assert_eq!(
-            store.tls_results_pending(DAY, DAY + 86400).await.unwrap(),
-            vec![(DAY, "example.com".into()), (DAY, "other.test".into())]
-        );
-        assert!(
+    store_test! {
+        async fn add_claim_release_and_purge(store) {
             store
-                .tls_results_pending(DAY + 86400, DAY + 2 * 86400)
+                .tls_results_add(&[
+                    row("example.com", "success", 3),
+                    row("example.com", "certificate-expired", 1),
+                    row("other.test", "success", 1),
+                ])
                 .await
-                .unwrap()
-                .is_empty()
-        );
+                .unwrap();
+            // Counts add up.
+            store
+                .tls_results_add(&[row("example.com", "success", 2)])
+                .await
+                .unwrap();
+            assert_eq!(
+                store.tls_results_pending(DAY, DAY + 86400).await.unwrap(),
+                vec![(DAY, "example.com".into()), (DAY, "other.test".into())]
+            );
+            assert!(
+                store
+                    .tls_results_pending(DAY + 86400, DAY + 2 * 86400)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
 
-        let claim = store
-            .tls_results_claim(DAY, "example.com", "r1", DAY + 90000)
-            .await
-            .unwrap();
-        assert!(!claim.reported_before);
-        assert_eq!(claim.rows.len(), 2);
-        let success = claim.rows.iter().find(|r| r.result == "success").unwrap();
-        assert_eq!(success.sessions, 5);
-        assert_eq!(
-            success.policy_strings,
-            vec!["version: STSv1", "mode: enforce"]
-        );
-        let failure = claim.rows.iter().find(|r| r.result != "success").unwrap();
-        assert_eq!(failure.receiving_ip, "192.0.2.1");
-        // Claimed rows are no longer pending, nor claimed twice.
-        assert_eq!(
-            store.tls_results_pending(DAY, DAY + 86400).await.unwrap(),
-            vec![(DAY, "other.test".into())]
-        );
-        let again = store
-            .tls_results_claim(DAY, "example.com", "r2", DAY + 90001)
-            .await
-            .unwrap();
-        assert!(again.rows.is_empty());
-        assert!(again.reported_before);
+            let claim = store
+                .tls_results_claim(DAY, "example.com", "r1", DAY + 90000)
+                .await
+                .unwrap();
+            assert!(!claim.reported_before);
+            assert_eq!(claim.rows.len(), 2);
+            let success = claim.rows.iter().find(|r| r.result == "success").unwrap();
+            assert_eq!(success.sessions, 5);
+            assert_eq!(
+                success.policy_strings,
+                vec!["version: STSv1", "mode: enforce"]
+            );
+            let failure = claim.rows.iter().find(|r| r.result != "success").unwrap();
+            assert_eq!(failure.receiving_ip, "192.0.2.1");
+            // Claimed rows are no longer pending, nor claimed twice.
+            assert_eq!(
+                store.tls_results_pending(DAY, DAY + 86400).await.unwrap(),
+                vec![(DAY, "other.test".into())]
+            );
+            let again = store
+                .tls_results_claim(DAY, "example.com", "r2", DAY + 90001)
+                .await
+                .unwrap();
+            assert!(again.rows.is_empty());
+            assert!(again.reported_before);
 
-        // Late counts and a release merge back into one unreported row.
-        store
-            .tls_results_add(&[row("example.com", "success", 1)])
-            .await
-            .unwrap();
-        assert_eq!(store.tls_results_release("r1").await.unwrap(), 2);
-        let back = store
-            .tls_results_claim(DAY, "example.com", "r3", DAY + 90002)
-            .await
-            .unwrap();
-        assert!(!back.reported_before);
-        let success = back.rows.iter().find(|r| r.result == "success").unwrap();
-        assert_eq!(success.sessions, 6);
+            // Late counts and a release merge back into one unreported row.
+            store
+                .tls_results_add(&[row("example.com", "success", 1)])
+                .await
+                .unwrap();
+            assert_eq!(store.tls_results_release("r1").await.unwrap(), 2);
+            let back = store
+                .tls_results_claim(DAY, "example.com", "r3", DAY + 90002)
+                .await
+                .unwrap();
+            assert!(!back.reported_before);
+            let success = back.rows.iter().find(|r| r.result == "success").unwrap();
+            assert_eq!(success.sessions, 6);
 
-        assert_eq!(store.tls_results_purge(DAY).await.unwrap(), 0);
-        assert_eq!(store.tls_results_purge(DAY + 86400).await.unwrap(), 3);
+            assert_eq!(store.tls_results_purge(DAY).await.unwrap(), 0);
+            assert_eq!(store.tls_results_purge(DAY + 86400).await.unwrap(), 3);
+        }
     }
 
-    #[tokio::test]
-    async fn dane_rows_keep_their_policy_domain() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let dane = |policy_domain: &str, sessions| TlsResultRow {
-            policy_type: "tlsa".into(),
-            policy_domain: policy_domain.into(),
-            policy_strings: vec!["3 1 1 00ff".into()],
-            mx_hosts: vec!["mx.example.com".into()],
-            ..row("example.com", "success", sessions)
-        };
-        store
-            .tls_results_add(&[dane("mx.example.com", 2), dane("mx.hosting.test", 1)])
-            .await
-            .unwrap();
-        store
-            .tls_results_add(&[dane("mx.hosting.test", 4)])
-            .await
-            .unwrap();
-        let claim = store
-            .tls_results_claim(DAY, "example.com", "r1", DAY + 90000)
-            .await
-            .unwrap();
-        let got: Vec<(&str, i64)> = claim
-            .rows
-            .iter()
-            .map(|r| (r.policy_domain.as_str(), r.sessions))
-            .collect();
-        assert_eq!(got, vec![("mx.example.com", 2), ("mx.hosting.test", 5)]);
-        assert!(claim.rows.iter().all(|r| r.domain == "example.com"));
-        // Given back, they keep it too.
-        assert_eq!(store.tls_results_release("r1").await.unwrap(), 2);
-        let back = store
-            .tls_results_claim(DAY, "example.com", "r2", DAY + 90001)
-            .await
-            .unwrap();
-        assert_eq!(back.rows, claim.rows);
+    store_test! {
+        async fn dane_rows_keep_their_policy_domain(store) {
+            let dane = |policy_domain: &str, sessions| TlsResultRow {
+                policy_type: "tlsa".into(),
+                policy_domain: policy_domain.into(),
+                policy_strings: vec!["3 1 1 00ff".into()],
+                mx_hosts: vec!["mx.example.com".into()],
+                ..row("example.com", "success", sessions)
+            };
+            store
+                .tls_results_add(&[dane("mx.example.com", 2), dane("mx.hosting.test", 1)])
+                .await
+                .unwrap();
+            store
+                .tls_results_add(&[dane("mx.hosting.test", 4)])
+                .await
+                .unwrap();
+            let claim = store
+                .tls_results_claim(DAY, "example.com", "r1", DAY + 90000)
+                .await
+                .unwrap();
+            let got: Vec<(&str, i64)> = claim
+                .rows
+                .iter()
+                .map(|r| (r.policy_domain.as_str(), r.sessions))
+                .collect();
+            assert_eq!(got, vec![("mx.example.com", 2), ("mx.hosting.test", 5)]);
+            assert!(claim.rows.iter().all(|r| r.domain == "example.com"));
+            // Given back, they keep it too.
+            assert_eq!(store.tls_results_release("r1").await.unwrap(), 2);
+            let back = store
+                .tls_results_claim(DAY, "example.com", "r2", DAY + 90001)
+                .await
+                .unwrap();
+            assert_eq!(back.rows, claim.rows);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Users who may authenticate with SMTP AUTH. Owns the `users` table. Passwords arrive already hashed
 //! (argon2 PHC strings) and leave the same way: this module never sees or checks a clear password.
 
+use crate::engine::on_pool;
 use crate::{Store, StoreError};
 
 /// Mailbox names are matched case-insensitively at login, so one spelling is stored.
@@ -22,14 +23,15 @@ impl Store {
         if password_hash.is_empty() {
             return Err(StoreError::invalid(context, "password hash is empty"));
         }
-        sqlx::query(
+        on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
              ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash",
         )
         .bind(&email)
         .bind(password_hash)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(StoreError::query(&context))?;
         Ok(())
     }
@@ -38,19 +40,23 @@ impl Store {
     pub async fn remove_user(&self, email: &str) -> Result<bool, StoreError> {
         let email = normalize_email(email);
         let context = format!("removing user {email}");
-        let done = sqlx::query("DELETE FROM users WHERE email = $1")
-            .bind(&email)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query(&context))?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM users WHERE email = $1"
+        )
+        .bind(&email)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(StoreError::query(&context))?;
+        Ok(done > 0)
     }
 
     /// All user names, sorted.
     pub async fn list_users(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT email FROM users")
-            .fetch_all(&self.pool)
-            .await
+        let rows: Vec<(String,)> =
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT email FROM users")
+                .fetch_all(p)
+                .await)
             .map_err(StoreError::query("listing users"))?;
         // Sorted here so the order does not depend on the engine's collation.
         let mut users: Vec<String> = rows.into_iter().map(|(email,)| email).collect();
@@ -62,12 +68,13 @@ impl Store {
     pub async fn user_password_hash(&self, email: &str) -> Result<Option<String>, StoreError> {
         let email = normalize_email(email);
         let context = format!("reading user {email}");
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT password_hash FROM users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::query(&context))?;
+        let row: Option<(String,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT password_hash FROM users WHERE email = $1"
+        )
+        .bind(&email)
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query(&context))?;
         Ok(row.map(|(hash,)| hash))
     }
 }

@@ -1,6 +1,8 @@
 //! The message log: inserts, duplicates, status updates, lookups and searches.
 
-mod common;
+#[macro_use]
+#[path = "../src/testing.rs"]
+mod testing;
 
 use portcullis_store::{
     LogEntry, LogQuery, MessageRecord, RecipientRecord, StatusUpdate, StoreError,
@@ -41,382 +43,392 @@ fn ids(found: &[MessageRecord]) -> Vec<&str> {
     found.iter().map(|m| m.id.as_str()).collect()
 }
 
-#[tokio::test]
-async fn message_round_trip_on_file() {
-    let db = common::TempDb::new();
-    let store = db.open().await;
-    let mut rec = message(
-        "Q1",
-        1_700_000_000,
-        "alice@example.org",
-        &["z@example.com", "a@example.com"],
-    );
-    rec.direction = "outbound".to_string();
-    rec.auth_user = Some("alice@example.org".to_string());
-    rec.subject = None;
-    rec.recipients[1].status = "rejected".to_string();
-    rec.recipients[1].reply = Some("550 5.1.1 no such user".to_string());
-    store.log_message(&rec).await.unwrap();
+db_test! {
+    async fn message_round_trip_on_file(db) {
+        let store = db.open().await;
+        let mut rec = message(
+            "Q1",
+            1_700_000_000,
+            "alice@example.org",
+            &["z@example.com", "a@example.com"],
+        );
+        rec.direction = "outbound".to_string();
+        rec.auth_user = Some("alice@example.org".to_string());
+        rec.subject = None;
+        rec.recipients[1].status = "rejected".to_string();
+        rec.recipients[1].reply = Some("550 5.1.1 no such user".to_string());
+        store.log_message(&rec).await.unwrap();
 
-    // Recipients come back in RCPT order, not sorted.
-    assert_eq!(store.get_message("Q1").await.unwrap(), Some(rec));
-    assert_eq!(store.get_message("nope").await.unwrap(), None);
+        // Recipients come back in RCPT order, not sorted.
+        assert_eq!(store.get_message("Q1").await.unwrap(), Some(rec));
+        assert_eq!(store.get_message("nope").await.unwrap(), None);
+    }
 }
 
-#[tokio::test]
-async fn logging_the_same_id_again_is_ignored() {
-    let store = common::memory().await;
-    let first = message("Q1", 100, "a@example.org", &["x@example.com"]);
-    store.log_message(&first).await.unwrap();
-    let mut again = message("Q1", 200, "other@example.org", &["y@example.com"]);
-    again.size = 1;
-    store.log_message(&again).await.unwrap();
-    assert_eq!(store.get_message("Q1").await.unwrap(), Some(first));
+store_test! {
+    async fn logging_the_same_id_again_is_ignored(store) {
+        let first = message("Q1", 100, "a@example.org", &["x@example.com"]);
+        store.log_message(&first).await.unwrap();
+        let mut again = message("Q1", 200, "other@example.org", &["y@example.com"]);
+        again.size = 1;
+        store.log_message(&again).await.unwrap();
+        assert_eq!(store.get_message("Q1").await.unwrap(), Some(first));
+    }
 }
 
-#[tokio::test]
-async fn duplicate_recipient_in_one_message_is_kept_once() {
-    let store = common::memory().await;
-    let rec = message(
-        "Q1",
-        100,
-        "a@example.org",
-        &["x@example.com", "x@example.com"],
-    );
-    store.log_message(&rec).await.unwrap();
-    let got = store.get_message("Q1").await.unwrap().unwrap();
-    assert_eq!(got.recipients.len(), 1);
-}
-
-#[tokio::test]
-async fn status_updates_count_attempts() {
-    let store = common::memory().await;
-    store
-        .log_message(&message(
+store_test! {
+    async fn duplicate_recipient_in_one_message_is_kept_once(store) {
+        let rec = message(
             "Q1",
             100,
             "a@example.org",
-            &["x@example.com", "y@example.com"],
-        ))
-        .await
-        .unwrap();
-
-    store
-        .log_recipient_status(
-            "Q1",
-            "x@example.com",
-            "deferred",
-            Some("451 4.7.1 try later"),
-            Some("mx.example.com"),
-            200,
-        )
-        .await
-        .unwrap();
-    store
-        .log_recipient_status(
-            "Q1",
-            "x@example.com",
-            "deferred",
-            Some("421 busy"),
-            Some("mx2.example.com"),
-            300,
-        )
-        .await
-        .unwrap();
-    store
-        .log_recipient_status(
-            "Q1",
-            "x@example.com",
-            "delivered",
-            Some("250 2.0.0 ok"),
-            Some("mx.example.com"),
-            400,
-        )
-        .await
-        .unwrap();
-    // Going back to queued (e.g. an admin requeue) is not itself an attempt.
-    store
-        .log_recipient_status("Q1", "y@example.com", "queued", None, None, 150)
-        .await
-        .unwrap();
-    store
-        .log_recipient_status(
-            "Q1",
-            "y@example.com",
-            "bounced",
-            Some("550 5.1.1 unknown"),
-            None,
-            250,
-        )
-        .await
-        .unwrap();
-
-    let got = store.get_message("Q1").await.unwrap().unwrap();
-    let x = &got.recipients[0];
-    assert_eq!(x.address, "x@example.com");
-    assert_eq!(x.status, "delivered");
-    assert_eq!(x.reply.as_deref(), Some("250 2.0.0 ok"));
-    assert_eq!(x.remote_host.as_deref(), Some("mx.example.com"));
-    assert_eq!(x.updated_at, 400);
-    assert_eq!(x.attempts, 3);
-    let y = &got.recipients[1];
-    assert_eq!(y.status, "bounced");
-    assert_eq!(y.remote_host, None);
-    assert_eq!(y.attempts, 1);
+            &["x@example.com", "x@example.com"],
+        );
+        store.log_message(&rec).await.unwrap();
+        let got = store.get_message("Q1").await.unwrap().unwrap();
+        assert_eq!(got.recipients.len(), 1);
+    }
 }
 
-#[tokio::test]
-async fn status_for_unknown_recipient_is_not_an_error() {
-    let store = common::memory().await;
-    store
-        .log_recipient_status("missing", "x@example.com", "delivered", None, None, 1)
-        .await
-        .unwrap();
+store_test! {
+    async fn status_updates_count_attempts(store) {
+        store
+            .log_message(&message(
+                "Q1",
+                100,
+                "a@example.org",
+                &["x@example.com", "y@example.com"],
+            ))
+            .await
+            .unwrap();
+
+        store
+            .log_recipient_status(
+                "Q1",
+                "x@example.com",
+                "deferred",
+                Some("451 4.7.1 try later"),
+                Some("mx.example.com"),
+                200,
+            )
+            .await
+            .unwrap();
+        store
+            .log_recipient_status(
+                "Q1",
+                "x@example.com",
+                "deferred",
+                Some("421 busy"),
+                Some("mx2.example.com"),
+                300,
+            )
+            .await
+            .unwrap();
+        store
+            .log_recipient_status(
+                "Q1",
+                "x@example.com",
+                "delivered",
+                Some("250 2.0.0 ok"),
+                Some("mx.example.com"),
+                400,
+            )
+            .await
+            .unwrap();
+        // Going back to queued (e.g. an admin requeue) is not itself an attempt.
+        store
+            .log_recipient_status("Q1", "y@example.com", "queued", None, None, 150)
+            .await
+            .unwrap();
+        store
+            .log_recipient_status(
+                "Q1",
+                "y@example.com",
+                "bounced",
+                Some("550 5.1.1 unknown"),
+                None,
+                250,
+            )
+            .await
+            .unwrap();
+
+        let got = store.get_message("Q1").await.unwrap().unwrap();
+        let x = &got.recipients[0];
+        assert_eq!(x.address, "x@example.com");
+        assert_eq!(x.status, "delivered");
+        assert_eq!(x.reply.as_deref(), Some("250 2.0.0 ok"));
+        assert_eq!(x.remote_host.as_deref(), Some("mx.example.com"));
+        assert_eq!(x.updated_at, 400);
+        assert_eq!(x.attempts, 3);
+        let y = &got.recipients[1];
+        assert_eq!(y.status, "bounced");
+        assert_eq!(y.remote_host, None);
+        assert_eq!(y.attempts, 1);
+    }
 }
 
-#[tokio::test]
-async fn invalid_values_are_refused_with_context() {
-    let store = common::memory().await;
-    let mut rec = message("Q1", 100, "a@example.org", &["x@example.com"]);
-    rec.recipients[0].status = "lost".to_string();
-    let err = store.log_message(&rec).await.unwrap_err();
-    assert!(matches!(err, StoreError::Invalid { .. }));
-    assert!(err.to_string().starts_with("logging message Q1: "), "{err}");
-    assert_eq!(store.get_message("Q1").await.unwrap(), None);
-
-    let mut rec = message("Q2", 100, "a@example.org", &[]);
-    rec.direction = "sideways".to_string();
-    assert!(store.log_message(&rec).await.is_err());
-
-    store
-        .log_message(&message("Q3", 100, "a@example.org", &["x@example.com"]))
-        .await
-        .unwrap();
-    let err = store
-        .log_recipient_status("Q3", "x@example.com", "gone", None, None, 1)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("gone"), "{err}");
+store_test! {
+    async fn status_for_unknown_recipient_is_not_an_error(store) {
+        store
+            .log_recipient_status("missing", "x@example.com", "delivered", None, None, 1)
+            .await
+            .unwrap();
+    }
 }
 
-#[tokio::test]
-async fn search_is_newest_first_with_recipients() {
-    let store = common::memory().await;
-    store
-        .log_message(&message("old", 100, "a@example.org", &["x@example.com"]))
-        .await
-        .unwrap();
-    store
-        .log_message(&message(
-            "new",
-            300,
-            "a@example.org",
-            &["y@example.com", "z@example.com"],
-        ))
-        .await
-        .unwrap();
-    store
-        .log_message(&message("mid", 200, "a@example.org", &[]))
-        .await
-        .unwrap();
+store_test! {
+    async fn invalid_values_are_refused_with_context(store) {
+        let mut rec = message("Q1", 100, "a@example.org", &["x@example.com"]);
+        rec.recipients[0].status = "lost".to_string();
+        let err = store.log_message(&rec).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }));
+        assert!(err.to_string().starts_with("logging message Q1: "), "{err}");
+        assert_eq!(store.get_message("Q1").await.unwrap(), None);
 
-    let found = store.search_log(&LogQuery::default()).await.unwrap();
-    assert_eq!(ids(&found), ["new", "mid", "old"]);
-    let addrs: Vec<_> = found[0]
-        .recipients
-        .iter()
-        .map(|r| r.address.as_str())
-        .collect();
-    assert_eq!(addrs, ["y@example.com", "z@example.com"]);
-    assert!(found[1].recipients.is_empty());
-    assert_eq!(found[2].recipients.len(), 1);
+        let mut rec = message("Q2", 100, "a@example.org", &[]);
+        rec.direction = "sideways".to_string();
+        assert!(store.log_message(&rec).await.is_err());
 
-    let limited = store
-        .search_log(&LogQuery {
-            limit: 2,
+        store
+            .log_message(&message("Q3", 100, "a@example.org", &["x@example.com"]))
+            .await
+            .unwrap();
+        let err = store
+            .log_recipient_status("Q3", "x@example.com", "gone", None, None, 1)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
+    }
+}
+
+store_test! {
+    async fn search_is_newest_first_with_recipients(store) {
+        store
+            .log_message(&message("old", 100, "a@example.org", &["x@example.com"]))
+            .await
+            .unwrap();
+        store
+            .log_message(&message(
+                "new",
+                300,
+                "a@example.org",
+                &["y@example.com", "z@example.com"],
+            ))
+            .await
+            .unwrap();
+        store
+            .log_message(&message("mid", 200, "a@example.org", &[]))
+            .await
+            .unwrap();
+
+        let found = store.search_log(&LogQuery::default()).await.unwrap();
+        assert_eq!(ids(&found), ["new", "mid", "old"]);
+        let addrs: Vec<_> = found[0]
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(addrs, ["y@example.com", "z@example.com"]);
+        assert!(found[1].recipients.is_empty());
+        assert_eq!(found[2].recipients.len(), 1);
+
+        let limited = store
+            .search_log(&LogQuery {
+                limit: 2,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&limited), ["new", "mid"]);
+    }
+}
+
+store_test! {
+    async fn search_by_time_range(store) {
+        for (id, at) in [("a", 100), ("b", 200), ("c", 300)] {
+            store
+                .log_message(&message(id, at, "s@example.org", &[]))
+                .await
+                .unwrap();
+        }
+        let q = LogQuery {
+            since: Some(200),
             ..LogQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids(&limited), ["new", "mid"]);
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["c", "b"]);
+        let q = LogQuery {
+            until: Some(300),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b", "a"]);
+        let q = LogQuery {
+            since: Some(150),
+            until: Some(250),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b"]);
+    }
 }
 
-#[tokio::test]
-async fn search_by_time_range() {
-    let store = common::memory().await;
-    for (id, at) in [("a", 100), ("b", 200), ("c", 300)] {
+store_test! {
+    async fn search_is_case_insensitive_substring(store) {
         store
-            .log_message(&message(id, at, "s@example.org", &[]))
+            .log_message(&message(
+                "1",
+                100,
+                "Alice@Example.ORG",
+                &["Bob@Example.com"],
+            ))
             .await
             .unwrap();
-    }
-    let q = LogQuery {
-        since: Some(200),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["c", "b"]);
-    let q = LogQuery {
-        until: Some(300),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b", "a"]);
-    let q = LogQuery {
-        since: Some(150),
-        until: Some(250),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["b"]);
-}
-
-#[tokio::test]
-async fn search_is_case_insensitive_substring() {
-    let store = common::memory().await;
-    store
-        .log_message(&message(
-            "1",
-            100,
-            "Alice@Example.ORG",
-            &["Bob@Example.com"],
-        ))
-        .await
-        .unwrap();
-    store
-        .log_message(&message(
-            "2",
-            200,
-            "carol@example.net",
-            &["dave@example.com", "erin@other.test"],
-        ))
-        .await
-        .unwrap();
-
-    let q = LogQuery {
-        sender: Some("alice@EXAMPLE".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
-    let q = LogQuery {
-        recipient: Some("BOB".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
-    let q = LogQuery {
-        recipient: Some("other.TEST".to_string()),
-        ..LogQuery::default()
-    };
-    let found = store.search_log(&q).await.unwrap();
-    assert_eq!(ids(&found), ["2"]);
-    // The whole message comes back, not just the matching recipient.
-    assert_eq!(found[0].recipients.len(), 2);
-    let q = LogQuery {
-        sender: Some("carol".to_string()),
-        recipient: Some("bob".to_string()),
-        ..LogQuery::default()
-    };
-    assert!(store.search_log(&q).await.unwrap().is_empty());
-    let q = LogQuery {
-        sender: Some("example".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["2", "1"]);
-}
-
-#[tokio::test]
-async fn like_wildcards_in_input_match_literally() {
-    let store = common::memory().await;
-    store
-        .log_message(&message(
-            "us",
-            100,
-            "a_b@example.org",
-            &["100%@example.com"],
-        ))
-        .await
-        .unwrap();
-    store
-        .log_message(&message("x", 200, "axb@example.org", &["100x@example.com"]))
-        .await
-        .unwrap();
-    store
-        .log_message(&message(
-            "bang",
-            300,
-            "a!b@example.org",
-            &["a!%@example.com"],
-        ))
-        .await
-        .unwrap();
-
-    let q = LogQuery {
-        sender: Some("a_b".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
-    let q = LogQuery {
-        recipient: Some("100%".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
-    let q = LogQuery {
-        sender: Some("%".to_string()),
-        ..LogQuery::default()
-    };
-    assert!(store.search_log(&q).await.unwrap().is_empty());
-    // The escape character itself is escaped too.
-    let q = LogQuery {
-        sender: Some("a!b".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
-    let q = LogQuery {
-        recipient: Some("a!%".to_string()),
-        ..LogQuery::default()
-    };
-    assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
-}
-
-#[tokio::test]
-async fn search_fills_recipients_across_batches() {
-    let db = common::TempDb::new();
-    let store = db.open().await;
-    for i in 0..620 {
-        let addr = format!("r{i}@example.com");
         store
-            .log_message(&message(&format!("m{i:04}"), i, "s@example.org", &[&addr]))
+            .log_message(&message(
+                "2",
+                200,
+                "carol@example.net",
+                &["dave@example.com", "erin@other.test"],
+            ))
             .await
             .unwrap();
-    }
-    let q = LogQuery {
-        limit: 1000,
-        ..LogQuery::default()
-    };
-    let found = store.search_log(&q).await.unwrap();
-    assert_eq!(found.len(), 620);
-    assert_eq!(found[0].id, "m0619");
-    for m in &found {
-        let n: i64 = m.id[1..].parse().unwrap();
-        assert_eq!(m.recipients.len(), 1);
-        assert_eq!(m.recipients[0].address, format!("r{n}@example.com"));
+
+        let q = LogQuery {
+            sender: Some("alice@EXAMPLE".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
+        let q = LogQuery {
+            recipient: Some("BOB".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["1"]);
+        let q = LogQuery {
+            recipient: Some("other.TEST".to_string()),
+            ..LogQuery::default()
+        };
+        let found = store.search_log(&q).await.unwrap();
+        assert_eq!(ids(&found), ["2"]);
+        // The whole message comes back, not just the matching recipient.
+        assert_eq!(found[0].recipients.len(), 2);
+        let q = LogQuery {
+            sender: Some("carol".to_string()),
+            recipient: Some("bob".to_string()),
+            ..LogQuery::default()
+        };
+        assert!(store.search_log(&q).await.unwrap().is_empty());
+        let q = LogQuery {
+            sender: Some("example".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["2", "1"]);
     }
 }
 
-#[tokio::test]
-async fn negative_limit_returns_nothing() {
-    let store = common::memory().await;
-    store
-        .log_message(&message("1", 1, "s@example.org", &[]))
-        .await
-        .unwrap();
-    let q = LogQuery {
-        limit: -5,
-        ..LogQuery::default()
-    };
-    assert!(store.search_log(&q).await.unwrap().is_empty());
+store_test! {
+    async fn like_wildcards_in_input_match_literally(store) {
+        store
+            .log_message(&message(
+                "us",
+                100,
+                "a_b@example.org",
+                &["100%@example.com"],
+            ))
+            .await
+            .unwrap();
+        store
+            .log_message(&message("x", 200, "axb@example.org", &["100x@example.com"]))
+            .await
+            .unwrap();
+        store
+            .log_message(&message(
+                "bang",
+                300,
+                "a!b@example.org",
+                &["a!%@example.com"],
+            ))
+            .await
+            .unwrap();
+
+        let q = LogQuery {
+            sender: Some("a_b".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
+        let q = LogQuery {
+            recipient: Some("100%".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["us"]);
+        let q = LogQuery {
+            sender: Some("%".to_string()),
+            ..LogQuery::default()
+        };
+        assert!(store.search_log(&q).await.unwrap().is_empty());
+        // The escape character itself is escaped too.
+        let q = LogQuery {
+            sender: Some("a!b".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
+        let q = LogQuery {
+            recipient: Some("a!%".to_string()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["bang"]);
+    }
+}
+
+db_test! {
+    async fn search_fills_recipients_across_batches(db) {
+        let store = db.open().await;
+        for i in 0..620 {
+            let addr = format!("r{i}@example.com");
+            store
+                .log_message(&message(&format!("m{i:04}"), i, "s@example.org", &[&addr]))
+                .await
+                .unwrap();
+        }
+        let q = LogQuery {
+            limit: 1000,
+            ..LogQuery::default()
+        };
+        let found = store.search_log(&q).await.unwrap();
+        assert_eq!(found.len(), 620);
+        assert_eq!(found[0].id, "m0619");
+        for m in &found {
+            let n: i64 = m.id[1..].parse().unwrap();
+            assert_eq!(m.recipients.len(), 1);
+            assert_eq!(m.recipients[0].address, format!("r{n}@example.com"));
+        }
+    }
+}
+
+store_test! {
+    async fn negative_limit_returns_nothing(store) {
+        store
+            .log_message(&message("1", 1, "s@example.org", &[]))
+            .await
+            .unwrap();
+        let q = LogQuery {
+            limit: -5,
+            ..LogQuery::default()
+        };
+        assert!(store.search_log(&q).await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_one_file_all_succeed() {
-    let db = common::TempDb::new();
+    concurrent_writers_all_succeed(&testing::TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_postgres_all_succeed() {
+    if let Some(db) = testing::TestDb::postgres().await {
+        concurrent_writers_all_succeed(&db).await;
+    }
+}
+
+async fn concurrent_writers_all_succeed(db: &testing::TestDb) {
     let store = db.open().await;
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -452,90 +464,90 @@ async fn concurrent_writers_on_one_file_all_succeed() {
     assert!(found.iter().all(|m| m.recipients[0].attempts == 1));
 }
 
-#[tokio::test]
-async fn batch_applies_in_order_and_skips_invalid_entries() {
-    let store = common::memory().await;
-    let status = |id: &str, address: &str, status: &str| {
-        LogEntry::Status(StatusUpdate {
-            id: id.into(),
-            address: address.into(),
-            status: status.into(),
-            reply: Some("250 2.0.0 Ok".into()),
-            remote_host: Some("mx".into()),
-            at: 200,
-        })
-    };
-    let mut bad = message("Q9", 100, "a@example.org", &["z@example.com"]);
-    bad.direction = "sideways".into();
-    store
-        .log_batch(&[
-            LogEntry::Message(message("Q1", 100, "a@example.org", &["x@example.com"])),
-            status("Q1", "x@example.com", "deferred"),
-            LogEntry::Message(bad),
-            status("Q1", "x@example.com", "no-such-status"),
-            status("Q1", "x@example.com", "delivered"),
-        ])
-        .await
-        .unwrap();
-    let m = store.get_message("Q1").await.unwrap().expect("logged");
-    assert_eq!(m.recipients[0].status, "delivered");
-    assert_eq!(m.recipients[0].attempts, 2);
-    assert!(store.get_message("Q9").await.unwrap().is_none());
+store_test! {
+    async fn batch_applies_in_order_and_skips_invalid_entries(store) {
+        let status = |id: &str, address: &str, status: &str| {
+            LogEntry::Status(StatusUpdate {
+                id: id.into(),
+                address: address.into(),
+                status: status.into(),
+                reply: Some("250 2.0.0 Ok".into()),
+                remote_host: Some("mx".into()),
+                at: 200,
+            })
+        };
+        let mut bad = message("Q9", 100, "a@example.org", &["z@example.com"]);
+        bad.direction = "sideways".into();
+        store
+            .log_batch(&[
+                LogEntry::Message(message("Q1", 100, "a@example.org", &["x@example.com"])),
+                status("Q1", "x@example.com", "deferred"),
+                LogEntry::Message(bad),
+                status("Q1", "x@example.com", "no-such-status"),
+                status("Q1", "x@example.com", "delivered"),
+            ])
+            .await
+            .unwrap();
+        let m = store.get_message("Q1").await.unwrap().expect("logged");
+        assert_eq!(m.recipients[0].status, "delivered");
+        assert_eq!(m.recipients[0].attempts, 2);
+        assert!(store.get_message("Q9").await.unwrap().is_none());
+    }
 }
 
-#[tokio::test]
-async fn large_batch_with_repeats_matches_one_by_one_logging() {
-    let store = common::memory().await;
-    let status = |id: &str, address: &str, status: &str, at: i64| {
-        LogEntry::Status(StatusUpdate {
-            id: id.into(),
-            address: address.into(),
-            status: status.into(),
-            reply: Some(format!("{status} at {at}")),
-            remote_host: Some("mx".into()),
-            at,
-        })
-    };
-    // More messages and recipients than one statement takes; an id logged twice; one
-    // recipient updated three times in a row; a status for a recipient never logged.
-    let mut batch: Vec<LogEntry> = (0..150)
-        .map(|i| {
-            LogEntry::Message(message(
-                &format!("B{i}"),
-                100 + i,
-                "a@example.org",
-                &["x@example.com", "y@example.com"],
-            ))
-        })
-        .collect();
-    let mut again = message("B7", 999, "other@example.org", &["z@example.com"]);
-    again.subject = Some("second".into());
-    batch.push(LogEntry::Message(again));
-    for i in 0..150 {
-        batch.push(status(&format!("B{i}"), "y@example.com", "delivered", 300));
-    }
-    batch.push(status("B3", "x@example.com", "deferred", 301));
-    batch.push(status("B3", "x@example.com", "deferred", 302));
-    batch.push(status("B3", "x@example.com", "bounced", 303));
-    batch.push(status("B3", "nobody@example.com", "delivered", 304));
-    store.log_batch(&batch).await.unwrap();
+store_test! {
+    async fn large_batch_with_repeats_matches_one_by_one_logging(store) {
+        let status = |id: &str, address: &str, status: &str, at: i64| {
+            LogEntry::Status(StatusUpdate {
+                id: id.into(),
+                address: address.into(),
+                status: status.into(),
+                reply: Some(format!("{status} at {at}")),
+                remote_host: Some("mx".into()),
+                at,
+            })
+        };
+        // More messages and recipients than one statement takes; an id logged twice; one
+        // recipient updated three times in a row; a status for a recipient never logged.
+        let mut batch: Vec<LogEntry> = (0..150)
+            .map(|i| {
+                LogEntry::Message(message(
+                    &format!("B{i}"),
+                    100 + i,
+                    "a@example.org",
+                    &["x@example.com", "y@example.com"],
+                ))
+            })
+            .collect();
+        let mut again = message("B7", 999, "other@example.org", &["z@example.com"]);
+        again.subject = Some("second".into());
+        batch.push(LogEntry::Message(again));
+        for i in 0..150 {
+            batch.push(status(&format!("B{i}"), "y@example.com", "delivered", 300));
+        }
+        batch.push(status("B3", "x@example.com", "deferred", 301));
+        batch.push(status("B3", "x@example.com", "deferred", 302));
+        batch.push(status("B3", "x@example.com", "bounced", 303));
+        batch.push(status("B3", "nobody@example.com", "delivered", 304));
+        store.log_batch(&batch).await.unwrap();
 
-    let b7 = store.get_message("B7").await.unwrap().expect("logged");
-    assert_eq!(
-        b7.sender, "a@example.org",
-        "the first record of an id is kept"
-    );
-    assert_eq!(b7.recipients.len(), 2);
-    let b149 = store.get_message("B149").await.unwrap().expect("logged");
-    assert_eq!(b149.recipients[1].status, "delivered");
-    assert_eq!(b149.recipients[1].attempts, 1);
-    assert_eq!(b149.recipients[0].status, "queued");
-    let b3 = store.get_message("B3").await.unwrap().expect("logged");
-    let x = &b3.recipients[0];
-    assert_eq!(
-        (x.status.as_str(), x.attempts, x.updated_at),
-        ("bounced", 3, 303)
-    );
-    assert_eq!(x.reply.as_deref(), Some("bounced at 303"));
-    assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
+        let b7 = store.get_message("B7").await.unwrap().expect("logged");
+        assert_eq!(
+            b7.sender, "a@example.org",
+            "the first record of an id is kept"
+        );
+        assert_eq!(b7.recipients.len(), 2);
+        let b149 = store.get_message("B149").await.unwrap().expect("logged");
+        assert_eq!(b149.recipients[1].status, "delivered");
+        assert_eq!(b149.recipients[1].attempts, 1);
+        assert_eq!(b149.recipients[0].status, "queued");
+        let b3 = store.get_message("B3").await.unwrap().expect("logged");
+        let x = &b3.recipients[0];
+        assert_eq!(
+            (x.status.as_str(), x.attempts, x.updated_at),
+            ("bounced", 3, 303)
+        );
+        assert_eq!(x.reply.as_deref(), Some("bounced at 303"));
+        assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
+    }
 }

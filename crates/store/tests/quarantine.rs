@@ -1,6 +1,8 @@
-mod common;
+#[macro_use]
+#[path = "../src/testing.rs"]
+mod testing;
 
-use portcullis_store::{HeldMessage, ListEntry, QuarantineQuery, Store};
+use portcullis_store::{HeldMessage, ListEntry, QuarantineQuery};
 
 fn held(id: &str, recipients: &[&str]) -> HeldMessage {
     HeldMessage {
@@ -20,134 +22,134 @@ fn held(id: &str, recipients: &[&str]) -> HeldMessage {
     }
 }
 
-#[tokio::test]
-async fn hold_list_release_once_and_expire() {
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    store
-        .quarantine_hold(&held("Q1", &["A@example.test", "b@example.test"]))
-        .await
-        .unwrap();
-    let all = store
-        .quarantine_list(&QuarantineQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 2);
-    let a = store
-        .quarantine_list(&QuarantineQuery {
-            recipient: Some("a@EXAMPLE.test".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(a.len(), 1);
-    assert_eq!(a[0].id, "Q1.1");
-    assert_eq!(a[0].class, "spam");
-
-    let (item, findings, _, body) = store.quarantine_get("Q1.1").await.unwrap().unwrap();
-    assert_eq!(item.recipient, "a@example.test");
-    assert!(findings.contains("spam.bayes"));
-    assert!(body.starts_with(b"Subject: Cheap pills"));
-
-    assert!(
+store_test! {
+    async fn hold_list_release_once_and_expire(store) {
         store
-            .quarantine_transition("Q1.1", "held", "released", 1)
+            .quarantine_hold(&held("Q1", &["A@example.test", "b@example.test"]))
             .await
-            .unwrap()
-    );
-    // Released once only.
-    assert!(
-        !store
-            .quarantine_transition("Q1.1", "held", "released", 2)
+            .unwrap();
+        let all = store
+            .quarantine_list(&QuarantineQuery::default())
             .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .quarantine_transition("Q1.1", "held", "deleted", 2)
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        let a = store
+            .quarantine_list(&QuarantineQuery {
+                recipient: Some("a@EXAMPLE.test".into()),
+                ..Default::default()
+            })
             .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .quarantine_transition("nope", "held", "released", 2)
-            .await
-            .unwrap()
-    );
-    // A failed re-queue puts it back.
-    store
-        .quarantine_transition("Q1.1", "released", "held", 3)
-        .await
-        .unwrap();
-    assert!(
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].id, "Q1.1");
+        assert_eq!(a[0].class, "spam");
+
+        let (item, findings, _, body) = store.quarantine_get("Q1.1").await.unwrap().unwrap();
+        assert_eq!(item.recipient, "a@example.test");
+        assert!(findings.contains("spam.bayes"));
+        assert!(body.starts_with(b"Subject: Cheap pills"));
+
+        assert!(
+            store
+                .quarantine_transition("Q1.1", "held", "released", 1)
+                .await
+                .unwrap()
+        );
+        // Released once only.
+        assert!(
+            !store
+                .quarantine_transition("Q1.1", "held", "released", 2)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .quarantine_transition("Q1.1", "held", "deleted", 2)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .quarantine_transition("nope", "held", "released", 2)
+                .await
+                .unwrap()
+        );
+        // A failed re-queue puts it back.
         store
-            .quarantine_transition("Q1.1", "held", "released", 4)
+            .quarantine_transition("Q1.1", "released", "held", 3)
             .await
-            .unwrap()
-    );
-    let held_now = store
-        .quarantine_list(&QuarantineQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(held_now.len(), 1);
-    assert_eq!(held_now[0].id, "Q1.2");
+            .unwrap();
+        assert!(
+            store
+                .quarantine_transition("Q1.1", "held", "released", 4)
+                .await
+                .unwrap()
+        );
+        let held_now = store
+            .quarantine_list(&QuarantineQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(held_now.len(), 1);
+        assert_eq!(held_now[0].id, "Q1.2");
 
-    assert_eq!(store.quarantine_digest_due().await.unwrap().len(), 1);
-    store
-        .quarantine_mark_digested(&["Q1.2".into()], 5)
-        .await
-        .unwrap();
-    assert!(store.quarantine_digest_due().await.unwrap().is_empty());
+        assert_eq!(store.quarantine_digest_due().await.unwrap().len(), 1);
+        store
+            .quarantine_mark_digested(&["Q1.2".into()], 5)
+            .await
+            .unwrap();
+        assert!(store.quarantine_digest_due().await.unwrap().is_empty());
 
-    assert_eq!(store.quarantine_expire(1_700_000_000).await.unwrap(), 0);
-    assert_eq!(store.quarantine_expire(1_800_000_000).await.unwrap(), 1);
-    assert!(store.quarantine_get("Q1.2").await.unwrap().is_none());
+        assert_eq!(store.quarantine_expire(1_700_000_000).await.unwrap(), 0);
+        assert_eq!(store.quarantine_expire(1_800_000_000).await.unwrap(), 1);
+        assert!(store.quarantine_get("Q1.2").await.unwrap().is_none());
+    }
 }
 
-#[tokio::test]
-async fn rules_keep_order_and_lists_normalise() {
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    store.put_rule("b", "{\"x\":1}").await.unwrap();
-    store.put_rule("a", "{\"x\":2}").await.unwrap();
-    store.put_rule("b", "{\"x\":3}").await.unwrap();
-    let rules = store.list_rules().await.unwrap();
-    assert_eq!(
-        rules,
-        vec![
-            ("b".into(), "{\"x\":3}".into()),
-            ("a".into(), "{\"x\":2}".into())
-        ]
-    );
-    assert!(store.remove_rule("b").await.unwrap());
-    assert!(!store.remove_rule("b").await.unwrap());
+store_test! {
+    async fn rules_keep_order_and_lists_normalise(store) {
+        store.put_rule("b", "{\"x\":1}").await.unwrap();
+        store.put_rule("a", "{\"x\":2}").await.unwrap();
+        store.put_rule("b", "{\"x\":3}").await.unwrap();
+        let rules = store.list_rules().await.unwrap();
+        assert_eq!(
+            rules,
+            vec![
+                ("b".into(), "{\"x\":3}".into()),
+                ("a".into(), "{\"x\":2}".into())
+            ]
+        );
+        assert!(store.remove_rule("b").await.unwrap());
+        assert!(!store.remove_rule("b").await.unwrap());
 
-    let e = ListEntry {
-        kind: "block".into(),
-        field: "sender".into(),
-        value: " Spammer@Outside.test ".into(),
-        scope: "".into(),
-        comment: "".into(),
-    };
-    store.add_list_entry(&e).await.unwrap();
-    let got = store.list_entries().await.unwrap();
-    assert_eq!(got[0].value, "spammer@outside.test");
-    let bad = ListEntry {
-        kind: "maybe".into(),
-        ..e.clone()
-    };
-    assert!(
+        let e = ListEntry {
+            kind: "block".into(),
+            field: "sender".into(),
+            value: " Spammer@Outside.test ".into(),
+            scope: "".into(),
+            comment: "".into(),
+        };
+        store.add_list_entry(&e).await.unwrap();
+        let got = store.list_entries().await.unwrap();
+        assert_eq!(got[0].value, "spammer@outside.test");
+        let bad = ListEntry {
+            kind: "maybe".into(),
+            ..e.clone()
+        };
+        assert!(
+            store
+                .add_list_entry(&bad)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("kind")
+        );
+        assert!(store.remove_list_entry(&e).await.unwrap());
+
         store
-            .add_list_entry(&bad)
+            .replace_filter_policy(&[("z".into(), "{}".into())], std::slice::from_ref(&e), &[])
             .await
-            .unwrap_err()
-            .to_string()
-            .contains("kind")
-    );
-    assert!(store.remove_list_entry(&e).await.unwrap());
-
-    store
-        .replace_filter_policy(&[("z".into(), "{}".into())], std::slice::from_ref(&e), &[])
-        .await
-        .unwrap();
-    assert_eq!(store.list_rules().await.unwrap().len(), 1);
-    assert_eq!(store.list_entries().await.unwrap().len(), 1);
+            .unwrap();
+        assert_eq!(store.list_rules().await.unwrap().len(), 1);
+        assert_eq!(store.list_entries().await.unwrap().len(), 1);
+    }
 }

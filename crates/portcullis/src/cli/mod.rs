@@ -9,6 +9,7 @@ pub mod policy;
 pub mod psl;
 pub mod queue;
 pub mod report;
+pub mod store;
 
 use crate::config::Config;
 use anyhow::Result;
