@@ -435,6 +435,14 @@ async fn run_case(dir: &Path, case: &str, clamd: &support::clamd::Clamd) -> (Vec
         }
         None => {
             let _ = writeln!(report, "  message log: no record");
+            // A deferral by greylisting says its score in the service log.
+            if let Some(score) = logged
+                .iter()
+                .find(|e| e.message == "greylisted")
+                .and_then(|e| e.field("score"))
+            {
+                let _ = writeln!(report, "  greylisted at score {score}");
+            }
         }
     }
     if let Some(a) = &auth {
