@@ -1,7 +1,8 @@
 //! A real clamd (Debian `clamav-daemon`) for tests, started in a temporary directory with
 //! a one-line signature database: the EICAR test file's MD5 and size. No official
-//! database and no network are involved. Shared by `tests/clamd.rs` (the client) and
-//! `tests/eml_cases.rs` (the message cases); each uses a part of it.
+//! database and no network are involved. Shared by `tests/clamd.rs` (the client) and the
+//! gateway's `tests/eml_cases.rs` (the message cases, which include this file by path from
+//! `crates/gateway/tests/support/mod.rs`); each uses a part of it.
 //!
 //! Starting fails the test (it never skips) when clamd is not installed: `ci/test`
 //! installs it. `PORTCULLIS_CLAMD` may name another clamd binary.

@@ -1,13 +1,15 @@
 //! The `[dns]` table of a case served by a small authoritative DNS server on 127.0.0.1
-//! (UDP), so that mail authentication asks the gateway's own resolver
-//! (`portcullis_queue::mx::build_resolver`) and nothing is short-cut: SPF through viaspf,
-//! DKIM keys and DMARC policies through mail-auth. Only TXT records are held: a name in
-//! the table answers TXT questions with its records (other types: no data); a name not
-//! in it is NXDOMAIN; the value `"SERVFAIL"` makes every question about the name fail.
+//! (UDP), so that the gateway asks its own resolver (`portcullis_queue::mx::build_resolver`)
+//! and nothing is short-cut: SPF through viaspf, DKIM keys and DMARC policies through
+//! mail-auth, DNSBL, URIBL and FCrDNS through the gateway's lookups. A value is a TXT
+//! record, or `A:<address>`, `AAAA:<address>`, `PTR:<name>` for those types; a name in the
+//! table answers questions of a type it has with those records (other types: no data); a
+//! name not in it is NXDOMAIN; the value `"SERVFAIL"` makes every question about the name
+//! fail.
 
 use mail_auth::hickory_resolver::proto::op::{Message, OpCode, Query, ResponseCode};
-use mail_auth::hickory_resolver::proto::rr::rdata::{SOA, TXT};
-use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use mail_auth::hickory_resolver::proto::rr::rdata::{A, AAAA, PTR, SOA, TXT};
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,19 @@ fn txt(value: &str) -> RData {
     RData::TXT(TXT::from_bytes(chunks))
 }
 
+/// One value of the table as the record it stands for.
+fn record_data(value: &str) -> RData {
+    if let Some(a) = value.strip_prefix("A:") {
+        RData::A(A(a.trim().parse().expect("an IPv4 address after A:")))
+    } else if let Some(a) = value.strip_prefix("AAAA:") {
+        RData::AAAA(AAAA(a.trim().parse().expect("an IPv6 address after AAAA:")))
+    } else if let Some(n) = value.strip_prefix("PTR:") {
+        RData::PTR(PTR(name(n.trim())))
+    } else {
+        txt(value)
+    }
+}
+
 fn answer(zone: &Zone, query: &Message) -> Option<Message> {
     let q = query.queries.first()?.clone();
     let mut response = Message::response(query.metadata.id, OpCode::Query);
@@ -54,12 +69,13 @@ fn answer(zone: &Zone, query: &Message) -> Option<Message> {
             response.metadata.response_code = ResponseCode::ServFail;
             return Some(response);
         }
-        Some(values) if q.query_type() == RecordType::TXT => {
-            for v in values {
-                response.add_answer(Record::from_rdata(q.name().clone(), 60, txt(v)));
+        Some(values) => {
+            for data in values.iter().map(|v| record_data(v)) {
+                if data.record_type() == q.query_type() {
+                    response.add_answer(Record::from_rdata(q.name().clone(), 60, data));
+                }
             }
         }
-        Some(_) => {}
         None => response.metadata.response_code = ResponseCode::NXDomain,
     }
     if response.answers.is_empty() {
