@@ -21,6 +21,7 @@ pub mod filtering;
 pub mod inject;
 pub mod logwriter;
 pub mod policy;
+pub mod psl;
 pub mod reports;
 mod scan;
 pub mod smtp;

@@ -114,7 +114,7 @@ pub async fn run(config: Config) -> Result<()> {
             org_domain: config.auth.dmarc_org_domain,
         },
     );
-    crate::cli::psl::watch(&config.auth.public_suffix_file(&config.data_dir));
+    portcullis_gateway::psl::watch(&config.auth.public_suffix_file(&config.data_dir));
     let client_tls = crate::tls::client_configs(&config)?;
     let security = TransportSecurity::new(
         &SecuritySettings {
@@ -170,7 +170,7 @@ pub async fn run(config: Config) -> Result<()> {
     portcullis_gateway::control::spawn(
         &config.data_dir,
         queue.clone(),
-        Arc::new(crate::cli::psl::reload),
+        Arc::new(portcullis_gateway::psl::reload),
     )
     .context("control socket")?;
     let inject = Injector::in_process(queue.clone());

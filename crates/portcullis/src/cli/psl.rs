@@ -15,9 +15,6 @@ use std::time::Duration;
 /// The most a list download may be (the real list is about 300 KB).
 const MAX_LIST_BYTES: usize = 8 << 20;
 
-/// How often a running gateway looks at the list file.
-const WATCH_INTERVAL: Duration = Duration::from_secs(60);
-
 #[derive(Subcommand)]
 pub enum PslCmd {
     /// Fetch the list (from `[auth] public_suffix_url`, or URL), check it, and install it.
@@ -117,54 +114,4 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// At start of `serve`: read the list file when there is one, and look at it again every
-/// minute (a copy put there by other means than `psl update` is picked up too).
-pub fn watch(file: &Path) {
-    match suffix::use_file(file) {
-        Ok(Some(rules)) => {
-            tracing::info!(file = %file.display(), rules, "public suffix list loaded")
-        }
-        Ok(None) => {
-            tracing::debug!(file = %file.display(), "no public suffix list file; the built-in list is used")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "public suffix list not loaded; the built-in list is used")
-        }
-    }
-    tokio::spawn(async {
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Some(result) = tokio::task::spawn_blocking(suffix::reload_if_changed)
-                .await
-                .ok()
-                .flatten()
-            {
-                log_reload(&result);
-            }
-        }
-    });
-}
-
-/// The control socket's `reload-psl`.
-pub fn reload() -> std::io::Result<String> {
-    let result = suffix::reload();
-    log_reload(&result);
-    match result {
-        Ok(_) => Ok(format!("ok {}", suffix::source())),
-        Err(e) => Err(std::io::Error::other(e)),
-    }
-}
-
-fn log_reload(result: &Result<Option<usize>, suffix::LoadError>) {
-    match result {
-        Ok(Some(rules)) => tracing::info!(rules, "public suffix list reloaded"),
-        Ok(None) => tracing::info!("public suffix list file gone; the built-in list is used"),
-        Err(e) => {
-            tracing::warn!(error = %e, "public suffix list not reloaded; the list in use stays")
-        }
-    }
 }
