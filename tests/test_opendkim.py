@@ -69,7 +69,10 @@ def test_opendkim_signed_mail_passes(tmp_path, sink, keys, odk_dns, key_type, al
                 "Message-ID: <odk-1@odk.test>\r\nFrom: Alice <alice@odk.test>\r\n"
                 "To: bob@example.com\r\n\r\nfirst line  \r\n\tsecond\r\n\r\n\r\n")
         pf.sendmail("alice@odk.test", "bob@example.com", body.encode())
-        (msg,) = sink.wait_count(1, timeout=60) and sink.messages()
+        try:
+            (msg,) = sink.wait_count(1, timeout=60) and sink.messages()
+        except AssertionError as e:
+            raise AssertionError(f"{e}; Postfix log ends:\n{pf.maillog()[-3000:]}") from None
         signature = msg["DKIM-Signature"]
         assert signature is not None, pf.maillog()[-2000:]
         assert f"a={algorithm}" in signature.replace(" ", "") and f"c={canonicalization}" in signature

@@ -89,12 +89,33 @@ level = "info,portcullis_queue=debug"
         return r
 
     def start(self):
-        logf = open(self.log, "a")
-        self.proc = subprocess.Popen([str(BIN), "--config", str(self.config), "serve"],
-                                     stdout=logf, stderr=logf)
-        wait_port(self.smtp, proc=self.proc, host=self.smtp_host)
-        wait_port(self.submissions, proc=self.proc)
-        return self
+        # free_port() hands out a port that another worker may take before we bind it (two
+        # suites run side by side in CI): a gateway that could not listen gets new ports.
+        for attempt in range(3):
+            logf = open(self.log, "a")
+            self.proc = subprocess.Popen([str(BIN), "--config", str(self.config), "serve"],
+                                         stdout=logf, stderr=logf)
+            try:
+                wait_port(self.smtp, proc=self.proc, host=self.smtp_host)
+                wait_port(self.submissions, proc=self.proc)
+                return self
+            except RuntimeError as e:
+                log = self.log.read_text(errors="replace")[-2000:]
+                if self.proc.poll() is None or "cannot listen" not in log or attempt == 2:
+                    raise RuntimeError(f"{e}; serve.log ends:\n{log}") from None
+                self._new_ports()
+
+    def _new_ports(self):
+        """Other free ports for the listeners (only those on the default loopback host)."""
+        text = self.config.read_text()
+        for key in ("smtp", "submission", "submissions"):
+            old = getattr(self, key)
+            if key == "smtp" and self.smtp_host != "127.0.0.1":
+                continue
+            new = free_port()
+            text = text.replace(f'{key} = "127.0.0.1:{old}"', f'{key} = "127.0.0.1:{new}"')
+            setattr(self, key, new)
+        self.config.write_text(text)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
