@@ -95,3 +95,33 @@ pub fn log_record(
             .collect(),
     }
 }
+
+/// The queue's journal: delivery results and generated notices (DSNs) to the message log.
+pub struct StoreJournal(pub LogWriter);
+
+impl portcullis_queue::Journal for StoreJournal {
+    fn recipient_result(
+        &self,
+        id: &str,
+        recipient: &str,
+        status: &str,
+        reply: Option<&str>,
+        host: Option<&str>,
+    ) {
+        self.0
+            .write(LogEntry::Status(portcullis_store::StatusUpdate {
+                id: id.to_string(),
+                address: recipient.to_string(),
+                status: status.to_string(),
+                reply: reply.map(str::to_string),
+                remote_host: host.map(str::to_string),
+                at: portcullis_queue::spool::now(),
+            }));
+    }
+
+    fn generated(&self, envelope: &Envelope, size: usize) {
+        let subject = Some("(delivery status notification)".to_string());
+        self.0
+            .write(LogEntry::Message(log_record(envelope, size, subject, None)));
+    }
+}

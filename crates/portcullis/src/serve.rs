@@ -4,50 +4,21 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use portcullis_filter::auth::{AuthSettings, Authenticator};
-use portcullis_gateway::logwriter::LogWriter;
+use portcullis_gateway::logwriter::{LogWriter, StoreJournal};
 use portcullis_gateway::policy::{Policy, PolicyRouter, parse_host_port, tls_mode};
 use portcullis_gateway::smtp::SmtpHandler;
 use portcullis_gateway::{Gateway, Injector};
 use portcullis_queue::client::ClientSettings;
 use portcullis_queue::delivery::ConnectionPool;
-use portcullis_queue::spool::{Envelope, Spool};
+use portcullis_queue::spool::Spool;
 use portcullis_queue::tls_policy::{SecuritySettings, TransportSecurity};
-use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
+use portcullis_queue::{Deliverer, Queue, QueueSettings, RouteHost};
 use portcullis_smtp::SessionConfig;
 use portcullis_smtp::server::{ConnectionCounter, ConnectionLimits, Listener, Timeouts};
-use portcullis_store::{LogEntry, StatusUpdate, Store};
+use portcullis_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
-
-/// Writes delivery results to the message log.
-struct StoreJournal(LogWriter);
-
-impl Journal for StoreJournal {
-    fn recipient_result(
-        &self,
-        id: &str,
-        recipient: &str,
-        status: &str,
-        reply: Option<&str>,
-        host: Option<&str>,
-    ) {
-        self.0.write(LogEntry::Status(StatusUpdate {
-            id: id.to_string(),
-            address: recipient.to_string(),
-            status: status.to_string(),
-            reply: reply.map(str::to_string),
-            remote_host: host.map(str::to_string),
-            at: portcullis_queue::spool::now(),
-        }));
-    }
-
-    fn generated(&self, envelope: &Envelope, size: usize) {
-        let subject = Some("(delivery status notification)".to_string());
-        let record = portcullis_gateway::log_record(envelope, size, subject, None);
-        self.0.write(LogEntry::Message(record));
-    }
-}
 
 pub async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)

@@ -19,16 +19,15 @@ use portcullis_filter::sign::{KeyRing, SharedKeyRing};
 use portcullis_gateway::Gateway;
 use portcullis_gateway::config::Config;
 use portcullis_gateway::dmarc_reports::Collector;
-use portcullis_gateway::logwriter::LogWriter;
+use portcullis_gateway::logwriter::{LogWriter, StoreJournal};
 use portcullis_gateway::policy::{Policy, PolicyRouter};
 use portcullis_queue::client::{ClientSettings, TlsConfigs, TlsMode};
 use portcullis_queue::delivery::ConnectionPool;
 use portcullis_queue::spool::{Envelope, Spool};
 use portcullis_queue::tls_policy::TransportSecurity;
-use portcullis_queue::{Deliverer, Journal, Queue, QueueSettings, RouteHost};
+use portcullis_queue::{Deliverer, Queue, QueueSettings, RouteHost};
 use portcullis_store::{
-    ContentRow, ListEntry, LogEntry, LogQuery, MessageRecord, QuarantineItem, QuarantineQuery,
-    Route, StatusUpdate, Store,
+    ContentRow, ListEntry, LogQuery, MessageRecord, QuarantineItem, QuarantineQuery, Route, Store,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,35 +61,6 @@ pub struct Harness {
     /// Where every delivery is sent: a loopback port nobody listens on.
     pub dead_end: u16,
     dir: TempDir,
-}
-
-/// Delivery results to the message log, as `portcullis serve` writes them.
-struct StoreJournal(LogWriter);
-
-impl Journal for StoreJournal {
-    fn recipient_result(
-        &self,
-        id: &str,
-        recipient: &str,
-        status: &str,
-        reply: Option<&str>,
-        host: Option<&str>,
-    ) {
-        self.0.write(LogEntry::Status(StatusUpdate {
-            id: id.to_string(),
-            address: recipient.to_string(),
-            status: status.to_string(),
-            reply: reply.map(str::to_string),
-            remote_host: host.map(str::to_string),
-            at: portcullis_queue::spool::now(),
-        }));
-    }
-
-    fn generated(&self, envelope: &Envelope, size: usize) {
-        let subject = Some("(delivery status notification)".to_string());
-        let record = portcullis_gateway::log_record(envelope, size, subject, None);
-        self.0.write(LogEntry::Message(record));
-    }
 }
 
 fn temp_dir() -> PathBuf {
