@@ -7,7 +7,8 @@
 //! about other domains' mail ([`reports`], [`dmarc_reports`], [`tlsrpt`]).
 //!
 //! It knows nothing of sockets, HTTP or the command line: the SMTP listener is a thin
-//! adapter ([`smtp::SmtpHandler`]), the binary wires and configures it.
+//! adapter ([`smtp::SmtpHandler`]); [`node::Node`] builds a running gateway from its
+//! settings, and the binary loads those settings and starts it.
 
 pub mod actions;
 pub mod batcher;
@@ -20,12 +21,14 @@ pub mod dmarc_reports;
 pub mod filtering;
 pub mod inject;
 pub mod logwriter;
+pub mod node;
 pub mod policy;
 pub mod psl;
 pub mod reports;
 mod scan;
 pub mod smtp;
 pub mod submission;
+pub mod tls;
 pub mod tlsrpt;
 pub mod transaction;
 pub mod users;

@@ -211,17 +211,9 @@ pub struct CrossValidated {
     pub mistakes: Vec<Mistake>,
 }
 
-/// The spam checker a gateway runs: heuristics, and the classifier when the store holds a
-/// trained model. The second value says why the classifier is off, if it is.
+/// The classifier as the store holds it now (see [`portcullis_gateway::node::load_spam_checker`]).
 pub async fn load_spam_checker(store: &Store) -> Result<(SpamChecker, Option<NotEnoughTraining>)> {
-    let counts = store.load_bayes().await?;
-    let model = BayesModel::from_counts(
-        counts.spam_messages,
-        counts.ham_messages,
-        counts.tokens.iter().map(|(t, s, h)| (t.as_str(), *s, *h)),
-    );
-    let unready = model.ready().err();
-    Ok((SpamChecker::with_model(Arc::new(model)), unready))
+    Ok(portcullis_gateway::node::load_spam_checker(store).await?)
 }
 
 /// A deterministic shuffle (splitmix64 driving Fisher-Yates).

@@ -199,6 +199,24 @@ fn release_queue_id(item: &str) -> String {
     item.replace('.', "R")
 }
 
+/// Finish the releases that a crash interrupted between their claim and their queue file
+/// (run at start, before mail is accepted). Each failure is logged; none stops the start.
+pub async fn resume_releases(store: &Store, inject: &Injector) -> Result<()> {
+    for id in store.quarantine_releasing().await? {
+        match release_item(store, inject, &id).await {
+            Ok((queue_id, _)) => {
+                if let Err(e) = inject.announce(&queue_id).await {
+                    tracing::error!(item = %id, error = %e, "released message not scheduled");
+                }
+            }
+            Err(e) => {
+                tracing::error!(item = %id, error = %e, "unfinished quarantine release failed")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Queue an item claimed for release (state `releasing`) for its recipient, log it, and
 /// mark it released. The order makes a crash harmless: an item still `releasing` is
 /// finished again at the gateway's start, writing the same queue file. Returns the queue

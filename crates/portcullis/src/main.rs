@@ -4,7 +4,6 @@
 mod cli;
 mod config;
 mod serve;
-mod tls;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -80,7 +80,7 @@ async fn download(config: &Config, url: &str) -> Result<String> {
         Duration::from_secs(config.dns.timeout_secs),
     )
     .map_err(|e| anyhow!("DNS resolver: {e}"))?;
-    let tls = crate::tls::client_configs(config)?;
+    let tls = portcullis_gateway::tls::client_configs(config)?;
     let client = portcullis_queue::mta_sts::https_client(
         resolver,
         (*tls.verified()).clone(),
