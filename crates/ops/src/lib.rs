@@ -5,6 +5,7 @@
 //! today; the REST API and the console call the same functions. It does not know how it
 //! was called: no printing, no exit codes, no HTTP.
 
+pub mod actor;
 pub mod corpus;
 pub mod dkim;
 mod error;
@@ -16,6 +17,7 @@ pub mod quarantine;
 pub mod queue;
 pub mod reports;
 
+pub use actor::{Access, Actor, Role, Scope, Via};
 pub use error::{OpsError, Result};
 
 use portcullis_gateway::Injector;
@@ -32,6 +34,8 @@ pub struct Ops {
     /// Inside the gateway process: its queue. None: the control socket of a gateway
     /// that may be running.
     inject: Option<Injector>,
+    /// Who is calling; every operation checks it ([`Actor::require`]).
+    actor: Arc<Actor>,
 }
 
 impl Ops {
@@ -50,7 +54,21 @@ impl Ops {
             store,
             config: Arc::new(config),
             inject: None,
+            actor: Arc::new(Actor::cli()),
         }
+    }
+
+    /// The same gateway, acting for `actor` (an account or token of the console or API).
+    /// A handle starts as the command line's local administrator ([`Actor::cli`]).
+    pub fn acting_as(&self, actor: Actor) -> Ops {
+        Ops {
+            actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// Locally made mail goes straight to this queue (inside the gateway).
