@@ -217,7 +217,9 @@ impl Actor {
             Role::User => {
                 matches!(
                     access,
-                    Access::ReadMessages | Access::ReleaseMessages | Access::WritePolicy
+                    Access::ReadMessages
+                        | Access::ReleaseMessages
+                        | Access::WritePolicy
                         | Access::ReadPolicy
                 ) && matches!(scope, Scope::Address(a) if *a == self.address)
             }
@@ -243,7 +245,11 @@ impl Actor {
             Access::ManageAccounts => "manage the accounts of",
             Access::ReadAudit => "read the audit log of",
         };
-        let token = if self.read_only { " (read-only token)" } else { "" };
+        let token = if self.read_only {
+            " (read-only token)"
+        } else {
+            ""
+        };
         Err(OpsError::Forbidden(format!(
             "{} ({}{token}) may not {what} {on}",
             self.name, self.role

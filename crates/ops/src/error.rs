@@ -31,6 +31,14 @@ pub enum OpsError {
     /// release).
     #[error("{0}")]
     Forbidden(String),
+    /// Wrong or missing credentials (password, TOTP code, session, token). The text says
+    /// no more than that, so that it does not tell which part was wrong.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Too many attempts (logins from one address, or on one account): try again after
+    /// `retry_after` seconds.
+    #[error("{what}: try again in {retry_after} s")]
+    Throttled { what: String, retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -83,7 +91,9 @@ impl OpsError {
     pub fn status(&self) -> u16 {
         match self {
             OpsError::Invalid { .. } | OpsError::Document { .. } => 400,
+            OpsError::Unauthorized(_) => 401,
             OpsError::Forbidden(_) => 403,
+            OpsError::Throttled { .. } => 429,
             OpsError::NotFound { .. } => 404,
             OpsError::State { .. } => 409,
             OpsError::Store(StoreError::Invalid { .. }) => 400,

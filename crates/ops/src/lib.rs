@@ -5,6 +5,7 @@
 //! today; the REST API and the console call the same functions. It does not know how it
 //! was called: no printing, no exit codes, no HTTP.
 
+pub mod accounts;
 pub mod actor;
 pub mod corpus;
 pub mod dkim;
