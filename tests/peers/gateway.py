@@ -20,6 +20,7 @@ class Gateway:
         self.smtp = free_port()
         self.submission = free_port()
         self.submissions = free_port()
+        self.https = free_port()
         self.smtp_host = "127.0.0.1"
         self.config = self.dir / "portcullis.toml"
         self.config.write_text(
@@ -29,6 +30,7 @@ data_dir = "{self.dir / 'data'}"
 smtp = "127.0.0.1:{self.smtp}"
 submission = "127.0.0.1:{self.submission}"
 submissions = "127.0.0.1:{self.submissions}"
+https = "127.0.0.1:{self.https}"
 [log]
 level = "info,portcullis_queue=debug"
 """ + extra_config + (

@@ -124,7 +124,7 @@ impl Default for Quarantine {
         Quarantine {
             expiry_days: 30,
             digest_interval_secs: 86400,
-            portal_url: "https://localhost:8443/quarantine".into(),
+            portal_url: "https://localhost:8443/q".into(),
             link_days: 14,
         }
     }
@@ -190,6 +190,10 @@ pub struct Listen {
     pub submission: String,
     /// Port 465: implicit TLS, AUTH required.
     pub submissions: String,
+    /// The console and REST API over HTTPS (the gateway's certificate). "" disables.
+    pub https: String,
+    /// Plain HTTP that only redirects (301) to `https`. "" (the default) disables.
+    pub http: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -312,6 +316,8 @@ impl Default for Listen {
             smtp: "127.0.0.1:2525".into(),
             submission: "127.0.0.1:2587".into(),
             submissions: "127.0.0.1:2465".into(),
+            https: "127.0.0.1:8443".into(),
+            http: String::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod actor;
 pub mod corpus;
+pub mod dashboard;
 pub mod dkim;
 mod error;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+pub mod tracking;
 
 pub use actor::{Access, Actor, Role, Scope, Via};
 pub use error::{OpsError, Result};

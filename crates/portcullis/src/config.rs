@@ -57,6 +57,8 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
         ("smtp", &config.listen.smtp),
         ("submission", &config.listen.submission),
         ("submissions", &config.listen.submissions),
+        ("https", &config.listen.https),
+        ("http", &config.listen.http),
     ] {
         if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
             return Err(err(

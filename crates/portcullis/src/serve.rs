@@ -1,19 +1,56 @@
 //! `portcullis serve`: starts the node (store, spool, queue, control socket, background
-//! work), finishes interrupted quarantine releases, listens, and runs until SIGINT or
-//! SIGTERM.
+//! work), finishes interrupted quarantine releases, listens for mail and, beside it, the
+//! HTTPS console and API; runs until SIGINT or SIGTERM.
 
 use crate::config::Config;
 use anyhow::Result;
 use portcullis_gateway::node::Node;
+use portcullis_ops::Ops;
 
 pub async fn run(config: Config) -> Result<()> {
     let node = Node::start(config).await?;
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
     node.listen().await?;
+    let ops = Ops::new(node.store.clone(), node.config.clone()).with_injector(node.inject.clone());
+    let console = portcullis_web::serve(
+        &node.config.listen.https,
+        &node.config.listen.http,
+        node.tls.clone(),
+        ops.clone(),
+    )
+    .await?;
+    if let Some(addr) = console.https {
+        first_admin(&ops, &node.config.hostname, addr).await;
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    console.shutdown().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// At first start, the console's first account; its password is printed once. A failure
+/// here leaves the mail flowing: the console just has no account yet.
+async fn first_admin(ops: &Ops, hostname: &str, addr: std::net::SocketAddr) {
+    match ops.bootstrap_admin().await {
+        Ok(Some(password)) => {
+            let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+                if addr.ip().is_loopback() {
+                    "localhost".to_string()
+                } else {
+                    hostname.to_string()
+                }
+            } else {
+                addr.ip().to_string()
+            };
+            println!(
+                "console: https://{host}:{}/ — user admin, password {password} (shown once)",
+                addr.port()
+            );
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "console: first administrator not made"),
+    }
 }
 
 async fn wait_for_signal() {

@@ -29,6 +29,7 @@ mod rates;
 mod reports;
 mod rules;
 mod settings;
+mod stats;
 mod tls_results;
 mod users;
 
@@ -56,6 +57,7 @@ pub use log::{
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use stats::{BucketCount, MessageFilter, TopEntry};
 pub use tls_results::{TlsClaim, TlsResultRow};
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.

@@ -1,0 +1,125 @@
+//! `/api/v1/messages`: the message log, searched and one message's story; and the
+//! dashboard's numbers.
+
+use super::{ListPage, Paging};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Path, Query};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use portcullis_ops::dashboard::Dashboard;
+use portcullis_ops::tracking::MessageStory;
+use portcullis_queue::spool::now;
+use portcullis_store::{MessageFilter, MessageRecord};
+use serde::Deserialize;
+
+/// The filters of a message search. Text filters match anywhere, without regard to case.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Search {
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub client_ip: Option<String>,
+    /// `deliver`, `reject`, `tempfail`, `discard`, `quarantine` (any class).
+    pub verdict: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+    /// Unix seconds, or a span back from now: `30m`, `2h`, `7d`.
+    pub since: Option<String>,
+    /// Unix seconds, or a span back from now.
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn blank(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl Search {
+    pub fn paging(&self) -> Paging {
+        Paging {
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+
+    pub fn filter(&self) -> Result<MessageFilter, ApiError> {
+        let t = now();
+        let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+            match blank(v) {
+                None => Ok(None),
+                Some(v) => portcullis_ops::log::parse_since(&v, t)
+                    .map(Some)
+                    .map_err(|e| ApiError::invalid(name, e.to_string())),
+            }
+        };
+        if let Some(d) = blank(&self.direction)
+            && d != "inbound"
+            && d != "outbound"
+        {
+            return Err(ApiError::invalid(
+                "direction",
+                format!("direction {d:?}: expected inbound or outbound"),
+            ));
+        }
+        let paging = self.paging();
+        Ok(MessageFilter {
+            sender: blank(&self.sender),
+            recipient: blank(&self.recipient),
+            subject: blank(&self.subject),
+            message_id: blank(&self.message_id),
+            client_ip: blank(&self.client_ip),
+            verdict: blank(&self.verdict),
+            direction: blank(&self.direction),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            limit: paging.limit(),
+            offset: paging.offset(),
+        })
+    }
+}
+
+/// Search the message log, newest first.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", params(Search),
+    responses((status = 200, description = "A page of messages", body = Object),
+              (status = 400, body = crate::error::ErrorBody)))]
+pub async fn search(
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<Search>,
+) -> ApiResult<Json<ListPage<MessageRecord>>> {
+    let found = caller.ops.message_search(&q.filter()?).await?;
+    Ok(Json(q.paging().page(found)))
+}
+
+/// One message's whole story: findings, deciding rule, quarantine, delivery.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "The gateway's queue id")),
+    responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MessageStory>> {
+    Ok(Json(caller.ops.message_story(&id).await?))
+}
+
+/// Mail in and out over the last hour, day and 30 days; the queue; the busiest senders,
+/// recipients and rejection reasons.
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "messages",
+    responses((status = 200, body = Object)))]
+pub async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Json<Dashboard>> {
+    Ok(Json(caller.ops.dashboard().await?))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/messages", get(search))
+        .route("/api/v1/messages/{id}", get(show))
+        .route("/api/v1/dashboard", get(dashboard))
+}

@@ -1,0 +1,290 @@
+//! `/api/v1/domains`, `networks`, `users`, `rules`, `lists`: the policy that the command
+//! line edits, read and changed as JSON (rules as the TOML the command line takes).
+
+use super::{Done, ListPage, Paging};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use axum::extract::{Path, Query};
+use axum::routing::{delete, get};
+use axum::{Extension, Json, Router};
+use portcullis_ops::policy::RoutesSpec;
+use portcullis_store::ListEntry;
+use serde::{Deserialize, Serialize};
+
+/// A domain and its routes (never a route's AUTH password).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DomainView {
+    pub name: String,
+    pub routes: Vec<RouteView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RouteView {
+    pub host: String,
+    pub port: u16,
+    pub priority: u32,
+    pub tls: String,
+    pub auth_user: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/domains", tag = "policy", params(Paging),
+    responses((status = 200, body = Object)))]
+pub async fn domains(
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<ListPage<DomainView>>> {
+    let list = caller
+        .ops
+        .list_domains()
+        .await?
+        .into_iter()
+        .map(|d| DomainView {
+            name: d.name,
+            routes: d
+                .routes
+                .into_iter()
+                .map(|r| RouteView {
+                    host: r.host,
+                    port: r.port,
+                    priority: r.priority,
+                    tls: r.tls,
+                    auth_user: r.auth_user,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(p.cut(list)))
+}
+
+/// A domain to accept mail for and its routes (`host:port`, in order).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewDomain {
+    pub name: String,
+    pub routes: Vec<String>,
+    /// none, may, encrypt, verify or dane (default may).
+    #[serde(default)]
+    pub tls: Option<String>,
+    pub auth_user: Option<String>,
+    pub auth_password: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/domains", tag = "policy", request_body = NewDomain,
+    responses((status = 200, body = Done), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn add_domain(
+    Extension(caller): Extension<Caller>,
+    Json(d): Json<NewDomain>,
+) -> ApiResult<Json<Done>> {
+    let spec = RoutesSpec {
+        routes: d.routes,
+        tls: d.tls.unwrap_or_else(|| "may".into()),
+        auth_user: d.auth_user,
+        auth_password: d.auth_password,
+    };
+    Ok(Done::new(caller.ops.add_domain(&d.name, &spec).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/domains/{name}", tag = "policy",
+    params(("name" = String, Path)), responses((status = 200, body = Done)))]
+pub async fn remove_domain(
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.remove_domain(&name).await?;
+    Ok(Done::new(format!("{name} removed")))
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Network {
+    /// `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`.
+    pub cidr: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/networks", tag = "policy", params(Paging),
+    responses((status = 200, body = Object)))]
+pub async fn networks(
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<ListPage<Network>>> {
+    let list = caller
+        .ops
+        .list_networks()
+        .await?
+        .into_iter()
+        .map(|(net, comment)| Network {
+            cidr: net.to_string(),
+            comment,
+        })
+        .collect();
+    Ok(Json(p.cut(list)))
+}
+
+#[utoipa::path(post, path = "/api/v1/networks", tag = "policy", request_body = Network,
+    responses((status = 200, body = Done)))]
+pub async fn add_network(
+    Extension(caller): Extension<Caller>,
+    Json(n): Json<Network>,
+) -> ApiResult<Json<Done>> {
+    let net = caller.ops.add_network(&n.cidr, &n.comment).await?;
+    Ok(Done::new(format!("{net} added")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Cidr {
+    pub cidr: String,
+}
+
+/// Remove an internal network (`?cidr=10.0.0.0/8`).
+#[utoipa::path(delete, path = "/api/v1/networks", tag = "policy", params(Cidr),
+    responses((status = 200, body = Done)))]
+pub async fn remove_network(
+    Extension(caller): Extension<Caller>,
+    Query(c): Query<Cidr>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.remove_network(&c.cidr).await?;
+    Ok(Done::new(format!("{} removed", c.cidr)))
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "policy", params(Paging),
+    responses((status = 200, body = Object)))]
+pub async fn users(
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<ListPage<String>>> {
+    Ok(Json(p.cut(caller.ops.list_users().await?)))
+}
+
+/// A mail user who may submit (SMTP AUTH).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "policy", request_body = NewUser,
+    responses((status = 200, body = Done)))]
+pub async fn add_user(
+    Extension(caller): Extension<Caller>,
+    Json(u): Json<NewUser>,
+) -> ApiResult<Json<Done>> {
+    Ok(Done::new(caller.ops.add_user(&u.email, &u.password).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{email}", tag = "policy",
+    params(("email" = String, Path)), responses((status = 200, body = Done)))]
+pub async fn remove_user(
+    Extension(caller): Extension<Caller>,
+    Path(email): Path<String>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.remove_user(&email).await?;
+    Ok(Done::new(format!("{email} removed")))
+}
+
+/// The rules, in order, as stored.
+#[utoipa::path(get, path = "/api/v1/rules", tag = "policy",
+    responses((status = 200, body = Object)))]
+pub async fn rules(
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    Ok(Json(caller.ops.list_rules_raw().await?))
+}
+
+/// Add or replace rules given as TOML (`[[rule]]` tables, as `portcullis rule add` takes).
+#[utoipa::path(post, path = "/api/v1/rules", tag = "policy",
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = Done), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn add_rules(
+    Extension(caller): Extension<Caller>,
+    body: String,
+) -> ApiResult<Json<Done>> {
+    let names = caller.ops.add_rules(&body, "request body").await?;
+    Ok(Done::new(format!("saved {}", names.join(", "))))
+}
+
+#[utoipa::path(delete, path = "/api/v1/rules/{name}", tag = "policy",
+    params(("name" = String, Path)), responses((status = 200, body = Done)))]
+pub async fn remove_rule(
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.remove_rule(&name).await?;
+    Ok(Done::new(format!("{name} removed")))
+}
+
+#[utoipa::path(get, path = "/api/v1/lists", tag = "policy", params(Paging),
+    responses((status = 200, body = Object)))]
+pub async fn lists(
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<ListPage<ListEntry>>> {
+    Ok(Json(p.cut(caller.ops.list_entries().await?)))
+}
+
+/// An allow, block or valid-recipient list entry.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Entry {
+    /// allow, block or valid.
+    pub kind: String,
+    /// ip, sender or recipient.
+    pub field: String,
+    pub value: String,
+    /// Empty: global; else a domain or an address.
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl From<Entry> for ListEntry {
+    fn from(e: Entry) -> ListEntry {
+        ListEntry {
+            kind: e.kind,
+            field: e.field,
+            value: e.value,
+            scope: e.scope,
+            comment: e.comment,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/lists", tag = "policy", request_body = Entry,
+    responses((status = 200, body = Done)))]
+pub async fn add_entry(
+    Extension(caller): Extension<Caller>,
+    Json(e): Json<Entry>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.add_list_entry(&e.into()).await?;
+    Ok(Done::new("added"))
+}
+
+/// Remove the entry given in the body.
+#[utoipa::path(delete, path = "/api/v1/lists", tag = "policy", request_body = Entry,
+    responses((status = 200, body = Done)))]
+pub async fn remove_entry(
+    Extension(caller): Extension<Caller>,
+    Json(e): Json<Entry>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.remove_list_entry(&e.into()).await?;
+    Ok(Done::new("removed"))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/domains", get(domains).post(add_domain))
+        .route("/api/v1/domains/{name}", delete(remove_domain))
+        .route(
+            "/api/v1/networks",
+            get(networks).post(add_network).delete(remove_network),
+        )
+        .route("/api/v1/users", get(users).post(add_user))
+        .route("/api/v1/users/{email}", delete(remove_user))
+        .route("/api/v1/rules", get(rules).post(add_rules))
+        .route("/api/v1/rules/{name}", delete(remove_rule))
+        .route(
+            "/api/v1/lists",
+            get(lists).post(add_entry).delete(remove_entry),
+        )
+}

@@ -1,0 +1,223 @@
+//! `/api/v1/quarantine`: held copies listed and shown, released (also with the sender
+//! allowed), deleted; the raw message as text/plain.
+
+use super::{Done, ListPage, Paging};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::preview::{Preview, preview};
+use axum::extract::{Path, Query};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use portcullis_ops::Ops;
+use portcullis_ops::tracking::{Finding, findings};
+use portcullis_store::{QuarantineItem, QuarantineQuery};
+use serde::{Deserialize, Serialize};
+
+/// Filters of the quarantine list.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Filter {
+    /// The recipient, exactly.
+    pub recipient: Option<String>,
+    /// `held` (default), `released`, `deleted`.
+    pub state: Option<String>,
+    /// Part of the sender.
+    pub sender: Option<String>,
+    /// Part of the subject.
+    pub subject: Option<String>,
+    /// `spam`, `virus`, `policy`, ...
+    pub class: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn part(have: &str, want: &Option<String>) -> bool {
+    match want.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        None => true,
+        Some(w) => have.to_lowercase().contains(&w.to_lowercase()),
+    }
+}
+
+impl Filter {
+    pub fn paging(&self) -> Paging {
+        Paging {
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+
+    pub async fn run(&self, ops: &Ops) -> ApiResult<Vec<QuarantineItem>> {
+        let query = QuarantineQuery {
+            recipient: self
+                .recipient
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+            state: self
+                .state
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            limit: portcullis_store::MAX_SEARCH_LIMIT,
+        };
+        let items = ops.quarantine_list(&query).await?;
+        Ok(items
+            .into_iter()
+            .filter(|i| {
+                part(&i.sender, &self.sender)
+                    && part(i.subject.as_deref().unwrap_or_default(), &self.subject)
+                    && part(&i.class, &self.class)
+            })
+            .collect())
+    }
+}
+
+/// List held copies (filters, pages).
+#[utoipa::path(get, path = "/api/v1/quarantine", tag = "quarantine", params(Filter),
+    responses((status = 200, body = Object)))]
+pub async fn list(
+    Extension(caller): Extension<Caller>,
+    Query(f): Query<Filter>,
+) -> ApiResult<Json<ListPage<QuarantineItem>>> {
+    let items = f.run(&caller.ops).await?;
+    Ok(Json(f.paging().cut(items)))
+}
+
+/// One held copy: the item, its findings and a safe preview.
+#[derive(Debug, Serialize)]
+pub struct Held {
+    pub item: QuarantineItem,
+    pub findings: Vec<Finding>,
+    pub preview: Preview,
+}
+
+#[utoipa::path(get, path = "/api/v1/quarantine/{id}", tag = "quarantine",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Held>> {
+    let held = caller.ops.quarantine_show(&id).await?;
+    Ok(Json(Held {
+        findings: findings(Some(&held.findings)),
+        preview: preview(&held.body),
+        item: held.item,
+    }))
+}
+
+/// The message as it was held, as text.
+#[utoipa::path(get, path = "/api/v1/quarantine/{id}/raw", tag = "quarantine",
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn raw(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let held = caller.ops.quarantine_show(&id).await?;
+    Ok(raw_response(held.body))
+}
+
+/// A message's source, never to be read as anything but text.
+pub fn raw_response(body: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "inline"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox",
+            ),
+        ],
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+        .into_response()
+}
+
+/// What to do with held copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Release,
+    ReleaseAndAllow,
+    Delete,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "release" => Some(Action::Release),
+            "release-and-allow" => Some(Action::ReleaseAndAllow),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
+    pub async fn apply(self, ops: &Ops, id: &str) -> portcullis_ops::Result<String> {
+        match self {
+            Action::Release | Action::ReleaseAndAllow => {
+                let r = ops
+                    .quarantine_release(id, self == Action::ReleaseAndAllow)
+                    .await?;
+                let mut said = format!("{id} released as {}", r.queue_id);
+                if let Some(sender) = r.allowed_sender {
+                    said.push_str(&format!("; {sender} allowed"));
+                }
+                if let Some(w) = r.warning {
+                    said.push_str(&format!(" ({w})"));
+                }
+                Ok(said)
+            }
+            Action::Delete => {
+                ops.quarantine_delete(id).await?;
+                Ok(format!("{id} deleted"))
+            }
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/quarantine/{id}/release", tag = "quarantine",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Done), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn release(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Done>> {
+    Ok(Done::new(Action::Release.apply(&caller.ops, &id).await?))
+}
+
+/// Release, and put the sender on the recipient's allow list.
+#[utoipa::path(post, path = "/api/v1/quarantine/{id}/release-and-allow", tag = "quarantine",
+    params(("id" = String, Path)), responses((status = 200, body = Done)))]
+pub async fn release_and_allow(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Done>> {
+    Ok(Done::new(
+        Action::ReleaseAndAllow.apply(&caller.ops, &id).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/quarantine/{id}", tag = "quarantine",
+    params(("id" = String, Path)), responses((status = 200, body = Done)))]
+pub async fn delete(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Done>> {
+    Ok(Done::new(Action::Delete.apply(&caller.ops, &id).await?))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/quarantine", get(list))
+        .route("/api/v1/quarantine/{id}", get(show).delete(delete))
+        .route("/api/v1/quarantine/{id}/raw", get(raw))
+        .route("/api/v1/quarantine/{id}/release", post(release))
+        .route(
+            "/api/v1/quarantine/{id}/release-and-allow",
+            post(release_and_allow),
+        )
+}

@@ -1,0 +1,50 @@
+//! The console's pages, rendered on the server (askama), with plain forms: no script at
+//! all, so the Content-Security-Policy can forbid every script but our own and there is
+//! none to forbid. Each form carries the session's CSRF token.
+
+mod account;
+mod dashboard;
+mod messages;
+mod quarantine;
+mod queue;
+mod rules;
+
+use crate::AppState;
+use axum::Router;
+use axum::routing::{get, post};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/messages", get(messages::search))
+        .route("/messages/{id}", get(messages::show))
+        .route("/quarantine", get(quarantine::list).post(quarantine::bulk))
+        .route(
+            "/quarantine/{id}",
+            get(quarantine::show).post(quarantine::act),
+        )
+        .route("/quarantine/{id}/preview", get(quarantine::frame))
+        .route("/quarantine/{id}/raw", get(quarantine::raw))
+        .route("/queue", get(queue::list).post(queue::act))
+        .route("/rules", get(rules::page).post(rules::save))
+        .route("/rules/delete", post(rules::delete))
+        .route("/audit", get(account::audit))
+        .route("/tokens", get(account::tokens).post(account::create_token))
+        .route("/tokens/revoke", post(account::revoke_token))
+        .route("/account", get(account::page))
+        .route("/account/password", post(account::password))
+        .route("/account/totp", post(account::totp_enrol))
+        .route("/account/totp/confirm", post(account::totp_confirm))
+        .route(
+            "/account/logout-everywhere",
+            post(account::logout_everywhere),
+        )
+        .route("/logout", post(account::logout))
+}
+
+/// The value of a form field given once.
+pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}

@@ -1,0 +1,186 @@
+//! The listeners: HTTPS with the gateway's certificate (`[listen] https`), and plain HTTP
+//! that only redirects to it (`[listen] http`). Each connection gets its TLS handshake
+//! under a time limit and the client's address for the audit log; shutdown stops
+//! accepting and lets open requests finish for a few seconds.
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use portcullis_ops::Ops;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running console; [`Server::shutdown`] stops it.
+pub struct Server {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where HTTPS listens; None when `[listen] https` is "".
+    pub https: Option<SocketAddr>,
+}
+
+impl Server {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), task).await;
+        }
+    }
+}
+
+/// Listen on `https` (with `tls`) and `http` (redirect only); "" disables either. An
+/// address that cannot be bound is an error naming its key.
+pub async fn serve(https: &str, http: &str, tls: TlsAcceptor, ops: Ops) -> anyhow::Result<Server> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut server = Server {
+        stop,
+        tasks: Vec::new(),
+        https: None,
+    };
+    if https.is_empty() {
+        return Ok(server);
+    }
+    let listener = TcpListener::bind(https)
+        .await
+        .with_context(|| format!("listen.https: cannot listen on {https}"))?;
+    let local = listener.local_addr().context("listen.https")?;
+    server.https = Some(local);
+    tracing::info!(listener = "https", address = %local, "listening");
+    let tls = with_alpn(tls);
+    let app = crate::router(ops);
+    server.tasks.push(tokio::spawn(accept_tls(
+        listener,
+        tls,
+        app,
+        stop_rx.clone(),
+    )));
+
+    if !http.is_empty() {
+        let listener = TcpListener::bind(http)
+            .await
+            .with_context(|| format!("listen.http: cannot listen on {http}"))?;
+        tracing::info!(
+            listener = "http",
+            address = http,
+            "listening (redirects to https)"
+        );
+        let port = local.port();
+        let redirect = Router::new().fallback(move |req: Request| redirect(req, port));
+        let mut rx = stop_rx.clone();
+        server.tasks.push(tokio::spawn(async move {
+            let shutdown = async move { stopped(&mut rx).await };
+            if let Err(e) = axum::serve(listener, redirect)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "http redirect listener failed");
+            }
+        }));
+    }
+    Ok(server)
+}
+
+/// The gateway's certificate, offering HTTP/2 and HTTP/1.1.
+fn with_alpn(tls: TlsAcceptor) -> TlsAcceptor {
+    let mut config = (**tls.config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+async fn accept_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "https accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let tls = tls.clone();
+        let app = app.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(svc),
+            );
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Waits until shutdown is asked for (or the server is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// 301 to the same path on the HTTPS port of the host the client asked for.
+async fn redirect(req: Request, port: u16) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| match h.rsplit_once(':') {
+            // An IPv6 literal without a port ends in `]`.
+            Some((name, p)) if !p.contains(']') => name,
+            _ => h,
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c))
+        })
+        .unwrap_or("localhost")
+        .to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let target = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
+}
