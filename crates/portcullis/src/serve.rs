@@ -32,6 +32,7 @@ pub async fn run(config: Config) -> Result<()> {
 /// At first start, the console's first account; its password is printed once. A failure
 /// here leaves the mail flowing: the console just has no account yet.
 async fn first_admin(ops: &Ops, hostname: &str, addr: std::net::SocketAddr) {
+    let ops = ops.acting_as(portcullis_ops::Actor::system("bootstrap"));
     match ops.bootstrap_admin().await {
         Ok(Some(password)) => {
             let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {

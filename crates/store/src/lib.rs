@@ -15,6 +15,8 @@ extern crate self as portcullis_store;
 #[macro_use]
 mod testing;
 
+mod accounts;
+mod audit;
 mod bayes;
 mod dkim;
 mod dmarc_results;
@@ -44,6 +46,8 @@ use sqlx::{Connection, PgConnection};
 
 use engine::{Engines, Pool, on_pool};
 
+pub use accounts::{AccountRow, SessionRow, TokenRow};
+pub use audit::{AuditEntry, AuditQuery, MAX_AUDIT_LIMIT};
 pub use bayes::{BayesCounts, BayesSummary};
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
 pub use dmarc_results::{DMARC_CLAIM_SECS, DmarcResultRow};
@@ -52,7 +56,7 @@ pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
 pub use log::{
     DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
-    RecipientRecord, StatusUpdate,
+    RecipientRecord, Sees, StatusUpdate,
 };
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
@@ -512,9 +516,9 @@ mod tests {
         async fn migrate_reports_versions(db) {
             let first = Store::migrate(db.url()).await.expect("migrate");
             assert_eq!(first.previous, 0);
-            assert_eq!(first.current, 12);
+            assert_eq!(first.current, 13);
             let again = Store::migrate(db.url()).await.expect("migrate again");
-            assert_eq!((again.previous, again.current), (12, 12));
+            assert_eq!((again.previous, again.current), (13, 13));
             assert_eq!(first.engine, again.engine);
         }
     }

@@ -36,7 +36,7 @@ const RECIPIENT_FETCH_CHUNK: usize = 500;
 
 /// The escape character for LIKE patterns. Not a backslash, whose meaning inside a string literal
 /// depends on PostgreSQL's `standard_conforming_strings`.
-const LIKE_ESCAPE: char = '!';
+pub(crate) const LIKE_ESCAPE: char = '!';
 
 /// One message as seen by the gateway; read as `MESSAGE_COLUMNS`, its recipients apart.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
@@ -156,9 +156,60 @@ fn contains_pattern(needle: &str) -> String {
     pattern
 }
 
+/// A LIKE pattern matching an address of `domain` (`%@domain`), wildcards taken literally.
+pub(crate) fn domain_pattern(domain: &str) -> String {
+    let mut pattern = String::from("%@");
+    for c in domain.to_ascii_lowercase().chars() {
+        if c == LIKE_ESCAPE || c == '%' || c == '_' {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+/// What part of the mail a caller may see: the message log and the quarantine are
+/// narrowed to it in the query, so that a page of results is a full page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sees {
+    All,
+    /// Mail to or from addresses of these domains (lower case).
+    Domains(Vec<String>),
+    /// Mail to or from this address (lower case).
+    Address(String),
+}
+
+impl Sees {
+    /// The condition on an address column (`column` is lower-cased in SQL), its binds
+    /// appended to `binds`; None for [`Sees::All`]. An empty domain list matches nothing.
+    pub(crate) fn condition(&self, column: &str, binds: &mut Vec<Bind>) -> Option<String> {
+        match self {
+            Sees::All => None,
+            Sees::Address(a) => {
+                binds.push(Bind::Text(a.to_ascii_lowercase()));
+                Some(format!("LOWER({column}) = ${}", binds.len()))
+            }
+            Sees::Domains(domains) if domains.is_empty() => Some("1 = 0".into()),
+            Sees::Domains(domains) => {
+                let parts: Vec<String> = domains
+                    .iter()
+                    .map(|d| {
+                        binds.push(Bind::Text(domain_pattern(d)));
+                        format!(
+                            "LOWER({column}) LIKE ${} ESCAPE '{LIKE_ESCAPE}'",
+                            binds.len()
+                        )
+                    })
+                    .collect();
+                Some(format!("({})", parts.join(" OR ")))
+            }
+        }
+    }
+}
+
 /// A value bound to a dynamically built query. Kept engine-neutral (no driver argument buffer) so the
 /// search runs unchanged once PostgreSQL is wired in.
-enum Bind {
+pub(crate) enum Bind {
     Text(String),
     Int(i64),
 }
@@ -297,10 +348,27 @@ impl Store {
 
     /// Messages matching `q`, newest first, with their recipients.
     pub async fn search_log(&self, q: &LogQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        self.search_log_seen(q, &Sees::All).await
+    }
+
+    /// [`Store::search_log`], narrowed to the mail `sees` allows: messages with a sender or
+    /// a recipient in it.
+    pub async fn search_log_seen(
+        &self,
+        q: &LogQuery,
+        sees: &Sees,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
         let context = "searching the message log";
         let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
         let mut binds = Vec::new();
-        let mut n = 0;
+        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
+            let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
+            sql.push_str(&format!(
+                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
+                 WHERE r.message = m.id AND {on_recipient}))"
+            ));
+        }
+        let mut n = binds.len();
         let mut next = || {
             n += 1;
             n
