@@ -55,6 +55,7 @@ use utoipa::OpenApi;
         api::accounts::tokens,
         api::accounts::create_token,
         api::accounts::revoke_token,
+        api::accounts::audit,
     ),
     tags(
         (name = "messages", description = "The message log and the dashboard"),

@@ -146,3 +146,68 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
 }
+
+/// Filters of the audit log.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilter {
+    /// Exactly this actor (`alice@example.com`, `token:backup`, `cli:root`).
+    pub actor: Option<String>,
+    /// Actions starting with this (`domain.` or `quarantine.release`).
+    pub action: Option<String>,
+    /// Unix seconds, or a span back from now: `30m`, `2h`, `7d`.
+    pub since: Option<String>,
+    /// Unix seconds, or a span back from now.
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+impl AuditFilter {
+    pub fn paging(&self) -> Paging {
+        Paging {
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+
+    pub fn query(&self) -> Result<portcullis_store::AuditQuery, crate::error::ApiError> {
+        let t = portcullis_queue::spool::now();
+        let text = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let time = |name: &str, v: &Option<String>| match text(v) {
+            None => Ok(None),
+            Some(v) => portcullis_ops::log::parse_since(&v, t)
+                .map(Some)
+                .map_err(|e| crate::error::ApiError::invalid(name, e.to_string())),
+        };
+        let paging = self.paging();
+        Ok(portcullis_store::AuditQuery {
+            actor: text(&self.actor),
+            action: text(&self.action),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            limit: paging.limit().max(1),
+            offset: paging.offset(),
+        })
+    }
+}
+
+/// Who changed what, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "accounts", params(AuditFilter),
+    responses((status = 200, body = Object), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn audit(
+    Extension(caller): Extension<Caller>,
+    Query(f): Query<AuditFilter>,
+) -> ApiResult<Json<ListPage<portcullis_store::AuditEntry>>> {
+    let entries = caller.ops.audit_list(&f.query()?).await?;
+    Ok(Json(f.paging().page(entries)))
+}
+
+pub fn audit_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/audit", get(audit))
+}

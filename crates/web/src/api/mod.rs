@@ -87,4 +87,5 @@ pub fn routes() -> Router<AppState> {
         .merge(queue::routes())
         .merge(policy::routes())
         .merge(accounts::routes())
+        .merge(accounts::audit_routes())
 }

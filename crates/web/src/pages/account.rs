@@ -216,21 +216,80 @@ pub async fn revoke_token(
     }
 }
 
-pub async fn audit(Extension(caller): Extension<Caller>) -> PageResult {
-    caller.ops.actor().require(
-        portcullis_ops::Access::ReadAudit,
-        &portcullis_ops::Scope::Global,
-    )?;
-    Ok(html(
-        AuditPage {
-            l: caller.layout("Audit log"),
-        }
-        .render(),
-    ))
+struct AuditRow {
+    at: String,
+    actor: String,
+    role: String,
+    via: String,
+    remote: String,
+    action: String,
+    target: String,
+    before: String,
+    after: String,
 }
 
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
     l: Layout,
+    actor: String,
+    action: String,
+    since: String,
+    until: String,
+    rows: Vec<AuditRow>,
+    error: String,
+    next: String,
+}
+
+pub async fn audit(
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(f): axum::extract::Query<crate::api::accounts::AuditFilter>,
+) -> PageResult {
+    let (rows, error) = match f.query() {
+        Ok(q) => (caller.ops.audit_list(&q).await?, String::new()),
+        Err(e) => (Vec::new(), e.message),
+    };
+    let paging = f.paging();
+    let next = if rows.len() as i64 == paging.limit() && paging.limit() > 0 {
+        let pairs = [
+            ("actor", f.actor.clone().unwrap_or_default()),
+            ("action", f.action.clone().unwrap_or_default()),
+            ("since", f.since.clone().unwrap_or_default()),
+            ("until", f.until.clone().unwrap_or_default()),
+            ("offset", (paging.offset() + paging.limit()).to_string()),
+        ];
+        format!(
+            "/audit?{}",
+            serde_urlencoded::to_string(pairs).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    let rows = rows
+        .into_iter()
+        .map(|e| AuditRow {
+            at: time(e.at),
+            actor: e.actor,
+            role: e.role,
+            via: e.via,
+            remote: e.remote.unwrap_or_default(),
+            action: e.action,
+            target: e.target,
+            before: e.before_json.unwrap_or_default(),
+            after: e.after_json.unwrap_or_default(),
+        })
+        .collect();
+    Ok(html(
+        AuditPage {
+            l: caller.layout("Audit log"),
+            actor: f.actor.clone().unwrap_or_default(),
+            action: f.action.clone().unwrap_or_default(),
+            since: f.since.clone().unwrap_or_default(),
+            until: f.until.clone().unwrap_or_default(),
+            rows,
+            error,
+            next,
+        }
+        .render(),
+    ))
 }
