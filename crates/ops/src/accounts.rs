@@ -460,8 +460,14 @@ impl Ops {
             Via::Api => Via::Api,
             _ => Via::Console,
         };
+        // An unknown name is not written down: it may be a password typed in the wrong
+        // field.
         let attempt = Actor {
-            name: name.clone(),
+            name: if row.is_some() {
+                name.clone()
+            } else {
+                "(unknown account)".into()
+            },
             role: row
                 .as_ref()
                 .and_then(|r| Role::parse(&r.role).ok())

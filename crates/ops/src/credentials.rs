@@ -70,8 +70,10 @@ pub async fn hash_password(password: &str) -> Result<String> {
 pub async fn verify_password(hash: Option<String>, password: &str) -> bool {
     let password = password.to_string();
     tokio::task::spawn_blocking(move || {
+        // Made on first use whichever way, so that the first unknown name costs no more.
+        let dummy = dummy_hash();
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
+        let hash = hash.unwrap_or_else(|| dummy.to_string());
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };

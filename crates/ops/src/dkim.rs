@@ -355,45 +355,6 @@ impl Ops {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_selectors() {
-        let mut taken = BTreeSet::new();
-        let now = 1_795_430_462;
-        assert_eq!(default_selector(Algorithm::Rsa, now, &taken), "rsa-202611");
-        taken.insert("rsa-202611".to_string());
-        taken.insert("rsa-202611-2".to_string());
-        assert_eq!(
-            default_selector(Algorithm::Rsa, now, &taken),
-            "rsa-202611-3"
-        );
-        assert_eq!(
-            default_selector(Algorithm::Ed25519, now, &taken),
-            "ed25519-202611"
-        );
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert_eq!(check_selector("Mail-2026.eu").unwrap(), "mail-2026.eu");
-        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", "a/b"] {
-            assert!(check_selector(bad).is_err(), "{bad}");
-        }
-        assert_eq!(check_domain("Example.COM.").unwrap(), "example.com");
-        assert!(check_domain("localhost").is_err());
-        assert!(check_domain("a@b.c").is_err());
-    }
-
-    #[test]
-    fn line_ends_become_crlf() {
-        assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
-        assert_eq!(crlf(b"\n"), b"\r\n");
-    }
-}
-
 /// The checked and audited doors to the key operations above.
 impl Ops {
     fn require_domain_policy(&self, domain: &str) -> Result<()> {
@@ -467,5 +428,44 @@ impl Ops {
             "retiring_records": c.retiring_records,
         });
         self.audit(action, &c.domain, None, Some(after)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_selectors() {
+        let mut taken = BTreeSet::new();
+        let now = 1_795_430_462;
+        assert_eq!(default_selector(Algorithm::Rsa, now, &taken), "rsa-202611");
+        taken.insert("rsa-202611".to_string());
+        taken.insert("rsa-202611-2".to_string());
+        assert_eq!(
+            default_selector(Algorithm::Rsa, now, &taken),
+            "rsa-202611-3"
+        );
+        assert_eq!(
+            default_selector(Algorithm::Ed25519, now, &taken),
+            "ed25519-202611"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_selector("Mail-2026.eu").unwrap(), "mail-2026.eu");
+        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", "a/b"] {
+            assert!(check_selector(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_domain("Example.COM.").unwrap(), "example.com");
+        assert!(check_domain("localhost").is_err());
+        assert!(check_domain("a@b.c").is_err());
+    }
+
+    #[test]
+    fn line_ends_become_crlf() {
+        assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf(b"\n"), b"\r\n");
     }
 }

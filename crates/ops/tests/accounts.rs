@@ -429,6 +429,10 @@ async fn audit_rows_name_the_actor_and_hold_no_secret() {
     ops.login("alice", "wrong password here", None, remote(4))
         .await
         .unwrap_err();
+    // A password typed into the name field.
+    ops.login("typed-in-the-name-field", "x", None, remote(4))
+        .await
+        .unwrap_err();
     let api = ops.acting_as(ops.token_actor(&token, remote(5)).await.unwrap().unwrap());
     api.add_network("10.1.0.0/16", "office").await.unwrap();
 
@@ -443,6 +447,7 @@ async fn audit_rows_name_the_actor_and_hold_no_secret() {
         &token,
         &enrolment.secret_base32,
         &codes[0],
+        "typed-in-the-name-field",
     ] {
         assert!(
             !text.contains(secret),

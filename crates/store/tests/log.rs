@@ -551,3 +551,31 @@ store_test! {
         assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
     }
 }
+
+store_test! {
+    async fn search_is_narrowed_to_what_the_caller_sees(store) {
+        use portcullis_store::Sees;
+        store.log_message(&message("S1", 100, "x@outside.test", &["a@example.test"])).await.unwrap();
+        store.log_message(&message("S2", 200, "b@example.test", &["y@outside.test"])).await.unwrap();
+        store.log_message(&message("S3", 300, "x@outside.test", &["c@other.test"])).await.unwrap();
+        let q = LogQuery::default();
+        let found = store.search_log_seen(&q, &Sees::All).await.unwrap();
+        assert_eq!(ids(&found), ["S3", "S2", "S1"]);
+        let found = store
+            .search_log_seen(&q, &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S2", "S1"]);
+        let narrowed = LogQuery { sender: Some("outside".into()), ..LogQuery::default() };
+        let found = store
+            .search_log_seen(&narrowed, &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S1"]);
+        let found = store
+            .search_log_seen(&q, &Sees::Address("C@other.test".into()))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S3"]);
+    }
+}
