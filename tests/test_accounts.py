@@ -13,11 +13,11 @@ def test_first_start_prints_the_admin_password_once(tmp_path):
     g.start()
     g.stop()
     log = g.log.read_text()
-    found = re.findall(r"console account: admin, password: (\S+)", log)
+    found = re.findall(r"user admin, password (\S+) \(shown once\)", log)
     assert len(found) == 1 and len(found[0]) == 20, log
     g.start()
     g.stop()
-    assert len(re.findall(r"console account: admin, password:", g.log.read_text())) == 1
+    assert len(re.findall(r"user admin, password", g.log.read_text())) == 1
     accounts = json.loads(g.cli("account", "list", "--json").stdout)
     assert [a["name"] for a in accounts] == ["admin"]
 

@@ -19,9 +19,7 @@ pub async fn run(config: Config) -> Result<()> {
         ops.clone(),
     )
     .await?;
-    if let Some(addr) = console.https {
-        first_admin(&ops, &node.config.hostname, addr).await;
-    }
+    first_admin(&ops, &node.config.hostname, console.https).await;
     wait_for_signal().await;
     tracing::info!("shutting down");
     console.shutdown().await;
@@ -31,18 +29,21 @@ pub async fn run(config: Config) -> Result<()> {
 
 /// At first start, the console's first account; its password is printed once. A failure
 /// here leaves the mail flowing: the console just has no account yet.
-async fn first_admin(ops: &Ops, hostname: &str, addr: std::net::SocketAddr) {
+async fn first_admin(ops: &Ops, hostname: &str, https: Option<std::net::SocketAddr>) {
     let ops = ops.acting_as(portcullis_ops::Actor::system("bootstrap"));
     match ops.bootstrap_admin().await {
         Ok(Some(password)) => {
-            let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-                if addr.ip().is_loopback() {
-                    "localhost".to_string()
-                } else {
-                    hostname.to_string()
-                }
-            } else {
-                addr.ip().to_string()
+            let Some(addr) = https else {
+                println!(
+                    "console: off ([listen] https is empty) — user admin, password {password} (shown once)"
+                );
+                return;
+            };
+            let host = match addr.ip() {
+                ip if ip.is_loopback() => "localhost".to_string(),
+                ip if ip.is_unspecified() => hostname.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
             };
             println!(
                 "console: https://{host}:{}/ — user admin, password {password} (shown once)",
