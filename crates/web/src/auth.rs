@@ -368,6 +368,16 @@ async fn login_totp(State(state): State<AppState>, req: Request) -> Response {
         .ops
         .login(&name, &password, Some(form.totp.trim()), remote)
         .await;
+    if let Ok(Login::NeedTotp) = result {
+        // A wrong code: ask again, with a new handle (each is used once).
+        let handle = state.pending.put(&name, &password);
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            "Wrong code; try again.",
+            &handle,
+            &name,
+        );
+    }
     finish_login(&state, result, &name, &password)
 }
 

@@ -556,3 +556,135 @@ async fn a_session_ends_at_logout() {
     );
     let _ = Login::NeedTotp;
 }
+
+/// The value of the first `name="..." value="..."` hidden field, or the text of an element
+/// by id, in a page.
+fn between<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page.find(start).map(|i| i + start.len()).expect(start);
+    let len = page[from..].find(end).expect(end);
+    &page[from..from + len]
+}
+
+#[tokio::test]
+async fn totp_enrolment_and_the_second_login_step() {
+    let app = app().await;
+    let s = app.login().await;
+    let form = format!("csrf={}", s.csrf);
+    let a = app.post_form("/account/totp", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"totp-qr\""));
+    assert!(a.body.contains("src=\"data:image/svg+xml;base64,"));
+    let secret = between(&a.body, "<code id=\"totp-secret\">", "</code>").to_string();
+    let totp = portcullis_ops::credentials::totp(&secret, "admin").unwrap();
+    let code = totp.generate(now() as u64).to_string();
+    let a = app
+        .post_form(
+            "/account/totp/confirm",
+            Some(&s),
+            &format!("csrf={}&code={code}", s.csrf),
+        )
+        .await;
+    assert!(a.body.contains("id=\"recovery-codes\""), "{}", a.body);
+    let recovery = between(&a.body, "<li><code>", "</code>").to_string();
+
+    // The password alone now leads to the second step, which carries no password.
+    let password = "a long enough passphrase 2";
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_set_password("admin", None, password)
+        .await
+        .unwrap();
+    let form =
+        serde_urlencoded::to_string([("username", "admin"), ("password", password)]).unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"totp\""));
+    assert!(!a.body.contains(password));
+    assert!(a.headers.get(header::SET_COOKIE).is_none());
+    let pending = between(&a.body, "name=\"pending\" value=\"", "\"").to_string();
+
+    // A wrong code ends the attempt.
+    let wrong =
+        serde_urlencoded::to_string([("pending", pending.as_str()), ("totp", "000000")]).unwrap();
+    let a = app.post_form("/login/totp", None, &wrong).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let again = app.post_form("/login/totp", None, &wrong).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+
+    let a = app.post_form("/login", None, &form).await;
+    let pending = between(&a.body, "name=\"pending\" value=\"", "\"").to_string();
+    let right =
+        serde_urlencoded::to_string([("pending", pending.as_str()), ("totp", &recovery)]).unwrap();
+    let a = app.post_form("/login/totp", None, &right).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(a.headers.get(header::SET_COOKIE).is_some());
+}
+
+#[tokio::test]
+async fn roles_are_enforced_through_the_api_and_the_pages() {
+    let app = app().await;
+    app.ops.bootstrap_admin().await.unwrap();
+    let password = "a long enough passphrase";
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_add("helen", Role::Helpdesk, &[], password)
+        .await
+        .unwrap();
+    let item = hold(app.ops.store(), "GH78", "dan@example.com").await;
+    let form =
+        serde_urlencoded::to_string([("username", "helen"), ("password", password)]).unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
+    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
+    let s = Session { secret, csrf };
+
+    // Helpdesk reads and releases, but does not delete, change policy or read the audit log.
+    assert_eq!(
+        app.get("/quarantine", Some(&s)).await.status,
+        StatusCode::OK
+    );
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("/api/v1/quarantine/{item}"))
+        .header(header::COOKIE, s.cookie())
+        .header("x-csrf-token", &s.csrf)
+        .body(Body::empty())
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let a = app
+        .post_form("/rules", Some(&s), &format!("csrf={}&rules=x", s.csrf))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert_eq!(
+        app.get("/audit", Some(&s)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/api/v1/audit", Some(&s)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The bulk form releases every checked copy.
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("id", item.as_str()),
+        ("action", "release"),
+    ])
+    .unwrap();
+    let a = app.post_form("/quarantine", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let done = a.headers.get(header::LOCATION).unwrap().to_str().unwrap();
+    assert!(done.contains("1+of+1+done"), "{done}");
+}
+
+#[tokio::test]
+async fn bodies_are_limited() {
+    let app = app().await;
+    let s = app.login().await;
+    let big = format!("csrf={}&rules={}", s.csrf, "x".repeat(2 * 1024 * 1024));
+    let a = app.post_form("/rules", Some(&s), &big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
