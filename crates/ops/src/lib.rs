@@ -19,6 +19,7 @@ pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+mod sessions;
 mod tokens;
 
 pub use actor::{Access, Actor, Role, Scope, Via};

@@ -30,8 +30,10 @@ mod quarantine;
 mod rates;
 mod reports;
 mod rules;
+mod sessions;
 mod settings;
 mod tls_results;
+mod tokens;
 mod users;
 
 use std::path::Path;
@@ -45,7 +47,7 @@ use sqlx::{Connection, PgConnection};
 
 use engine::{Engines, Pool, on_pool};
 
-pub use accounts::{AccountRow, SessionRow, TokenRow};
+pub use accounts::AccountRow;
 pub use audit::{AuditEntry, AuditQuery, MAX_AUDIT_LIMIT};
 pub use bayes::{BayesCounts, BayesSummary};
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
@@ -60,7 +62,9 @@ pub use log::{
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use sessions::SessionRow;
 pub use tls_results::{TlsClaim, TlsResultRow};
+pub use tokens::TokenRow;
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 /// One set per engine, same numbers and same tables; the SQLite files are the ones earlier
