@@ -377,6 +377,12 @@ async fn message_log_reads() {
     dom.log_get("a2").await.unwrap();
     not_found(dom.log_get("a3").await);
     not_found(ops.acting_as(actor(Role::User)).log_get("a2").await);
+    let page = ops
+        .acting_as(actor(Role::User))
+        .log_search_page(&portcullis_store::LogSearch::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(page.messages), ["a1"]);
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ mod engine;
 mod error;
 mod greylist;
 mod log;
+mod log_search;
 mod networks;
 mod quarantine;
 mod rates;
@@ -59,6 +60,7 @@ pub use log::{
     DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
     RecipientRecord, Sees, StatusUpdate,
 };
+pub use log_search::{LogPage, LogSearch};
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
