@@ -20,6 +20,7 @@ pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+mod sessions;
 mod tokens;
 pub mod tracking;
 

@@ -1,7 +1,7 @@
 //! The message log: where did a message go, and why.
 
 use crate::{Access, Ops, OpsError, Result};
-use portcullis_store::{LogQuery, MessageRecord};
+use portcullis_store::{LogPage, LogQuery, LogSearch, MessageRecord};
 
 /// A time given as unix seconds or as a span back from now: `30m`, `2h`, `7d`.
 pub fn parse_since(s: &str, now: i64) -> Result<i64> {
@@ -33,6 +33,11 @@ impl Ops {
     /// that match `query`.
     pub async fn log_search(&self, query: &LogQuery) -> Result<Vec<MessageRecord>> {
         Ok(self.store.search_log_seen(query, &self.sees()).await?)
+    }
+
+    /// One page of the console's search, narrowed to the messages the actor may see.
+    pub async fn log_search_page(&self, search: &LogSearch) -> Result<LogPage> {
+        Ok(self.store.search_log_page(search, &self.sees()).await?)
     }
 
     /// One message of the log; one the actor may not see is not found.

@@ -162,6 +162,8 @@ async fn quarantine_release_and_visibility() {
         ("m2", "carol@example.com"),
         ("m3", "dave@example.org"),
         ("m4", "erin@example.org"),
+        ("m5", "frank@example.com"),
+        ("m6", "gina@example.org"),
     ] {
         ops.store().quarantine_hold(&held(id, rcpt)).await.unwrap();
     }
@@ -171,9 +173,9 @@ async fn quarantine_release_and_visibility() {
     let audit = ops.acting_as(actor(Role::Auditor));
     let all = QuarantineQuery::default();
 
-    assert_eq!(audit.quarantine_list(&all).await.unwrap().len(), 4);
+    assert_eq!(audit.quarantine_list(&all).await.unwrap().len(), 6);
     let seen = dom.quarantine_list(&all).await.unwrap();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|i| i.recipient.ends_with("@example.com")));
     let own = user.quarantine_list(&all).await.unwrap();
     assert_eq!(own.len(), 1);
@@ -196,6 +198,11 @@ async fn quarantine_release_and_visibility() {
     help.quarantine_release("m3.1", false).await.unwrap();
     dom.quarantine_delete("m2.1").await.unwrap();
     ops.quarantine_delete("m4.1").await.unwrap();
+    dom.quarantine_release("m5.1", false).await.unwrap();
+    ops.acting_as(actor(Role::Admin))
+        .quarantine_release("m6.1", false)
+        .await
+        .unwrap();
 
     let rows = ops
         .audit_list(&AuditQuery {
@@ -204,7 +211,7 @@ async fn quarantine_release_and_visibility() {
         })
         .await
         .unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 6);
     assert!(
         rows.iter()
             .any(|r| r.actor == "test-user" && r.action == "quarantine.release")
@@ -243,6 +250,21 @@ async fn queue_changes() {
         user.queue()
             .change(&QueueChange::Delete(ids[0].clone()))
             .await,
+    );
+    forbidden(
+        ops.acting_as(actor(Role::Auditor))
+            .queue()
+            .change(&QueueChange::Delete(ids[0].clone()))
+            .await,
+    );
+    forbidden(
+        ops.acting_as(Actor {
+            read_only: true,
+            ..actor(Role::Admin)
+        })
+        .queue()
+        .change(&QueueChange::Delete(ids[0].clone()))
+        .await,
     );
     not_found(
         dom.queue()
@@ -338,10 +360,29 @@ async fn message_log_reads() {
             .unwrap()),
         ["a1"]
     );
+    assert_eq!(
+        ids(ops
+            .acting_as(actor(Role::Auditor))
+            .log_search(&q)
+            .await
+            .unwrap())
+        .len(),
+        3
+    );
+    ops.acting_as(actor(Role::Admin))
+        .log_get("a3")
+        .await
+        .unwrap();
     let dom = ops.acting_as(actor(Role::DomainAdmin));
     dom.log_get("a2").await.unwrap();
     not_found(dom.log_get("a3").await);
     not_found(ops.acting_as(actor(Role::User)).log_get("a2").await);
+    let page = ops
+        .acting_as(actor(Role::User))
+        .log_search_page(&portcullis_store::LogSearch::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(page.messages), ["a1"]);
 }
 
 #[tokio::test]

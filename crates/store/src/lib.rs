@@ -25,14 +25,17 @@ mod engine;
 mod error;
 mod greylist;
 mod log;
+mod log_search;
 mod networks;
 mod quarantine;
 mod rates;
 mod reports;
 mod rules;
+mod sessions;
 mod settings;
 mod stats;
 mod tls_results;
+mod tokens;
 mod users;
 
 use std::path::Path;
@@ -46,7 +49,7 @@ use sqlx::{Connection, PgConnection};
 
 use engine::{Engines, Pool, on_pool};
 
-pub use accounts::{AccountRow, SessionRow, TokenRow};
+pub use accounts::AccountRow;
 pub use audit::{AuditEntry, AuditQuery, MAX_AUDIT_LIMIT};
 pub use bayes::{BayesCounts, BayesSummary};
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
@@ -58,11 +61,14 @@ pub use log::{
     DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
     RecipientRecord, Sees, StatusUpdate,
 };
+pub use log_search::{LogPage, LogSearch};
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use sessions::SessionRow;
 pub use stats::{BucketCount, MessageFilter, TopEntry};
 pub use tls_results::{TlsClaim, TlsResultRow};
+pub use tokens::TokenRow;
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 /// One set per engine, same numbers and same tables; the SQLite files are the ones earlier

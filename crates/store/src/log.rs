@@ -113,7 +113,7 @@ impl Default for LogQuery {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
                                m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
                                m.score, m.findings";
 
@@ -143,7 +143,7 @@ fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
 }
 
 /// A LIKE pattern matching `needle` anywhere, with the wildcards of user input taken literally.
-fn contains_pattern(needle: &str) -> String {
+pub(crate) fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {
@@ -420,7 +420,7 @@ impl Store {
     }
 
     /// Loads the recipients of `messages` in a few batched queries rather than one per message.
-    async fn fill_recipients(
+    pub(crate) async fn fill_recipients(
         &self,
         context: &str,
         messages: &mut [MessageRecord],

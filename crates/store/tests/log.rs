@@ -579,3 +579,61 @@ store_test! {
         assert_eq!(ids(&found), ["S3"]);
     }
 }
+
+store_test! {
+    async fn console_search_pages_and_matches_any_field(store) {
+        use portcullis_store::{LogSearch, Sees};
+        for (i, (sender, rcpt)) in [
+            ("x@outside.test", "a@example.test"),
+            ("b@example.test", "y@outside.test"),
+            ("x@outside.test", "c@other.test"),
+            ("z@outside.test", "d@example.test"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut m = message(&format!("P{i}"), 100 + i as i64, sender, &[rcpt]);
+            if i == 3 {
+                m.subject = Some("Invoice 100%".into());
+                m.direction = "outbound".into();
+                m.verdict = Some("quarantine".into());
+            }
+            store.log_message(&m).await.unwrap();
+        }
+        let page = |text: Option<&str>, limit, offset| LogSearch {
+            text: text.map(str::to_string),
+            limit,
+            offset,
+            ..LogSearch::default()
+        };
+        let first = store.search_log_page(&page(None, 2, 0), &Sees::All).await.unwrap();
+        assert_eq!(ids(&first.messages), ["P3", "P2"]);
+        assert!(first.more);
+        assert_eq!(first.messages[0].recipients.len(), 1);
+        let last = store.search_log_page(&page(None, 2, 2), &Sees::All).await.unwrap();
+        assert_eq!(ids(&last.messages), ["P1", "P0"]);
+        assert!(!last.more);
+
+        // Sender, recipient, subject (a literal %) and Message-ID all match.
+        for (text, expected) in [
+            ("OUTSIDE", vec!["P3", "P2", "P1", "P0"]),
+            ("c@other", vec!["P2"]),
+            ("100%", vec!["P3"]),
+            ("<P1@", vec!["P1"]),
+        ] {
+            let found = store.search_log_page(&page(Some(text), 10, 0), &Sees::All).await.unwrap();
+            assert_eq!(ids(&found.messages), expected, "{text}");
+        }
+        let q = LogSearch {
+            direction: Some("outbound".into()),
+            verdict: Some("quarantine".into()),
+            ..LogSearch::default()
+        };
+        assert_eq!(ids(&store.search_log_page(&q, &Sees::All).await.unwrap().messages), ["P3"]);
+        let seen = store
+            .search_log_page(&page(Some("outside"), 10, 0), &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&seen.messages), ["P3", "P1", "P0"]);
+    }
+}
