@@ -3,7 +3,7 @@
 //! rule that decided, its quarantine copies, and each recipient's delivery with the remote
 //! server's reply. Read-only.
 
-use crate::{Access, Ops, OpsError, Result, Scope};
+use crate::{Ops, Result};
 use portcullis_queue::spool::RecipientStatus;
 use portcullis_store::{MessageFilter, MessageRecord, QuarantineItem};
 use serde::Serialize;
@@ -49,39 +49,14 @@ pub fn findings(json: Option<&str>) -> Vec<Finding> {
 }
 
 impl Ops {
-    /// Whether the actor may read this message: all of them for roles that see all, else
-    /// when the sender or a recipient is within its domains or mailbox.
-    fn may_read(&self, m: &MessageRecord) -> bool {
-        let actor = self.actor();
-        actor.sees_all()
-            || std::iter::once(m.sender.as_str())
-                .chain(m.recipients.iter().map(|r| r.address.as_str()))
-                .any(|a| actor.may(Access::ReadMessages, &Scope::address(a)))
-    }
-
-    /// Messages matching `filter`, newest first, those the actor may read.
+    /// Messages matching `filter` that the actor may see, newest first.
     pub async fn message_search(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>> {
-        if self.actor().sees_all() {
-            self.actor().require(Access::ReadMessages, &Scope::Global)?;
-        }
-        let found = self.store().search_messages(filter).await?;
-        Ok(found.into_iter().filter(|m| self.may_read(m)).collect())
+        Ok(self.store().search_messages(filter, &self.sees()).await?)
     }
 
-    /// One message's whole story.
+    /// One message's whole story; one the actor may not see is not found.
     pub async fn message_story(&self, id: &str) -> Result<MessageStory> {
-        let record = self
-            .store()
-            .get_message(id)
-            .await?
-            .ok_or_else(|| OpsError::not_found("message", id))?;
-        if !self.may_read(&record) {
-            let scope = record
-                .recipients
-                .first()
-                .map_or(Scope::Global, |r| Scope::address(&r.address));
-            self.actor().require(Access::ReadMessages, &scope)?;
-        }
+        let record = self.log_get(id).await?;
         let mut quarantine = Vec::new();
         for n in 1..=record.recipients.len().max(1) {
             if let Some((item, ..)) = self.store().quarantine_get(&format!("{id}.{n}")).await? {

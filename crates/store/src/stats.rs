@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
 use crate::engine::on_pool;
-use crate::log::MAX_SEARCH_LIMIT;
-use crate::{MessageRecord, RecipientRecord, Store, StoreError};
+use crate::log::{Bind, MAX_SEARCH_LIMIT};
+use crate::{MessageRecord, RecipientRecord, Sees, Store, StoreError};
 
 /// A message-log search for the console. Text filters are case-insensitive substring
 /// matches with `%` and `_` taken literally; `direction` is exact, `verdict` a prefix
@@ -62,11 +62,6 @@ fn contains(needle: &str) -> String {
     p
 }
 
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
 #[derive(sqlx::FromRow)]
 struct RecipientRow {
     message: String,
@@ -75,10 +70,11 @@ struct RecipientRow {
 }
 
 impl Store {
-    /// Messages matching `f`, newest first, with their recipients.
+    /// Messages matching `f` that `sees` allows, newest first, with their recipients.
     pub async fn search_messages(
         &self,
         f: &MessageFilter,
+        sees: &Sees,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let context = "searching the message log";
         let mut sql = String::from(
@@ -87,6 +83,13 @@ impl Store {
              FROM messages m WHERE 1 = 1",
         );
         let mut binds = Vec::new();
+        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
+            let on_recipient = sees.condition("v.address", &mut binds).unwrap_or_default();
+            sql.push_str(&format!(
+                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients v \
+                 WHERE v.message = m.id AND {on_recipient}))"
+            ));
+        }
         let text_filters = [
             ("m.sender", &f.sender),
             ("m.subject", &f.subject),

@@ -688,3 +688,89 @@ async fn bodies_are_limited() {
     let a = app.post_form("/rules", Some(&s), &big).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn a_domain_admin_sees_only_its_domains_messages() {
+    let app = app().await;
+    let store = app.ops.store();
+    for (id, rcpt) in [("M1", "bob@example.com"), ("M2", "eve@example.org")] {
+        store
+            .log_message(&MessageRecord {
+                id: id.into(),
+                received_at: now() - 10,
+                client_ip: "192.0.2.1".into(),
+                helo: "h".into(),
+                direction: "inbound".into(),
+                sender: "x@example.net".into(),
+                size: 1,
+                auth_user: None,
+                message_id: None,
+                subject: Some("hello".into()),
+                verdict: Some("deliver".into()),
+                rule: None,
+                score: None,
+                findings: None,
+                recipients: vec![RecipientRecord {
+                    address: rcpt.into(),
+                    status: "delivered".into(),
+                    reply: None,
+                    remote_host: None,
+                    updated_at: now(),
+                    attempts: 1,
+                }],
+            })
+            .await
+            .unwrap();
+    }
+    let dora = app.ops.acting_as(portcullis_ops::Actor {
+        name: "dora".into(),
+        role: Role::DomainAdmin,
+        domains: vec!["example.org".into()],
+        address: String::new(),
+        read_only: false,
+        via: portcullis_ops::Via::Api,
+        remote: None,
+    });
+    let cli = app.ops.acting_as(portcullis_ops::Actor::cli());
+    cli.account_add(
+        "dora",
+        Role::DomainAdmin,
+        &["example.org".to_string()],
+        "a long enough passphrase",
+    )
+    .await
+    .unwrap();
+    let (_, secret) = dora
+        .token_create(&TokenSpec {
+            name: "t".into(),
+            role: Role::DomainAdmin,
+            domains: vec!["example.org".into()],
+            read_only: true,
+            expires: None,
+        })
+        .await
+        .expect("token");
+    let get = |path: &str| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let a = app.send(get("/api/v1/messages?subject=hello")).await;
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["M2"]);
+    assert_eq!(
+        app.send(get("/api/v1/messages/M1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.send(get("/api/v1/messages/M2")).await.status,
+        StatusCode::OK
+    );
+}
