@@ -532,6 +532,9 @@ async fn the_message_page_tells_the_whole_story() {
     assert_eq!(dash.status, StatusCode::OK);
     assert!(dash.body.contains("<svg class=\"chart\""));
     assert!(dash.body.contains("alice@example.net"));
+    let totals = between(&dash.body, "data-test=\"totals-hour\">", "</p>");
+    assert!(totals.contains("in 1"), "{totals}");
+    assert!(totals.contains("delivered 1"), "{totals}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use crate::auth::Caller;
 use crate::view::{Layout, PageResult, html, time};
 use askama::Template;
 use axum::Extension;
+use axum::response::{IntoResponse, Redirect};
 use portcullis_ops::dashboard::{Bucket, Dashboard, Series};
 
 #[derive(Template)]
@@ -87,7 +88,15 @@ pub fn svg(series: &Series, title: &str) -> String {
 }
 
 pub async fn page(Extension(caller): Extension<Caller>) -> PageResult {
-    let d = caller.ops.dashboard().await?;
+    // The counters are gateway-wide: a role that sees only some mail starts at its
+    // quarantine instead.
+    let d = match caller.ops.dashboard().await {
+        Ok(d) => d,
+        Err(portcullis_ops::OpsError::Forbidden(_)) => {
+            return Ok(Redirect::to("/quarantine").into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let charts = d
         .series
         .iter()
