@@ -110,7 +110,7 @@ level = "info,portcullis_queue=debug"
     def _new_ports(self):
         """Other free ports for the listeners (only those on the default loopback host)."""
         text = self.config.read_text()
-        for key in ("smtp", "submission", "submissions"):
+        for key in ("smtp", "submission", "submissions", "https"):
             old = getattr(self, key)
             if key == "smtp" and self.smtp_host != "127.0.0.1":
                 continue
