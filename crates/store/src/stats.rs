@@ -213,7 +213,7 @@ impl Store {
                    r.status AS status, COUNT(*) AS count \
                    FROM messages m JOIN message_recipients r ON r.message = m.id \
                    WHERE m.received_at >= $1 AND m.received_at < $3 \
-                   GROUP BY (m.received_at - $1) / $2, m.direction, r.status";
+                   GROUP BY 1, 2, 3";
         on_pool!(&self.pool, |p| sqlx::query_as(sql)
             .bind(since)
             .bind(width)
