@@ -48,6 +48,8 @@ use utoipa::OpenApi;
         api::policy::lists,
         api::policy::add_entry,
         api::policy::remove_entry,
+        api::policy::export,
+        api::policy::import,
         api::accounts::list,
         api::accounts::add,
         api::accounts::remove,

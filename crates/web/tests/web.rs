@@ -296,6 +296,25 @@ async fn bearer_tokens_need_no_csrf_token() {
         .unwrap();
     let a = app.send(req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // The policy document goes out and comes back in, larger than the usual body limit
+    // allows for other requests.
+    let req = Request::get("/api/v1/policy")
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+        .body(Body::empty())
+        .unwrap();
+    let doc = app.send(req).await;
+    assert_eq!(doc.status, StatusCode::OK, "{}", doc.body);
+    assert!(doc.body.contains("10.0.0.0/8"), "{}", doc.body);
+    let padded = format!("{}\n{}", doc.body, "# padding\n".repeat(150_000));
+    let req = Request::put("/api/v1/policy")
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(padded))
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["networks"], 1);
 }
 
 #[tokio::test]

@@ -271,8 +271,51 @@ pub async fn remove_entry(
     Ok(Done::new("removed"))
 }
 
+/// The whole policy as one TOML document (`portcullis config export`).
+#[utoipa::path(get, path = "/api/v1/policy", tag = "policy",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn export(Extension(caller): Extension<Caller>) -> ApiResult<String> {
+    Ok(caller.ops.policy_export().await?)
+}
+
+/// How much an import brought in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportedView {
+    pub domains: usize,
+    pub networks: usize,
+    pub rules: usize,
+    pub list_entries: usize,
+    pub content_patterns: usize,
+}
+
+/// Import a policy document (TOML, up to 16 MiB), as `portcullis config import` does.
+#[utoipa::path(put, path = "/api/v1/policy", tag = "policy",
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = ImportedView), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn import(
+    Extension(caller): Extension<Caller>,
+    body: String,
+) -> ApiResult<Json<ImportedView>> {
+    let i = caller.ops.policy_import(&body, "request body").await?;
+    Ok(Json(ImportedView {
+        domains: i.domains,
+        networks: i.networks,
+        rules: i.rules,
+        list_entries: i.list_entries,
+        content_patterns: i.content_patterns,
+    }))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            "/api/v1/policy",
+            get(export)
+                .put(import)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::IMPORT_BODY_LIMIT,
+                )),
+        )
         .route("/api/v1/domains", get(domains).post(add_domain))
         .route("/api/v1/domains/{name}", delete(remove_domain))
         .route(
