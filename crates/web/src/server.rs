@@ -20,6 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open HTTPS connections at most; one more is closed at once. An administrator's browser
+/// opens a handful; this bounds what a flood can hold.
+pub const MAX_CONNECTIONS: usize = 512;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running console; [`Server::shutdown`] stops it.
@@ -104,6 +107,7 @@ async fn accept_tls(
     app: Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -116,10 +120,16 @@ async fn accept_tls(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, limit = MAX_CONNECTIONS, "https connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
         let tls = tls.clone();
         let app = app.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -132,7 +142,12 @@ async fn accept_tls(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // An idle keep-alive connection gives its slot back after a while.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 TowerToHyperService::new(svc),
