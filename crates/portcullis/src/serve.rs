@@ -10,16 +10,18 @@ use portcullis_ops::Ops;
 pub async fn run(config: Config) -> Result<()> {
     let node = Node::start(config).await?;
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
-    node.listen().await?;
     let ops = Ops::new(node.store.clone(), node.config.clone()).with_injector(node.inject.clone());
+    // Before anything listens, so that the line is there once the ports answer.
+    let https = node.config.listen.https.parse().ok();
+    first_admin(&ops, &node.config.hostname, https).await;
+    node.listen().await?;
     let console = portcullis_web::serve(
         &node.config.listen.https,
         &node.config.listen.http,
         node.tls.clone(),
-        ops.clone(),
+        ops,
     )
     .await?;
-    first_admin(&ops, &node.config.hostname, console.https).await;
     wait_for_signal().await;
     tracing::info!("shutting down");
     console.shutdown().await;
