@@ -1,0 +1,382 @@
+//! The console's pages in process: quarantine (stored markup escaped, HTML sanitized),
+//! digest links, the message story, TOTP login, roles and what each role sees.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::*;
+use portcullis_filter::token::LinkAction;
+use portcullis_ops::Role;
+use portcullis_ops::accounts::TokenSpec;
+use portcullis_queue::spool::now;
+use portcullis_store::{MessageRecord, QuarantineQuery, RecipientRecord, Store};
+
+#[tokio::test]
+async fn quarantined_markup_is_escaped_and_sanitized() {
+    let app = app().await;
+    let s = app.login().await;
+    let item = hold(app.ops.store(), "AB12", "bob@example.com").await;
+
+    let list = app.get("/quarantine", Some(&s)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&format!("data-id=\"{item}\"")));
+    assert!(!list.body.contains(EVIL), "script in the list");
+    assert!(list.body.contains("&#60;script&#62;"));
+
+    let page = app.get(&format!("/quarantine/{item}"), Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("<script"), "script in the preview page");
+    assert!(page.body.contains("id=\"preview-from\""));
+    assert!(
+        page.body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;.html")
+    );
+    assert!(page.body.contains("<iframe id=\"preview-frame\" sandbox"));
+
+    let frame = app
+        .get(&format!("/quarantine/{item}/preview"), Some(&s))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert!(frame.body.contains("<p>hi</p>"));
+    assert!(!frame.body.contains("<script"), "{}", frame.body);
+    assert!(!frame.body.contains("tracker.example"), "{}", frame.body);
+    let csp = frame.headers.get("content-security-policy").unwrap();
+    assert!(csp.to_str().unwrap().starts_with("default-src 'none'"));
+
+    let raw = app.get(&format!("/quarantine/{item}/raw"), Some(&s)).await;
+    assert!(
+        raw.headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+
+    let api = app
+        .get(&format!("/api/v1/quarantine/{item}"), Some(&s))
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&api.body).expect("JSON");
+    assert!(!v["preview"]["html"].as_str().unwrap().contains("<script"));
+}
+
+#[tokio::test]
+async fn a_digest_link_acts_only_when_confirmed() {
+    let app = app().await;
+    let store = app.ops.store().clone();
+    let item = hold(&store, "CD34", "carol@example.com").await;
+    let signer = portcullis_gateway::digest::signer(&store).await.unwrap();
+    let token = signer.sign(&item, LinkAction::Release, now() + 3600);
+    let state = |store: Store| async move {
+        let q = QuarantineQuery {
+            recipient: Some("carol@example.com".into()),
+            state: Some("held".into()),
+            limit: 10,
+        };
+        store.quarantine_list(&q).await.unwrap().len()
+    };
+
+    // A link scanner fetches the link: nothing happens.
+    let a = app.get(&format!("/q/{token}"), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"digest-confirm\""));
+    assert!(!a.body.contains("<script"));
+    assert_eq!(state(store.clone()).await, 1, "a GET released the message");
+    // The digest's own link form (`/q/release?t=...`) is the same page.
+    let a = app.get(&format!("/q/release?t={token}"), None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(state(store.clone()).await, 1);
+
+    // A forged token is refused.
+    let a = app.get("/q/AAAA.1.release.1.xyz", None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // The person confirms.
+    let form = serde_urlencoded::to_string([("token", token.as_str())]).unwrap();
+    let a = app.post_form(&format!("/q/{token}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(state(store.clone()).await, 0, "the POST did not release");
+    // Once only.
+    let a = app.post_form(&format!("/q/{token}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn the_message_page_tells_the_whole_story() {
+    let app = app().await;
+    let s = app.login().await;
+    app.ops
+        .store()
+        .log_message(&MessageRecord {
+            id: "EF56".into(),
+            received_at: now() - 60,
+            client_ip: "192.0.2.9".into(),
+            helo: "mail.example.net".into(),
+            direction: "inbound".into(),
+            sender: "alice@example.net".into(),
+            size: 2048,
+            auth_user: None,
+            message_id: Some("<m1@example.net>".into()),
+            subject: Some("Quarterly <figures>".into()),
+            verdict: Some("deliver".into()),
+            rule: Some("default".into()),
+            score: Some(1.5),
+            findings: Some(
+                r#"[{"name":"fcrdns.mismatch","score":1.5,"detail":"PTR mail.example.net"}]"#
+                    .into(),
+            ),
+            recipients: vec![RecipientRecord {
+                address: "bob@example.com".into(),
+                status: "delivered".into(),
+                reply: Some("250 2.0.0 Ok: queued as 123".into()),
+                remote_host: Some("mx.example.com".into()),
+                updated_at: now(),
+                attempts: 1,
+            }],
+        })
+        .await
+        .unwrap();
+
+    let found = app
+        .get("/messages?subject=quarterly&direction=inbound", Some(&s))
+        .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(found.body.contains("id=\"messages\""));
+    assert!(found.body.contains("data-id=\"EF56\""));
+    assert!(
+        found.body.contains("Quarterly &#60;figures&#62;"),
+        "{}",
+        found.body
+    );
+    let none = app.get("/messages?subject=nothing-like-it", Some(&s)).await;
+    assert!(!none.body.contains("data-id=\"EF56\""));
+
+    let story = app.get("/messages/EF56", Some(&s)).await;
+    assert_eq!(story.status, StatusCode::OK);
+    for needle in [
+        "192.0.2.9",
+        "mail.example.net",
+        "fcrdns.mismatch",
+        "250 2.0.0 Ok: queued as 123",
+        "mx.example.com",
+        "id=\"m-rule\"",
+    ] {
+        assert!(story.body.contains(needle), "{needle} missing");
+    }
+
+    let api = app
+        .get("/api/v1/messages?client_ip=192.0.2&limit=10", Some(&s))
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(v["items"][0]["id"], "EF56");
+
+    let dash = app.get("/", Some(&s)).await;
+    assert_eq!(dash.status, StatusCode::OK);
+    assert!(dash.body.contains("<svg class=\"chart\""));
+    assert!(dash.body.contains("alice@example.net"));
+    let totals = between(&dash.body, "data-test=\"totals-hour\">", "</p>");
+    assert!(totals.contains("in 1"), "{totals}");
+    assert!(totals.contains("delivered 1"), "{totals}");
+}
+
+#[tokio::test]
+async fn totp_enrolment_and_the_second_login_step() {
+    let app = app().await;
+    let s = app.login().await;
+    let form = format!("csrf={}", s.csrf);
+    let a = app.post_form("/account/totp", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"totp-qr\""));
+    assert!(a.body.contains("src=\"data:image/svg+xml;base64,"));
+    let secret = between(&a.body, "<code id=\"totp-secret\">", "</code>").to_string();
+    let totp = portcullis_ops::credentials::totp(&secret, "admin").unwrap();
+    let code = totp.generate(now() as u64).to_string();
+    let a = app
+        .post_form(
+            "/account/totp/confirm",
+            Some(&s),
+            &format!("csrf={}&code={code}", s.csrf),
+        )
+        .await;
+    assert!(a.body.contains("id=\"recovery-codes\""), "{}", a.body);
+    let recovery = between(&a.body, "<li><code>", "</code>").to_string();
+
+    // The password alone now leads to the second step, which carries no password.
+    let password = "a long enough passphrase 2";
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_set_password("admin", None, password)
+        .await
+        .unwrap();
+    let form =
+        serde_urlencoded::to_string([("username", "admin"), ("password", password)]).unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"totp\""));
+    assert!(!a.body.contains(password));
+    assert!(a.headers.get(header::SET_COOKIE).is_none());
+    let pending = between(&a.body, "name=\"pending\" value=\"", "\"").to_string();
+
+    // A wrong code ends the attempt.
+    let wrong =
+        serde_urlencoded::to_string([("pending", pending.as_str()), ("totp", "000000")]).unwrap();
+    let a = app.post_form("/login/totp", None, &wrong).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let again = app.post_form("/login/totp", None, &wrong).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+
+    let a = app.post_form("/login", None, &form).await;
+    let pending = between(&a.body, "name=\"pending\" value=\"", "\"").to_string();
+    let right =
+        serde_urlencoded::to_string([("pending", pending.as_str()), ("totp", &recovery)]).unwrap();
+    let a = app.post_form("/login/totp", None, &right).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(a.headers.get(header::SET_COOKIE).is_some());
+}
+
+#[tokio::test]
+async fn roles_are_enforced_through_the_api_and_the_pages() {
+    let app = app().await;
+    app.ops.bootstrap_admin().await.unwrap();
+    let password = "a long enough passphrase";
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_add("helen", Role::Helpdesk, &[], password)
+        .await
+        .unwrap();
+    let item = hold(app.ops.store(), "GH78", "dan@example.com").await;
+    let form =
+        serde_urlencoded::to_string([("username", "helen"), ("password", password)]).unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
+    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
+    let s = Session { secret, csrf };
+
+    // Helpdesk reads and releases, but does not delete, change policy or read the audit log.
+    assert_eq!(
+        app.get("/quarantine", Some(&s)).await.status,
+        StatusCode::OK
+    );
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("/api/v1/quarantine/{item}"))
+        .header(header::COOKIE, s.cookie())
+        .header("x-csrf-token", &s.csrf)
+        .body(Body::empty())
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let a = app
+        .post_form("/rules", Some(&s), &format!("csrf={}&rules=x", s.csrf))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert_eq!(
+        app.get("/audit", Some(&s)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/api/v1/audit", Some(&s)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The bulk form releases every checked copy.
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("id", item.as_str()),
+        ("action", "release"),
+    ])
+    .unwrap();
+    let a = app.post_form("/quarantine", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let done = a.headers.get(header::LOCATION).unwrap().to_str().unwrap();
+    assert!(done.contains("1+of+1+done"), "{done}");
+}
+
+#[tokio::test]
+async fn a_domain_admin_sees_only_its_domains_messages() {
+    let app = app().await;
+    let store = app.ops.store();
+    for (id, rcpt) in [("M1", "bob@example.com"), ("M2", "eve@example.org")] {
+        store
+            .log_message(&MessageRecord {
+                id: id.into(),
+                received_at: now() - 10,
+                client_ip: "192.0.2.1".into(),
+                helo: "h".into(),
+                direction: "inbound".into(),
+                sender: "x@example.net".into(),
+                size: 1,
+                auth_user: None,
+                message_id: None,
+                subject: Some("hello".into()),
+                verdict: Some("deliver".into()),
+                rule: None,
+                score: None,
+                findings: None,
+                recipients: vec![RecipientRecord {
+                    address: rcpt.into(),
+                    status: "delivered".into(),
+                    reply: None,
+                    remote_host: None,
+                    updated_at: now(),
+                    attempts: 1,
+                }],
+            })
+            .await
+            .unwrap();
+    }
+    let dora = app.ops.acting_as(portcullis_ops::Actor {
+        name: "dora".into(),
+        role: Role::DomainAdmin,
+        domains: vec!["example.org".into()],
+        address: String::new(),
+        read_only: false,
+        via: portcullis_ops::Via::Api,
+        remote: None,
+    });
+    let cli = app.ops.acting_as(portcullis_ops::Actor::cli());
+    cli.account_add(
+        "dora",
+        Role::DomainAdmin,
+        &["example.org".to_string()],
+        "a long enough passphrase",
+    )
+    .await
+    .unwrap();
+    let (_, secret) = dora
+        .token_create(&TokenSpec {
+            name: "t".into(),
+            role: Role::DomainAdmin,
+            domains: vec!["example.org".into()],
+            read_only: true,
+            expires: None,
+        })
+        .await
+        .expect("token");
+    let get = |path: &str| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let a = app.send(get("/api/v1/messages?subject=hello")).await;
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["M2"]);
+    assert_eq!(
+        app.send(get("/api/v1/messages/M1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.send(get("/api/v1/messages/M2")).await.status,
+        StatusCode::OK
+    );
+}
