@@ -199,3 +199,49 @@ async fn redirect(req: Request, port: u16) -> Response {
     };
     (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    async fn location(host: Option<&str>, path: &str, port: u16) -> (StatusCode, String) {
+        let mut req = axum::http::Request::get(path);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        let res = redirect(req.body(Body::empty()).expect("request"), port).await;
+        let to = res
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (res.status(), to)
+    }
+
+    #[tokio::test]
+    async fn plain_http_only_redirects() {
+        assert_eq!(
+            location(Some("gw.example:80"), "/messages?sender=a", 8443).await,
+            (
+                StatusCode::MOVED_PERMANENTLY,
+                "https://gw.example:8443/messages?sender=a".into()
+            )
+        );
+        assert_eq!(
+            location(Some("gw.example"), "/", 443).await.1,
+            "https://gw.example/"
+        );
+        assert_eq!(
+            location(Some("[2001:db8::1]"), "/", 8443).await.1,
+            "https://[2001:db8::1]:8443/"
+        );
+        // A Host header that is not a host name is not echoed.
+        assert_eq!(
+            location(Some("evil/\"x"), "/", 8443).await.1,
+            "https://localhost:8443/"
+        );
+        assert_eq!(location(None, "/", 8443).await.1, "https://localhost:8443/");
+    }
+}
