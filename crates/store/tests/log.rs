@@ -551,3 +551,61 @@ store_test! {
         assert_eq!(b3.recipients.len(), 2, "an unknown recipient is not added");
     }
 }
+
+store_test! {
+    async fn search_by_header_client_verdict_direction_and_domains(store) {
+        let mut a = message("a", 100, "alice@example.org", &["bob@example.com"]);
+        a.subject = Some("Quarterly INVOICE 7".to_string());
+        a.client_ip = "198.51.100.9".to_string();
+        a.verdict = Some("quarantine:spam".to_string());
+        let mut b = message("b", 200, "carol@partner.test", &["dave@other.test"]);
+        b.direction = "outbound".to_string();
+        b.subject = Some("lunch 100%".to_string());
+        b.verdict = Some("reject".to_string());
+        let mut c = message("c", 300, "x@sub.example.com", &["erin@example.net"]);
+        c.subject = None;
+        for m in [&a, &b, &c] {
+            store.log_message(m).await.unwrap();
+        }
+        let search = |q: LogQuery| {
+            let store = store.clone();
+            async move { ids(&store.search_log(&q).await.unwrap()).iter().map(|s| s.to_string()).collect::<Vec<_>>() }
+        };
+        let q = |f: fn(&mut LogQuery)| {
+            let mut q = LogQuery::default();
+            f(&mut q);
+            q
+        };
+        assert_eq!(search(q(|q| q.subject = Some("invoice".into()))).await, ["a"]);
+        // `%` in the filter is a percent sign, not a wildcard.
+        assert_eq!(search(q(|q| q.subject = Some("0%".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.message_id = Some("<b@".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.client_ip = Some("198.51.100.9".into()))).await, ["a"]);
+        assert!(search(q(|q| q.client_ip = Some("198.51.100".into()))).await.is_empty());
+        assert_eq!(search(q(|q| q.verdict = Some("quarantine:".into()))).await, ["a"]);
+        assert_eq!(search(q(|q| q.verdict = Some("reject".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.verdict = Some("deliver".into()))).await, ["c"]);
+        assert_eq!(search(q(|q| q.direction = Some("outbound".into()))).await, ["b"]);
+        assert!(store
+            .search_log(&q(|q| q.direction = Some("sideways".into())))
+            .await
+            .is_err());
+        // A domain matches the sender's domain or a recipient's, not a subdomain nor a
+        // substring.
+        assert_eq!(search(q(|q| q.domains = vec!["example.com".into()])).await, ["a"]);
+        assert_eq!(
+            search(q(|q| q.domains = vec!["other.test".into(), "example.net".into()])).await,
+            ["c", "b"]
+        );
+        assert!(search(q(|q| q.domains = vec!["ample.com".into()])).await.is_empty());
+        // Paging: newest first, then skip.
+        assert_eq!(
+            search(q(|q| {
+                q.limit = 1;
+                q.offset = 1;
+            }))
+            .await,
+            ["b"]
+        );
+    }
+}
