@@ -32,6 +32,8 @@ pub struct Config {
     pub attachments: portcullis_filter::attachments::AttachmentLimits,
     pub external: portcullis_filter::external::ExternalSettings,
     pub reports: Reports,
+    /// Console and API accounts: sessions and password checks.
+    pub accounts: Accounts,
 }
 
 /// Outgoing reports about other domains' mail: DMARC aggregate reports (RFC 7489 §7.2)
@@ -101,6 +103,31 @@ impl Default for Antivirus {
             clamd: Vec::new(),
             timeout: 30,
             fail_open: false,
+        }
+    }
+}
+
+/// Console and API accounts: how long a console session lasts, and where the lists of
+/// breached passwords are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Accounts {
+    /// A directory of breached-password range files (the k-anonymity format of Have I Been
+    /// Pwned: a file per first five hex digits of a password's SHA-1, upper case, holding
+    /// `SUFFIX:COUNT` lines). A new password found there is refused. None: no check.
+    pub breached_passwords_dir: Option<PathBuf>,
+    /// Seconds without a request after which a console session ends.
+    pub session_idle_secs: u64,
+    /// Seconds after login after which a console session ends, however active.
+    pub session_max_secs: u64,
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        Accounts {
+            breached_passwords_dir: None,
+            session_idle_secs: 30 * 60,
+            session_max_secs: 12 * 3600,
         }
     }
 }
@@ -302,6 +329,7 @@ impl Default for Config {
             attachments: Default::default(),
             external: Default::default(),
             reports: Reports::default(),
+            accounts: Accounts::default(),
         }
     }
 }

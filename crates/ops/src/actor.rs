@@ -260,6 +260,37 @@ impl Actor {
     pub fn sees_all(&self) -> bool {
         matches!(self.role, Role::Admin | Role::Auditor | Role::Helpdesk)
     }
+
+    /// The mail this actor may see, as the store narrows a query to it.
+    pub fn sees(&self) -> portcullis_store::Sees {
+        match self.role {
+            _ if self.sees_all() => portcullis_store::Sees::All,
+            Role::DomainAdmin => portcullis_store::Sees::Domains(self.domains.clone()),
+            _ => portcullis_store::Sees::Address(self.address.clone()),
+        }
+    }
+
+    /// Whether this actor may have `access` to mail with these addresses (a sender and
+    /// recipients): to any one of them.
+    pub fn may_any(&self, access: Access, addresses: &[&str]) -> bool {
+        self.may(access, &Scope::Global)
+            || addresses
+                .iter()
+                .any(|a| !a.is_empty() && self.may(access, &Scope::address(a)))
+    }
+
+    /// The scope of a list entry, a rule or an account: empty is gateway-wide, an address
+    /// a mailbox's, anything else a domain's.
+    pub fn scope_of(scope: &str) -> Scope {
+        let scope = scope.trim();
+        if scope.is_empty() {
+            Scope::Global
+        } else if scope.contains('@') {
+            Scope::address(scope)
+        } else {
+            Scope::domain(scope)
+        }
+    }
 }
 
 #[cfg(test)]

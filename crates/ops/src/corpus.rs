@@ -5,7 +5,7 @@
 //! A corpus folder holds one message per file; an mbox `From ` first line is skipped and
 //! LF line ends are fine. Files whose names start with a dot are ignored.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use portcullis_filter::bayes::{self, BayesModel, NotEnoughTraining, TrainingDelta};
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::finding::{Finding, total_score};
@@ -240,6 +240,7 @@ impl Ops {
         reset: bool,
         progress: Progress<'_>,
     ) -> Result<Trained> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let started = Instant::now();
         // No model: training reads text, it does not classify.
         let scanner = ContentScanner::default();
@@ -261,12 +262,20 @@ impl Ops {
         self.store
             .apply_bayes_delta(delta.spam_messages, delta.ham_messages, &rows)
             .await?;
-        Ok(Trained {
+        let trained = Trained {
             ham: delta.ham_messages as u64,
             spam: delta.spam_messages as u64,
             seconds: started.elapsed().as_secs_f64(),
             model: self.store.bayes_summary().await?,
-        })
+        };
+        let after = serde_json::json!({
+            "ham": trained.ham,
+            "spam": trained.spam,
+            "reset": reset,
+        });
+        self.audit("corpus.train", "classifier", None, Some(after))
+            .await?;
+        Ok(trained)
     }
 
     /// Scan the samples as SMTP would, with the stored model, and count.
@@ -277,6 +286,7 @@ impl Ops {
         list: bool,
         progress: Progress<'_>,
     ) -> Result<Evaluated> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         let (checker, unready) = load_spam_checker(&self.store).await?;
         let scanner = ContentScanner {
             spam: checker,

@@ -2,13 +2,14 @@
 //! with the active keys of the `From` domain. Every operation that makes or changes a key
 //! returns the DNS records the administrator has to publish or may remove.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use portcullis_filter::sign::{
     Algorithm, KeyRing, Signer, generate, normalize_domain, record_name, stored_dns_txt,
     zone_record,
 };
 use portcullis_queue::spool::now;
 use portcullis_store::DkimKey;
+use serde_json::json;
 use std::collections::BTreeSet;
 
 /// A new key.
@@ -153,7 +154,7 @@ impl Ops {
     }
 
     /// Make a key for `domain`: active at once, or pending (`stage`) until activated.
-    pub async fn dkim_generate(
+    async fn generate_unchecked(
         &self,
         domain: &str,
         selector: Option<&str>,
@@ -184,7 +185,7 @@ impl Ops {
 
     /// One new key per algorithm the domain signs with; the old ones retire (or, with
     /// `stage`, the new ones wait as pending).
-    pub async fn dkim_rotate(&self, domain: &str, stage: bool) -> Result<Changed> {
+    async fn rotate_unchecked(&self, domain: &str, stage: bool) -> Result<Changed> {
         let domain = check_domain(domain)?;
         let keys = self.store.list_dkim_keys(Some(&domain)).await?;
         let pending: Vec<&str> = keys
@@ -240,7 +241,7 @@ impl Ops {
     }
 
     /// Sign with the pending keys; the active keys of the same algorithms retire.
-    pub async fn dkim_activate(&self, domain: &str) -> Result<Changed> {
+    async fn activate_unchecked(&self, domain: &str) -> Result<Changed> {
         let domain = check_domain(domain)?;
         let (activated, retiring) = self.store.activate_dkim_keys(&domain, now()).await?;
         if activated.is_empty() {
@@ -266,7 +267,7 @@ impl Ops {
 
     /// Mark a key retired: it no longer signs and its record may be removed. The record
     /// name, and whether the domain still has an active key.
-    pub async fn dkim_retire(&self, domain: &str, selector: &str) -> Result<(String, bool)> {
+    async fn retire_unchecked(&self, domain: &str, selector: &str) -> Result<(String, bool)> {
         let domain = check_domain(domain)?;
         let selector = selector.trim().to_ascii_lowercase();
         let (key, keys) = self.dkim_key(&domain, &selector).await?;
@@ -281,7 +282,7 @@ impl Ops {
     }
 
     /// Delete a key that does not sign; the name of its record.
-    pub async fn dkim_delete(&self, domain: &str, selector: &str) -> Result<String> {
+    async fn delete_unchecked(&self, domain: &str, selector: &str) -> Result<String> {
         let domain = check_domain(domain)?;
         let selector = selector.trim().to_ascii_lowercase();
         let (key, _) = self.dkim_key(&domain, &selector).await?;
@@ -298,11 +299,17 @@ impl Ops {
 
     pub async fn dkim_list(&self, domain: Option<&str>) -> Result<Vec<KeyView>> {
         let domain = domain.map(check_domain).transpose()?;
+        if let Some(d) = &domain {
+            self.actor()
+                .require(Access::ReadPolicy, &Scope::domain(d))?;
+        }
+        let actor = self.actor();
         Ok(self
             .store
             .list_dkim_keys(domain.as_deref())
             .await?
             .into_iter()
+            .filter(|key| actor.may(Access::ReadPolicy, &Scope::domain(&key.domain)))
             .map(|key| KeyView {
                 record_name: record_name(&key.selector, &key.domain),
                 txt: stored_dns_txt(&key).ok(),
@@ -320,6 +327,11 @@ impl Ops {
         domain: Option<&str>,
         message: &[u8],
     ) -> Result<(String, Vec<String>)> {
+        let from = portcullis_filter::sign::from_domain(message);
+        let signing = domain.map(str::to_string).or(from).unwrap_or_default();
+        // Signing speaks for the domain: as much as changing its policy.
+        self.actor()
+            .require(Access::WritePolicy, &Scope::domain(&signing))?;
         match domain {
             Some(d) => {
                 let d = check_domain(d)?;
@@ -340,6 +352,82 @@ impl Ops {
                 }
             }
         }
+    }
+}
+
+/// The checked and audited doors to the key operations above.
+impl Ops {
+    fn require_domain_policy(&self, domain: &str) -> Result<()> {
+        self.actor()
+            .require(Access::WritePolicy, &Scope::domain(domain))
+    }
+
+    /// Make a key for `domain`: active at once, or pending (`stage`) until activated.
+    pub async fn dkim_generate(
+        &self,
+        domain: &str,
+        selector: Option<&str>,
+        algorithm: &str,
+        stage: bool,
+    ) -> Result<Generated> {
+        self.require_domain_policy(domain)?;
+        let g = self
+            .generate_unchecked(domain, selector, algorithm, stage)
+            .await?;
+        let after = json!({ "algorithm": g.algorithm, "state": g.state, "record": g.record });
+        self.audit(
+            "dkim.generate",
+            &format!("{} {}", g.domain, g.selector),
+            None,
+            Some(after),
+        )
+        .await?;
+        Ok(g)
+    }
+
+    /// One new key per algorithm the domain signs with; the old ones retire (or, with
+    /// `stage`, the new ones wait as pending).
+    pub async fn dkim_rotate(&self, domain: &str, stage: bool) -> Result<Changed> {
+        self.require_domain_policy(domain)?;
+        let c = self.rotate_unchecked(domain, stage).await?;
+        self.audit_changed("dkim.rotate", &c).await?;
+        Ok(c)
+    }
+
+    pub async fn dkim_activate(&self, domain: &str) -> Result<Changed> {
+        self.require_domain_policy(domain)?;
+        let c = self.activate_unchecked(domain).await?;
+        self.audit_changed("dkim.activate", &c).await?;
+        Ok(c)
+    }
+
+    pub async fn dkim_retire(&self, domain: &str, selector: &str) -> Result<(String, bool)> {
+        self.require_domain_policy(domain)?;
+        let r = self.retire_unchecked(domain, selector).await?;
+        self.audit(
+            "dkim.retire",
+            &r.0,
+            None,
+            Some(json!({ "state": "retired" })),
+        )
+        .await?;
+        Ok(r)
+    }
+
+    pub async fn dkim_delete(&self, domain: &str, selector: &str) -> Result<String> {
+        self.require_domain_policy(domain)?;
+        let r = self.delete_unchecked(domain, selector).await?;
+        self.audit("dkim.delete", &r, None, None).await?;
+        Ok(r)
+    }
+
+    async fn audit_changed(&self, action: &str, c: &Changed) -> Result<()> {
+        let after = json!({
+            "activated": c.activated,
+            "new_records": c.new_records,
+            "retiring_records": c.retiring_records,
+        });
+        self.audit(action, &c.domain, None, Some(after)).await
     }
 }
 

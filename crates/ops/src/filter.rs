@@ -3,11 +3,12 @@
 //! is checked here before it reaches the store, so a running gateway only ever loads
 //! rules and patterns that compile.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Actor, Ops, OpsError, Result, Scope};
 use portcullis_filter::lexical;
 use portcullis_filter::rules::{Rule, RuleSet};
 use portcullis_store::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// A TOML document of `[[rule]]` tables, as `rule add` reads and `rule list` prints.
 #[derive(Deserialize, Serialize, Default)]
@@ -89,10 +90,30 @@ pub fn check_content(r: &ContentRow) -> Result<()> {
         .map_err(|why| OpsError::invalid("content pattern", &r.pattern, why.to_string()))
 }
 
+fn list_target(e: &ListEntry) -> String {
+    let scope = if e.scope.is_empty() {
+        "global"
+    } else {
+        &e.scope
+    };
+    format!("{} {} {} ({scope})", e.kind, e.field, e.value)
+}
+
+fn list_json(e: &ListEntry) -> serde_json::Value {
+    json!({
+        "kind": e.kind,
+        "field": e.field,
+        "value": e.value,
+        "scope": e.scope,
+        "comment": e.comment,
+    })
+}
+
 impl Ops {
     /// The stored rules in evaluation order (a stored rule that no longer parses is left
     /// out, as the gateway leaves it out).
     pub async fn list_rules(&self) -> Result<Vec<Rule>> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         Ok(self
             .store
             .list_rules()
@@ -104,6 +125,7 @@ impl Ops {
 
     /// The stored rules as they are kept (JSON), whether they parse or not.
     pub async fn list_rules_raw(&self) -> Result<Vec<serde_json::Value>> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         Ok(self
             .store
             .list_rules()
@@ -116,6 +138,7 @@ impl Ops {
     /// Add (or replace, by name) the rules of a TOML document of `[[rule]]` tables;
     /// `origin` names the document in errors. The names saved.
     pub async fn add_rules(&self, text: &str, origin: &str) -> Result<Vec<String>> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let doc: RulesFile = parse_toml(text, origin)?;
         if doc.rule.is_empty() {
             return Err(OpsError::Document {
@@ -130,44 +153,89 @@ impl Ops {
                 origin: origin.to_string(),
                 reason: e.to_string(),
             })?;
+            let before = self
+                .store
+                .list_rules()
+                .await?
+                .into_iter()
+                .find(|(n, _)| *n == r.name);
             self.store.put_rule(&r.name, &json).await?;
+            let before = before.and_then(|(_, d)| serde_json::from_str(&d).ok());
+            let after = serde_json::from_str(&json).ok();
+            self.audit("rule.put", &r.name, before, after).await?;
             names.push(r.name.clone());
         }
         Ok(names)
     }
 
     pub async fn remove_rule(&self, name: &str) -> Result<()> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
+        let before = self
+            .store
+            .list_rules()
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == name);
         if !self.store.remove_rule(name).await? {
             return Err(OpsError::not_found("rule named", format!("{name:?}")));
         }
-        Ok(())
+        let before = before.and_then(|(_, d)| serde_json::from_str(&d).ok());
+        self.audit("rule.remove", name, before, None).await
     }
 
+    /// Add an entry to an allow, block or valid-recipient list: a gateway-wide one, a
+    /// domain's (its administrator) or a mailbox's (its user).
     pub async fn add_list_entry(&self, e: &ListEntry) -> Result<()> {
+        self.actor()
+            .require(Access::WritePolicy, &Actor::scope_of(&e.scope))?;
         check_entry(e)?;
-        Ok(self.store.add_list_entry(e).await?)
+        self.store.add_list_entry(e).await?;
+        self.audit("list.add", &list_target(e), None, Some(list_json(e)))
+            .await
     }
 
     pub async fn remove_list_entry(&self, e: &ListEntry) -> Result<()> {
+        self.actor()
+            .require(Access::WritePolicy, &Actor::scope_of(&e.scope))?;
         if !self.store.remove_list_entry(e).await? {
             return Err(OpsError::not_found(
                 "list entry",
                 format!("{} {} {}", e.kind, e.field, e.value),
             ));
         }
-        Ok(())
+        self.audit("list.remove", &list_target(e), Some(list_json(e)), None)
+            .await
     }
 
+    /// The list entries the actor may read: all for an administrator, a domain's and its
+    /// mailboxes' for a domain-admin, a user's own.
     pub async fn list_entries(&self) -> Result<Vec<ListEntry>> {
-        Ok(self.store.list_entries().await?)
+        let actor = self.actor();
+        Ok(self
+            .store
+            .list_entries()
+            .await?
+            .into_iter()
+            .filter(|e| actor.may(Access::ReadPolicy, &Actor::scope_of(&e.scope)))
+            .collect())
     }
 
     pub async fn add_content(&self, r: &ContentRow) -> Result<()> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         check_content(r)?;
-        Ok(self.store.put_content_pattern(r).await?)
+        self.store.put_content_pattern(r).await?;
+        let after = serde_json::to_value(r).ok();
+        self.audit(
+            "content.add",
+            &format!("{} {}", r.list, r.pattern),
+            None,
+            after,
+        )
+        .await
     }
 
     pub async fn remove_content(&self, list: &str, pattern: &str, field: &str) -> Result<()> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         if !self
             .store
             .remove_content_pattern(list, pattern, field)
@@ -178,10 +246,18 @@ impl Ops {
                 format!("{pattern:?} in content list {list}"),
             ));
         }
-        Ok(())
+        let before = json!({ "list": list, "pattern": pattern, "field": field });
+        self.audit(
+            "content.remove",
+            &format!("{list} {pattern}"),
+            Some(before),
+            None,
+        )
+        .await
     }
 
     pub async fn list_content(&self) -> Result<Vec<ContentRow>> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         Ok(self.store.list_content_patterns().await?)
     }
 }

@@ -7,7 +7,9 @@
 
 pub mod accounts;
 pub mod actor;
+mod audit;
 pub mod corpus;
+pub mod credentials;
 pub mod dkim;
 mod error;
 pub mod filter;
@@ -17,6 +19,8 @@ pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+mod sessions;
+mod tokens;
 
 pub use actor::{Access, Actor, Role, Scope, Via};
 pub use error::{OpsError, Result};
@@ -70,6 +74,11 @@ impl Ops {
 
     pub fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    /// The part of the mail (message log, quarantine) the actor may see.
+    pub(crate) fn sees(&self) -> portcullis_store::Sees {
+        self.actor.sees()
     }
 
     /// Locally made mail goes straight to this queue (inside the gateway).

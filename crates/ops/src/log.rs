@@ -1,7 +1,7 @@
 //! The message log: where did a message go, and why.
 
-use crate::{Ops, OpsError, Result};
-use portcullis_store::{LogQuery, MessageRecord};
+use crate::{Access, Ops, OpsError, Result};
+use portcullis_store::{LogPage, LogQuery, MessageRecord};
 
 /// A time given as unix seconds or as a span back from now: `30m`, `2h`, `7d`.
 pub fn parse_since(s: &str, now: i64) -> Result<i64> {
@@ -29,8 +29,29 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64> {
 }
 
 impl Ops {
+    /// The messages the actor may see (all, a domain-admin's domains', a user's own)
+    /// that match `query`.
     pub async fn log_search(&self, query: &LogQuery) -> Result<Vec<MessageRecord>> {
-        Ok(self.store.search_log(query).await?)
+        Ok(self.store.search_log_seen(query, &self.sees()).await?)
+    }
+
+    /// One page of the console's search, narrowed to the messages the actor may see.
+    pub async fn log_search_page(&self, search: &LogQuery) -> Result<LogPage> {
+        Ok(self.store.search_log_page(search, &self.sees()).await?)
+    }
+
+    /// One message of the log; one the actor may not see is not found.
+    pub async fn log_get(&self, id: &str) -> Result<MessageRecord> {
+        self.store
+            .get_message(id)
+            .await?
+            .filter(|m| {
+                let mut addresses: Vec<&str> =
+                    m.recipients.iter().map(|r| r.address.as_str()).collect();
+                addresses.push(&m.sender);
+                self.actor().may_any(Access::ReadMessages, &addresses)
+            })
+            .ok_or_else(|| OpsError::not_found("message", id))
     }
 }
 

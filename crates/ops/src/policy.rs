@@ -1,10 +1,11 @@
 //! Domains and their routes, internal networks, and users: the policy that decides who
 //! may send through the gateway and where accepted mail goes.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use ipnet::IpNet;
 use portcullis_gateway::policy::{parse_host_port, split_address};
 use portcullis_store::{Domain, Route, TLS_MODES};
+use serde_json::json;
 
 /// The shortest password a user may have.
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -33,10 +34,20 @@ pub fn parse_network(s: &str) -> Result<IpNet> {
         })
 }
 
+/// SMTP AUTH users belong to their domain: its administrator manages them.
+fn user_scope(email: &str) -> Scope {
+    match email.trim().rsplit_once('@') {
+        Some((_, domain)) => Scope::domain(domain),
+        None => Scope::Global,
+    }
+}
+
 impl Ops {
     /// Accept mail for `domain` and relay it to the routes given; replaces the routes of a
     /// domain already there.
     pub async fn add_domain(&self, domain: &str, spec: &RoutesSpec) -> Result<String> {
+        self.actor()
+            .require(Access::WritePolicy, &Scope::domain(domain))?;
         if spec.routes.is_empty() {
             return Err(OpsError::invalid(
                 "domain",
@@ -71,41 +82,100 @@ impl Ops {
                 auth_password: spec.auth_password.clone(),
             });
         }
+        let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let before = self.domain_json(&name).await?;
         self.store.add_domain(domain, &list).await?;
-        Ok(domain.trim().trim_end_matches('.').to_ascii_lowercase())
+        let after = self.domain_json(&name).await?;
+        self.audit("domain.add", &name, before, after).await?;
+        Ok(name)
     }
 
+    /// The domains the actor may read (all for an administrator, its own for a
+    /// domain-admin).
     pub async fn list_domains(&self) -> Result<Vec<Domain>> {
-        Ok(self.store.list_domains().await?)
+        let actor = self.actor();
+        Ok(self
+            .store
+            .list_domains()
+            .await?
+            .into_iter()
+            .filter(|d| actor.may(Access::ReadPolicy, &Scope::domain(&d.name)))
+            .collect())
+    }
+
+    /// A domain and its routes for the audit log (route passwords left out).
+    async fn domain_json(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        Ok(self
+            .store
+            .list_domains()
+            .await?
+            .into_iter()
+            .find(|d| d.name == name)
+            .map(|d| {
+                let routes: Vec<serde_json::Value> = d
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "host": r.host,
+                            "port": r.port,
+                            "priority": r.priority,
+                            "tls": r.tls,
+                            "auth_user": r.auth_user,
+                        })
+                    })
+                    .collect();
+                json!({ "name": d.name, "routes": routes })
+            }))
     }
 
     pub async fn remove_domain(&self, domain: &str) -> Result<()> {
+        self.actor()
+            .require(Access::WritePolicy, &Scope::domain(domain))?;
+        let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let before = self.domain_json(&name).await?;
         if !self.store.remove_domain(domain).await? {
             return Err(OpsError::not_found("domain", domain));
         }
-        Ok(())
+        self.audit("domain.remove", &name, before, None).await
     }
 
     /// Let `cidr` relay outbound; the network as stored (host bits cleared).
     pub async fn add_network(&self, cidr: &str, comment: &str) -> Result<IpNet> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let net = parse_network(cidr)?;
         self.store.add_network(net, comment).await?;
+        let after = json!({ "cidr": net.trunc().to_string(), "comment": comment });
+        self.audit("network.add", &net.trunc().to_string(), None, Some(after))
+            .await?;
         Ok(net.trunc())
     }
 
     pub async fn list_networks(&self) -> Result<Vec<(IpNet, String)>> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         Ok(self.store.list_networks().await?)
     }
 
     pub async fn remove_network(&self, cidr: &str) -> Result<()> {
-        if !self.store.remove_network(parse_network(cidr)?).await? {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
+        let net = parse_network(cidr)?;
+        if !self.store.remove_network(net).await? {
             return Err(OpsError::not_found("network", cidr));
         }
-        Ok(())
+        let before = json!({ "cidr": net.trunc().to_string() });
+        self.audit(
+            "network.remove",
+            &net.trunc().to_string(),
+            Some(before),
+            None,
+        )
+        .await
     }
 
     /// Add a user for SMTP AUTH, or change the password of one; the address as stored.
     pub async fn add_user(&self, email: &str, password: &str) -> Result<String> {
+        self.actor()
+            .require(Access::WritePolicy, &user_scope(email))?;
         if split_address(email).is_none() {
             return Err(OpsError::invalid(
                 "user",
@@ -127,17 +197,32 @@ impl Ops {
                 hint: e,
             })?;
         self.store.add_user(email, &hash).await?;
-        Ok(email.to_ascii_lowercase())
+        let email = email.trim().to_lowercase();
+        self.audit("user.add", &email, None, Some(json!({ "email": email })))
+            .await?;
+        Ok(email)
     }
 
+    /// The SMTP AUTH users the actor may read (a domain-admin: its domains').
     pub async fn list_users(&self) -> Result<Vec<String>> {
-        Ok(self.store.list_users().await?)
+        let actor = self.actor();
+        Ok(self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|u| actor.may(Access::ReadPolicy, &user_scope(u)))
+            .collect())
     }
 
     pub async fn remove_user(&self, email: &str) -> Result<()> {
+        self.actor()
+            .require(Access::WritePolicy, &user_scope(email))?;
         if !self.store.remove_user(email).await? {
             return Err(OpsError::not_found("user", email));
         }
-        Ok(())
+        let email = email.trim().to_lowercase();
+        self.audit("user.remove", &email, Some(json!({ "email": email })), None)
+            .await
     }
 }

@@ -3,10 +3,11 @@
 //! Route passwords are never exported.
 
 use crate::filter::{check_content, check_entry, check_rules, parse_toml};
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use portcullis_filter::rules::Rule;
 use portcullis_store::{ContentRow, ListEntry, Route};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 #[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +62,7 @@ pub struct Imported {
 
 impl Ops {
     pub async fn policy_export(&self) -> Result<String> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         let store = &self.store;
         let doc = PolicyDoc {
             domain: store
@@ -101,6 +103,7 @@ impl Ops {
     /// Replace the rules and lists, and add the domains and networks, of a document as
     /// [`Ops::policy_export`] writes it; everything is checked before anything changes.
     pub async fn policy_import(&self, text: &str, origin: &str) -> Result<Imported> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let doc: PolicyDoc = parse_toml(text, origin)?;
         check_rules(&doc.rule, origin)?;
         let in_doc = |what: &str, e: OpsError| OpsError::Document {
@@ -147,12 +150,22 @@ impl Ops {
         self.store
             .replace_filter_policy(&rules, &doc.list, &doc.content)
             .await?;
-        Ok(Imported {
+        let imported = Imported {
             domains: doc.domain.len(),
             networks: doc.network.len(),
             rules: doc.rule.len(),
             list_entries: doc.list.len(),
             content_patterns: doc.content.len(),
-        })
+        };
+        let after = json!({
+            "domains": imported.domains,
+            "networks": imported.networks,
+            "rules": imported.rules,
+            "list_entries": imported.list_entries,
+            "content_patterns": imported.content_patterns,
+        });
+        self.audit("policy.import", origin, None, Some(after))
+            .await?;
+        Ok(imported)
     }
 }

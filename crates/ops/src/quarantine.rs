@@ -3,7 +3,7 @@
 //! optionally allowing the sender), delete, report as spam; digests sent on demand.
 //! Releasing and reporting teach the spam classifier.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Actor, Ops, OpsError, Result, Scope};
 use portcullis_filter::bayes::{self, TrainingDelta};
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::token::LinkAction;
@@ -11,6 +11,7 @@ use portcullis_gateway::Injector;
 use portcullis_gateway::inject::Injected;
 use portcullis_queue::spool::{Envelope, now};
 use portcullis_store::{ListEntry, QuarantineItem, QuarantineQuery, Store};
+use serde_json::json;
 
 /// One held copy with what was found and the message.
 #[derive(Debug, Clone)]
@@ -41,15 +42,22 @@ pub enum Redeemed {
 }
 
 impl Ops {
+    /// The held copies the actor may see: all, a domain-admin's domains', a user's own.
     pub async fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineItem>> {
-        Ok(self.store.quarantine_list(query).await?)
+        Ok(self.store.quarantine_list_seen(query, &self.sees()).await?)
     }
 
+    /// One held copy; one the actor may not read is not found, so that its existence
+    /// does not show.
     pub async fn quarantine_show(&self, id: &str) -> Result<HeldCopy> {
         let (item, findings, _, body) = self
             .store
             .quarantine_get(id)
             .await?
+            .filter(|(item, ..)| {
+                self.actor()
+                    .may(Access::ReadMessages, &Scope::address(&item.recipient))
+            })
             .ok_or_else(|| OpsError::not_found("quarantined message", id))?;
         Ok(HeldCopy {
             item,
@@ -63,6 +71,8 @@ impl Ops {
     pub async fn quarantine_release(&self, id: &str, allow_sender: bool) -> Result<Released> {
         let held = self.quarantine_show(id).await?;
         let item = held.item;
+        self.actor()
+            .require(Access::ReleaseMessages, &Scope::address(&item.recipient))?;
         if !self
             .store
             .quarantine_transition(id, "held", "releasing", now())
@@ -104,8 +114,15 @@ impl Ops {
                     comment: format!("released from quarantine ({id})"),
                 })
                 .await?;
-            allowed_sender = Some(item.sender);
+            allowed_sender = Some(item.sender.clone());
         }
+        self.audit(
+            "quarantine.release",
+            id,
+            Some(item_json(&item)),
+            Some(json!({ "state": "released", "queue_id": queue_id, "allowed_sender": allowed_sender })),
+        )
+        .await?;
         Ok(Released {
             queue_id,
             injected,
@@ -115,22 +132,36 @@ impl Ops {
     }
 
     pub async fn quarantine_delete(&self, id: &str) -> Result<()> {
-        if self
+        let item = self.quarantine_show(id).await?.item;
+        self.actor()
+            .require(Access::ManageMessages, &Scope::address(&item.recipient))?;
+        if !self
             .store
             .quarantine_transition(id, "held", "deleted", now())
             .await?
         {
-            return Ok(());
+            let state = match self.store.quarantine_get(id).await? {
+                Some((item, ..)) => item.state,
+                None => "gone".into(),
+            };
+            return Err(not_held(id, &state));
         }
-        match self.store.quarantine_get(id).await? {
-            Some((item, ..)) => Err(not_held(id, &item.state)),
-            None => Err(OpsError::not_found("quarantined message", id)),
-        }
+        self.audit(
+            "quarantine.delete",
+            id,
+            Some(item_json(&item)),
+            Some(json!({ "state": "deleted" })),
+        )
+        .await
     }
 
     /// The held message is spam: the classifier learns so, and the copy is deleted.
     pub async fn quarantine_report_spam(&self, id: &str) -> Result<()> {
         let held = self.quarantine_show(id).await?;
+        self.actor().require(
+            Access::ReleaseMessages,
+            &Scope::address(&held.item.recipient),
+        )?;
         if !self
             .store
             .quarantine_transition(id, "held", "deleted", now())
@@ -138,14 +169,31 @@ impl Ops {
         {
             return Err(not_held(id, &held.item.state));
         }
-        learn(&self.store, &held.body, true).await
+        learn(&self.store, &held.body, true).await?;
+        self.audit(
+            "quarantine.report_spam",
+            id,
+            Some(item_json(&held.item)),
+            Some(json!({ "state": "deleted" })),
+        )
+        .await
     }
 
     /// Send the digests now; their queue ids.
     pub async fn quarantine_digest(&self) -> Result<Vec<String>> {
-        portcullis_gateway::digest::send(&self.config, &self.store, &self.injector()?)
+        self.actor()
+            .require(Access::ManageMessages, &Scope::Global)?;
+        let sent = portcullis_gateway::digest::send(&self.config, &self.store, &self.injector()?)
             .await
-            .map_err(OpsError::failed("sending digests"))
+            .map_err(OpsError::failed("sending digests"))?;
+        self.audit(
+            "quarantine.digest",
+            "all",
+            None,
+            Some(json!({ "queued": sent })),
+        )
+        .await?;
+        Ok(sent)
     }
 
     /// Act on a digest link's token, as the portal does. Links are only ever made for
@@ -167,21 +215,35 @@ impl Ops {
             }
             None => return Err(OpsError::not_found("quarantined message", id)),
         }
+        // The signed link is the authority here, whoever follows it.
+        let mut system = Actor::system("digest-link");
+        system.remote = self.actor().remote;
+        let link = self.acting_as(system);
         Ok(match action {
             LinkAction::Release => {
-                let r = self.quarantine_release(&id, false).await?;
+                let r = link.quarantine_release(&id, false).await?;
                 Redeemed::Released(id, r)
             }
             LinkAction::AllowSender => {
-                let r = self.quarantine_release(&id, true).await?;
+                let r = link.quarantine_release(&id, true).await?;
                 Redeemed::Released(id, r)
             }
             LinkAction::Delete => {
-                self.quarantine_delete(&id).await?;
+                link.quarantine_delete(&id).await?;
                 Redeemed::Deleted(id)
             }
         })
     }
+}
+
+/// What the audit log keeps of a held copy.
+fn item_json(item: &QuarantineItem) -> serde_json::Value {
+    json!({
+        "recipient": item.recipient,
+        "sender": item.sender,
+        "class": item.class,
+        "state": item.state,
+    })
 }
 
 fn not_held(id: &str, state: &str) -> OpsError {

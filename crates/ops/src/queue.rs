@@ -2,7 +2,7 @@
 //! (flush, hold, release, delete). A change goes to a running gateway through its control
 //! socket, so its scheduler learns of it at once; when none runs, to the spool itself.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Actor, Ops, OpsError, Result, Scope};
 use portcullis_gateway::config::Config;
 use portcullis_gateway::control;
 use portcullis_queue::scheduler::describe;
@@ -51,22 +51,44 @@ impl QueueChange {
 
 /// The queue of one node: its spool, and the control socket of its gateway. It needs
 /// no store, so it works while the store is down.
+///
+/// Changes are checked against the actor and written to the audit log when a store is at
+/// hand (through [`Ops::queue`]); an audit row that cannot be written is logged, and does
+/// not undo or refuse the change, so that the queue stays manageable while the store is
+/// down.
 #[derive(Debug, Clone)]
 pub struct QueueOps {
     data_dir: PathBuf,
+    actor: Arc<Actor>,
+    store: Option<portcullis_store::Store>,
 }
 
 impl Ops {
+    /// The queue, acting as this handle's actor.
     pub fn queue(&self) -> QueueOps {
-        QueueOps::new(&self.config)
+        QueueOps {
+            data_dir: self.config.data_dir.clone(),
+            actor: self.actor.clone(),
+            store: Some(self.store.clone()),
+        }
     }
 }
 
 impl QueueOps {
+    /// The queue for the command line's administrator, without an audit log.
     pub fn new(config: &Config) -> QueueOps {
         QueueOps {
             data_dir: config.data_dir.clone(),
+            actor: Arc::new(Actor::cli()),
+            store: None,
         }
+    }
+
+    /// Whether the actor may have `access` to a message of this envelope.
+    fn may(&self, access: Access, env: &Envelope) -> bool {
+        let mut addresses: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+        addresses.push(&env.sender);
+        self.actor.may_any(access, &addresses)
     }
 
     /// Never `Spool::open` here: its clean-up would delete bodies a running gateway is
@@ -76,6 +98,7 @@ impl QueueOps {
             .map_err(OpsError::spool("opening the spool"))
     }
 
+    /// The queued messages the actor may see (a domain-admin: to or from its domains).
     pub fn list(&self) -> Result<Vec<QueueItem>> {
         let spool = self.spool()?;
         let mut rows = Vec::new();
@@ -84,6 +107,9 @@ impl QueueOps {
             let Ok((env, state, size)) = describe(&spool, &id) else {
                 continue;
             };
+            if !self.may(Access::ReadMessages, &env) {
+                continue;
+            }
             let recipients = env
                 .recipients
                 .iter()
@@ -110,8 +136,10 @@ impl QueueOps {
     /// One message: envelope, delivery state and the message as it will leave.
     pub fn show(&self, id: &str) -> Result<(Envelope, DeliveryState, Vec<u8>)> {
         let spool = self.spool()?;
-        let (env, state, _) =
-            describe(&spool, id).map_err(|_| OpsError::not_found("message in the queue", id))?;
+        let (env, state, _) = describe(&spool, id)
+            .ok()
+            .filter(|(env, ..)| self.may(Access::ReadMessages, env))
+            .ok_or_else(|| OpsError::not_found("message in the queue", id))?;
         let (_, body) = spool
             .read_message(id)
             .map_err(OpsError::spool(format!("reading message {id}")))?;
@@ -120,6 +148,49 @@ impl QueueOps {
 
     /// Make a change; what was done, in words (`3 messages scheduled`, the id).
     pub async fn change(&self, change: &QueueChange) -> Result<String> {
+        self.require_change(change)?;
+        let done = self.change_unchecked(change).await?;
+        if let Some(store) = &self.store {
+            let (action, target) = match change {
+                QueueChange::Flush => ("queue.flush", "all"),
+                QueueChange::Hold(id) => ("queue.hold", id.as_str()),
+                QueueChange::Release(id) => ("queue.release", id.as_str()),
+                QueueChange::Delete(id) => ("queue.delete", id.as_str()),
+            };
+            let after = serde_json::json!({ "result": done });
+            if let Err(e) =
+                crate::audit::append(store, &self.actor, action, target, None, Some(after)).await
+            {
+                tracing::warn!(action, target, error = %e, "queue change not written to the audit log");
+            }
+        }
+        Ok(done)
+    }
+
+    /// Flushing is for whoever manages all messages; holding, releasing and deleting one
+    /// for whoever manages a recipient or the sender of it (others are told it is not
+    /// there).
+    fn require_change(&self, change: &QueueChange) -> Result<()> {
+        let id = match change {
+            QueueChange::Flush => {
+                return self.actor.require(Access::ManageMessages, &Scope::Global);
+            }
+            QueueChange::Hold(id) | QueueChange::Release(id) | QueueChange::Delete(id) => id,
+        };
+        if self.actor.may(Access::ManageMessages, &Scope::Global) {
+            return Ok(());
+        }
+        let spool = self.spool()?;
+        match describe(&spool, id) {
+            Ok((env, ..)) if self.may(Access::ManageMessages, &env) => Ok(()),
+            Ok((env, ..)) if self.may(Access::ReadMessages, &env) => {
+                self.actor.require(Access::ManageMessages, &Scope::Global)
+            }
+            _ => Err(OpsError::not_found("message in the queue", id.clone())),
+        }
+    }
+
+    async fn change_unchecked(&self, change: &QueueChange) -> Result<String> {
         let reply = match control::ask(&self.data_dir, &change.request()).await {
             Ok(Some(reply)) => reply,
             Ok(None) => offline(&*self.spool()?, change)?,

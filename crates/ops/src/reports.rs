@@ -2,7 +2,7 @@
 //! store (list, show, import of a saved message), and sending the outgoing ones of a day
 //! now, whatever the schedule says.
 
-use crate::{Ops, OpsError, Result};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use mail_auth::MessageAuthenticator;
 use portcullis_gateway::dmarc_reports::Queued;
 use portcullis_gateway::reports::{IntakeError, MAX_MESSAGE_SIZE, take_in};
@@ -10,6 +10,7 @@ use portcullis_gateway::tlsrpt::{Outcome, Sender};
 use portcullis_queue::client::TlsConfigs;
 use portcullis_queue::spool::now;
 use portcullis_store::{ReportQuery, ReportSummary, StoredReport};
+use serde_json::json;
 use std::time::Duration;
 
 /// What an import did.
@@ -30,10 +31,12 @@ pub fn report_day(day: Option<&str>) -> Result<i64> {
 
 impl Ops {
     pub async fn report_list(&self, query: &ReportQuery) -> Result<Vec<ReportSummary>> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         Ok(self.store.report_list(query).await?)
     }
 
     pub async fn report_get(&self, id: &str) -> Result<StoredReport> {
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
         self.store
             .report_get(id)
             .await?
@@ -42,6 +45,7 @@ impl Ops {
 
     /// Take in a report message as received (`origin` names it in errors).
     pub async fn report_import(&self, raw: &[u8], origin: &str) -> Result<ImportedReport> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         if raw.len() > MAX_MESSAGE_SIZE {
             return Err(OpsError::Document {
                 origin: origin.to_string(),
@@ -49,7 +53,16 @@ impl Ops {
             });
         }
         match take_in(&self.store, raw).await {
-            Ok((id, true)) => Ok(ImportedReport::Stored(id)),
+            Ok((id, true)) => {
+                self.audit(
+                    "report.import",
+                    &id,
+                    None,
+                    Some(json!({ "origin": origin })),
+                )
+                .await?;
+                Ok(ImportedReport::Stored(id))
+            }
             Ok((id, false)) => Ok(ImportedReport::AlreadyStored(id)),
             Err(IntakeError::NotAReport(why)) => Err(OpsError::Document {
                 origin: origin.to_string(),
@@ -73,8 +86,9 @@ impl Ops {
 
     /// Build and queue the DMARC aggregate reports of the day starting at `day`.
     pub async fn report_send_dmarc(&self, day: i64) -> Result<Vec<Queued>> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let resolver = MessageAuthenticator(self.resolver()?);
-        portcullis_gateway::dmarc_reports::send(
+        let queued = portcullis_gateway::dmarc_reports::send(
             &self.config,
             &self.store,
             &self.injector()?,
@@ -83,12 +97,21 @@ impl Ops {
             day + 86_400,
         )
         .await
-        .map_err(OpsError::failed("DMARC aggregate reports"))
+        .map_err(OpsError::failed("DMARC aggregate reports"))?;
+        self.audit(
+            "report.send_dmarc",
+            &day.to_string(),
+            None,
+            Some(json!({ "reports": queued.len() })),
+        )
+        .await?;
+        Ok(queued)
     }
 
     /// Build and send the TLS-RPT reports of the day starting at `day`, one outcome per
     /// policy domain.
     pub async fn report_send_tlsrpt(&self, day: i64) -> Result<Vec<(String, Outcome)>> {
+        self.actor().require(Access::WritePolicy, &Scope::Global)?;
         let failed = |what: &str, e: String| OpsError::Failed {
             what: what.to_string(),
             reason: e,
@@ -108,9 +131,17 @@ impl Ops {
             &tls,
         )
         .map_err(OpsError::failed("TLS-RPT sender"))?;
-        sender
+        let outcomes = sender
             .send_day(day)
             .await
-            .map_err(OpsError::failed("TLS-RPT reports"))
+            .map_err(OpsError::failed("TLS-RPT reports"))?;
+        self.audit(
+            "report.send_tlsrpt",
+            &day.to_string(),
+            None,
+            Some(json!({ "domains": outcomes.len() })),
+        )
+        .await?;
+        Ok(outcomes)
     }
 }

@@ -128,6 +128,23 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
     if config.delivery.concurrency == 0 {
         return Err(err("concurrency", "must be at least 1".into()));
     }
+    if config.accounts.session_idle_secs == 0 {
+        return Err(err("session_idle_secs", "must be at least 1".into()));
+    }
+    if config.accounts.session_max_secs < config.accounts.session_idle_secs {
+        return Err(err(
+            "session_max_secs",
+            "must not be below session_idle_secs".into(),
+        ));
+    }
+    if let Some(dir) = &config.accounts.breached_passwords_dir
+        && !dir.is_dir()
+    {
+        return Err(err(
+            "breached_passwords_dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
     Ok(())
 }
 
@@ -194,6 +211,40 @@ smarthost_tls = "encrypt"
 "#;
         let c = parse(text, "x").expect("parse");
         assert_eq!(c.dns.nameservers.len(), 1);
+        assert_eq!(c.accounts.session_idle_secs, 1800);
+        assert_eq!(c.accounts.session_max_secs, 43200);
         assert_eq!(c.listen.submission, "");
+    }
+
+    #[test]
+    fn accounts_section() {
+        let dir = std::env::temp_dir().join(format!("portcullis-breach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let text = format!(
+            "[accounts]\nbreached_passwords_dir = {:?}\nsession_idle_secs = 600\n\
+             session_max_secs = 3600\n",
+            dir.display().to_string()
+        );
+        let c = parse(&text, "p.toml").expect("parse");
+        assert_eq!(
+            c.accounts.breached_passwords_dir.as_deref(),
+            Some(dir.as_path())
+        );
+        assert_eq!(c.accounts.session_idle_secs, 600);
+        let e = parse(
+            "[accounts]\nsession_idle_secs = 900\nsession_max_secs = 60\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("session_max_secs"), "{e}");
+        let e = parse(
+            "[accounts]\nbreached_passwords_dir = \"/no/such/dir\"\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("not a directory"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

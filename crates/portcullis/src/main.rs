@@ -99,6 +99,21 @@ enum Command {
         #[command(subcommand)]
         action: cli::report::ReportCmd,
     },
+    /// Console and API accounts.
+    Account {
+        #[command(subcommand)]
+        action: cli::accounts::AccountCmd,
+    },
+    /// API tokens of accounts.
+    Token {
+        #[command(subcommand)]
+        action: cli::accounts::TokenCmd,
+    },
+    /// The audit log of changes (CLI, API and console alike).
+    Audit {
+        #[command(subcommand)]
+        action: cli::accounts::AuditCmd,
+    },
     /// The store itself: schema migrations.
     Store {
         #[command(subcommand)]
@@ -153,6 +168,9 @@ fn main() -> ExitCode {
             Command::Report { action } => cli::report::report(&config, action).await,
             Command::Psl { action } => cli::psl::psl(&config, action).await,
             Command::Store { action } => cli::store::store(&config, action).await,
+            Command::Account { action } => cli::accounts::account(&config, action).await,
+            Command::Token { action } => cli::accounts::token(&config, action).await,
+            Command::Audit { action } => cli::accounts::audit(&config, action).await,
         }
     });
     match result {

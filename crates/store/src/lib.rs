@@ -15,6 +15,8 @@ extern crate self as portcullis_store;
 #[macro_use]
 mod testing;
 
+mod accounts;
+mod audit;
 mod bayes;
 mod dkim;
 mod dmarc_results;
@@ -23,13 +25,16 @@ mod engine;
 mod error;
 mod greylist;
 mod log;
+mod log_search;
 mod networks;
 mod quarantine;
 mod rates;
 mod reports;
 mod rules;
+mod sessions;
 mod settings;
 mod tls_results;
+mod tokens;
 mod users;
 
 use std::path::Path;
@@ -43,6 +48,8 @@ use sqlx::{Connection, PgConnection};
 
 use engine::{Engines, Pool, on_pool};
 
+pub use accounts::AccountRow;
+pub use audit::{AuditEntry, AuditQuery, MAX_AUDIT_LIMIT};
 pub use bayes::{BayesCounts, BayesSummary};
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
 pub use dmarc_results::{DMARC_CLAIM_SECS, DmarcResultRow};
@@ -50,13 +57,16 @@ pub use domains::{Domain, Route, TLS_MODES};
 pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
 pub use log::{
-    DIRECTIONS, LogEntry, LogQuery, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES,
-    RecipientRecord, StatusUpdate,
+    DIRECTIONS, LogEntry, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES, RecipientRecord,
+    Sees, StatusUpdate,
 };
+pub use log_search::{LogPage, LogQuery};
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
+pub use sessions::SessionRow;
 pub use tls_results::{TlsClaim, TlsResultRow};
+pub use tokens::TokenRow;
 
 /// Schema migrations, compiled into the binary so a node needs no files beside it at run time.
 /// One set per engine, same numbers and same tables; the SQLite files are the ones earlier
@@ -510,9 +520,9 @@ mod tests {
         async fn migrate_reports_versions(db) {
             let first = Store::migrate(db.url()).await.expect("migrate");
             assert_eq!(first.previous, 0);
-            assert_eq!(first.current, 12);
+            assert_eq!(first.current, 14);
             let again = Store::migrate(db.url()).await.expect("migrate again");
-            assert_eq!((again.previous, again.current), (12, 12));
+            assert_eq!((again.previous, again.current), (14, 14));
             assert_eq!(first.engine, again.engine);
         }
     }

@@ -36,7 +36,7 @@ const RECIPIENT_FETCH_CHUNK: usize = 500;
 
 /// The escape character for LIKE patterns. Not a backslash, whose meaning inside a string literal
 /// depends on PostgreSQL's `standard_conforming_strings`.
-const LIKE_ESCAPE: char = '!';
+pub(crate) const LIKE_ESCAPE: char = '!';
 
 /// One message as seen by the gateway; read as `MESSAGE_COLUMNS`, its recipients apart.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
@@ -87,59 +87,7 @@ pub struct RecipientRecord {
     pub attempts: i64,
 }
 
-/// A log search. Text filters are case-insensitive substring matches; `%` and `_` match literally.
-/// All given filters must hold.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct LogQuery {
-    pub sender: Option<String>,
-    /// Matches a message if any of its recipients matches.
-    pub recipient: Option<String>,
-    /// A substring of the Subject header.
-    pub subject: Option<String>,
-    /// A substring of the Message-ID header (with or without its angle brackets).
-    pub message_id: Option<String>,
-    /// The client's address, exactly (`192.0.2.7`, `2001:db8::1`).
-    pub client_ip: Option<String>,
-    /// The verdict, exactly (`deliver`, `reject`), or a class of them ending in `:`
-    /// (`quarantine:` matches every quarantine class).
-    pub verdict: Option<String>,
-    /// One of [`DIRECTIONS`].
-    pub direction: Option<String>,
-    /// Only messages that concern one of these domains (lower case): the sender's domain
-    /// or a recipient's. Empty: no restriction. A domain administrator's searches carry
-    /// its domains here.
-    pub domains: Vec<String>,
-    /// Received at or after (unix seconds).
-    pub since: Option<i64>,
-    /// Received strictly before (unix seconds), so consecutive ranges do not overlap.
-    pub until: Option<i64>,
-    /// At most this many messages, newest first; capped at [`MAX_SEARCH_LIMIT`].
-    pub limit: i64,
-    /// Skip this many of the matches first (paging).
-    pub offset: i64,
-}
-
-impl Default for LogQuery {
-    fn default() -> Self {
-        LogQuery {
-            sender: None,
-            recipient: None,
-            subject: None,
-            message_id: None,
-            client_ip: None,
-            verdict: None,
-            direction: None,
-            domains: Vec::new(),
-            since: None,
-            until: None,
-            limit: 100,
-            offset: 0,
-        }
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
                                m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
                                m.score, m.findings";
 
@@ -169,7 +117,7 @@ fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
 }
 
 /// A LIKE pattern matching `needle` anywhere, with the wildcards of user input taken literally.
-fn contains_pattern(needle: &str) -> String {
+pub(crate) fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {
@@ -182,9 +130,60 @@ fn contains_pattern(needle: &str) -> String {
     pattern
 }
 
+/// A LIKE pattern matching an address of `domain` (`%@domain`), wildcards taken literally.
+pub(crate) fn domain_pattern(domain: &str) -> String {
+    let mut pattern = String::from("%@");
+    for c in domain.to_ascii_lowercase().chars() {
+        if c == LIKE_ESCAPE || c == '%' || c == '_' {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+/// What part of the mail a caller may see: the message log and the quarantine are
+/// narrowed to it in the query, so that a page of results is a full page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sees {
+    All,
+    /// Mail to or from addresses of these domains (lower case).
+    Domains(Vec<String>),
+    /// Mail to or from this address (lower case).
+    Address(String),
+}
+
+impl Sees {
+    /// The condition on an address column (`column` is lower-cased in SQL), its binds
+    /// appended to `binds`; None for [`Sees::All`]. An empty domain list matches nothing.
+    pub(crate) fn condition(&self, column: &str, binds: &mut Vec<Bind>) -> Option<String> {
+        match self {
+            Sees::All => None,
+            Sees::Address(a) => {
+                binds.push(Bind::Text(a.to_ascii_lowercase()));
+                Some(format!("LOWER({column}) = ${}", binds.len()))
+            }
+            Sees::Domains(domains) if domains.is_empty() => Some("1 = 0".into()),
+            Sees::Domains(domains) => {
+                let parts: Vec<String> = domains
+                    .iter()
+                    .map(|d| {
+                        binds.push(Bind::Text(domain_pattern(d)));
+                        format!(
+                            "LOWER({column}) LIKE ${} ESCAPE '{LIKE_ESCAPE}'",
+                            binds.len()
+                        )
+                    })
+                    .collect();
+                Some(format!("({})", parts.join(" OR ")))
+            }
+        }
+    }
+}
+
 /// A value bound to a dynamically built query. Kept engine-neutral (no driver argument buffer) so the
 /// search runs unchanged once PostgreSQL is wired in.
-enum Bind {
+pub(crate) enum Bind {
     Text(String),
     Int(i64),
 }
@@ -321,67 +320,8 @@ impl Store {
         Ok(messages.pop())
     }
 
-    /// Messages matching `q`, newest first, with their recipients.
-    pub async fn search_log(&self, q: &LogQuery) -> Result<Vec<MessageRecord>, StoreError> {
-        let context = "searching the message log";
-        let (sql, binds) = search_sql(q, context)?;
-        let rows: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(p).await
-        })
-        .map_err(StoreError::query(context))?;
-        let mut messages = rows;
-        self.fill_recipients(context, &mut messages).await?;
-        Ok(messages)
-    }
-
-    /// The engine's plan for the search `q` (SQLite's `EXPLAIN QUERY PLAN` details,
-    /// PostgreSQL's `EXPLAIN` lines): what `bench/logsearch` prints beside its timings.
-    pub async fn explain_search(&self, q: &LogQuery) -> Result<Vec<String>, StoreError> {
-        let context = "explaining a message-log search";
-        let (sql, binds) = search_sql(q, context)?;
-        macro_rules! bound {
-            ($query:expr) => {{
-                let mut query = $query;
-                for bind in &binds {
-                    query = match bind {
-                        Bind::Text(text) => query.bind(text),
-                        Bind::Int(int) => query.bind(int),
-                    };
-                }
-                query
-            }};
-        }
-        let lines = match &self.pool {
-            crate::engine::Engines::Sqlite(p) => {
-                let rows: Vec<(i64, i64, i64, String)> = bound!(sqlx::query_as(AssertSqlSafe(
-                    format!("EXPLAIN QUERY PLAN {sql}")
-                )))
-                .fetch_all(p)
-                .await
-                .map_err(StoreError::query(context))?;
-                rows.into_iter().map(|r| r.3).collect()
-            }
-            crate::engine::Engines::Postgres(p) => {
-                let rows: Vec<(String,)> =
-                    bound!(sqlx::query_as(AssertSqlSafe(format!("EXPLAIN {sql}"))))
-                        .fetch_all(p)
-                        .await
-                        .map_err(StoreError::query(context))?;
-                rows.into_iter().map(|r| r.0).collect()
-            }
-        };
-        Ok(lines)
-    }
-
     /// Loads the recipients of `messages` in a few batched queries rather than one per message.
-    async fn fill_recipients(
+    pub(crate) async fn fill_recipients(
         &self,
         context: &str,
         messages: &mut [MessageRecord],
@@ -586,116 +526,4 @@ fn validate_message(rec: &MessageRecord, context: &str) -> Result<(), StoreError
     }
 
     Ok(())
-}
-
-/// The SQL text and the values of the search `q`.
-fn search_sql(q: &LogQuery, context: &str) -> Result<(String, Vec<Bind>), StoreError> {
-    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
-
-    let mut binds = Vec::new();
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
-    };
-
-    if let Some(sender) = q.sender.as_deref().filter(|s| !s.is_empty()) {
-        sql.push_str(&format!(
-            " AND LOWER(m.sender) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}'",
-            next()
-        ));
-        binds.push(Bind::Text(contains_pattern(sender)));
-    }
-    if let Some(recipient) = q.recipient.as_deref().filter(|s| !s.is_empty()) {
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.message = m.id \
-             AND LOWER(r.address) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}')",
-            next()
-        ));
-        binds.push(Bind::Text(contains_pattern(recipient)));
-    }
-    for (column, value) in [("m.subject", &q.subject), ("m.message_id", &q.message_id)] {
-        if let Some(value) = value.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            sql.push_str(&format!(
-                " AND LOWER({column}) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}'",
-                next()
-            ));
-            binds.push(Bind::Text(contains_pattern(value)));
-        }
-    }
-    if let Some(ip) = q
-        .client_ip
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        sql.push_str(&format!(" AND m.client_ip = ${}", next()));
-        binds.push(Bind::Text(ip.to_string()));
-    }
-    if let Some(direction) = q.direction.as_deref().filter(|s| !s.is_empty()) {
-        if !DIRECTIONS.contains(&direction) {
-            return Err(StoreError::invalid(
-                context,
-                format!(
-                    "direction {direction:?}; expected one of {}",
-                    DIRECTIONS.join(", ")
-                ),
-            ));
-        }
-        sql.push_str(&format!(" AND m.direction = ${}", next()));
-        binds.push(Bind::Text(direction.to_string()));
-    }
-    if let Some(verdict) = q
-        .verdict
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if verdict.ends_with(':') {
-            // A class: a prefix match (no wildcard in user input survives).
-            sql.push_str(&format!(
-                " AND m.verdict LIKE ${} ESCAPE '{LIKE_ESCAPE}'",
-                next()
-            ));
-            let mut pattern = contains_pattern(verdict);
-            pattern.remove(0);
-            binds.push(Bind::Text(pattern));
-        } else {
-            sql.push_str(&format!(" AND m.verdict = ${}", next()));
-            binds.push(Bind::Text(verdict.to_string()));
-        }
-    }
-    if !q.domains.is_empty() {
-        // The sender's domain or any recipient's, compared exactly: `@` + domain at
-        // the end of the address.
-        let mut alternatives = Vec::new();
-        for domain in &q.domains {
-            let mut pattern = contains_pattern(&format!("@{}", domain.to_ascii_lowercase()));
-            pattern.pop();
-            let n = next();
-            alternatives.push(format!(
-                "LOWER(m.sender) LIKE ${n} ESCAPE '{LIKE_ESCAPE}' OR EXISTS (SELECT 1 FROM \
-                 message_recipients r WHERE r.message = m.id AND LOWER(r.address) LIKE ${n} \
-                 ESCAPE '{LIKE_ESCAPE}')"
-            ));
-            binds.push(Bind::Text(pattern));
-        }
-        sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
-    }
-    if let Some(since) = q.since {
-        sql.push_str(&format!(" AND m.received_at >= ${}", next()));
-        binds.push(Bind::Int(since));
-    }
-    if let Some(until) = q.until {
-        sql.push_str(&format!(" AND m.received_at < ${}", next()));
-        binds.push(Bind::Int(until));
-    }
-    let (limit, offset) = (next(), next());
-    sql.push_str(&format!(
-        " ORDER BY m.received_at DESC, m.id DESC LIMIT ${limit} OFFSET ${offset}"
-    ));
-    binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
-    binds.push(Bind::Int(q.offset.max(0)));
-
-    Ok((sql, binds))
 }

@@ -3,6 +3,7 @@
 //! and `quarantine_items` (one row per recipient, each released or deleted on its own).
 
 use crate::engine::{Conn, Engines, on_conn, on_pool};
+use crate::log::{Bind, Sees};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -143,31 +144,48 @@ impl Store {
         &self,
         q: &QuarantineQuery,
     ) -> Result<Vec<QuarantineItem>, StoreError> {
+        self.quarantine_list_seen(q, &Sees::All).await
+    }
+
+    /// [`Store::quarantine_list`], narrowed to the recipients `sees` allows.
+    pub async fn quarantine_list_seen(
+        &self,
+        q: &QuarantineQuery,
+        sees: &Sees,
+    ) -> Result<Vec<QuarantineItem>, StoreError> {
         let state = q.state.clone().unwrap_or_else(|| "held".into());
         let limit = if q.limit <= 0 {
             1000
         } else {
             q.limit.min(10_000)
         };
-        on_pool!(&self.pool, |p| match &q.recipient {
-            Some(r) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
-                 ON m.id = i.message WHERE i.state = $1 AND i.recipient = $2 \
-                 ORDER BY m.received_at DESC, i.id LIMIT $3"
-            )))
-            .bind(&state)
-            .bind(r.to_ascii_lowercase())
-            .bind(limit),
-            None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
-                 ON m.id = i.message WHERE i.state = $1 \
-                 ORDER BY m.received_at DESC, i.id LIMIT $2"
-            )))
-            .bind(&state)
-            .bind(limit),
+        let mut binds = vec![Bind::Text(state)];
+        let mut sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
+             ON m.id = i.message WHERE i.state = $1"
+        );
+        if let Some(r) = &q.recipient {
+            binds.push(Bind::Text(r.to_ascii_lowercase()));
+            sql.push_str(&format!(" AND i.recipient = ${}", binds.len()));
         }
-        .fetch_all(p)
-        .await)
+        if let Some(seen) = sees.condition("i.recipient", &mut binds) {
+            sql.push_str(&format!(" AND {seen}"));
+        }
+        binds.push(Bind::Int(limit));
+        sql.push_str(&format!(
+            " ORDER BY m.received_at DESC, i.id LIMIT ${}",
+            binds.len()
+        ));
+        on_pool!(&self.pool, |p| {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for bind in &binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text),
+                    Bind::Int(int) => query.bind(int),
+                };
+            }
+            query.fetch_all(p).await
+        })
         .map_err(StoreError::query("listing the quarantine"))
     }
 

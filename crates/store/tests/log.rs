@@ -553,6 +553,96 @@ store_test! {
 }
 
 store_test! {
+    async fn search_is_narrowed_to_what_the_caller_sees(store) {
+        use portcullis_store::Sees;
+        store.log_message(&message("S1", 100, "x@outside.test", &["a@example.test"])).await.unwrap();
+        store.log_message(&message("S2", 200, "b@example.test", &["y@outside.test"])).await.unwrap();
+        store.log_message(&message("S3", 300, "x@outside.test", &["c@other.test"])).await.unwrap();
+        let q = LogQuery::default();
+        let found = store.search_log_seen(&q, &Sees::All).await.unwrap();
+        assert_eq!(ids(&found), ["S3", "S2", "S1"]);
+        let found = store
+            .search_log_seen(&q, &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S2", "S1"]);
+        let narrowed = LogQuery { sender: Some("outside".into()), ..LogQuery::default() };
+        let found = store
+            .search_log_seen(&narrowed, &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S1"]);
+        let found = store
+            .search_log_seen(&q, &Sees::Address("C@other.test".into()))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["S3"]);
+    }
+}
+
+store_test! {
+    async fn console_search_pages_and_matches_any_field(store) {
+        use portcullis_store::{LogQuery, Sees};
+        for (i, (sender, rcpt)) in [
+            ("x@outside.test", "a@example.test"),
+            ("b@example.test", "y@outside.test"),
+            ("x@outside.test", "c@other.test"),
+            ("z@outside.test", "d@example.test"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut m = message(&format!("P{i}"), 100 + i as i64, sender, &[rcpt]);
+            if i == 3 {
+                m.subject = Some("Invoice 100%".into());
+                m.direction = "outbound".into();
+                m.verdict = Some("quarantine".into());
+            }
+            store.log_message(&m).await.unwrap();
+        }
+        let page = |text: Option<&str>, limit, offset| LogQuery {
+            text: text.map(str::to_string),
+            limit,
+            offset,
+            ..LogQuery::default()
+        };
+        let first = store.search_log_page(&page(None, 2, 0), &Sees::All).await.unwrap();
+        assert_eq!(ids(&first.messages), ["P3", "P2"]);
+        assert!(first.more);
+        assert_eq!(first.messages[0].recipients.len(), 1);
+        let last = store.search_log_page(&page(None, 2, 2), &Sees::All).await.unwrap();
+        assert_eq!(ids(&last.messages), ["P1", "P0"]);
+        assert!(!last.more);
+
+        // Sender, recipient, subject (a literal %) and Message-ID all match.
+        for (text, expected) in [
+            ("OUTSIDE", vec!["P3", "P2", "P1", "P0"]),
+            ("c@other", vec!["P2"]),
+            ("100%", vec!["P3"]),
+            ("<P1@", vec!["P1"]),
+            // A whole address or Message-ID is looked up exactly, case aside.
+            ("C@Other.TEST", vec!["P2"]),
+            ("x@outside.test", vec!["P2", "P0"]),
+            ("<P1@client.example>", vec!["P1"]),
+        ] {
+            let found = store.search_log_page(&page(Some(text), 10, 0), &Sees::All).await.unwrap();
+            assert_eq!(ids(&found.messages), expected, "{text}");
+        }
+        let q = LogQuery {
+            direction: Some("outbound".into()),
+            verdict: Some("quarantine".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log_page(&q, &Sees::All).await.unwrap().messages), ["P3"]);
+        let seen = store
+            .search_log_page(&page(Some("outside"), 10, 0), &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&seen.messages), ["P3", "P1", "P0"]);
+    }
+}
+
+store_test! {
     async fn search_by_header_client_verdict_direction_and_domains(store) {
         let mut a = message("a", 100, "alice@example.org", &["bob@example.com"]);
         a.subject = Some("Quarterly INVOICE 7".to_string());
@@ -579,10 +669,15 @@ store_test! {
         assert_eq!(search(q(|q| q.subject = Some("invoice".into()))).await, ["a"]);
         // `%` in the filter is a percent sign, not a wildcard.
         assert_eq!(search(q(|q| q.subject = Some("0%".into()))).await, ["b"]);
-        assert_eq!(search(q(|q| q.message_id = Some("<b@".into()))).await, ["b"]);
+        // A Message-ID is whole, with or without its brackets.
+        assert_eq!(search(q(|q| q.message_id = Some("b@client.example".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.message_id = Some("<b@client.example>".into()))).await, ["b"]);
+        assert!(search(q(|q| q.message_id = Some("<b@".into()))).await.is_empty());
         assert_eq!(search(q(|q| q.client_ip = Some("198.51.100.9".into()))).await, ["a"]);
         assert!(search(q(|q| q.client_ip = Some("198.51.100".into()))).await.is_empty());
-        assert_eq!(search(q(|q| q.verdict = Some("quarantine:".into()))).await, ["a"]);
+        assert_eq!(search(q(|q| q.verdict = Some("quarantine".into()))).await, ["a"]);
+        assert_eq!(search(q(|q| q.verdict = Some("quarantine:spam".into()))).await, ["a"]);
+        assert!(search(q(|q| q.verdict = Some("quarantine:virus".into()))).await.is_empty());
         assert_eq!(search(q(|q| q.verdict = Some("reject".into()))).await, ["b"]);
         assert_eq!(search(q(|q| q.verdict = Some("deliver".into()))).await, ["c"]);
         assert_eq!(search(q(|q| q.direction = Some("outbound".into()))).await, ["b"]);
@@ -592,12 +687,19 @@ store_test! {
             .is_err());
         // A domain matches the sender's domain or a recipient's, not a subdomain nor a
         // substring.
-        assert_eq!(search(q(|q| q.domains = vec!["example.com".into()])).await, ["a"]);
-        assert_eq!(
-            search(q(|q| q.domains = vec!["other.test".into(), "example.net".into()])).await,
-            ["c", "b"]
-        );
-        assert!(search(q(|q| q.domains = vec!["ample.com".into()])).await.is_empty());
+        let seen = |domains: &[&str]| {
+            let store = store.clone();
+            let sees = portcullis_store::Sees::Domains(domains.iter().map(|d| d.to_string()).collect());
+            async move {
+                ids(&store.search_log_seen(&LogQuery::default(), &sees).await.unwrap())
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(seen(&["example.com"]).await, ["a"]);
+        assert_eq!(seen(&["other.test", "example.net"]).await, ["c", "b"]);
+        assert!(seen(&["ample.com"]).await.is_empty());
         // Paging: newest first, then skip.
         assert_eq!(
             search(q(|q| {

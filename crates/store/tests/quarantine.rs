@@ -153,3 +153,35 @@ store_test! {
         assert_eq!(store.list_entries().await.unwrap().len(), 1);
     }
 }
+
+store_test! {
+    async fn lists_are_narrowed_to_what_the_caller_sees(store) {
+        use portcullis_store::Sees;
+        store
+            .quarantine_hold(&held("Q9", &["a@example.test", "b@other.test", "c@ex_mple.test"]))
+            .await
+            .unwrap();
+        let q = QuarantineQuery::default();
+        let recipients = |items: Vec<portcullis_store::QuarantineItem>| {
+            items.into_iter().map(|i| i.recipient).collect::<Vec<_>>()
+        };
+        assert_eq!(store.quarantine_list_seen(&q, &Sees::All).await.unwrap().len(), 3);
+        let seen = store
+            .quarantine_list_seen(&q, &Sees::Domains(vec!["example.test".into()]))
+            .await
+            .unwrap();
+        // `_` is a letter here, not a wildcard.
+        assert_eq!(recipients(seen), ["a@example.test"]);
+        let seen = store
+            .quarantine_list_seen(&q, &Sees::Domains(vec!["other.test".into(), "ex_mple.test".into()]))
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 2);
+        let seen = store
+            .quarantine_list_seen(&q, &Sees::Address("B@other.test".into()))
+            .await
+            .unwrap();
+        assert_eq!(recipients(seen), ["b@other.test"]);
+        assert!(store.quarantine_list_seen(&q, &Sees::Domains(Vec::new())).await.unwrap().is_empty());
+    }
+}

@@ -2,6 +2,7 @@
 //! (`portcullis-ops`) or the gateway library, and prints. No policy or message logic
 //! lives here; what a command may do and how it is validated is the operations layer's.
 
+pub mod accounts;
 pub mod corpus;
 pub mod dkim;
 pub mod filter;

@@ -79,6 +79,15 @@ pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
         _ => None,
     };
     if let Some(change) = change {
+        // A change goes to the audit log when the store is reachable; when it is not, the
+        // change is made all the same (and the audit row is missing).
+        let ops = match super::ops(config).await {
+            Ok(o) => o.queue(),
+            Err(e) => {
+                eprintln!("portcullis: warning: the store is unreachable, no audit row: {e:#}");
+                ops
+            }
+        };
         println!("{}", ops.change(&change).await?);
         return Ok(ExitCode::SUCCESS);
     }
