@@ -1,7 +1,7 @@
 //! The message log: where did a message go, and why.
 
 use crate::{Access, Ops, OpsError, Result};
-use portcullis_store::{LogPage, LogQuery, LogSearch, MessageRecord};
+use portcullis_store::{LogPage, LogQuery, MessageRecord};
 
 /// A time given as unix seconds or as a span back from now: `30m`, `2h`, `7d`.
 pub fn parse_since(s: &str, now: i64) -> Result<i64> {
@@ -36,7 +36,7 @@ impl Ops {
     }
 
     /// One page of the console's search, narrowed to the messages the actor may see.
-    pub async fn log_search_page(&self, search: &LogSearch) -> Result<LogPage> {
+    pub async fn log_search_page(&self, search: &LogQuery) -> Result<LogPage> {
         Ok(self.store.search_log_page(search, &self.sees()).await?)
     }
 

@@ -379,7 +379,7 @@ async fn message_log_reads() {
     not_found(ops.acting_as(actor(Role::User)).log_get("a2").await);
     let page = ops
         .acting_as(actor(Role::User))
-        .log_search_page(&portcullis_store::LogSearch::default())
+        .log_search_page(&portcullis_store::LogQuery::default())
         .await
         .unwrap();
     assert_eq!(ids(page.messages), ["a1"]);

@@ -87,32 +87,6 @@ pub struct RecipientRecord {
     pub attempts: i64,
 }
 
-/// A log search. Text filters are case-insensitive substring matches; `%` and `_` match literally.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogQuery {
-    pub sender: Option<String>,
-    /// Matches a message if any of its recipients matches.
-    pub recipient: Option<String>,
-    /// Received at or after (unix seconds).
-    pub since: Option<i64>,
-    /// Received strictly before (unix seconds), so consecutive ranges do not overlap.
-    pub until: Option<i64>,
-    /// At most this many messages, newest first; capped at [`MAX_SEARCH_LIMIT`].
-    pub limit: i64,
-}
-
-impl Default for LogQuery {
-    fn default() -> Self {
-        LogQuery {
-            sender: None,
-            recipient: None,
-            since: None,
-            until: None,
-            limit: 100,
-        }
-    }
-}
-
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.received_at, m.client_ip, m.helo, m.direction, m.sender, \
                                m.size, m.auth_user, m.message_id, m.subject, m.verdict, m.rule, \
                                m.score, m.findings";
@@ -344,79 +318,6 @@ impl Store {
         let mut messages = vec![row];
         self.fill_recipients(&context, &mut messages).await?;
         Ok(messages.pop())
-    }
-
-    /// Messages matching `q`, newest first, with their recipients.
-    pub async fn search_log(&self, q: &LogQuery) -> Result<Vec<MessageRecord>, StoreError> {
-        self.search_log_seen(q, &Sees::All).await
-    }
-
-    /// [`Store::search_log`], narrowed to the mail `sees` allows: messages with a sender or
-    /// a recipient in it.
-    pub async fn search_log_seen(
-        &self,
-        q: &LogQuery,
-        sees: &Sees,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
-        let context = "searching the message log";
-        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
-        let mut binds = Vec::new();
-        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
-            let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
-            sql.push_str(&format!(
-                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
-                 WHERE r.message = m.id AND {on_recipient}))"
-            ));
-        }
-        let mut n = binds.len();
-        let mut next = || {
-            n += 1;
-            n
-        };
-
-        if let Some(sender) = q.sender.as_deref().filter(|s| !s.is_empty()) {
-            sql.push_str(&format!(
-                " AND LOWER(m.sender) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}'",
-                next()
-            ));
-            binds.push(Bind::Text(contains_pattern(sender)));
-        }
-        if let Some(recipient) = q.recipient.as_deref().filter(|s| !s.is_empty()) {
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.message = m.id \
-                 AND LOWER(r.address) LIKE LOWER(${}) ESCAPE '{LIKE_ESCAPE}')",
-                next()
-            ));
-            binds.push(Bind::Text(contains_pattern(recipient)));
-        }
-        if let Some(since) = q.since {
-            sql.push_str(&format!(" AND m.received_at >= ${}", next()));
-            binds.push(Bind::Int(since));
-        }
-        if let Some(until) = q.until {
-            sql.push_str(&format!(" AND m.received_at < ${}", next()));
-            binds.push(Bind::Int(until));
-        }
-        sql.push_str(&format!(
-            " ORDER BY m.received_at DESC, m.id DESC LIMIT ${}",
-            next()
-        ));
-        binds.push(Bind::Int(q.limit.clamp(0, MAX_SEARCH_LIMIT)));
-
-        let rows: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(p).await
-        })
-        .map_err(StoreError::query(context))?;
-        let mut messages = rows;
-        self.fill_recipients(context, &mut messages).await?;
-        Ok(messages)
     }
 
     /// Loads the recipients of `messages` in a few batched queries rather than one per message.

@@ -1,36 +1,75 @@
-//! The message-log search of the console: one search box over sender, recipients, subject
-//! and Message-ID, filters on direction and verdict, a time range, and pages, narrowed to
-//! what the caller may see ([`Sees`]). Reads the tables `log` owns; writes nothing.
+//! The message-log search, one for the command line, the REST API and the console: a
+//! search box over sender, recipients, subject and Message-ID, filters on each of them, on
+//! the client's address, the verdict and the direction, a time range and pages, narrowed
+//! to what the caller may see ([`Sees`]). Reads the tables `log` owns; writes nothing.
+//!
+//! Newest first, one page at a time: the index on `(received_at, id)` gives the order, so
+//! a search that matches often stops after a page. What is rare is found through an index
+//! where the value is whole (an address, a Message-ID, a client address: migration 0014);
+//! a substring of a subject or an address is a scan, bounded by the time range when one is
+//! given. `bench/logsearch` measures each kind over a million messages.
 
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
-use crate::engine::on_pool;
-use crate::log::{Bind, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, contains_pattern};
+use crate::engine::{Engines, on_pool};
+use crate::log::{
+    Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, contains_pattern,
+};
 use crate::{MessageRecord, Store, StoreError};
 
-/// A console search. Text matches are case-insensitive substrings; `%` and `_` match
-/// literally.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A log search. All given filters must hold. Text is matched without regard to case: a
+/// whole address (`bob@example.com`) or Message-ID (`<id@host>`) exactly, anything else as
+/// a substring, in which `%` and `_` are plain characters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct LogSearch {
-    /// Found in the sender, any recipient, the subject or the Message-ID.
+pub struct LogQuery {
+    /// The search box: found in the sender, any recipient, the subject or the Message-ID.
     pub text: Option<String>,
-    /// `inbound` or `outbound`.
-    pub direction: Option<String>,
-    /// The verdict exactly (`deliver`, `quarantine`, `reject`, …).
+    pub sender: Option<String>,
+    /// Matches a message if any of its recipients matches.
+    pub recipient: Option<String>,
+    /// A substring of the Subject header.
+    pub subject: Option<String>,
+    /// The Message-ID header, whole (with or without its angle brackets).
+    pub message_id: Option<String>,
+    /// The client's address, exactly (`192.0.2.7`, `2001:db8::1`).
+    pub client_ip: Option<String>,
+    /// A verdict (`deliver`, `reject`, `quarantine:spam`), or a kind of them: `quarantine`
+    /// matches every quarantine class.
     pub verdict: Option<String>,
+    /// One of [`DIRECTIONS`].
+    pub direction: Option<String>,
     /// Received at or after (unix seconds).
     pub since: Option<i64>,
-    /// Received strictly before.
+    /// Received strictly before (unix seconds), so consecutive ranges do not overlap.
     pub until: Option<i64>,
-    /// Messages per page, newest first; 0: 50; capped at [`MAX_SEARCH_LIMIT`].
+    /// At most this many messages, newest first; capped at [`MAX_SEARCH_LIMIT`].
     pub limit: i64,
-    /// Messages skipped (the page times `limit`).
+    /// Skip this many of the matches first (paging).
     pub offset: i64,
 }
 
-/// One page of a console search.
+impl Default for LogQuery {
+    fn default() -> Self {
+        LogQuery {
+            text: None,
+            sender: None,
+            recipient: None,
+            subject: None,
+            message_id: None,
+            client_ip: None,
+            verdict: None,
+            direction: None,
+            since: None,
+            until: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// One page of a search.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogPage {
     pub messages: Vec<MessageRecord>,
@@ -39,60 +78,44 @@ pub struct LogPage {
 }
 
 impl Store {
-    /// One page of messages matching `q` that `sees` allows, with their recipients.
-    pub async fn search_log_page(&self, q: &LogSearch, sees: &Sees) -> Result<LogPage, StoreError> {
-        let context = "searching the message log";
-        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
-        let mut binds = Vec::new();
-        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
-            let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
-            sql.push_str(&format!(
-                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
-                 WHERE r.message = m.id AND {on_recipient}))"
-            ));
-        }
-        if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            binds.push(Bind::Text(contains_pattern(text)));
-            let n = binds.len();
-            let like =
-                |column: &str| format!("LOWER({column}) LIKE LOWER(${n}) ESCAPE '{LIKE_ESCAPE}'");
-            sql.push_str(&format!(
-                " AND ({} OR {} OR {} OR EXISTS (SELECT 1 FROM message_recipients t \
-                 WHERE t.message = m.id AND {}))",
-                like("m.sender"),
-                like("m.subject"),
-                like("m.message_id"),
-                like("t.address"),
-            ));
-        }
-        for (column, value) in [("m.direction", &q.direction), ("m.verdict", &q.verdict)] {
-            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                binds.push(Bind::Text(value.to_string()));
-                sql.push_str(&format!(" AND {column} = ${}", binds.len()));
-            }
-        }
-        if let Some(since) = q.since {
-            binds.push(Bind::Int(since));
-            sql.push_str(&format!(" AND m.received_at >= ${}", binds.len()));
-        }
-        if let Some(until) = q.until {
-            binds.push(Bind::Int(until));
-            sql.push_str(&format!(" AND m.received_at < ${}", binds.len()));
-        }
+    /// Messages matching `q`, newest first, with their recipients.
+    pub async fn search_log(&self, q: &LogQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        self.search_log_seen(q, &Sees::All).await
+    }
+
+    /// [`Store::search_log`], narrowed to the mail `sees` allows: messages with a sender or
+    /// a recipient in it.
+    pub async fn search_log_seen(
+        &self,
+        q: &LogQuery,
+        sees: &Sees,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let limit = q.limit.clamp(0, MAX_SEARCH_LIMIT);
+        self.search(q, sees, limit).await
+    }
+
+    /// One page of [`Store::search_log_seen`] (`limit` 0: 50), and whether more follow.
+    pub async fn search_log_page(&self, q: &LogQuery, sees: &Sees) -> Result<LogPage, StoreError> {
         let limit = if q.limit <= 0 {
             50
         } else {
             q.limit.min(MAX_SEARCH_LIMIT)
         };
         // One more than asked: whether a next page exists, without counting them all.
-        binds.push(Bind::Int(limit + 1));
-        sql.push_str(&format!(
-            " ORDER BY m.received_at DESC, m.id DESC LIMIT ${}",
-            binds.len()
-        ));
-        binds.push(Bind::Int(q.offset.max(0)));
-        sql.push_str(&format!(" OFFSET ${}", binds.len()));
+        let mut messages = self.search(q, sees, limit + 1).await?;
+        let more = messages.len() as i64 > limit;
+        messages.truncate(limit as usize);
+        Ok(LogPage { messages, more })
+    }
 
+    async fn search(
+        &self,
+        q: &LogQuery,
+        sees: &Sees,
+        limit: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let context = "searching the message log";
+        let (sql, binds) = search_sql(q, sees, limit, self.engine(), context)?;
         let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
             let mut query = sqlx::query_as(AssertSqlSafe(sql));
             for bind in &binds {
@@ -104,9 +127,224 @@ impl Store {
             query.fetch_all(p).await
         })
         .map_err(StoreError::query(context))?;
-        let more = messages.len() as i64 > limit;
-        messages.truncate(limit as usize);
         self.fill_recipients(context, &mut messages).await?;
-        Ok(LogPage { messages, more })
+        Ok(messages)
+    }
+
+    /// The engine's plan for the search `q` (SQLite's `EXPLAIN QUERY PLAN` details,
+    /// PostgreSQL's `EXPLAIN` lines): what `bench/logsearch` prints beside its timings.
+    pub async fn explain_search(
+        &self,
+        q: &LogQuery,
+        sees: &Sees,
+    ) -> Result<Vec<String>, StoreError> {
+        let context = "explaining a message-log search";
+        let (sql, binds) = search_sql(q, sees, q.limit, self.engine(), context)?;
+        macro_rules! bound {
+            ($query:expr) => {{
+                let mut query = $query;
+                for bind in &binds {
+                    query = match bind {
+                        Bind::Text(text) => query.bind(text),
+                        Bind::Int(int) => query.bind(int),
+                    };
+                }
+                query
+            }};
+        }
+        let lines = match &self.pool {
+            Engines::Sqlite(p) => {
+                let rows: Vec<(i64, i64, i64, String)> = bound!(sqlx::query_as(AssertSqlSafe(
+                    format!("EXPLAIN QUERY PLAN {sql}")
+                )))
+                .fetch_all(p)
+                .await
+                .map_err(StoreError::query(context))?;
+                rows.into_iter().map(|r| r.3).collect()
+            }
+            Engines::Postgres(p) => {
+                let rows: Vec<(String,)> =
+                    bound!(sqlx::query_as(AssertSqlSafe(format!("EXPLAIN {sql}"))))
+                        .fetch_all(p)
+                        .await
+                        .map_err(StoreError::query(context))?;
+                rows.into_iter().map(|r| r.0).collect()
+            }
+        };
+        Ok(lines)
+    }
+}
+
+/// Appends a value and returns its placeholder number.
+fn bind(binds: &mut Vec<Bind>, b: Bind) -> usize {
+    binds.push(b);
+    binds.len()
+}
+
+/// A whole address: something before and a dotted domain after one `@`, no spaces.
+fn is_address(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// A whole Message-ID as it is stored: `<id@host>`.
+fn whole_message_id(s: &str) -> String {
+    format!(
+        "<{}>",
+        s.trim().trim_start_matches('<').trim_end_matches('>')
+    )
+}
+
+/// Builds the SQL of a search and its values, for `engine` (`sqlite`, `postgres`).
+fn search_sql(
+    q: &LogQuery,
+    sees: &Sees,
+    limit: i64,
+    engine: &str,
+    context: &str,
+) -> Result<(String, Vec<Bind>), StoreError> {
+    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
+    let mut binds = Vec::new();
+    // `column` contains the bound pattern, case aside. SQLite's LIKE already ignores the
+    // case of ASCII letters, as its LOWER() folds only those; PostgreSQL has ILIKE.
+    let like = |column: &str, n: usize| match engine {
+        "postgres" => format!("{column} ILIKE ${n} ESCAPE '{LIKE_ESCAPE}'"),
+        _ => format!("{column} LIKE ${n} ESCAPE '{LIKE_ESCAPE}'"),
+    };
+    let recipient_is = |n: usize| {
+        format!(
+            "m.id IN (SELECT message FROM message_recipients WHERE LOWER(address) = LOWER(${n}))"
+        )
+    };
+    let recipient_like = |n: usize| {
+        format!(
+            "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message = m.id AND {})",
+            like("r.address", n)
+        )
+    };
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+
+    if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
+        let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
+        sql.push_str(&format!(
+            " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
+             WHERE r.message = m.id AND {on_recipient}))"
+        ));
+    }
+    if let Some(text) = given(&q.text) {
+        if text.starts_with('<') && text.ends_with('>') && text.contains('@') {
+            let n = bind(&mut binds, Bind::Text(text));
+            sql.push_str(&format!(" AND m.message_id = ${n}"));
+        } else if is_address(&text) {
+            let n = bind(&mut binds, Bind::Text(text));
+            sql.push_str(&format!(
+                " AND m.id IN (SELECT id FROM messages WHERE LOWER(sender) = LOWER(${n}) \
+                 UNION SELECT message FROM message_recipients WHERE LOWER(address) = LOWER(${n}))"
+            ));
+        } else {
+            let n = bind(&mut binds, Bind::Text(contains_pattern(&text)));
+            sql.push_str(&format!(
+                " AND ({} OR {} OR {} OR {})",
+                like("m.sender", n),
+                like("m.subject", n),
+                like("m.message_id", n),
+                recipient_like(n)
+            ));
+        }
+    }
+    if let Some(sender) = given(&q.sender) {
+        if is_address(&sender) {
+            let n = bind(&mut binds, Bind::Text(sender));
+            sql.push_str(&format!(" AND LOWER(m.sender) = LOWER(${n})"));
+        } else {
+            let n = bind(&mut binds, Bind::Text(contains_pattern(&sender)));
+            sql.push_str(&format!(" AND {}", like("m.sender", n)));
+        }
+    }
+    if let Some(recipient) = given(&q.recipient) {
+        if is_address(&recipient) {
+            let n = bind(&mut binds, Bind::Text(recipient));
+            sql.push_str(&format!(" AND {}", recipient_is(n)));
+        } else {
+            let n = bind(&mut binds, Bind::Text(contains_pattern(&recipient)));
+            sql.push_str(&format!(" AND {}", recipient_like(n)));
+        }
+    }
+    if let Some(subject) = given(&q.subject) {
+        let n = bind(&mut binds, Bind::Text(contains_pattern(&subject)));
+        sql.push_str(&format!(" AND {}", like("m.subject", n)));
+    }
+    if let Some(id) = given(&q.message_id) {
+        let n = bind(&mut binds, Bind::Text(whole_message_id(&id)));
+        sql.push_str(&format!(" AND m.message_id = ${n}"));
+    }
+    if let Some(ip) = given(&q.client_ip) {
+        let n = bind(&mut binds, Bind::Text(ip));
+        sql.push_str(&format!(" AND m.client_ip = ${n}"));
+    }
+    if let Some(direction) = given(&q.direction) {
+        if !DIRECTIONS.contains(&direction.as_str()) {
+            return Err(StoreError::invalid(
+                context,
+                format!(
+                    "direction {direction:?}; expected one of {}",
+                    DIRECTIONS.join(", ")
+                ),
+            ));
+        }
+        let n = bind(&mut binds, Bind::Text(direction));
+        sql.push_str(&format!(" AND m.direction = ${n}"));
+    }
+    if let Some(verdict) = given(&q.verdict) {
+        // The verdict itself, or any of its classes (`quarantine` for `quarantine:spam`).
+        let verdict = verdict.trim_end_matches(':').to_string();
+        let mut class = contains_pattern(&format!("{verdict}:"));
+        class.remove(0);
+        let n = bind(&mut binds, Bind::Text(verdict));
+        let c = bind(&mut binds, Bind::Text(class));
+        sql.push_str(&format!(
+            " AND (m.verdict = ${n} OR m.verdict LIKE ${c} ESCAPE '{LIKE_ESCAPE}')"
+        ));
+    }
+    if let Some(since) = q.since {
+        let n = bind(&mut binds, Bind::Int(since));
+        sql.push_str(&format!(" AND m.received_at >= ${n}"));
+    }
+    if let Some(until) = q.until {
+        let n = bind(&mut binds, Bind::Int(until));
+        sql.push_str(&format!(" AND m.received_at < ${n}"));
+    }
+    let l = bind(&mut binds, Bind::Int(limit.max(0)));
+    let o = bind(&mut binds, Bind::Int(q.offset.max(0)));
+    sql.push_str(&format!(
+        " ORDER BY m.received_at DESC, m.id DESC LIMIT ${l} OFFSET ${o}"
+    ));
+    Ok((sql, binds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_values() {
+        assert!(is_address("Bob@Example.com"));
+        assert!(!is_address("bob@example"));
+        assert!(!is_address("@example.com"));
+        assert!(!is_address("bob smith@example.com"));
+        assert_eq!(whole_message_id("abc@host"), "<abc@host>");
+        assert_eq!(whole_message_id(" <abc@host> "), "<abc@host>");
     }
 }

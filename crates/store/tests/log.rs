@@ -582,7 +582,7 @@ store_test! {
 
 store_test! {
     async fn console_search_pages_and_matches_any_field(store) {
-        use portcullis_store::{LogSearch, Sees};
+        use portcullis_store::{LogQuery, Sees};
         for (i, (sender, rcpt)) in [
             ("x@outside.test", "a@example.test"),
             ("b@example.test", "y@outside.test"),
@@ -600,11 +600,11 @@ store_test! {
             }
             store.log_message(&m).await.unwrap();
         }
-        let page = |text: Option<&str>, limit, offset| LogSearch {
+        let page = |text: Option<&str>, limit, offset| LogQuery {
             text: text.map(str::to_string),
             limit,
             offset,
-            ..LogSearch::default()
+            ..LogQuery::default()
         };
         let first = store.search_log_page(&page(None, 2, 0), &Sees::All).await.unwrap();
         assert_eq!(ids(&first.messages), ["P3", "P2"]);
@@ -620,14 +620,18 @@ store_test! {
             ("c@other", vec!["P2"]),
             ("100%", vec!["P3"]),
             ("<P1@", vec!["P1"]),
+            // A whole address or Message-ID is looked up exactly, case aside.
+            ("C@Other.TEST", vec!["P2"]),
+            ("x@outside.test", vec!["P2", "P0"]),
+            ("<P1@client.example>", vec!["P1"]),
         ] {
             let found = store.search_log_page(&page(Some(text), 10, 0), &Sees::All).await.unwrap();
             assert_eq!(ids(&found.messages), expected, "{text}");
         }
-        let q = LogSearch {
+        let q = LogQuery {
             direction: Some("outbound".into()),
             verdict: Some("quarantine".into()),
-            ..LogSearch::default()
+            ..LogQuery::default()
         };
         assert_eq!(ids(&store.search_log_page(&q, &Sees::All).await.unwrap().messages), ["P3"]);
         let seen = store
@@ -635,5 +639,75 @@ store_test! {
             .await
             .unwrap();
         assert_eq!(ids(&seen.messages), ["P3", "P1", "P0"]);
+    }
+}
+
+store_test! {
+    async fn search_by_header_client_verdict_direction_and_domains(store) {
+        let mut a = message("a", 100, "alice@example.org", &["bob@example.com"]);
+        a.subject = Some("Quarterly INVOICE 7".to_string());
+        a.client_ip = "198.51.100.9".to_string();
+        a.verdict = Some("quarantine:spam".to_string());
+        let mut b = message("b", 200, "carol@partner.test", &["dave@other.test"]);
+        b.direction = "outbound".to_string();
+        b.subject = Some("lunch 100%".to_string());
+        b.verdict = Some("reject".to_string());
+        let mut c = message("c", 300, "x@sub.example.com", &["erin@example.net"]);
+        c.subject = None;
+        for m in [&a, &b, &c] {
+            store.log_message(m).await.unwrap();
+        }
+        let search = |q: LogQuery| {
+            let store = store.clone();
+            async move { ids(&store.search_log(&q).await.unwrap()).iter().map(|s| s.to_string()).collect::<Vec<_>>() }
+        };
+        let q = |f: fn(&mut LogQuery)| {
+            let mut q = LogQuery::default();
+            f(&mut q);
+            q
+        };
+        assert_eq!(search(q(|q| q.subject = Some("invoice".into()))).await, ["a"]);
+        // `%` in the filter is a percent sign, not a wildcard.
+        assert_eq!(search(q(|q| q.subject = Some("0%".into()))).await, ["b"]);
+        // A Message-ID is whole, with or without its brackets.
+        assert_eq!(search(q(|q| q.message_id = Some("b@client.example".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.message_id = Some("<b@client.example>".into()))).await, ["b"]);
+        assert!(search(q(|q| q.message_id = Some("<b@".into()))).await.is_empty());
+        assert_eq!(search(q(|q| q.client_ip = Some("198.51.100.9".into()))).await, ["a"]);
+        assert!(search(q(|q| q.client_ip = Some("198.51.100".into()))).await.is_empty());
+        assert_eq!(search(q(|q| q.verdict = Some("quarantine".into()))).await, ["a"]);
+        assert_eq!(search(q(|q| q.verdict = Some("quarantine:spam".into()))).await, ["a"]);
+        assert!(search(q(|q| q.verdict = Some("quarantine:virus".into()))).await.is_empty());
+        assert_eq!(search(q(|q| q.verdict = Some("reject".into()))).await, ["b"]);
+        assert_eq!(search(q(|q| q.verdict = Some("deliver".into()))).await, ["c"]);
+        assert_eq!(search(q(|q| q.direction = Some("outbound".into()))).await, ["b"]);
+        assert!(store
+            .search_log(&q(|q| q.direction = Some("sideways".into())))
+            .await
+            .is_err());
+        // A domain matches the sender's domain or a recipient's, not a subdomain nor a
+        // substring.
+        let seen = |domains: &[&str]| {
+            let store = store.clone();
+            let sees = portcullis_store::Sees::Domains(domains.iter().map(|d| d.to_string()).collect());
+            async move {
+                ids(&store.search_log_seen(&LogQuery::default(), &sees).await.unwrap())
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(seen(&["example.com"]).await, ["a"]);
+        assert_eq!(seen(&["other.test", "example.net"]).await, ["c", "b"]);
+        assert!(seen(&["ample.com"]).await.is_empty());
+        // Paging: newest first, then skip.
+        assert_eq!(
+            search(q(|q| {
+                q.limit = 1;
+                q.offset = 1;
+            }))
+            .await,
+            ["b"]
+        );
     }
 }

@@ -37,11 +37,32 @@ pub enum LogCmd {
         sender: Option<String>,
         #[arg(long)]
         recipient: Option<String>,
+        /// A substring of the Subject header.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A substring of the Message-ID header.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// The client's address, exactly.
+        #[arg(long)]
+        client_ip: Option<String>,
+        /// The verdict (deliver, reject, quarantine:spam) or a class of them (quarantine:).
+        #[arg(long)]
+        verdict: Option<String>,
+        /// inbound or outbound.
+        #[arg(long)]
+        direction: Option<String>,
         /// Unix time or a duration back from now: 30m, 2h, 7d.
         #[arg(long)]
         since: Option<String>,
+        /// Received before: unix time or a duration back from now.
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Skip this many matches first (the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
         #[arg(long)]
         json: bool,
     },
@@ -107,19 +128,34 @@ pub async fn log(config: &Config, cmd: LogCmd) -> Result<ExitCode> {
     let LogCmd::Search {
         sender,
         recipient,
+        subject,
+        message_id,
+        client_ip,
+        verdict,
+        direction,
         since,
+        until,
         limit,
+        offset,
         json,
     } = cmd;
-    let since = since
-        .map(|s| portcullis_ops::log::parse_since(&s, now()))
-        .transpose()?;
+    let time = |t: Option<String>| {
+        t.map(|s| portcullis_ops::log::parse_since(&s, now()))
+            .transpose()
+    };
     let query = LogQuery {
         sender,
         recipient,
-        since,
-        until: None,
+        subject,
+        message_id,
+        client_ip,
+        verdict,
+        direction,
+        since: time(since)?,
+        until: time(until)?,
         limit,
+        offset,
+        ..LogQuery::default()
     };
     let records = ops.log_search(&query).await?;
     if json {
