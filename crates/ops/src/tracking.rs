@@ -1,11 +1,11 @@
-//! Message tracking: finding messages in the log by any of their facts, and one message's
-//! whole story on one page: how it came (client, HELO, login), what every check found, the
-//! rule that decided, its quarantine copies, and each recipient's delivery with the remote
-//! server's reply. Read-only.
+//! Message tracking: one message's whole story on one page: how it came (client, HELO,
+//! login), what every check found, the rule that decided, its quarantine copies, and each
+//! recipient's delivery with the remote server's reply. Read-only; finding messages is
+//! [`Ops::log_search_page`](crate::Ops::log_search_page).
 
 use crate::{Ops, Result};
 use portcullis_queue::spool::RecipientStatus;
-use portcullis_store::{MessageFilter, MessageRecord, QuarantineItem};
+use portcullis_store::{MessageRecord, QuarantineItem};
 use serde::Serialize;
 
 /// One finding of a check, as the message log keeps it.
@@ -49,11 +49,6 @@ pub fn findings(json: Option<&str>) -> Vec<Finding> {
 }
 
 impl Ops {
-    /// Messages matching `filter` that the actor may see, newest first.
-    pub async fn message_search(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>> {
-        Ok(self.store().search_messages(filter, &self.sees()).await?)
-    }
-
     /// One message's whole story; one the actor may not see is not found.
     pub async fn message_story(&self, id: &str) -> Result<MessageStory> {
         let record = self.log_get(id).await?;

@@ -166,7 +166,7 @@ async fn the_message_page_tells_the_whole_story() {
     }
 
     let api = app
-        .get("/api/v1/messages?client_ip=192.0.2&limit=10", Some(&s))
+        .get("/api/v1/messages?client_ip=192.0.2.9&limit=10", Some(&s))
         .await;
     let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
     assert_eq!(v["items"][0]["id"], "EF56");

@@ -11,17 +11,21 @@ use axum::{Extension, Json, Router};
 use portcullis_ops::dashboard::Dashboard;
 use portcullis_ops::tracking::MessageStory;
 use portcullis_queue::spool::now;
-use portcullis_store::{MessageFilter, MessageRecord};
+use portcullis_store::{LogQuery, MessageRecord};
 use serde::Deserialize;
 
 /// The filters of a message search. Text filters match anywhere, without regard to case.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Search {
+    /// The search box: found in the sender, any recipient, the subject or the Message-ID.
+    pub q: Option<String>,
     pub sender: Option<String>,
     pub recipient: Option<String>,
     pub subject: Option<String>,
+    /// The Message-ID, whole (with or without angle brackets).
     pub message_id: Option<String>,
+    /// The client's address, exactly.
     pub client_ip: Option<String>,
     /// `deliver`, `reject`, `tempfail`, `discard`, `quarantine` (any class).
     pub verdict: Option<String>,
@@ -50,7 +54,7 @@ impl Search {
         }
     }
 
-    pub fn filter(&self) -> Result<MessageFilter, ApiError> {
+    pub fn filter(&self) -> Result<LogQuery, ApiError> {
         let t = now();
         let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
             match blank(v) {
@@ -70,7 +74,8 @@ impl Search {
             ));
         }
         let paging = self.paging();
-        Ok(MessageFilter {
+        Ok(LogQuery {
+            text: blank(&self.q),
             sender: blank(&self.sender),
             recipient: blank(&self.recipient),
             subject: blank(&self.subject),
@@ -94,8 +99,8 @@ pub async fn search(
     Extension(caller): Extension<Caller>,
     Query(q): Query<Search>,
 ) -> ApiResult<Json<ListPage<MessageRecord>>> {
-    let found = caller.ops.message_search(&q.filter()?).await?;
-    Ok(Json(q.paging().page(found)))
+    let found = caller.ops.log_search_page(&q.filter()?).await?;
+    Ok(Json(q.paging().page(found.messages)))
 }
 
 /// One message's whole story: findings, deciding rule, quarantine, delivery.

@@ -62,6 +62,7 @@ struct SearchPage {
 /// The form's values, as typed.
 #[derive(Default)]
 struct SearchForm {
+    q: String,
     sender: String,
     recipient: String,
     subject: String,
@@ -79,6 +80,7 @@ fn s(v: &Option<String>) -> String {
 
 fn query_string(q: &Search, offset: i64) -> String {
     let mut pairs: Vec<(&str, String)> = [
+        ("q", &q.q),
         ("sender", &q.sender),
         ("recipient", &q.recipient),
         ("subject", &q.subject),
@@ -102,6 +104,7 @@ fn query_string(q: &Search, offset: i64) -> String {
 
 pub async fn search(Extension(caller): Extension<Caller>, Query(q): Query<Search>) -> PageResult {
     let form = SearchForm {
+        q: s(&q.q),
         sender: s(&q.sender),
         recipient: s(&q.recipient),
         subject: s(&q.subject),
@@ -113,25 +116,23 @@ pub async fn search(Extension(caller): Extension<Caller>, Query(q): Query<Search
         until: s(&q.until),
     };
     let paging = q.paging();
-    let (rows, error) = match q.filter() {
-        Ok(filter) => (
-            caller
-                .ops
-                .message_search(&filter)
-                .await?
-                .iter()
-                .map(row)
-                .collect::<Vec<_>>(),
-            String::new(),
-        ),
-        Err(e) => (Vec::new(), e.message),
+    let (rows, more, error) = match q.filter() {
+        Ok(filter) => {
+            let page = caller.ops.log_search_page(&filter).await?;
+            (
+                page.messages.iter().map(row).collect::<Vec<_>>(),
+                page.more,
+                String::new(),
+            )
+        }
+        Err(e) => (Vec::new(), false, e.message),
     };
     let prev = if paging.offset() > 0 {
         query_string(&q, (paging.offset() - paging.limit()).max(0))
     } else {
         String::new()
     };
-    let next = if rows.len() as i64 == paging.limit() && paging.limit() > 0 {
+    let next = if more {
         query_string(&q, paging.offset() + paging.limit())
     } else {
         String::new()
