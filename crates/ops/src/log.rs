@@ -8,7 +8,9 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64> {
     if let Ok(t) = s.parse::<i64>() {
         return Ok(t);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    // The unit is the last character, whatever its width (never split inside one).
+    let cut = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = s.split_at(cut);
     let n: i64 = num
         .parse()
         .map_err(|_| OpsError::invalid("time", s, "expected unix time or 30m, 2h, 7d"))?;
@@ -63,5 +65,9 @@ mod tests {
         assert_eq!(super::parse_since("1795430462", 0).unwrap(), 1_795_430_462);
         assert!(super::parse_since("2w", 0).is_err());
         assert!(super::parse_since("soon", 0).is_err());
+        // Not a panic on a character of more than one byte.
+        assert!(super::parse_since("\u{80}", 0).is_err());
+        assert!(super::parse_since("5é", 0).is_err());
+        assert!(super::parse_since("", 0).is_err());
     }
 }

@@ -207,7 +207,8 @@ impl QueueOps {
                 let why = reply.trim_start_matches("error").trim().to_string();
                 match change {
                     QueueChange::Hold(id) | QueueChange::Release(id) | QueueChange::Delete(id)
-                        if why.starts_with("no message") =>
+                        // A malformed id names no message either.
+                        if why.starts_with("no message") || why.ends_with("bad queue id") =>
                     {
                         Err(OpsError::not_found("message in the queue", id.clone()))
                     }
@@ -250,5 +251,12 @@ fn offline(spool: &Spool, change: &QueueChange) -> Result<String> {
             }
         })
     })();
-    result.map_err(io)
+    match (result, change) {
+        // A malformed id names no message: answered as the running gateway answers it.
+        (
+            Err(e),
+            QueueChange::Delete(id) | QueueChange::Hold(id) | QueueChange::Release(id),
+        ) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(missing(id)),
+        (result, _) => result.map_err(io),
+    }
 }

@@ -88,4 +88,32 @@ pub fn routes() -> Router<AppState> {
         .merge(policy::routes())
         .merge(accounts::routes())
         .merge(accounts::audit_routes())
+        .layer(axum::middleware::map_response(as_error_body))
+}
+
+/// Every error of the API in the one JSON shape: what axum's extractors answer on their
+/// own (a body that is not the JSON asked for, a bad path or query parameter, a wrong
+/// method) is plain text, and becomes [`crate::error::ErrorBody`] with the same status.
+async fn as_error_body(res: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    // The texts of axum's rejections are short; a longer body is cut, not read whole.
+    let text = match axum::body::to_bytes(res.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    axum::response::IntoResponse::into_response(crate::error::ApiError::new(status, message))
 }
