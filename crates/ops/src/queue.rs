@@ -253,10 +253,11 @@ fn offline(spool: &Spool, change: &QueueChange) -> Result<String> {
     })();
     match (result, change) {
         // A malformed id names no message: answered as the running gateway answers it.
-        (
-            Err(e),
-            QueueChange::Delete(id) | QueueChange::Hold(id) | QueueChange::Release(id),
-        ) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(missing(id)),
+        (Err(e), QueueChange::Delete(id) | QueueChange::Hold(id) | QueueChange::Release(id))
+            if e.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            Ok(missing(id))
+        }
         (result, _) => result.map_err(io),
     }
 }
