@@ -89,7 +89,10 @@ impl StoreError {
 
     pub(crate) fn query(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = context.into();
-        move |source| StoreError::Query { context, source }
+        move |source| match refused_value(&source) {
+            Some(reason) => StoreError::Invalid { context, reason },
+            None => StoreError::Query { context, source },
+        }
     }
 
     pub(crate) fn invalid(context: impl Into<String>, reason: impl Into<String>) -> StoreError {
@@ -104,6 +107,22 @@ impl StoreError {
             context: context.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A value the engine refuses to store, said as the caller's mistake rather than a failing
+/// store: PostgreSQL keeps no NUL character in text (SQLSTATE 22021, "invalid byte
+/// sequence") and no character its encoding lacks (22P05). SQLite stores both.
+fn refused_value(source: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(e) = source else {
+        return None;
+    };
+    match e.code().as_deref() {
+        Some("22021") | Some("22P05") => Some(format!(
+            "a text value has a character that cannot be stored (such as NUL): {}",
+            e.message()
+        )),
+        _ => None,
     }
 }
 

@@ -231,3 +231,14 @@ db_test! {
         );
     }
 }
+
+store_test! {
+    async fn a_nul_character_is_the_callers_mistake_on_either_engine(store) {
+        // PostgreSQL refuses NUL in text, SQLite takes it: on neither may it look like a
+        // failing store (503 in the API); on PostgreSQL it is an invalid value (400).
+        match store.remove_domain("bad\u{0}.example").await {
+            Ok(removed) => assert!(!removed),
+            Err(e) => assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}"),
+        }
+    }
+}
