@@ -65,3 +65,67 @@ store_test! {
         assert!(store.message_top("nonsense", 0, 1).await.is_err());
     }
 }
+
+store_test! {
+    async fn hourly_counters_follow_the_log(store) {
+        // Hours 0 and 1 of a day-long range, in hour buckets read from the counters.
+        let day = 86_400 * 20_000;
+        for m in [
+            message("H1", day + 10, "a@example.net", "b@example.com", "queued"),
+            message("H2", day + 3_000, "a@example.net", "c@example.com", "queued"),
+            message("H3", day + 3_700, "a@example.net", "d@example.com", "quarantined"),
+        ] {
+            store.log_message(&m).await.unwrap();
+        }
+        // Delivery moves a recipient from one status to another: the old status loses it.
+        store
+            .log_recipient_status("H1", "b@example.com", "deferred", Some("451 4.3.0 later"), None, day + 60)
+            .await
+            .unwrap();
+        store
+            .log_recipient_status("H1", "b@example.com", "delivered", Some("250 ok"), None, day + 120)
+            .await
+            .unwrap();
+        // The same status again (a second delivery report) counts once.
+        store
+            .log_recipient_status("H1", "b@example.com", "delivered", Some("250 ok"), None, day + 130)
+            .await
+            .unwrap();
+        let sorted = |mut counts: Vec<portcullis_store::BucketCount>| {
+            counts.retain(|c| c.count != 0);
+            counts.sort_by(|a, b| (a.bucket, &a.status).cmp(&(b.bucket, &b.status)));
+            counts
+                .iter()
+                .map(|c| (c.bucket, c.status.clone(), c.count))
+                .collect::<Vec<_>>()
+        };
+        let hourly = sorted(store.message_counts(day, 3_600, 24).await.unwrap());
+        assert_eq!(
+            hourly,
+            [
+                (0, "delivered".to_string(), 1),
+                (0, "queued".to_string(), 1),
+                (1, "quarantined".to_string(), 1)
+            ]
+        );
+        // The same figures as counting the log itself (a range not aligned to the hour).
+        let live = sorted(store.message_counts(day - 1_800, 1_800, 6).await.unwrap());
+        assert_eq!(
+            live,
+            [
+                (1, "delivered".to_string(), 1),
+                (2, "queued".to_string(), 1),
+                (3, "quarantined".to_string(), 1)
+            ]
+        );
+        let daily = sorted(store.message_counts(day, 86_400, 1).await.unwrap());
+        assert_eq!(
+            daily,
+            [
+                (0, "delivered".to_string(), 1),
+                (0, "quarantined".to_string(), 1),
+                (0, "queued".to_string(), 1)
+            ]
+        );
+    }
+}
