@@ -9,6 +9,7 @@ import time
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from peers import Gateway, send, wait_for
@@ -56,7 +57,11 @@ def log_in(b, url, name="root", password=PASSWORD):
 
 
 def submit(b, css):
+    """Click a form's button and wait for the page it loads: an element found right after
+    the click could still be the old page's."""
+    old = b.find_element(By.TAG_NAME, "html")
     b.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(b, 10).until(expected_conditions.staleness_of(old))
 
 
 def inbound(g, subject, body="Please pay by Friday.\r\n"):
