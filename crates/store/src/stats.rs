@@ -78,8 +78,11 @@ impl Store {
                  GROUP BY m.sender ORDER BY COUNT(*) DESC, m.sender LIMIT $2"
             }
             "recipient" => {
-                "SELECT r.address AS name, COUNT(*) AS count FROM messages m \
-                 JOIN message_recipients r ON r.message = m.id WHERE m.received_at >= $1 \
+                // The messages of the range first (the time index), then their
+                // recipients by message: written as a join, SQLite walked every
+                // recipient in address order instead (12 s at a million messages).
+                "SELECT r.address AS name, COUNT(*) AS count FROM message_recipients r \
+                 WHERE r.message IN (SELECT m.id FROM messages m WHERE m.received_at >= $1) \
                  GROUP BY r.address ORDER BY COUNT(*) DESC, r.address LIMIT $2"
             }
             "rejection" => {
