@@ -95,20 +95,25 @@ fn back(done: &str) -> Response {
     Redirect::to(&target).into_response()
 }
 
+/// The 400 page of a form without a known `action`.
+fn no_action() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        html(message_page(
+            "Quarantine",
+            "Choose release, release and allow, or delete.",
+        )),
+    )
+        .into_response()
+}
+
 /// The bulk form: every checked `id`, one `action`.
 pub async fn bulk(
     Extension(caller): Extension<Caller>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let Some(action) = Action::parse(field(&form, "action")) else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            html(message_page(
-                "Quarantine",
-                "Choose release, release and allow, or delete.",
-            )),
-        )
-            .into_response());
+        return Ok(no_action());
     };
     let ids: Vec<&str> = form
         .iter()
@@ -136,14 +141,7 @@ pub async fn act(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let Some(action) = Action::parse(field(&form, "action")) else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            html(message_page(
-                "Quarantine",
-                "Choose release, release and allow, or delete.",
-            )),
-        )
-            .into_response());
+        return Ok(no_action());
     };
     let said = action.apply(&caller.ops, &id).await?;
     Ok(back(&said))
