@@ -28,6 +28,7 @@ use utoipa::OpenApi;
         api::quarantine::raw,
         api::quarantine::release,
         api::quarantine::release_and_allow,
+        api::quarantine::report_spam,
         api::quarantine::delete,
         api::queue::list,
         api::queue::act,

@@ -380,3 +380,57 @@ async fn a_domain_admin_sees_only_its_domains_messages() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn report_spam_teaches_the_classifier_and_deletes_the_copy() {
+    let app = app().await;
+    let s = app.login().await;
+    let store = app.ops.store().clone();
+    let first = hold(&store, "RS01", "erin@example.com").await;
+    let second = hold(&store, "RS02", "erin@example.com").await;
+    let before = store.bayes_summary().await.unwrap().spam_messages;
+
+    // The held copy's page offers it.
+    let page = app.get(&format!("/quarantine/{first}"), Some(&s)).await;
+    assert!(page.body.contains("value=\"report-spam\""), "{}", page.body);
+
+    // The bulk form.
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("id", first.as_str()),
+        ("action", "report-spam"),
+    ])
+    .unwrap();
+    let a = app.post_form("/quarantine", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let (item, ..) = store.quarantine_get(&first).await.unwrap().unwrap();
+    assert_eq!(item.state, "deleted");
+    assert_eq!(
+        store.bayes_summary().await.unwrap().spam_messages,
+        before + 1
+    );
+
+    // The API, and once only.
+    let path = format!("/api/v1/quarantine/{second}/report-spam");
+    let post = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header(header::COOKIE, s.cookie())
+            .header("x-csrf-token", &s.csrf)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let a = app.send(post()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        store.bayes_summary().await.unwrap().spam_messages,
+        before + 2
+    );
+    let a = app.send(post()).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert_eq!(
+        store.bayes_summary().await.unwrap().spam_messages,
+        before + 2
+    );
+}

@@ -144,6 +144,8 @@ pub enum Action {
     Release,
     ReleaseAndAllow,
     Delete,
+    /// Delete, and teach the classifier that the message is spam.
+    ReportSpam,
 }
 
 impl Action {
@@ -152,6 +154,7 @@ impl Action {
             "release" => Some(Action::Release),
             "release-and-allow" => Some(Action::ReleaseAndAllow),
             "delete" => Some(Action::Delete),
+            "report-spam" => Some(Action::ReportSpam),
             _ => None,
         }
     }
@@ -174,6 +177,10 @@ impl Action {
             Action::Delete => {
                 ops.quarantine_delete(id).await?;
                 Ok(format!("{id} deleted"))
+            }
+            Action::ReportSpam => {
+                ops.quarantine_report_spam(id).await?;
+                Ok(format!("{id} reported as spam and deleted"))
             }
         }
     }
@@ -210,6 +217,18 @@ pub async fn delete(
     Ok(Done::new(Action::Delete.apply(&caller.ops, &id).await?))
 }
 
+/// Delete, and teach the classifier that the message is spam (a release teaches it the
+/// opposite).
+#[utoipa::path(post, path = "/api/v1/quarantine/{id}/report-spam", tag = "quarantine",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Done), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn report_spam(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Done>> {
+    Ok(Done::new(Action::ReportSpam.apply(&caller.ops, &id).await?))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/quarantine", get(list))
@@ -220,4 +239,5 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/quarantine/{id}/release-and-allow",
             post(release_and_allow),
         )
+        .route("/api/v1/quarantine/{id}/report-spam", post(report_spam))
 }

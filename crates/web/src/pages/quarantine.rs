@@ -101,7 +101,7 @@ fn no_action() -> Response {
         StatusCode::BAD_REQUEST,
         html(message_page(
             "Quarantine",
-            "Choose release, release and allow, or delete.",
+            "Choose release, release and allow, report spam, or delete.",
         )),
     )
         .into_response()
