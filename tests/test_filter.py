@@ -236,6 +236,47 @@ def test_digest_links_release_once_and_cannot_be_forged(gw, sink, tmp_path):
     assert subjects[1:] == ["held one"] or subjects[1:] == ["held two"], subjects
 
 
+def test_digest_release_all_and_each_recipients_frequency(gw, sink, tmp_path):
+    import re
+    rules(gw, tmp_path, '[[rule]]\nname = "hold"\nwhen = [{ header = "subject", matches = "^held" }]\n'
+                        'actions = [{ action = "quarantine", class = "spam" }]\n')
+    gw.start()
+    for n in ("one", "two", "three"):
+        assert send_inbound(gw.smtp, message=mime(f"held {n}"))[0] == 250
+    out = gw.cli("quarantine", "digest").stdout
+    assert "1 digests queued" in out
+    (digest,) = sink.wait_count(1) and sink.messages()
+    text = next(p for p in digest.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    (release_all,) = re.findall(r"/release-all\?t=(\S+)", text)
+    (settings,) = re.findall(r"/settings\?t=(\S+)", text)
+    one = re.findall(r"/release\?t=(\S+)", text)[0]
+    # One of the three is released on its own first; "release all" delivers the rest.
+    assert "released" in gw.cli("quarantine", "redeem", one).stdout
+    out = gw.cli("quarantine", "redeem", release_all).stdout
+    assert out.count("released as") == 2 and "1 no longer held" in out, out
+    sink.wait_count(4)
+    assert sorted(m["Subject"] for m in sink.messages()) == [
+        "Quarantine: 3 held message(s)", "held one", "held three", "held two"]
+    again = gw.cli("quarantine", "redeem", release_all, check=False)
+    assert again.returncode != 0 and "nothing is left" in again.stderr
+    # The settings link changes nothing by itself when redeemed as a release.
+    wrong = gw.cli("quarantine", "redeem", settings, check=False)
+    assert wrong.returncode != 0 and "digest frequency" in wrong.stderr
+
+    # bob chose never: a forced run skips him, another recipient still gets one.
+    assert "bob@example.com: never" in gw.cli("quarantine", "digest-frequency", "bob@example.com", "never").stdout
+    bad = gw.cli("quarantine", "digest-frequency", "bob@example.com", "fortnightly", check=False)
+    assert bad.returncode != 0 and "hourly" in bad.stderr
+    assert send_inbound(gw.smtp, message=mime("held four"))[0] == 250
+    assert send_inbound(gw.smtp, message=mime("held five"), rcpts=["carol@example.com"])[0] == 250
+    out = gw.cli("quarantine", "digest").stdout
+    assert "1 digests queued" in out, out
+    sink.wait_count(5)
+    assert [m["To"] for m in sink.messages() if m["Subject"].startswith("Quarantine")][1:] == ["<carol@example.com>"]
+    assert "bob@example.com: default" in gw.cli("quarantine", "digest-frequency", "bob@example.com", "default").stdout
+    assert "1 digests queued" in gw.cli("quarantine", "digest").stdout
+
+
 def test_content_lists_score_words_and_patterns(gw, sink, tmp_path):
     gw.cli("content", "add", "pharma", "cheap pills", "--score", "4", "--field", "body")
     gw.cli("content", "add", "pharma", r"v[i1]agr[a@]", "--regex", "--score", "3")

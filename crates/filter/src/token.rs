@@ -1,5 +1,5 @@
 //! Signed, expiring one-click links for quarantine digests: a token names one quarantine
-//! item, one action and an expiry, and carries an HMAC-SHA256 over them with the
+//! item (or, for the digest-wide actions, one digest), one action and an expiry, and carries an HMAC-SHA256 over them with the
 //! gateway's secret, so the portal can act on a click without a login and nobody can
 //! forge or extend a link. Format (URL-safe): `<item>.<action>.<expiry>.<mac>`, the MAC
 //! in unpadded base64url.
@@ -15,6 +15,11 @@ pub enum LinkAction {
     Delete,
     /// Release, and put the sender on the recipient's allow list.
     AllowSender,
+    /// Release every message a digest listed (the token names the digest).
+    ReleaseAll,
+    /// Show and change the digest recipient's digest frequency (the token names the
+    /// digest).
+    Settings,
 }
 
 impl LinkAction {
@@ -23,6 +28,8 @@ impl LinkAction {
             LinkAction::Release => "release",
             LinkAction::Delete => "delete",
             LinkAction::AllowSender => "allow",
+            LinkAction::ReleaseAll => "release-all",
+            LinkAction::Settings => "settings",
         }
     }
 
@@ -31,6 +38,8 @@ impl LinkAction {
             "release" => LinkAction::Release,
             "delete" => LinkAction::Delete,
             "allow" => LinkAction::AllowSender,
+            "release-all" => LinkAction::ReleaseAll,
+            "settings" => LinkAction::Settings,
             _ => return None,
         })
     }
@@ -125,12 +134,19 @@ mod tests {
             Ok(("0192AB.1".to_string(), LinkAction::Release))
         );
         assert_eq!(s.verify(&t, 1000), Err(TokenError::Expired));
+        // The digest-wide actions name a digest.
+        for action in [LinkAction::ReleaseAll, LinkAction::Settings] {
+            let t = s.sign("0192ABD", action, 1000);
+            assert_eq!(s.verify(&t, 999), Ok(("0192ABD".to_string(), action)));
+        }
         // Another action, item or expiry with the same MAC fails.
         let mac = t.rsplit('.').next().unwrap();
         for forged in [
             format!("0192AB.1.delete.1000.{mac}"),
             format!("0192AB.2.release.1000.{mac}"),
             format!("0192AB.1.release.99999.{mac}"),
+            format!("0192AB.1.release-all.1000.{mac}"),
+            format!("0192AB.1.settings.1000.{mac}"),
         ] {
             assert_eq!(
                 s.verify(&forged, 0),

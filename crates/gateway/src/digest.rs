@@ -1,7 +1,9 @@
 //! Quarantine digests: one mail per recipient with held mail not yet listed, each message
 //! with signed, expiring one-click links (release, delete, allow sender) that the user
-//! portal serves; and acting on such a link. Digests go out from the null sender, as
-//! other automatic notices do, so they can never bounce into a loop.
+//! portal serves, one link that releases everything the digest lists, and one to the
+//! recipient's digest settings. Each recipient gets digests at their own interval (set
+//! in the portal) or the configured one. Digests go out from the null sender, as other
+//! automatic notices do, so they can never bounce into a loop.
 
 use crate::config::Config;
 use crate::inject::Injector;
@@ -10,7 +12,48 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use portcullis_filter::token::{LinkAction, LinkSigner};
 use portcullis_queue::spool::{Direction, Envelope, new_id, now};
-use portcullis_store::{QuarantineItem, Store};
+use portcullis_store::{DigestSchedule, QuarantineItem, Store};
+
+/// The digest frequencies a recipient can choose, as (name, seconds between digests);
+/// `None` is the configured interval, `Some(0)` no digests.
+pub const FREQUENCIES: [(&str, Option<i64>); 5] = [
+    ("default", None),
+    ("hourly", Some(3600)),
+    ("daily", Some(86400)),
+    ("weekly", Some(7 * 86400)),
+    ("never", Some(0)),
+];
+
+/// The interval of a frequency's name.
+pub fn parse_frequency(name: &str) -> Option<Option<i64>> {
+    FREQUENCIES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+        .map(|&(_, every)| every)
+}
+
+/// The name of an interval (one of `FREQUENCIES`, else "every N s").
+pub fn frequency_name(every: Option<i64>) -> String {
+    FREQUENCIES
+        .iter()
+        .find(|&&(_, e)| e == every)
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| format!("every {} s", every.unwrap_or_default()))
+}
+
+/// Whether `schedule` wants a digest at `t` (with `default_every` the configured interval,
+/// 0 for no automatic digests; `force`: whatever the interval, as `portcullis quarantine
+/// digest` asks). A recipient's own "never" holds even then.
+pub fn is_due(schedule: DigestSchedule, default_every: i64, t: i64, force: bool) -> bool {
+    if schedule.every_secs == Some(0) {
+        return false;
+    }
+    if force {
+        return true;
+    }
+    let every = schedule.every_secs.unwrap_or(default_every);
+    every > 0 && schedule.last_sent.is_none_or(|last| t - last >= every)
+}
 
 /// The link-signing secret, made at first use and kept in the store so every node of a
 /// cluster signs and checks alike.
@@ -61,22 +104,28 @@ fn html_escape(s: &str) -> String {
 pub fn build(
     config: &Config,
     signer: &LinkSigner,
+    digest_id: &str,
     recipient: &str,
     items: &[&QuarantineItem],
     t: i64,
 ) -> Vec<u8> {
+    let release_all = link(config, signer, digest_id, LinkAction::ReleaseAll, t);
+    let settings = link(config, signer, digest_id, LinkAction::Settings, t);
     let mut text = format!(
         "{} message(s) for {recipient} are held in quarantine and were not delivered.\r\n\
          Use the links to deliver, delete, or deliver and always accept that sender.\r\n\
-         The links work for {} days.\r\n\r\n",
+         The links work for {} days.\r\n\r\n\
+         Release all of them: {release_all}\r\n\r\n",
         items.len(),
         config.quarantine.link_days
     );
     let mut html = format!(
         "<p>{} message(s) for {} are held in quarantine and were not delivered.</p>\
+         <p><a href=\"{}\">Release all of them</a></p>\
          <table><tr><th>From</th><th>Subject</th><th>Score</th><th>Kind</th><th></th></tr>",
         items.len(),
-        html_escape(recipient)
+        html_escape(recipient),
+        html_escape(&release_all)
     );
     for i in items {
         let sender = if i.sender.is_empty() {
@@ -105,7 +154,13 @@ pub fn build(
             html_escape(&allow)
         ));
     }
-    html.push_str("</table>");
+    text.push_str(&format!(
+        "How often these digests come (or never): {settings}\r\n"
+    ));
+    html.push_str(&format!(
+        "</table><p><a href=\"{}\">How often these digests come</a></p>",
+        html_escape(&settings)
+    ));
     let mut out = Vec::new();
     let postmaster = format!("postmaster@{}", config.hostname);
     MessageBuilder::new()
@@ -121,14 +176,22 @@ pub fn build(
     out
 }
 
-/// Write a digest for every recipient with held mail not yet listed and hand it to the
-/// queue; the queue ids of the digests.
-pub async fn send(config: &Config, store: &Store, inject: &Injector) -> Result<Vec<String>> {
+/// Write a digest for every recipient with held mail not yet listed whose interval has
+/// passed (every such recipient but those who chose "never" when `force`), and hand it
+/// to the queue; the queue ids of the digests.
+pub async fn send(
+    config: &Config,
+    store: &Store,
+    inject: &Injector,
+    force: bool,
+) -> Result<Vec<String>> {
     let due = store.quarantine_digest_due().await?;
     if due.is_empty() {
         return Ok(Vec::new());
     }
     let signer = signer(store).await?;
+    let schedules = store.digest_schedules().await?;
+    let default_every = config.quarantine.digest_interval_secs as i64;
     let t = now();
     let mut ids = Vec::new();
     let mut start = 0;
@@ -139,9 +202,15 @@ pub async fn send(config: &Config, store: &Store, inject: &Injector) -> Result<V
             .position(|i| &i.recipient != rcpt)
             .map_or(due.len(), |p| start + p);
         let items: Vec<&QuarantineItem> = due[start..end].iter().collect();
-        let message = build(config, &signer, rcpt, &items, t);
+        start = end;
+        let schedule = schedules.get(rcpt.as_str()).copied().unwrap_or_default();
+        if !is_due(schedule, default_every, t, force) {
+            continue;
+        }
+        let digest_id = format!("{}D", new_id());
+        let message = build(config, &signer, &digest_id, rcpt, &items, t);
         let mut envelope = Envelope::notice(
-            format!("{}D", new_id()),
+            digest_id.clone(),
             &config.hostname,
             Direction::Inbound,
             std::slice::from_ref(rcpt),
@@ -152,7 +221,9 @@ pub async fn send(config: &Config, store: &Store, inject: &Injector) -> Result<V
             .await
             .with_context(|| format!("writing the digest for {rcpt}"))?;
         let listed: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        store.quarantine_mark_digested(&listed, t).await?;
+        store
+            .quarantine_mark_digested(&digest_id, rcpt, &listed, t)
+            .await?;
         // Marked before it is announced: a digest that is announced late is still sent,
         // one that is not marked would be sent twice.
         if let Err(e) = inject.announce(&spooled.0).await {
@@ -160,12 +231,12 @@ pub async fn send(config: &Config, store: &Store, inject: &Injector) -> Result<V
         }
         tracing::info!(recipient = %rcpt, messages = listed.len(), id = %envelope.id, "quarantine digest queued");
         ids.push(envelope.id);
-        start = end;
     }
     Ok(ids)
 }
 
-/// Keep sending digests and expiring old quarantine entries while the gateway runs.
+/// Keep sending digests (each recipient when their interval has passed) and expiring old
+/// quarantine entries while the gateway runs.
 pub fn spawn(config: Config, store: Store, inject: Injector) {
     let every = config.quarantine.digest_interval_secs;
     tokio::spawn(async move {
@@ -174,7 +245,9 @@ pub fn spawn(config: Config, store: Store, inject: Injector) {
         } else {
             every.min(3600)
         }));
-        let mut last_digest = now();
+        // No digests at the first tick, right at the start: they wait one tick, so a
+        // gateway restarted in a loop does not mail anyone each time.
+        let mut first = true;
         loop {
             tick.tick().await;
             match store.quarantine_expire(now()).await {
@@ -182,14 +255,51 @@ pub fn spawn(config: Config, store: Store, inject: Injector) {
                 Ok(n) => tracing::info!(messages = n, "expired quarantined messages deleted"),
                 Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
             }
-            if every == 0 || now() - last_digest < every as i64 {
+            if std::mem::take(&mut first) {
                 continue;
             }
-            last_digest = now();
-            match send(&config, &store, &inject).await {
+            match send(&config, &store, &inject, false).await {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "quarantine digests failed"),
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_recipient_is_due_at_their_own_interval() {
+        let day = 86400;
+        let s = |every_secs, last_sent| DigestSchedule {
+            every_secs,
+            last_sent,
+        };
+        // Never had one: due; the configured interval otherwise.
+        assert!(is_due(s(None, None), day, 1000, false));
+        assert!(!is_due(s(None, Some(1000)), day, 1000 + day - 1, false));
+        assert!(is_due(s(None, Some(1000)), day, 1000 + day, false));
+        // Their own interval, longer or shorter than the configured one.
+        assert!(!is_due(s(Some(7 * day), Some(0)), day, 2 * day, false));
+        assert!(is_due(s(Some(3600), Some(0)), day, 3600, false));
+        // Forced: due whatever the interval, but never is never.
+        assert!(is_due(s(Some(7 * day), Some(0)), day, 10, true));
+        assert!(!is_due(s(Some(0), None), day, 10, true));
+        // No automatic digests configured: only when asked, or at a recipient's own
+        // interval.
+        assert!(!is_due(s(None, None), 0, 10, false));
+        assert!(is_due(s(None, None), 0, 10, true));
+        assert!(is_due(s(Some(3600), None), 0, 10, false));
+    }
+
+    #[test]
+    fn frequencies_by_name() {
+        assert_eq!(parse_frequency(" Weekly "), Some(Some(7 * 86400)));
+        assert_eq!(parse_frequency("default"), Some(None));
+        assert_eq!(parse_frequency("fortnightly"), None);
+        assert_eq!(frequency_name(Some(0)), "never");
+        assert_eq!(frequency_name(Some(120)), "every 120 s");
+    }
 }

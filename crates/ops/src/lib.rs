@@ -11,6 +11,7 @@ mod audit;
 pub mod corpus;
 pub mod credentials;
 pub mod dashboard;
+pub mod digests;
 pub mod dkim;
 mod error;
 pub mod filter;

@@ -1,12 +1,11 @@
 //! The quarantine: held messages, one item per recipient's copy, and what an
 //! administrator or a recipient (through a digest link) does with them: release (once,
-//! optionally allowing the sender), delete, report as spam; digests sent on demand.
+//! optionally allowing the sender), delete, report as spam (digests: `digests.rs`).
 //! Releasing and reporting teach the spam classifier.
 
-use crate::{Access, Actor, Ops, OpsError, Result, Scope};
+use crate::{Access, Ops, OpsError, Result, Scope};
 use portcullis_filter::bayes::{self, TrainingDelta};
 use portcullis_filter::content::ContentScanner;
-use portcullis_filter::token::LinkAction;
 use portcullis_gateway::Injector;
 use portcullis_gateway::inject::Injected;
 use portcullis_queue::spool::{Envelope, now};
@@ -32,13 +31,6 @@ pub struct Released {
     pub allowed_sender: Option<String>,
     /// The running gateway could not be told of it.
     pub warning: Option<String>,
-}
-
-/// What a digest link did.
-#[derive(Debug, Clone)]
-pub enum Redeemed {
-    Released(String, Released),
-    Deleted(String),
 }
 
 impl Ops {
@@ -177,62 +169,6 @@ impl Ops {
             Some(json!({ "state": "deleted" })),
         )
         .await
-    }
-
-    /// Send the digests now; their queue ids.
-    pub async fn quarantine_digest(&self) -> Result<Vec<String>> {
-        self.actor()
-            .require(Access::ManageMessages, &Scope::Global)?;
-        let sent = portcullis_gateway::digest::send(&self.config, &self.store, &self.injector()?)
-            .await
-            .map_err(OpsError::failed("sending digests"))?;
-        self.audit(
-            "quarantine.digest",
-            "all",
-            None,
-            Some(json!({ "queued": sent })),
-        )
-        .await?;
-        Ok(sent)
-    }
-
-    /// Act on a digest link's token, as the portal does. Links are only ever made for
-    /// inbound spam; anything else is the administrator's to release, whatever a token
-    /// says.
-    pub async fn quarantine_redeem(&self, token: &str) -> Result<Redeemed> {
-        let signer = portcullis_gateway::digest::signer(&self.store)
-            .await
-            .map_err(OpsError::failed("reading the link key"))?;
-        let (id, action) = signer
-            .verify(token.trim(), now())
-            .map_err(|e| OpsError::invalid("link", "(token)", e.to_string()))?;
-        match self.store.quarantine_get(&id).await? {
-            Some((item, ..)) if item.direction == "inbound" && item.class == "spam" => {}
-            Some(_) => {
-                return Err(OpsError::Forbidden(format!(
-                    "{id} can only be released by an administrator"
-                )));
-            }
-            None => return Err(OpsError::not_found("quarantined message", id)),
-        }
-        // The signed link is the authority here, whoever follows it.
-        let mut system = Actor::system("digest-link");
-        system.remote = self.actor().remote;
-        let link = self.acting_as(system);
-        Ok(match action {
-            LinkAction::Release => {
-                let r = link.quarantine_release(&id, false).await?;
-                Redeemed::Released(id, r)
-            }
-            LinkAction::AllowSender => {
-                let r = link.quarantine_release(&id, true).await?;
-                Redeemed::Released(id, r)
-            }
-            LinkAction::Delete => {
-                link.quarantine_delete(&id).await?;
-                Redeemed::Deleted(id)
-            }
-        })
     }
 }
 

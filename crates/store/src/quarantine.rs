@@ -50,7 +50,7 @@ pub struct QuarantineItem {
 /// States of a quarantine item.
 pub const QUARANTINE_STATES: [&str; 4] = ["held", "releasing", "released", "deleted"];
 
-const ITEM_COLUMNS: &str = "i.id, i.message, i.recipient, m.sender, m.subject, m.class, m.score, \
+pub(crate) const ITEM_COLUMNS: &str = "i.id, i.message, i.recipient, m.sender, m.subject, m.class, m.score, \
                             m.rule, i.state, m.received_at, m.expires_at, m.direction";
 
 /// Filter for [`Store::quarantine_list`].
@@ -258,49 +258,6 @@ impl Store {
         .await)
         .map_err(StoreError::query("finding unfinished releases"))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
-    /// Held inbound spam not yet in a digest, by recipient, for the digest mailer. Mail
-    /// held by policy or for a virus, and outbound mail, is for administrators only.
-    pub async fn quarantine_digest_due(&self) -> Result<Vec<QuarantineItem>, StoreError> {
-        let rows: Vec<QuarantineItem> = on_pool!(&self.pool, |p| sqlx::query_as(
-            sqlx::AssertSqlSafe(format!(
-                "SELECT {ITEM_COLUMNS} FROM quarantine_items i JOIN quarantine_messages m \
-             ON m.id = i.message WHERE i.state = 'held' AND i.digest_sent_at IS NULL \
-             AND m.direction = 'inbound' AND m.class = 'spam' \
-             ORDER BY i.recipient, m.received_at"
-            ))
-        )
-        .fetch_all(p)
-        .await)
-        .map_err(StoreError::query("finding quarantine items for digests"))?;
-        Ok(rows)
-    }
-
-    pub async fn quarantine_mark_digested(
-        &self,
-        ids: &[String],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let context = "marking quarantine items as sent in a digest";
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::query(context))?;
-        for id in ids {
-            on_conn!(&mut tx, |c| sqlx::query(
-                "UPDATE quarantine_items SET digest_sent_at = $1 WHERE id = $2"
-            )
-            .bind(now)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))
-            .map_err(StoreError::query(context))?;
-        }
-        tx.commit().await.map_err(StoreError::query(context))?;
-        Ok(())
     }
 
     /// Deletes messages past their expiry (with their items); how many.

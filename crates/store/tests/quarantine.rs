@@ -94,10 +94,29 @@ store_test! {
 
         assert_eq!(store.quarantine_digest_due().await.unwrap().len(), 1);
         store
-            .quarantine_mark_digested(&["Q1.2".into()], 5)
+            .quarantine_mark_digested("D1", "b@example.com", &["Q1.2".into()], 5)
             .await
             .unwrap();
         assert!(store.quarantine_digest_due().await.unwrap().is_empty());
+        let listed = store.digest_items("D1").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "Q1.2");
+        assert!(store.digest_items("D2").await.unwrap().is_empty());
+        let schedule = store.digest_schedule("b@example.com").await.unwrap();
+        assert_eq!(schedule.last_sent, Some(5));
+        assert_eq!(schedule.every_secs, None);
+        store
+            .digest_set_every("b@example.com", Some(7 * 86400))
+            .await
+            .unwrap();
+        store.digest_set_every("c@example.com", Some(0)).await.unwrap();
+        let all = store.digest_schedules().await.unwrap();
+        assert_eq!(all["b@example.com"].last_sent, Some(5), "the last digest was kept");
+        assert_eq!(all["b@example.com"].every_secs, Some(7 * 86400));
+        assert_eq!(all["c@example.com"].every_secs, Some(0));
+        assert_eq!(all["c@example.com"].last_sent, None);
+        store.digest_set_every("b@example.com", None).await.unwrap();
+        assert_eq!(store.digest_schedule("b@example.com").await.unwrap().every_secs, None);
 
         assert_eq!(store.quarantine_expire(1_700_000_000).await.unwrap(), 0);
         assert_eq!(store.quarantine_expire(1_800_000_000).await.unwrap(), 1);

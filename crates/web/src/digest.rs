@@ -13,9 +13,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use portcullis_filter::token::LinkAction;
+use portcullis_gateway::digest::FREQUENCIES;
 use portcullis_ops::Actor;
-use portcullis_ops::quarantine::Redeemed;
-use portcullis_queue::spool::now;
+use portcullis_ops::digests::Redeemed;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -29,16 +29,37 @@ fn token(segment: String, q: LinkQuery) -> String {
     q.t.filter(|t| !t.is_empty()).unwrap_or(segment)
 }
 
+/// One copy as the confirmation page lists it.
+struct Listed {
+    id: String,
+    sender: String,
+    subject: String,
+    state: String,
+}
+
 #[derive(Template)]
 #[template(path = "digest.html")]
 struct ConfirmPage {
     l: Layout,
     action: &'static str,
     verb: &'static str,
-    sender: String,
-    subject: String,
     recipient: String,
+    items: Vec<Listed>,
+    /// The settings link: the recipient's frequency now, and the choices.
+    frequency: Option<String>,
+    frequencies: Vec<String>,
     token: String,
+}
+
+fn invalid_link() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        html(message_page(
+            "Link not valid",
+            "This link is not valid or has expired. Ask your administrator to release the message.",
+        )),
+    )
+        .into_response()
 }
 
 async fn confirm(
@@ -47,38 +68,48 @@ async fn confirm(
     Query(q): Query<LinkQuery>,
 ) -> Response {
     let token = token(segment, q);
-    let invalid = || {
-        (
-            StatusCode::BAD_REQUEST,
-            html(message_page(
-                "Link not valid",
-                "This link is not valid or has expired. Ask your administrator to release the message.",
-            )),
-        )
-            .into_response()
+    let Ok(link) = state.ops.digest_link(&token).await else {
+        return invalid_link();
     };
-    let Ok(signer) = portcullis_gateway::digest::signer(state.ops.store()).await else {
-        return invalid();
+    let (action, verb, title) = match link.action {
+        LinkAction::Release => ("release", "Deliver this message", "Quarantined message"),
+        LinkAction::AllowSender => (
+            "allow",
+            "Deliver this message and always accept its sender",
+            "Quarantined message",
+        ),
+        LinkAction::Delete => ("delete", "Delete this message", "Quarantined message"),
+        LinkAction::ReleaseAll => (
+            "release-all",
+            "Deliver every message still held",
+            "Quarantined messages",
+        ),
+        LinkAction::Settings => ("settings", "Save", "Quarantine digests"),
     };
-    let Ok((id, action)) = signer.verify(token.trim(), now()) else {
-        return invalid();
-    };
-    let item = match state.ops.store().quarantine_get(&id).await {
-        Ok(Some((item, ..))) => item,
-        _ => return invalid(),
-    };
-    let (action, verb) = match action {
-        LinkAction::Release => ("release", "Deliver this message"),
-        LinkAction::AllowSender => ("allow", "Deliver this message and always accept its sender"),
-        LinkAction::Delete => ("delete", "Delete this message"),
+    let frequency = match link.action {
+        LinkAction::Settings => match state.ops.store().digest_schedule(&link.recipient).await {
+            Ok(s) => Some(portcullis_gateway::digest::frequency_name(s.every_secs)),
+            Err(_) => return invalid_link(),
+        },
+        _ => None,
     };
     let page = ConfirmPage {
-        l: Layout::anonymous("Quarantined message"),
+        l: Layout::anonymous(title),
         action,
         verb,
-        sender: item.sender,
-        subject: item.subject.unwrap_or_default(),
-        recipient: item.recipient,
+        recipient: link.recipient,
+        items: link
+            .items
+            .into_iter()
+            .map(|i| Listed {
+                id: i.id,
+                sender: i.sender,
+                subject: i.subject.unwrap_or_default(),
+                state: i.state,
+            })
+            .collect(),
+        frequency,
+        frequencies: FREQUENCIES.iter().map(|(n, _)| n.to_string()).collect(),
         token,
     };
     html(page.render())
@@ -88,6 +119,8 @@ async fn confirm(
 struct ConfirmForm {
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    frequency: Option<String>,
 }
 
 async fn act(
@@ -102,20 +135,44 @@ async fn act(
         match <axum::Form<ConfirmForm> as axum::extract::FromRequest<()>>::from_request(req, &())
             .await
         {
-            Ok(axum::Form(f)) => f.token,
-            Err(_) => String::new(),
+            Ok(axum::Form(f)) => f,
+            Err(_) => ConfirmForm {
+                token: String::new(),
+                frequency: None,
+            },
         };
-    let token = if form.is_empty() {
+    let token = if form.token.is_empty() {
         token(segment, q)
     } else {
-        form
+        form.token
     };
-    match state.ops.acting_as(actor).quarantine_redeem(&token).await {
-        Ok(Redeemed::Released(..)) => html(message_page(
-            "Released",
-            "The message was released and is on its way to your mailbox.",
-        )),
-        Ok(Redeemed::Deleted(_)) => html(message_page("Deleted", "The message was deleted.")),
+    let ops = state.ops.acting_as(actor);
+    let done = match form.frequency {
+        Some(f) => ops
+            .digest_frequency_by_link(&token, &f)
+            .await
+            .map(|rcpt| message_page("Saved", &format!("Quarantine digests for {rcpt}: {f}."))),
+        None => ops.quarantine_redeem(&token).await.map(|r| match r {
+            Redeemed::Released(..) => message_page(
+                "Released",
+                "The message was released and is on its way to your mailbox.",
+            ),
+            Redeemed::Deleted(_) => message_page("Deleted", "The message was deleted."),
+            Redeemed::ReleasedAll(released, gone) => message_page(
+                "Released",
+                &if gone == 0 {
+                    format!("{} messages were released and are on their way to your mailbox.", released.len())
+                } else {
+                    format!(
+                        "{} messages were released and are on their way to your mailbox; {gone} were no longer held.",
+                        released.len()
+                    )
+                },
+            ),
+        }),
+    };
+    match done {
+        Ok(page) => html(page),
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

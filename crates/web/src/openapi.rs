@@ -29,6 +29,8 @@ use utoipa::OpenApi;
         api::quarantine::release,
         api::quarantine::release_and_allow,
         api::quarantine::report_spam,
+        api::quarantine::digest_frequency,
+        api::quarantine::set_digest_frequency,
         api::quarantine::delete,
         api::queue::list,
         api::queue::act,

@@ -434,3 +434,160 @@ async fn report_spam_teaches_the_classifier_and_deletes_the_copy() {
         before + 2
     );
 }
+
+#[tokio::test]
+async fn a_digests_release_all_and_settings_links() {
+    let app = app().await;
+    let store = app.ops.store().clone();
+    let rcpt = "fay@example.com";
+    let first = hold(&store, "RA01", rcpt).await;
+    let second = hold(&store, "RA02", rcpt).await;
+    store
+        .quarantine_mark_digested("RA0D", rcpt, &[first.clone(), second.clone()], now())
+        .await
+        .unwrap();
+    let signer = portcullis_gateway::digest::signer(&store).await.unwrap();
+    let all = signer.sign("RA0D", LinkAction::ReleaseAll, now() + 3600);
+    let settings = signer.sign("RA0D", LinkAction::Settings, now() + 3600);
+    let held = |store: Store| async move {
+        let q = QuarantineQuery {
+            recipient: Some(rcpt.into()),
+            state: Some("held".into()),
+            limit: 10,
+        };
+        store.quarantine_list(&q).await.unwrap().len()
+    };
+
+    // GET lists both and releases nothing.
+    let a = app.get(&format!("/q/release-all?t={all}"), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains(&format!("data-id=\"{first}\"")));
+    assert!(a.body.contains(&format!("data-id=\"{second}\"")));
+    assert!(!a.body.contains("<script"), "stored subject not escaped");
+    assert_eq!(held(store.clone()).await, 2);
+
+    // A settings link releases nothing, even when posted without a frequency.
+    let form = serde_urlencoded::to_string([("token", settings.as_str())]).unwrap();
+    let a = app.post_form(&format!("/q/{settings}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(held(store.clone()).await, 2);
+
+    // POST releases both, once.
+    let form = serde_urlencoded::to_string([("token", all.as_str())]).unwrap();
+    let a = app.post_form(&format!("/q/{all}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("2 messages were released"), "{}", a.body);
+    assert_eq!(held(store.clone()).await, 0);
+    let a = app.post_form(&format!("/q/{all}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+
+    // The settings link shows the frequency and changes it; a release link cannot.
+    let a = app.get(&format!("/q/settings?t={settings}"), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body.contains("<option value=\"default\" selected>"),
+        "{}",
+        a.body
+    );
+    let form = serde_urlencoded::to_string([("token", settings.as_str()), ("frequency", "weekly")])
+        .unwrap();
+    let a = app.post_form(&format!("/q/{settings}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        store.digest_schedule(rcpt).await.unwrap().every_secs,
+        Some(7 * 86400)
+    );
+    let form = serde_urlencoded::to_string([("token", settings.as_str()), ("frequency", "often")])
+        .unwrap();
+    let a = app.post_form(&format!("/q/{settings}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let form =
+        serde_urlencoded::to_string([("token", all.as_str()), ("frequency", "never")]).unwrap();
+    let a = app.post_form(&format!("/q/{all}"), None, &form).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(
+        store.digest_schedule(rcpt).await.unwrap().every_secs,
+        Some(7 * 86400)
+    );
+}
+
+#[tokio::test]
+async fn a_user_sets_their_own_digest_frequency_and_nobody_elses() {
+    let app = app().await;
+    let password = "a long enough passphrase";
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_add("gus@example.com", Role::User, &[], password)
+        .await
+        .unwrap();
+    let form =
+        serde_urlencoded::to_string([("username", "gus@example.com"), ("password", password)])
+            .unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
+    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
+    let s = Session { secret, csrf };
+
+    let page = app.get("/account", Some(&s)).await;
+    assert!(
+        page.body.contains("id=\"digest-frequency-form\""),
+        "{}",
+        page.body
+    );
+    // Without the CSRF token: refused.
+    let a = app
+        .post_form("/account/digest", Some(&s), "frequency=never")
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let a = app
+        .post_form(
+            "/account/digest",
+            Some(&s),
+            &format!("csrf={}&frequency=never", s.csrf),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("Quarantine digests: never."), "{}", a.body);
+    let store = app.ops.store();
+    assert_eq!(
+        store
+            .digest_schedule("gus@example.com")
+            .await
+            .unwrap()
+            .every_secs,
+        Some(0)
+    );
+    // Through the API: their own, yes; another's, no.
+    let put = |address: &str| {
+        Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/api/v1/digest-frequency/{address}"))
+            .header(header::COOKIE, s.cookie())
+            .header("x-csrf-token", &s.csrf)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"frequency":"daily"}"#))
+            .unwrap()
+    };
+    assert_eq!(
+        app.send(put("gus@example.com")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.send(put("hal@example.com")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        store
+            .digest_schedule("hal@example.com")
+            .await
+            .unwrap()
+            .every_secs,
+        None
+    );
+    let a = app
+        .get("/api/v1/digest-frequency/gus@example.com", Some(&s))
+        .await;
+    assert!(a.body.contains("\"frequency\":\"daily\""), "{}", a.body);
+}

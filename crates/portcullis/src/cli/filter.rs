@@ -6,8 +6,9 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use portcullis_gateway::inject::Injected;
+use portcullis_ops::digests::Redeemed;
 use portcullis_ops::filter::RulesFile;
-use portcullis_ops::quarantine::{Redeemed, Released};
+use portcullis_ops::quarantine::Released;
 use portcullis_store::{ContentRow, ListEntry, QuarantineQuery};
 use std::process::ExitCode;
 
@@ -109,9 +110,15 @@ pub enum QuarantineCmd {
     ReportSpam {
         id: String,
     },
-    /// Send the digests now (a running gateway also sends them every
-    /// `quarantine.digest_interval_secs`).
+    /// Send the digests now, to every recipient with newly held mail but those who chose
+    /// never (a running gateway sends each recipient one when their interval has passed).
     Digest,
+    /// Show or set how often a recipient gets digests: default (the configured interval),
+    /// hourly, daily, weekly or never.
+    DigestFrequency {
+        address: String,
+        frequency: Option<String>,
+    },
     /// Act on a one-click link's token from a digest, as the portal does.
     Redeem {
         token: String,
@@ -331,7 +338,21 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
         QuarantineCmd::Redeem { token } => match ops.quarantine_redeem(&token).await? {
             Redeemed::Released(id, r) => print_released(&id, &r),
             Redeemed::Deleted(id) => println!("{id} deleted"),
+            Redeemed::ReleasedAll(released, gone) => {
+                for (id, r) in &released {
+                    print_released(id, r);
+                }
+                if gone > 0 {
+                    println!("{gone} no longer held");
+                }
+            }
         },
+        QuarantineCmd::DigestFrequency { address, frequency } => {
+            if let Some(f) = frequency {
+                ops.set_digest_frequency(&address, &f).await?;
+            }
+            println!("{address}: {}", ops.digest_frequency(&address).await?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

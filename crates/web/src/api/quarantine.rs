@@ -229,6 +229,45 @@ pub async fn report_spam(
     Ok(Done::new(Action::ReportSpam.apply(&caller.ops, &id).await?))
 }
 
+/// How often a recipient gets quarantine digests: `default` (the configured interval),
+/// `hourly`, `daily`, `weekly` or `never`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DigestFrequency {
+    #[serde(default)]
+    pub address: String,
+    pub frequency: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/digest-frequency/{address}", tag = "quarantine",
+    params(("address" = String, Path)),
+    responses((status = 200, body = DigestFrequency), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn digest_frequency(
+    Extension(caller): Extension<Caller>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<DigestFrequency>> {
+    let frequency = caller.ops.digest_frequency(&address).await?;
+    Ok(Json(DigestFrequency { address, frequency }))
+}
+
+#[utoipa::path(put, path = "/api/v1/digest-frequency/{address}", tag = "quarantine",
+    params(("address" = String, Path)), request_body = DigestFrequency,
+    responses((status = 200, body = Done), (status = 400, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
+pub async fn set_digest_frequency(
+    Extension(caller): Extension<Caller>,
+    Path(address): Path<String>,
+    Json(f): Json<DigestFrequency>,
+) -> ApiResult<Json<Done>> {
+    caller
+        .ops
+        .set_digest_frequency(&address, &f.frequency)
+        .await?;
+    Ok(Done::new(format!(
+        "quarantine digests for {address}: {}",
+        f.frequency
+    )))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/quarantine", get(list))
@@ -240,4 +279,8 @@ pub fn routes() -> Router<AppState> {
             post(release_and_allow),
         )
         .route("/api/v1/quarantine/{id}/report-spam", post(report_spam))
+        .route(
+            "/api/v1/digest-frequency/{address}",
+            get(digest_frequency).put(set_digest_frequency),
+        )
 }

@@ -9,6 +9,7 @@ use askama::Template;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
+use portcullis_gateway::digest::FREQUENCIES;
 use portcullis_ops::Role;
 use portcullis_ops::accounts::TokenSpec;
 
@@ -23,11 +24,29 @@ struct AccountPage {
     qr: String,
     secret: String,
     recovery: Vec<String>,
+    /// A user's own address and digest frequency, and the choices (empty for the other
+    /// roles).
+    address: String,
+    frequency: String,
+    frequencies: Vec<String>,
 }
 
 impl AccountPage {
-    fn new(caller: &Caller) -> AccountPage {
+    async fn new(caller: &Caller) -> AccountPage {
+        let address = caller.ops.actor().address.clone();
+        let frequency = if address.is_empty() {
+            String::new()
+        } else {
+            caller
+                .ops
+                .digest_frequency(&address)
+                .await
+                .unwrap_or_default()
+        };
         AccountPage {
+            address,
+            frequency,
+            frequencies: FREQUENCIES.iter().map(|(n, _)| n.to_string()).collect(),
             l: caller.layout("My account"),
             role: caller.ops.actor().role.to_string(),
             notice: String::new(),
@@ -40,14 +59,32 @@ impl AccountPage {
 }
 
 pub async fn page(Extension(caller): Extension<Caller>) -> PageResult {
-    Ok(html(AccountPage::new(&caller).render()))
+    Ok(html(AccountPage::new(&caller).await.render()))
+}
+
+/// A user's own digest frequency.
+pub async fn digest(
+    Extension(caller): Extension<Caller>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let address = caller.ops.actor().address.clone();
+    let done = caller
+        .ops
+        .set_digest_frequency(&address, field(&form, "frequency"))
+        .await;
+    let mut page = AccountPage::new(&caller).await;
+    match done {
+        Ok(()) => page.notice = format!("Quarantine digests: {}.", page.frequency),
+        Err(e) => page.error = e.to_string(),
+    }
+    Ok(html(page.render()))
 }
 
 pub async fn password(
     Extension(caller): Extension<Caller>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let mut page = AccountPage::new(&caller);
+    let mut page = AccountPage::new(&caller).await;
     let (old, new, again) = (
         field(&form, "old"),
         field(&form, "new"),
@@ -67,7 +104,7 @@ pub async fn password(
 
 pub async fn totp_enrol(Extension(caller): Extension<Caller>) -> PageResult {
     use base64::Engine;
-    let mut page = AccountPage::new(&caller);
+    let mut page = AccountPage::new(&caller).await;
     match caller.ops.totp_enrol().await {
         Ok(e) => {
             page.qr = format!(
@@ -85,7 +122,7 @@ pub async fn totp_confirm(
     Extension(caller): Extension<Caller>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let mut page = AccountPage::new(&caller);
+    let mut page = AccountPage::new(&caller).await;
     match caller.ops.totp_confirm(field(&form, "code").trim()).await {
         Ok(codes) => {
             page.notice =

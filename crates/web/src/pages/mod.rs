@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tokens/revoke", post(account::revoke_token))
         .route("/account", get(account::page))
         .route("/account/password", post(account::password))
+        .route("/account/digest", post(account::digest))
         .route("/account/totp", post(account::totp_enrol))
         .route("/account/totp/confirm", post(account::totp_confirm))
         .route(
