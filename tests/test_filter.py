@@ -250,6 +250,22 @@ def test_digest_release_all_and_each_recipients_frequency(gw, sink, tmp_path):
     (release_all,) = re.findall(r"/release-all\?t=(\S+)", text)
     (settings,) = re.findall(r"/settings\?t=(\S+)", text)
     one = re.findall(r"/release\?t=(\S+)", text)[0]
+    # A dry run of a rule on a held copy: what would happen, nothing saved.
+    held = json.loads(gw.cli("quarantine", "list", "--json").stdout)
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text('[[rule]]\nname = "refuse-held"\nwhen = [{ header = "subject", matches = "^held" }]\n'
+                         'actions = [{ action = "reject", code = 550, status = "5.7.1", text = "Not here" }]\n')
+    out = gw.cli("rule", "test", str(candidate), held[0]["id"]).stdout
+    assert "now: quarantine (spam) (rule hold;" in out, out
+    assert "with these rules: quarantine (spam) (rule hold;" in out, out  # "hold" comes first
+    out = json.loads(gw.cli("rule", "test", str(candidate), held[0]["id"], "--json").stdout)
+    assert out["current"]["matched"] == ["hold"] and out["candidate"]["rule"] == "hold"
+    # A rule of the same name replaces the stored one, in its place.
+    candidate.write_text(candidate.read_text().replace("refuse-held", "hold"))
+    out = gw.cli("rule", "test", str(candidate), held[0]["id"]).stdout
+    assert "with these rules: reject 550 5.7.1 Not here (rule hold;" in out, out
+    assert [r["name"] for r in json.loads(gw.cli("rule", "list", "--json").stdout)] == ["hold"]
+    assert len(json.loads(gw.cli("quarantine", "list", "--json").stdout)) == 3
     # One of the three is released on its own first; "release all" delivers the rest.
     assert "released" in gw.cli("quarantine", "redeem", one).stdout
     out = gw.cli("quarantine", "redeem", release_all).stdout
@@ -272,7 +288,8 @@ def test_digest_release_all_and_each_recipients_frequency(gw, sink, tmp_path):
     out = gw.cli("quarantine", "digest").stdout
     assert "1 digests queued" in out, out
     sink.wait_count(5)
-    assert [m["To"] for m in sink.messages() if m["Subject"].startswith("Quarantine")][1:] == ["<carol@example.com>"]
+    digests = sorted(m["To"] for m in sink.messages() if m["Subject"].startswith("Quarantine"))
+    assert digests == ["<bob@example.com>", "<carol@example.com>"], digests
     assert "bob@example.com: default" in gw.cli("quarantine", "digest-frequency", "bob@example.com", "default").stdout
     assert "1 digests queued" in gw.cli("quarantine", "digest").stdout
 

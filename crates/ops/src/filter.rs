@@ -261,3 +261,120 @@ impl Ops {
         Ok(self.store.list_content_patterns().await?)
     }
 }
+
+/// What one set of rules decides for a message.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Decision {
+    /// The rules that matched, in order (the last one decided, if any did).
+    pub matched: Vec<String>,
+    /// The rule that decided; none: delivered by default.
+    pub rule: Option<String>,
+    /// `deliver`, `reject 550 5.7.1 ...`, `tempfail ...`, `discard` or `quarantine (class)`.
+    pub disposition: String,
+    /// Changes on the way (subject tag, header, stripped attachments, redirect, copy).
+    pub changes: Vec<String>,
+    pub score: f64,
+}
+
+/// A dry run of rules against a held message: what the stored rules decide now, and
+/// what they would decide with the candidate rules added (or replaced, by name).
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub item: String,
+    pub subject: String,
+    pub findings: Vec<portcullis_filter::finding::Finding>,
+    pub current: Decision,
+    pub candidate: Decision,
+}
+
+fn describe(v: &portcullis_filter::rules::Verdict) -> Decision {
+    use portcullis_filter::rules::{Change, Disposition};
+    fn reply(r: &impl std::fmt::Display) -> String {
+        r.to_string().trim_end().replace("\r\n", " ")
+    }
+    let disposition = match &v.disposition {
+        Disposition::Deliver => "deliver".to_string(),
+        Disposition::Reject(r) => format!("reject {}", reply(r)),
+        Disposition::TempFail(r) => format!("tempfail {}", reply(r)),
+        Disposition::Discard => "discard".to_string(),
+        Disposition::Quarantine(class) => format!("quarantine ({class})"),
+    };
+    let mut changes: Vec<String> = v
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::TagSubject(tag) => format!("tag subject with {tag:?}"),
+            Change::AddHeader(name, value) => format!("add header {name}: {value}"),
+            Change::StripAttachments { names, .. } if names.is_empty() => {
+                "strip every attachment".to_string()
+            }
+            Change::StripAttachments { names, .. } => {
+                format!("strip attachments {}", names.join(", "))
+            }
+        })
+        .collect();
+    if let Some(to) = &v.redirect {
+        changes.push(format!("redirect to {}", to.join(", ")));
+    }
+    for to in &v.copies {
+        changes.push(format!("copy to {to}"));
+    }
+    Decision {
+        matched: v.matched.clone(),
+        rule: v.rule.clone(),
+        disposition,
+        changes,
+        score: v.score,
+    }
+}
+
+impl Ops {
+    /// Run the stored rules, and the stored rules with the candidate `[[rule]]` tables of
+    /// `text` added (a rule of the same name replaced, as `add_rules` would), against the
+    /// held copy `item` with the findings stored when it arrived. Nothing is saved.
+    pub async fn rule_dry_run(&self, text: &str, origin: &str, item: &str) -> Result<DryRun> {
+        use portcullis_filter::content::ContentScanner;
+        use portcullis_filter::rules::Subject;
+        use portcullis_gateway::filtering::FilterPolicy;
+        self.actor().require(Access::ReadPolicy, &Scope::Global)?;
+        let doc: RulesFile = parse_toml(text, origin)?;
+        check_rules(&doc.rule, origin)?;
+        let held = self.quarantine_show(item).await?;
+        let stored = self.store.list_rules().await?;
+        let mut with = stored.clone();
+        for r in &doc.rule {
+            let json = serde_json::to_string(r).map_err(|e| OpsError::Document {
+                origin: origin.to_string(),
+                reason: e.to_string(),
+            })?;
+            match with.iter_mut().find(|(n, _)| *n == r.name) {
+                Some(slot) => slot.1 = json,
+                None => with.push((r.name.clone(), json)),
+            }
+        }
+        let findings: Vec<portcullis_filter::finding::Finding> =
+            serde_json::from_str(&held.findings).unwrap_or_default();
+        let report = ContentScanner::default().scan(&held.body);
+        let recipients = [held.item.recipient.clone()];
+        let subject = Subject {
+            inbound: held.item.direction == "inbound",
+            sender: &held.item.sender,
+            recipients: &recipients,
+            findings: &findings,
+            attachments: &report.attachments,
+            headers: &report.text.headers,
+            size: held.body.len() as u64,
+        };
+        let run = |rules: &[(String, String)]| {
+            let policy = FilterPolicy::build(rules, Vec::new(), &[], &self.config.spam);
+            describe(&policy.rules.evaluate(&subject))
+        };
+        Ok(DryRun {
+            item: held.item.id.clone(),
+            subject: held.item.subject.clone().unwrap_or_default(),
+            current: run(&stored),
+            candidate: run(&with),
+            findings,
+        })
+    }
+}

@@ -47,6 +47,7 @@ use utoipa::OpenApi;
         api::policy::remove_user,
         api::policy::rules,
         api::policy::add_rules,
+        api::policy::dry_run,
         api::policy::remove_rule,
         api::policy::lists,
         api::policy::add_entry,

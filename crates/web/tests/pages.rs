@@ -591,3 +591,79 @@ async fn a_user_sets_their_own_digest_frequency_and_nobody_elses() {
         .await;
     assert!(a.body.contains("\"frequency\":\"daily\""), "{}", a.body);
 }
+
+#[tokio::test]
+async fn a_rule_dry_run_on_a_held_message_saves_nothing() {
+    let app = app().await;
+    let s = app.login().await;
+    let item = hold(app.ops.store(), "DR01", "ivy@example.com").await;
+    let rules = "[[rule]]\nname = \"no-html-attachments\"\n\
+                 when = [{ attachment_extension = [\"html\"] }]\n\
+                 actions = [{ action = \"reject\", code = 550, status = \"5.7.1\", text = \"No HTML files\" }]\n";
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("rules", rules),
+        ("item", item.as_str()),
+    ])
+    .unwrap();
+    let a = app.post_form("/rules/dry-run", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body.contains(&format!("data-item=\"{item}\"")),
+        "{}",
+        a.body
+    );
+    let dry = between(&a.body, "data-test=\"dry-disposition\">", "<");
+    assert_eq!(dry, "reject 550 5.7.1 No HTML files");
+    assert_eq!(
+        between(&a.body, "data-test=\"dry-rule\">", "<"),
+        "no-html-attachments"
+    );
+    let now = between(&a.body, "data-test=\"now-disposition\">", "<");
+    assert!(!now.starts_with("reject"), "{now}");
+    assert!(!a.body.contains("<script"), "stored subject not escaped");
+    assert!(
+        app.ops.list_rules().await.unwrap().is_empty(),
+        "a dry run saved a rule"
+    );
+
+    // Without the CSRF token, an unknown message, a broken rule: refused, precisely.
+    let a = app
+        .post_form("/rules/dry-run", Some(&s), &format!("item={item}"))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("rules", rules),
+        ("item", "NOPE.1"),
+    ])
+    .unwrap();
+    let a = app.post_form("/rules/dry-run", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("NOPE.1"), "{}", a.body);
+    let form = serde_urlencoded::to_string([
+        ("csrf", s.csrf.as_str()),
+        ("rules", "[[rule]]\nname = 3\n"),
+        ("item", item.as_str()),
+    ])
+    .unwrap();
+    let a = app.post_form("/rules/dry-run", Some(&s), &form).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("the rule form:2"), "{}", a.body);
+
+    // The API answers the same as JSON.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/rules/dry-run?item={item}"))
+        .header(header::COOKIE, s.cookie())
+        .header("x-csrf-token", &s.csrf)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(rules))
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["candidate"]["rule"], "no-html-attachments");
+    assert_eq!(v["candidate"]["matched"][0], "no-html-attachments");
+    assert_eq!(v["findings"][0]["name"], "spam.bayes");
+}

@@ -26,6 +26,14 @@ pub enum RuleCmd {
     Remove {
         name: String,
     },
+    /// Try the rules of a TOML file against a held message (ITEM, a quarantine id): what
+    /// the stored rules decide now, and with these added. Nothing is saved.
+    Test {
+        file: std::path::PathBuf,
+        item: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +164,32 @@ pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
         RuleCmd::Remove { name } => {
             ops.remove_rule(&name).await?;
             println!("rule {name:?} removed");
+        }
+        RuleCmd::Test { file, item, json } => {
+            let origin = file.display().to_string();
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
+            let run = ops.rule_dry_run(&text, &origin, &item).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                for (label, d) in [("now", &run.current), ("with these rules", &run.candidate)] {
+                    println!(
+                        "{label}: {} (rule {}; matched {}; score {:.1})",
+                        d.disposition,
+                        d.rule.as_deref().unwrap_or("none"),
+                        if d.matched.is_empty() {
+                            "none".to_string()
+                        } else {
+                            d.matched.join(", ")
+                        },
+                        d.score
+                    );
+                    for c in &d.changes {
+                        println!("  {c}");
+                    }
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -204,6 +204,32 @@ pub async fn add_rules(
     Ok(Done::new(format!("saved {}", names.join(", "))))
 }
 
+/// The held message to try rules on.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DryRunOn {
+    /// A quarantined copy's id (`<message>.<n>`).
+    pub item: String,
+}
+
+/// Try rules given as TOML against a held message: what the stored rules decide, and
+/// what they would with these added (or replaced by name). Nothing is saved.
+#[utoipa::path(post, path = "/api/v1/rules/dry-run", tag = "policy", params(DryRunOn),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub async fn dry_run(
+    Extension(caller): Extension<Caller>,
+    Query(on): Query<DryRunOn>,
+    body: String,
+) -> ApiResult<Json<portcullis_ops::filter::DryRun>> {
+    Ok(Json(
+        caller
+            .ops
+            .rule_dry_run(&body, "request body", &on.item)
+            .await?,
+    ))
+}
+
 #[utoipa::path(delete, path = "/api/v1/rules/{name}", tag = "policy",
     params(("name" = String, Path)), responses((status = 200, body = Done)))]
 pub async fn remove_rule(
@@ -326,6 +352,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{email}", delete(remove_user))
         .route("/api/v1/rules", get(rules).post(add_rules))
         .route("/api/v1/rules/{name}", delete(remove_rule))
+        .route("/api/v1/rules/dry-run", axum::routing::post(dry_run))
         .route(
             "/api/v1/lists",
             get(lists).post(add_entry).delete(remove_entry),

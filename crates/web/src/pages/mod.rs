@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/queue", get(queue::list).post(queue::act))
         .route("/rules", get(rules::page).post(rules::save))
         .route("/rules/delete", post(rules::delete))
+        .route("/rules/dry-run", post(rules::dry_run))
         .route("/audit", get(account::audit))
         .route("/tokens", get(account::tokens).post(account::create_token))
         .route("/tokens/revoke", post(account::revoke_token))

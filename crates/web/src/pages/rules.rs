@@ -1,5 +1,6 @@
 //! The rules: listed in order as TOML, added or replaced by pasting TOML (as `portcullis
-//! rule add` takes), removed by name. Validation errors come back with the text kept.
+//! rule add` takes), removed by name, or tried first against a held message (a dry run
+//! that saves nothing). Validation errors come back with the text kept.
 
 use super::field;
 use crate::auth::Caller;
@@ -8,6 +9,7 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
+use portcullis_ops::filter::DryRun;
 
 struct RuleView {
     name: String,
@@ -21,9 +23,21 @@ struct Page {
     rules: Vec<RuleView>,
     text: String,
     error: String,
+    item: String,
+    dry_run: Option<DryRun>,
 }
 
 async fn render(caller: &Caller, text: String, error: String) -> PageResult {
+    render_with(caller, text, error, String::new(), None).await
+}
+
+async fn render_with(
+    caller: &Caller,
+    text: String,
+    error: String,
+    item: String,
+    dry_run: Option<DryRun>,
+) -> PageResult {
     let rules = caller
         .ops
         .list_rules_raw()
@@ -56,6 +70,8 @@ async fn render(caller: &Caller, text: String, error: String) -> PageResult {
         rules,
         text,
         error,
+        item,
+        dry_run,
     };
     Ok((status, html(page.render())).into_response())
 }
@@ -72,6 +88,26 @@ pub async fn save(
     match caller.ops.add_rules(&text, "the rule form").await {
         Ok(_) => Ok(Redirect::to("/rules").into_response()),
         Err(e) if e.status() == 400 => render(&caller, text, e.to_string()).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The pasted rules tried against a held copy; nothing is saved.
+pub async fn dry_run(
+    Extension(caller): Extension<Caller>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let text = field(&form, "rules").to_string();
+    let item = field(&form, "item").trim().to_string();
+    if item.is_empty() {
+        let error = "Name a held message (its id from the quarantine) to try the rules on.";
+        return render_with(&caller, text, error.into(), item, None).await;
+    }
+    match caller.ops.rule_dry_run(&text, "the rule form", &item).await {
+        Ok(run) => render_with(&caller, text, String::new(), item, Some(run)).await,
+        Err(e) if matches!(e.status(), 400 | 404) => {
+            render_with(&caller, text, e.to_string(), item, None).await
+        }
         Err(e) => Err(e.into()),
     }
 }
