@@ -62,10 +62,16 @@ macro_rules! on_conn {
 
 pub(crate) use {on_conn, on_pool};
 
+/// How a SQLite transaction begins: with the write lock taken at once. A deferred one
+/// that reads first (FTS5 reads its configuration when a statement is prepared) cannot
+/// take the lock later when another connection wrote meanwhile, and fails with "database
+/// is locked" instead of waiting its turn.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
+
 impl Pool {
     pub(crate) async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
         Ok(match self {
-            Engines::Sqlite(p) => Engines::Sqlite(p.begin().await?),
+            Engines::Sqlite(p) => Engines::Sqlite(p.begin_with(SQLITE_BEGIN).await?),
             Engines::Postgres(p) => Engines::Postgres(p.begin().await?),
         })
     }
@@ -118,7 +124,7 @@ impl<'c> Conn<'c> {
     pub(crate) async fn begin(self) -> Result<Tx<'c>, sqlx::Error> {
         use sqlx::Connection;
         Ok(match self {
-            Engines::Sqlite(c) => Engines::Sqlite(c.begin().await?),
+            Engines::Sqlite(c) => Engines::Sqlite(c.begin_with(SQLITE_BEGIN).await?),
             Engines::Postgres(c) => Engines::Postgres(c.begin().await?),
         })
     }

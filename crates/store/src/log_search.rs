@@ -5,9 +5,13 @@
 //!
 //! Newest first, one page at a time: the index on `(received_at, id)` gives the order, so
 //! a search that matches often stops after a page. What is rare is found through an index
-//! where the value is whole (an address, a Message-ID, a client address: migration 0014);
-//! a substring of a subject or an address is a scan, bounded by the time range when one is
-//! given. `bench/logsearch` measures each kind over a million messages.
+//! where the value is whole (an address, a Message-ID, a client address: migration 0014),
+//! and a substring of three characters or more through a trigram index (migration 0017:
+//! FTS5 `message_text` on SQLite, pg_trgm GIN indexes under ILIKE on PostgreSQL). On
+//! SQLite a substring is looked for among its [`TEXT_MATCHES_CAP`] newest matches in the
+//! time range (the index's rows are in the order the log was written): a word found in
+//! more messages than that needs a narrower range to reach its older ones. Shorter
+//! substrings are a scan. `bench/logsearch` measures each kind over a million messages.
 
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
@@ -202,6 +206,17 @@ fn whole_message_id(s: &str) -> String {
     )
 }
 
+/// How many of a substring's newest matches a SQLite search looks among (see the module
+/// comment).
+pub const TEXT_MATCHES_CAP: i64 = 20_000;
+
+/// An FTS5 query for `text` as a substring of `columns` (the trigram tokenizer matches a
+/// quoted phrase anywhere in a value, case aside), or None when it is too short for
+/// trigrams.
+fn trigram_query(columns: &str, text: &str) -> Option<String> {
+    (text.chars().count() >= 3).then(|| format!("{{{columns}}} : \"{}\"", text.replace('"', "\"\"")))
+}
+
 /// Builds the SQL of a search and its values, for `engine` (`sqlite`, `postgres`).
 fn search_sql(
     q: &LogQuery,
@@ -235,6 +250,28 @@ fn search_sql(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
+    // SQLite: the messages with `text` in `columns`, through the trigram index, newest
+    // matches first and at most TEXT_MATCHES_CAP of them, in the time range.
+    let trigram = |columns: &str, text: &str, binds: &mut Vec<Bind>| -> Option<String> {
+        if engine != "sqlite" {
+            return None;
+        }
+        let query = trigram_query(columns, text)?;
+        let n = bind(binds, Bind::Text(query));
+        let mut sub = format!(
+            "m.id IN (SELECT id FROM message_text WHERE message_text MATCH ${n}"
+        );
+        if let Some(since) = q.since {
+            let s = bind(binds, Bind::Int(since));
+            sub.push_str(&format!(" AND received_at >= ${s}"));
+        }
+        if let Some(until) = q.until {
+            let u = bind(binds, Bind::Int(until));
+            sub.push_str(&format!(" AND received_at < ${u}"));
+        }
+        sub.push_str(&format!(" ORDER BY rowid DESC LIMIT {TEXT_MATCHES_CAP})"));
+        Some(sub)
+    };
 
     if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
         let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
@@ -253,6 +290,12 @@ fn search_sql(
                 " AND m.id IN (SELECT id FROM messages WHERE LOWER(sender) = LOWER(${n}) \
                  UNION SELECT message FROM message_recipients WHERE LOWER(address) = LOWER(${n}))"
             ));
+        } else if let Some(sub) = trigram(
+            "sender subject message_id recipient",
+            &text,
+            &mut binds,
+        ) {
+            sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&text)));
             sql.push_str(&format!(
@@ -268,6 +311,8 @@ fn search_sql(
         if is_address(&sender) {
             let n = bind(&mut binds, Bind::Text(sender));
             sql.push_str(&format!(" AND LOWER(m.sender) = LOWER(${n})"));
+        } else if let Some(sub) = trigram("sender", &sender, &mut binds) {
+            sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&sender)));
             sql.push_str(&format!(" AND {}", like("m.sender", n)));
@@ -277,14 +322,20 @@ fn search_sql(
         if is_address(&recipient) {
             let n = bind(&mut binds, Bind::Text(recipient));
             sql.push_str(&format!(" AND {}", recipient_is(n)));
+        } else if let Some(sub) = trigram("recipient", &recipient, &mut binds) {
+            sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&recipient)));
             sql.push_str(&format!(" AND {}", recipient_like(n)));
         }
     }
     if let Some(subject) = given(&q.subject) {
-        let n = bind(&mut binds, Bind::Text(contains_pattern(&subject)));
-        sql.push_str(&format!(" AND {}", like("m.subject", n)));
+        if let Some(sub) = trigram("subject", &subject, &mut binds) {
+            sql.push_str(&format!(" AND {sub}"));
+        } else {
+            let n = bind(&mut binds, Bind::Text(contains_pattern(&subject)));
+            sql.push_str(&format!(" AND {}", like("m.subject", n)));
+        }
     }
     if let Some(id) = given(&q.message_id) {
         let n = bind(&mut binds, Bind::Text(whole_message_id(&id)));

@@ -711,3 +711,49 @@ store_test! {
         );
     }
 }
+
+store_test! {
+    async fn substrings_are_found_through_the_trigram_index(store) {
+        let mut a = message("ta", 1_000, "Billing@Vendor.example", &["ops@example.com"]);
+        a.subject = Some("Invoice \"Q4\" 100% paid_now".to_string());
+        let mut b = message("tb", 2_000, "news@list.example", &["Carol.Smith@example.com", "x@example.com"]);
+        b.subject = Some("Weekly news".to_string());
+        let mut c = message("tc", 3_000, "news@list.example", &["dan@example.com"]);
+        c.subject = Some("weekly NEWS again".to_string());
+        for m in [&a, &b, &c] {
+            store.log_message(m).await.unwrap();
+        }
+        let find = |q: LogQuery| {
+            let store = store.clone();
+            async move {
+                let found = store.search_log(&q).await.unwrap();
+                found.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+            }
+        };
+        let text = |t: &str| LogQuery { text: Some(t.to_string()), ..LogQuery::default() };
+        // Any field, case aside, newest first.
+        assert_eq!(find(text("weekly news")).await, ["tc", "tb"]);
+        assert_eq!(find(text("vendor.EX")).await, ["ta"]);
+        assert_eq!(find(text("carol.smi")).await, ["tb"]);
+        assert_eq!(find(text("@client.exam")).await, ["tc", "tb", "ta"]);
+        // Quotes, percent and underscore are plain characters.
+        assert_eq!(find(text("\"Q4\"")).await, ["ta"]);
+        assert_eq!(find(text("100% paid_")).await, ["ta"]);
+        assert!(find(text("100%paid")).await.is_empty());
+        // Two characters: no trigram, the scan finds them all the same.
+        assert_eq!(find(text("Q4")).await, ["ta"]);
+        // Per field, and with a time range.
+        let subject = |s: &str| LogQuery { subject: Some(s.to_string()), ..LogQuery::default() };
+        assert!(find(subject("carol")).await.is_empty());
+        assert_eq!(find(LogQuery { recipient: Some("carol".into()), ..LogQuery::default() }).await, ["tb"]);
+        assert_eq!(find(LogQuery { sender: Some("list.exa".into()), ..LogQuery::default() }).await, ["tc", "tb"]);
+        assert_eq!(
+            find(LogQuery { subject: Some("news".into()), since: Some(1_500), until: Some(2_500), ..LogQuery::default() }).await,
+            ["tb"]
+        );
+        assert_eq!(
+            find(LogQuery { text: Some("news".into()), until: Some(2_000), ..LogQuery::default() }).await,
+            Vec::<String>::new()
+        );
+    }
+}
