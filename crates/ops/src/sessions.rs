@@ -43,13 +43,14 @@ impl Ops {
             }
         }
         let row = self.store.account_get(&name).await?;
+        // A locked account answers as a wrong password does (after as long a check), so
+        // that locking tells nobody the name exists; `account list` shows the lock.
         if let Some(until) = row.as_ref().and_then(|r| r.locked_until)
             && until > at
         {
-            return Err(OpsError::Throttled {
-                what: format!("account {name} is locked after failed logins"),
-                retry_after: (until - at) as u64,
-            });
+            credentials::verify_password(None, password).await;
+            tracing::info!(account = %name, seconds = until - at, "login to a locked account refused");
+            return Err(OpsError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
         let via = match self.actor().via {
             Via::Api => Via::Api,
