@@ -57,7 +57,9 @@ pub enum Login {
     /// Logged in.
     Session(NewSession),
     /// The password was right; the account has TOTP and no (or a wrong) code was given.
-    NeedTotp,
+    /// The handle names this pending login for [`Ops::login_totp`] (once, for five
+    /// minutes, on any node).
+    NeedTotp(String),
 }
 
 /// A session found by its cookie.

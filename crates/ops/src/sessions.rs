@@ -17,6 +17,9 @@ use std::net::IpAddr;
 /// The one answer to a wrong name or a wrong password, so that it does not tell which.
 const WRONG_CREDENTIALS: &str = "wrong name or password";
 
+/// How long a login that passed its password waits for its second factor.
+const PENDING_SECS: i64 = 300;
+
 impl Ops {
     /// Check a password (and TOTP code) and open a session. Wrong credentials, a locked
     /// account and too many attempts from `remote` are errors with status 401 or 429.
@@ -30,18 +33,7 @@ impl Ops {
         let name = name.trim().to_ascii_lowercase();
         let at = now();
         let remote_key = remote.map(|r| r.to_string());
-        if let Some(key) = &remote_key {
-            let failures = self
-                .store
-                .login_failures_since(key, at - REMOTE_WINDOW_SECS)
-                .await?;
-            if failures >= MAX_REMOTE_FAILURES {
-                return Err(OpsError::Throttled {
-                    what: format!("too many failed logins from {key}"),
-                    retry_after: REMOTE_WINDOW_SECS as u64,
-                });
-            }
-        }
+        self.remote_throttle(remote_key.as_deref(), at).await?;
         let row = self.store.account_get(&name).await?;
         // A locked account answers as a wrong password does (after as long a check), so
         // that locking tells nobody the name exists; `account list` shows the lock.
@@ -52,28 +44,7 @@ impl Ops {
             tracing::info!(account = %name, seconds = until - at, "login to a locked account refused");
             return Err(OpsError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
-        let via = match self.actor().via {
-            Via::Api => Via::Api,
-            _ => Via::Console,
-        };
-        // An unknown name is not written down: it may be a password typed in the wrong
-        // field.
-        let attempt = Actor {
-            name: if row.is_some() {
-                name.clone()
-            } else {
-                "(unknown account)".into()
-            },
-            role: row
-                .as_ref()
-                .and_then(|r| Role::parse(&r.role).ok())
-                .unwrap_or(Role::User),
-            domains: Vec::new(),
-            address: String::new(),
-            read_only: false,
-            via,
-            remote,
-        };
+        let attempt = self.attempt(&name, row.as_ref(), remote);
         let hash = row.as_ref().map(|r| r.password_hash.clone());
         let Some(row) = row else {
             credentials::verify_password(None, password).await;
@@ -86,20 +57,127 @@ impl Ops {
                 .await?;
             return Err(OpsError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
-        if let Some(secret) = &row.totp_secret {
+        if row.totp_secret.is_some() {
             let Some(code) = totp.map(str::trim).filter(|c| !c.is_empty()) else {
-                return Ok(Login::NeedTotp);
+                return Ok(Login::NeedTotp(self.pending_login(&row.name, at).await?));
             };
-            if !self.second_factor(&row, secret, code, at).await? {
-                self.login_failed(&attempt, Some(&row), remote_key.as_deref(), at)
-                    .await?;
-                return Ok(Login::NeedTotp);
-            }
+            return self.totp_step(&row, &attempt, code, remote_key, at).await;
         }
+        self.logged_in(&row, &attempt, remote_key, at).await
+    }
+
+    /// The second step of a login that [`Ops::login`] answered with
+    /// [`Login::NeedTotp`]: its handle (used once, whatever the outcome) and a TOTP or
+    /// recovery code. A wrong code is a failed login and gives a new handle.
+    pub async fn login_totp(
+        &self,
+        handle: &str,
+        code: &str,
+        remote: Option<IpAddr>,
+    ) -> Result<Login> {
+        let at = now();
+        let remote_key = remote.map(|r| r.to_string());
+        self.remote_throttle(remote_key.as_deref(), at).await?;
+        let expired = || OpsError::Unauthorized("that login took too long; start again".into());
+        let Some(name) = self
+            .store
+            .login_pending_take(&secret_hash(handle.trim()), at)
+            .await?
+        else {
+            return Err(expired());
+        };
+        let Some(row) = self.store.account_get(&name).await? else {
+            return Err(expired());
+        };
+        let attempt = self.attempt(&name, Some(&row), remote);
+        if row.locked_until.is_some_and(|until| until > at) {
+            return Err(OpsError::Unauthorized(WRONG_CREDENTIALS.into()));
+        }
+        self.totp_step(&row, &attempt, code.trim(), remote_key, at)
+            .await
+    }
+
+    /// Too many failed logins from `remote` of late: refused before any check.
+    async fn remote_throttle(&self, remote: Option<&str>, at: i64) -> Result<()> {
+        let Some(key) = remote else { return Ok(()) };
+        let failures = self
+            .store
+            .login_failures_since(key, at - REMOTE_WINDOW_SECS)
+            .await?;
+        if failures >= MAX_REMOTE_FAILURES {
+            return Err(OpsError::Throttled {
+                what: format!("too many failed logins from {key}"),
+                retry_after: REMOTE_WINDOW_SECS as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Who is trying to log in, for the audit log. An unknown name is not written down:
+    /// it may be a password typed in the wrong field.
+    fn attempt(&self, name: &str, row: Option<&AccountRow>, remote: Option<IpAddr>) -> Actor {
+        let via = match self.actor().via {
+            Via::Api => Via::Api,
+            _ => Via::Console,
+        };
+        Actor {
+            name: if row.is_some() {
+                name.to_string()
+            } else {
+                "(unknown account)".into()
+            },
+            role: row
+                .and_then(|r| Role::parse(&r.role).ok())
+                .unwrap_or(Role::User),
+            domains: Vec::new(),
+            address: String::new(),
+            read_only: false,
+            via,
+            remote,
+        }
+    }
+
+    /// A new handle for a login waiting for its second factor.
+    async fn pending_login(&self, account: &str, at: i64) -> Result<String> {
+        let handle = credentials::random_secret();
+        self.store
+            .login_pending_put(&secret_hash(&handle), account, at + PENDING_SECS, at)
+            .await?;
+        Ok(handle)
+    }
+
+    /// Check the second factor of an account whose password was right.
+    async fn totp_step(
+        &self,
+        row: &AccountRow,
+        attempt: &Actor,
+        code: &str,
+        remote: Option<String>,
+        at: i64,
+    ) -> Result<Login> {
+        let Some(secret) = &row.totp_secret else {
+            // TOTP was removed between the steps: the password step stands.
+            return self.logged_in(row, attempt, remote, at).await;
+        };
+        if code.is_empty() || !self.second_factor(row, secret, code, at).await? {
+            self.login_failed(attempt, Some(row), remote.as_deref(), at)
+                .await?;
+            return Ok(Login::NeedTotp(self.pending_login(&row.name, at).await?));
+        }
+        self.logged_in(row, attempt, remote, at).await
+    }
+
+    async fn logged_in(
+        &self,
+        row: &AccountRow,
+        attempt: &Actor,
+        remote: Option<String>,
+        at: i64,
+    ) -> Result<Login> {
         self.store.account_login_succeeded(&row.name, at).await?;
         self.store.session_purge(at).await?;
-        let session = self.open_session(&row.name, remote_key, at).await?;
-        self.audit_as(&attempt, "account.login", &row.name, None, None)
+        let session = self.open_session(&row.name, remote, at).await?;
+        self.audit_as(attempt, "account.login", &row.name, None, None)
             .await?;
         Ok(Login::Session(session))
     }

@@ -39,7 +39,7 @@ fn remote(n: u8) -> Option<IpAddr> {
 fn session(login: Login) -> portcullis_ops::accounts::NewSession {
     match login {
         Login::Session(s) => s,
-        Login::NeedTotp => panic!("a session was expected, not a TOTP request"),
+        Login::NeedTotp(_) => panic!("a session was expected, not a TOTP request"),
     }
 }
 
@@ -120,7 +120,10 @@ async fn wrong_name_and_wrong_password_look_alike_and_lock() {
         .login("alice", PASSWORD, None, remote(3))
         .await
         .unwrap_err();
-    assert_eq!((e.status(), e.to_string()), (unknown.status(), unknown.to_string()));
+    assert_eq!(
+        (e.status(), e.to_string()),
+        (unknown.status(), unknown.to_string())
+    );
     let account = &ops.account_list().await.unwrap()[0];
     assert!(account.locked_until.unwrap() > now() + 800);
 }
@@ -253,14 +256,14 @@ async fn totp_enrolment_codes_once_and_recovery_codes() {
 
     assert!(matches!(
         ops.login("alice", PASSWORD, None, None).await.unwrap(),
-        Login::NeedTotp
+        Login::NeedTotp(_)
     ));
     // The code that confirmed the enrolment is used up for its time step.
     assert!(matches!(
         ops.login("alice", PASSWORD, Some(&code), None)
             .await
             .unwrap(),
-        Login::NeedTotp
+        Login::NeedTotp(_)
     ));
     let next = totp.generate(now() as u64 + 30).to_string();
     session(
@@ -272,7 +275,7 @@ async fn totp_enrolment_codes_once_and_recovery_codes() {
         ops.login("alice", PASSWORD, Some(&next), None)
             .await
             .unwrap(),
-        Login::NeedTotp
+        Login::NeedTotp(_)
     ));
     session(
         ops.login("alice", PASSWORD, Some(&recovery[0].to_uppercase()), None)
@@ -283,11 +286,49 @@ async fn totp_enrolment_codes_once_and_recovery_codes() {
         ops.login("alice", PASSWORD, Some(&recovery[0]), None)
             .await
             .unwrap(),
-        Login::NeedTotp
+        Login::NeedTotp(_)
     ));
     // A wrong password is wrong whatever the code.
     assert_eq!(
         ops.login("alice", "not the password", Some(&recovery[1]), None)
+            .await
+            .unwrap_err()
+            .status(),
+        401
+    );
+
+    // Two steps: the password gives a handle kept in the store, so another node (another
+    // Ops on the same store) takes the second step; each handle is used once.
+    let Login::NeedTotp(handle) = ops.login("alice", PASSWORD, None, None).await.unwrap() else {
+        panic!("a TOTP request was expected");
+    };
+    let other_node = portcullis_ops::Ops::new(ops.store().clone(), ops.config().clone());
+    let Login::NeedTotp(again) = other_node
+        .login_totp(&handle, "000000", None)
+        .await
+        .unwrap()
+    else {
+        panic!("a wrong code asks again");
+    };
+    assert_ne!(again, handle);
+    assert_eq!(
+        other_node
+            .login_totp(&handle, &recovery[2], None)
+            .await
+            .unwrap_err()
+            .status(),
+        401,
+        "a handle is used once"
+    );
+    session(
+        other_node
+            .login_totp(&again, &recovery[2], None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        other_node
+            .login_totp("made-up", &recovery[3], None)
             .await
             .unwrap_err()
             .status(),

@@ -214,7 +214,8 @@ pub const TEXT_MATCHES_CAP: i64 = 20_000;
 /// quoted phrase anywhere in a value, case aside), or None when it is too short for
 /// trigrams.
 fn trigram_query(columns: &str, text: &str) -> Option<String> {
-    (text.chars().count() >= 3).then(|| format!("{{{columns}}} : \"{}\"", text.replace('"', "\"\"")))
+    (text.chars().count() >= 3)
+        .then(|| format!("{{{columns}}} : \"{}\"", text.replace('"', "\"\"")))
 }
 
 /// Builds the SQL of a search and its values, for `engine` (`sqlite`, `postgres`).
@@ -258,9 +259,7 @@ fn search_sql(
         }
         let query = trigram_query(columns, text)?;
         let n = bind(binds, Bind::Text(query));
-        let mut sub = format!(
-            "m.id IN (SELECT id FROM message_text WHERE message_text MATCH ${n}"
-        );
+        let mut sub = format!("m.id IN (SELECT id FROM message_text WHERE message_text MATCH ${n}");
         if let Some(since) = q.since {
             let s = bind(binds, Bind::Int(since));
             sub.push_str(&format!(" AND received_at >= ${s}"));
@@ -290,11 +289,8 @@ fn search_sql(
                 " AND m.id IN (SELECT id FROM messages WHERE LOWER(sender) = LOWER(${n}) \
                  UNION SELECT message FROM message_recipients WHERE LOWER(address) = LOWER(${n}))"
             ));
-        } else if let Some(sub) = trigram(
-            "sender subject message_id recipient",
-            &text,
-            &mut binds,
-        ) {
+        } else if let Some(sub) = trigram("sender subject message_id recipient", &text, &mut binds)
+        {
             sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&text)));

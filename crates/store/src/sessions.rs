@@ -108,3 +108,52 @@ impl Store {
         .map_err(StoreError::query("removing expired sessions"))
     }
 }
+
+impl Store {
+    /// Records that `account` passed its password and waits for its second factor, under
+    /// the hash `id` of a handle, until `expires`; forgets the expired ones.
+    pub async fn login_pending_put(
+        &self,
+        id: &str,
+        account: &str,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let context = format!("keeping the pending login of account {account}");
+        on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM login_pending WHERE expires <= $1"
+        )
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .map_err(StoreError::query(&context))?;
+        on_pool!(&self.pool, |p| sqlx::query(
+            "INSERT INTO login_pending (id, account, expires) VALUES ($1, $2, $3)"
+        )
+        .bind(id)
+        .bind(account)
+        .bind(expires)
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .map_err(StoreError::query(&context))
+    }
+
+    /// The account of the pending login `id`, once: the row is gone after this. None when
+    /// unknown, used or expired.
+    pub async fn login_pending_take(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(String, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "DELETE FROM login_pending WHERE id = $1 RETURNING account, expires"
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await)
+        .map_err(StoreError::query("taking a pending login"))?;
+        Ok(row.filter(|(_, expires)| *expires > now).map(|(a, _)| a))
+    }
+}

@@ -18,19 +18,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use portcullis_ops::accounts::{Login, NewSession};
 use portcullis_ops::{Ops, OpsError, Via};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 pub const SESSION_COOKIE: &str = "__Host-portcullis-session";
 /// The form field and the header that carry the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// How long the TOTP step of a login may wait after the password.
-const PENDING_TTL: Duration = Duration::from_secs(300);
-const PENDING_MAX: usize = 10_000;
 
 /// The authenticated caller of one request.
 #[derive(Clone)]
@@ -55,50 +48,6 @@ impl Caller {
 /// The actor's name, put on the response for the request log.
 #[derive(Clone)]
 pub struct ActorName(pub String);
-
-/// Logins whose password was right and which wait for a TOTP code, by a random handle
-/// that the second form carries instead of the password.
-#[derive(Default)]
-pub struct PendingLogins(Mutex<HashMap<String, Pending>>);
-
-struct Pending {
-    name: String,
-    password: String,
-    at: Instant,
-}
-
-impl PendingLogins {
-    fn put(&self, name: &str, password: &str) -> String {
-        let handle = random_token();
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, p| p.at.elapsed() < PENDING_TTL);
-        if map.len() >= PENDING_MAX {
-            map.clear();
-        }
-        map.insert(
-            handle.clone(),
-            Pending {
-                name: name.to_string(),
-                password: password.to_string(),
-                at: Instant::now(),
-            },
-        );
-        handle
-    }
-
-    fn take(&self, handle: &str) -> Option<(String, String)> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(handle)
-            .filter(|p| p.at.elapsed() < PENDING_TTL)
-            .map(|p| (p.name, p.password))
-    }
-}
-
-pub fn random_token() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// The client's address, when the request came over a socket.
 pub fn client_ip(req: &Request) -> Option<IpAddr> {
@@ -319,6 +268,9 @@ struct TotpForm {
     pending: String,
     #[serde(default)]
     totp: String,
+    /// Only shown again on the page; the handle names the account.
+    #[serde(default)]
+    username: String,
 }
 
 /// A login form posted from another site (login CSRF) is refused; browsers say where a
@@ -344,7 +296,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         .ops
         .login(form.username.trim(), &form.password, totp, remote)
         .await;
-    finish_login(&state, result, form.username.trim(), &form.password)
+    finish_login(result, form.username.trim())
 }
 
 async fn login_totp(State(state): State<AppState>, req: Request) -> Response {
@@ -356,43 +308,36 @@ async fn login_totp(State(state): State<AppState>, req: Request) -> Response {
         Ok(axum::Form(f)) => f,
         Err(e) => return e.into_response(),
     };
-    let Some((name, password)) = state.pending.take(&form.pending) else {
+    let result = state
+        .ops
+        .login_totp(&form.pending, &form.totp, remote)
+        .await;
+    if let Ok(Login::NeedTotp(handle)) = &result {
+        // A wrong code: ask again, with a new handle (each is used once).
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            "Wrong code; try again.",
+            handle,
+            &form.username,
+        );
+    }
+    if let Err(OpsError::Unauthorized(why)) = &result
+        && why.contains("too long")
+    {
         return login_form(
             StatusCode::UNAUTHORIZED,
             "That login took too long; start again.",
             "",
             "",
         );
-    };
-    let result = state
-        .ops
-        .login(&name, &password, Some(form.totp.trim()), remote)
-        .await;
-    if let Ok(Login::NeedTotp) = result {
-        // A wrong code: ask again, with a new handle (each is used once).
-        let handle = state.pending.put(&name, &password);
-        return login_form(
-            StatusCode::UNAUTHORIZED,
-            "Wrong code; try again.",
-            &handle,
-            &name,
-        );
     }
-    finish_login(&state, result, &name, &password)
+    finish_login(result, &form.username)
 }
 
-fn finish_login(
-    state: &AppState,
-    result: Result<Login, OpsError>,
-    name: &str,
-    password: &str,
-) -> Response {
+fn finish_login(result: Result<Login, OpsError>, name: &str) -> Response {
     match result {
         Ok(Login::Session(session)) => logged_in(&session),
-        Ok(Login::NeedTotp) => {
-            let handle = state.pending.put(name, password);
-            login_form(StatusCode::OK, "", &handle, name)
-        }
+        Ok(Login::NeedTotp(handle)) => login_form(StatusCode::OK, "", &handle, name),
         Err(e @ OpsError::Throttled { .. }) => {
             login_form(StatusCode::TOO_MANY_REQUESTS, &e.to_string(), "", name)
         }

@@ -20,7 +20,6 @@ pub use server::{Server, serve};
 
 use axum::Router;
 use portcullis_ops::Ops;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest request body, except where a route says otherwise.
@@ -31,20 +30,16 @@ pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every handler shares: the gateway's operations (acting as the gateway itself;
-/// each request makes its own handle acting as its caller) and the pending second steps
-/// of logins.
+/// each request makes its own handle acting as its caller). Nothing else: sessions and
+/// logins waiting for their second factor are in the store, so any node serves them.
 #[derive(Clone)]
 pub struct AppState {
     ops: Ops,
-    pending: Arc<auth::PendingLogins>,
 }
 
 impl AppState {
     pub fn new(ops: Ops) -> AppState {
-        AppState {
-            ops,
-            pending: Arc::default(),
-        }
+        AppState { ops }
     }
 }
 
