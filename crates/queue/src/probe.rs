@@ -78,6 +78,8 @@ pub struct ProbeSettings {
     pub helo_name: String,
     /// Bound of each step: resolving, connecting, each reply, the handshake.
     pub step_timeout: Duration,
+    /// Bound of the whole probe (a server that answers each step just in time).
+    pub total_timeout: Duration,
 }
 
 /// Probe `host:port` with the TLS mode of a route. `Dane` requires STARTTLS like
@@ -96,7 +98,11 @@ pub async fn probe(
         tls: None,
         address: None,
     };
-    let result = run.dialogue(host, port, mode, configs, settings).await;
+    let dialogue = run.dialogue(host, port, mode, configs, settings);
+    let result = match timeout(settings.total_timeout, dialogue).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("gave up after {:?} in all", settings.total_timeout)),
+    };
     ProbeReport {
         host: host.to_string(),
         port,

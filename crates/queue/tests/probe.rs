@@ -87,6 +87,7 @@ fn settings() -> ProbeSettings {
     ProbeSettings {
         helo_name: "gw.test".into(),
         step_timeout: Duration::from_millis(500),
+        total_timeout: Duration::from_secs(5),
     }
 }
 
@@ -161,4 +162,17 @@ async fn refused_and_silent_servers_are_clear_errors() {
     let e = r.error.expect("an error");
     assert!(e.contains("timeout during greeting"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_whole_probe_is_bounded_and_keeps_what_it_heard() {
+    let port = server(None, false).await;
+    let settings = ProbeSettings {
+        total_timeout: Duration::from_millis(200),
+        ..settings()
+    };
+    let r = probe("127.0.0.1", port, TlsMode::May, &configs(), &settings).await;
+    let e = r.error.expect("an error");
+    assert!(e.contains("gave up after"), "{e}");
+    assert!(r.lines[0].text.starts_with("connected to"), "{:?}", r.lines);
 }

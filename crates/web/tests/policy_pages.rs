@@ -372,6 +372,8 @@ async fn the_route_test_shows_the_servers_dialogue() {
     assert!(test.contains("221 2.0.0 bye"), "{test}");
     assert!(test.contains("STARTTLS not offered"), "{test}");
     assert!(!test.contains("route-secret-123"));
+    let audit = app.get("/api/v1/audit?action=domain.test", Some(&s)).await;
+    assert!(audit.body.contains("sink.test"), "{}", audit.body);
 
     // A refused connection, through the API: a 200 with the route's error.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
