@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod actor;
 mod audit;
+pub mod check_settings;
 pub mod corpus;
 pub mod credentials;
 pub mod dashboard;
@@ -21,6 +22,7 @@ pub mod policy_doc;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+pub mod route_test;
 mod sessions;
 mod tokens;
 pub mod tracking;
@@ -44,6 +46,8 @@ pub struct Ops {
     inject: Option<Injector>,
     /// Who is calling; every operation checks it ([`Actor::require`]).
     actor: Arc<Actor>,
+    /// The configuration file `config` was read from; `None`: built-in defaults.
+    config_file: Option<Arc<std::path::PathBuf>>,
 }
 
 impl Ops {
@@ -63,7 +67,14 @@ impl Ops {
             config: Arc::new(config),
             inject: None,
             actor: Arc::new(Actor::cli()),
+            config_file: None,
         }
+    }
+
+    /// Name the configuration file the settings came from (shown beside them).
+    pub fn with_config_file(mut self, file: Option<std::path::PathBuf>) -> Ops {
+        self.config_file = file.map(Arc::new);
+        self
     }
 
     /// The same gateway, acting for `actor` (an account or token of the console or API).

@@ -149,9 +149,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let file = cli.config.clone();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(config).await.map(|_| ExitCode::SUCCESS),
+            Command::Serve => serve::run(config, file).await.map(|_| ExitCode::SUCCESS),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
             Command::Domain { action } => cli::policy::domain(&config, action).await,
             Command::Network { action } => cli::policy::network(&config, action).await,

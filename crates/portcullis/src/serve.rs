@@ -7,10 +7,12 @@ use anyhow::Result;
 use portcullis_gateway::node::Node;
 use portcullis_ops::Ops;
 
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()> {
     let node = Node::start(config).await?;
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
-    let ops = Ops::new(node.store.clone(), node.config.clone()).with_injector(node.inject.clone());
+    let ops = Ops::new(node.store.clone(), node.config.clone())
+        .with_injector(node.inject.clone())
+        .with_config_file(file);
     // Before anything listens, so that the line is there once the ports answer.
     let https = node.config.listen.https.parse().ok();
     first_admin(&ops, &node.config.hostname, https).await;

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod dsn;
 pub mod mta_sts;
 pub mod mx;
+pub mod probe;
 pub mod scheduler;
 pub mod spool;
 mod tls;

@@ -28,6 +28,13 @@ pub enum DomainCmd {
     Remove {
         domain: String,
     },
+    /// Connect to each route of DOMAIN (EHLO, STARTTLS per the route's TLS mode, QUIT;
+    /// no mail is sent) and print the dialogue; fails when a route does.
+    Test {
+        domain: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,8 +99,43 @@ pub async fn domain(config: &Config, cmd: DomainCmd) -> Result<ExitCode> {
             ops.remove_domain(&domain).await?;
             println!("domain {domain} removed");
         }
+        DomainCmd::Test { domain, json } => {
+            let tests = ops.test_route(&domain).await?;
+            let all_ok = tests.iter().all(|t| t.report.ok());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tests)?);
+            } else {
+                print_route_tests(&tests);
+            }
+            if !all_ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_route_tests(tests: &[portcullis_ops::route_test::RouteTest]) {
+    use portcullis_queue::probe::Side;
+    for t in tests {
+        let r = &t.report;
+        println!(
+            "route {}:{} (priority {}, tls {})",
+            r.host, r.port, t.priority, t.tls_mode
+        );
+        for line in &r.lines {
+            let who = match line.side {
+                Side::Client => "C:",
+                Side::Server => "S:",
+                Side::Note => "--",
+            };
+            println!("  {who} {}", line.text);
+        }
+        match &r.error {
+            None => println!("  ok in {} ms", r.elapsed_ms),
+            Some(e) => println!("  FAILED after {} ms: {e}", r.elapsed_ms),
+        }
+    }
 }
 
 pub async fn network(config: &Config, cmd: NetworkCmd) -> Result<ExitCode> {

@@ -6,7 +6,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use axum::extract::{Path, Query};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use portcullis_ops::policy::RoutesSpec;
 use portcullis_store::ListEntry;
@@ -92,6 +92,55 @@ pub async fn remove_domain(
 ) -> ApiResult<Json<Done>> {
     caller.ops.remove_domain(&name).await?;
     Ok(Done::new(format!("{name} removed")))
+}
+
+/// One route's test: the dialogue, the TLS session, the time, the error if it failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RouteTestView {
+    pub host: String,
+    pub port: u16,
+    pub priority: u32,
+    pub tls_mode: String,
+    /// The address connected to.
+    pub address: Option<String>,
+    /// `{"side": "client"|"server"|"note", "text": "..."}` in order.
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<portcullis_queue::probe::Line>,
+    #[schema(value_type = Option<Object>)]
+    pub tls: Option<portcullis_queue::probe::TlsFacts>,
+    pub elapsed_ms: u64,
+    /// Why the test stopped early; null: the dialogue went as far as QUIT.
+    pub error: Option<String>,
+}
+
+impl From<portcullis_ops::route_test::RouteTest> for RouteTestView {
+    fn from(t: portcullis_ops::route_test::RouteTest) -> RouteTestView {
+        RouteTestView {
+            host: t.report.host,
+            port: t.report.port,
+            priority: t.priority,
+            tls_mode: t.tls_mode,
+            address: t.report.address.map(|a| a.to_string()),
+            lines: t.report.lines,
+            tls: t.report.tls,
+            elapsed_ms: t.report.elapsed_ms,
+            error: t.report.error,
+        }
+    }
+}
+
+/// Connect to each route of a domain (EHLO, STARTTLS as the route's TLS mode asks, QUIT;
+/// no mail is sent) and answer the whole dialogue per route. A failed route is a 200 with
+/// its `error` set.
+#[utoipa::path(post, path = "/api/v1/domains/{name}/test", tag = "policy",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Vec<RouteTestView>), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn test_domain(
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<RouteTestView>>> {
+    let tests = caller.ops.test_route(&name).await?;
+    Ok(Json(tests.into_iter().map(RouteTestView::from).collect()))
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -240,13 +289,45 @@ pub async fn remove_rule(
     Ok(Done::new(format!("{name} removed")))
 }
 
-#[utoipa::path(get, path = "/api/v1/lists", tag = "policy", params(Paging),
+/// Which list entries to show.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListFilter {
+    /// allow, block or valid.
+    pub kind: Option<String>,
+    /// ip, sender or recipient.
+    pub field: Option<String>,
+    /// Part of the value, scope or comment (any case).
+    pub q: Option<String>,
+}
+
+impl ListFilter {
+    pub fn keeps(&self, e: &ListEntry) -> bool {
+        let same = |want: &Option<String>, have: &str| {
+            want.as_deref()
+                .is_none_or(|w| w.is_empty() || w.eq_ignore_ascii_case(have))
+        };
+        let q = self.q.as_deref().unwrap_or("").trim().to_lowercase();
+        same(&self.kind, &e.kind)
+            && same(&self.field, &e.field)
+            && (q.is_empty()
+                || [&e.value, &e.scope, &e.comment]
+                    .iter()
+                    .any(|t| t.to_lowercase().contains(&q)))
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/lists", tag = "policy", params(Paging, ListFilter),
     responses((status = 200, body = Object)))]
 pub async fn lists(
     Extension(caller): Extension<Caller>,
     Query(p): Query<Paging>,
+    Query(f): Query<ListFilter>,
 ) -> ApiResult<Json<ListPage<ListEntry>>> {
-    Ok(Json(p.cut(caller.ops.list_entries().await?)))
+    let entries = caller.ops.list_entries().await?;
+    Ok(Json(
+        p.cut(entries.into_iter().filter(|e| f.keeps(e)).collect()),
+    ))
 }
 
 /// An allow, block or valid-recipient list entry.
@@ -344,6 +425,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/domains", get(domains).post(add_domain))
         .route("/api/v1/domains/{name}", delete(remove_domain))
+        .route("/api/v1/domains/{name}/test", post(test_domain))
         .route(
             "/api/v1/networks",
             get(networks).post(add_network).delete(remove_network),

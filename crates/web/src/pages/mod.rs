@@ -2,8 +2,12 @@
 //! all, so the Content-Security-Policy can forbid every script but our own and there is
 //! none to forbid. Each form carries the session's CSRF token.
 
+mod access;
 mod account;
+mod checks;
 mod dashboard;
+mod domains;
+mod lists;
 mod messages;
 mod quarantine;
 mod queue;
@@ -29,6 +33,28 @@ pub fn routes() -> Router<AppState> {
         .route("/rules", get(rules::page).post(rules::save))
         .route("/rules/delete", post(rules::delete))
         .route("/rules/dry-run", post(rules::dry_run))
+        .route(
+            "/policy",
+            get(|| async { axum::response::Redirect::to("/policy/domains") }),
+        )
+        .route("/policy/domains", get(domains::page).post(domains::add))
+        .route("/policy/domains/remove", post(domains::remove))
+        .route("/policy/domains/test", post(domains::test))
+        .route(
+            "/policy/networks",
+            get(access::networks).post(access::add_network),
+        )
+        .route("/policy/networks/remove", post(access::remove_network))
+        .route("/policy/users", get(access::users).post(access::add_user))
+        .route("/policy/users/remove", post(access::remove_user))
+        .route("/policy/lists", get(lists::lists).post(lists::add_entry))
+        .route("/policy/lists/remove", post(lists::remove_entry))
+        .route(
+            "/policy/content",
+            get(lists::content).post(lists::add_content),
+        )
+        .route("/policy/content/remove", post(lists::remove_content))
+        .route("/policy/checks", get(checks::page))
         .route("/audit", get(account::audit))
         .route("/tokens", get(account::tokens).post(account::create_token))
         .route("/tokens/revoke", post(account::revoke_token))
@@ -49,4 +75,14 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
     form.iter()
         .find(|(k, _)| k == name)
         .map_or("", |(_, v)| v.as_str())
+}
+
+/// Back to `path` after a change, with what happened in words (shown as a notice).
+pub fn done_redirect(path: &str, said: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let target = format!(
+        "{path}?{}",
+        serde_urlencoded::to_string([("done", said)]).unwrap_or_default()
+    );
+    axum::response::Redirect::to(&target).into_response()
 }

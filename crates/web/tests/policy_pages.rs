@@ -1,0 +1,399 @@
+//! The console's policy pages: domains and routes (with the route test against an SMTP
+//! server on loopback), internal networks, users, allow/block and content lists, the
+//! checks' settings; CSRF on every form, and what each role may see and change.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::*;
+use portcullis_ops::Role;
+use portcullis_ops::policy::RoutesSpec;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const PASSWORD: &str = "a long enough passphrase";
+
+/// An account of `role` logged in through the login form.
+async fn login_as(app: &App, name: &str, role: Role, domains: &[&str]) -> Session {
+    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .account_add(name, role, &domains, PASSWORD)
+        .await
+        .expect("account");
+    let form = serde_urlencoded::to_string([("username", name), ("password", PASSWORD)]).unwrap();
+    let a = app.post_form("/login", None, &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
+    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
+    Session { secret, csrf }
+}
+
+fn form(s: &Session, fields: &[(&str, &str)]) -> String {
+    let mut all = vec![("csrf", s.csrf.as_str())];
+    all.extend_from_slice(fields);
+    serde_urlencoded::to_string(all).unwrap()
+}
+
+async fn add_domain(app: &App, name: &str, route: &str) {
+    let spec = RoutesSpec {
+        routes: vec![route.to_string()],
+        tls: "may".into(),
+        auth_user: Some("relay".into()),
+        auth_password: Some("route-secret-123".into()),
+    };
+    app.ops.add_domain(name, &spec).await.expect("domain");
+}
+
+/// A one-connection SMTP server on loopback that offers no STARTTLS.
+async fn smtp_sink() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 sink.test ESMTP ready\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &[u8] = match line.to_ascii_uppercase().get(..4) {
+                Some("EHLO") => b"250-sink.test hello\r\n250 PIPELINING\r\n",
+                Some("QUIT") => b"221 2.0.0 bye\r\n",
+                _ => b"502 5.5.1 no\r\n",
+            };
+            w.write_all(reply).await.unwrap();
+            if reply.starts_with(b"221") {
+                break;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn every_policy_page_renders_for_an_admin() {
+    let app = app().await;
+    let s = app.login().await;
+    add_domain(&app, "example.com", "mail.example.com:25").await;
+    let home = app.get("/", Some(&s)).await;
+    assert!(home.body.contains("id=\"nav-policy\""));
+    for (path, form_id) in [
+        ("/policy/domains", "domain-add"),
+        ("/policy/networks", "network-add"),
+        ("/policy/users", "user-add"),
+        ("/policy/lists", "list-add"),
+        ("/policy/content", "content-add"),
+        ("/policy/checks", "checks-greylist"),
+    ] {
+        let a = app.get(path, Some(&s)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        assert!(a.body.contains(&format!("id=\"{form_id}\"")), "{path}");
+    }
+    let a = app.get("/policy/domains", Some(&s)).await;
+    assert!(a.body.contains("data-domain=\"example.com\""));
+    assert!(a.body.contains("AUTH as relay"));
+    assert!(
+        !a.body.contains("route-secret-123"),
+        "a route password shown"
+    );
+    let a = app.get("/policy/checks", Some(&s)).await;
+    assert!(a.body.contains("[greylist] delay_secs"));
+    assert!(a.body.contains("built-in defaults"));
+}
+
+#[tokio::test]
+async fn every_policy_form_needs_the_csrf_token() {
+    let app = app().await;
+    let s = app.login().await;
+    for path in [
+        "/policy/domains",
+        "/policy/domains/remove",
+        "/policy/domains/test",
+        "/policy/networks",
+        "/policy/networks/remove",
+        "/policy/users",
+        "/policy/users/remove",
+        "/policy/lists",
+        "/policy/lists/remove",
+        "/policy/content",
+        "/policy/content/remove",
+    ] {
+        let a = app
+            .post_form(path, Some(&s), "name=example.com&cidr=10.0.0.0/8")
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");
+        let a = app
+            .post_form(path, Some(&s), "csrf=wrong&cidr=10.0.0.0/8")
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert!(app.ops.list_networks().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn networks_users_lists_and_content_are_added_and_removed() {
+    let app = app().await;
+    let s = app.login().await;
+
+    let a = app
+        .post_form(
+            "/policy/networks",
+            Some(&s),
+            &form(&s, &[("cidr", "10.1.2.3/8"), ("comment", "office")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let page = app.get("/policy/networks", Some(&s)).await;
+    assert!(page.body.contains("data-cidr=\"10.0.0.0/8\""));
+    let a = app
+        .post_form(
+            "/policy/networks",
+            Some(&s),
+            &form(&s, &[("cidr", "10.0.0.0/33<b>")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("id=\"policy-error\""));
+    assert!(a.body.contains("10.0.0.0/33&#60;b&#62;"), "{}", a.body);
+    let a = app
+        .post_form(
+            "/policy/networks/remove",
+            Some(&s),
+            &form(&s, &[("cidr", "10.0.0.0/8")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert!(app.ops.list_networks().await.unwrap().is_empty());
+
+    let a = app
+        .post_form(
+            "/policy/users",
+            Some(&s),
+            &form(
+                &s,
+                &[
+                    ("email", "al@example.com"),
+                    ("password", "short"),
+                    ("password_again", "short"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("at least 8 characters"), "{}", a.body);
+    let good = [
+        ("email", "al@example.com"),
+        ("password", "long enough"),
+        ("password_again", "long enough"),
+    ];
+    let a = app
+        .post_form("/policy/users", Some(&s), &form(&s, &good))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(app.ops.list_users().await.unwrap(), ["al@example.com"]);
+    let a = app
+        .post_form(
+            "/policy/users/remove",
+            Some(&s),
+            &form(&s, &[("email", "al@example.com")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert!(app.ops.list_users().await.unwrap().is_empty());
+
+    let entry = [
+        ("kind", "block"),
+        ("field", "sender"),
+        ("value", "spam@example.net"),
+        ("scope", ""),
+    ];
+    let a = app
+        .post_form("/policy/lists", Some(&s), &form(&s, &entry))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let allow = [
+        ("kind", "allow"),
+        ("field", "ip"),
+        ("value", "192.0.2.0/24"),
+        ("scope", ""),
+    ];
+    app.post_form("/policy/lists", Some(&s), &form(&s, &allow))
+        .await;
+    let page = app.get("/policy/lists?kind=block", Some(&s)).await;
+    assert!(page.body.contains("data-value=\"spam@example.net\""));
+    assert!(!page.body.contains("data-value=\"192.0.2.0/24\""));
+    let page = app.get("/policy/lists?q=192.0.2", Some(&s)).await;
+    assert!(!page.body.contains("data-value=\"spam@example.net\""));
+    assert!(page.body.contains("data-value=\"192.0.2.0/24\""));
+    let a = app
+        .post_form("/policy/lists/remove", Some(&s), &form(&s, &entry))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.ops.list_entries().await.unwrap().len(), 1);
+
+    let pattern = [
+        ("list", "words"),
+        ("pattern", "cheap pills"),
+        ("field", "any"),
+        ("score", "2.5"),
+    ];
+    let a = app
+        .post_form("/policy/content", Some(&s), &form(&s, &pattern))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let bad = [
+        ("list", "words"),
+        ("pattern", "(unclosed"),
+        ("field", "any"),
+        ("regex", "on"),
+        ("score", "1"),
+    ];
+    let a = app
+        .post_form("/policy/content", Some(&s), &form(&s, &bad))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let page = app.get("/policy/content?q=pills", Some(&s)).await;
+    assert!(page.body.contains("cheap pills"));
+    let api = app.get("/api/v1/content?list=words", Some(&s)).await;
+    assert!(api.body.contains("\"cheap pills\""), "{}", api.body);
+    let a = app
+        .post_form("/policy/content/remove", Some(&s), &form(&s, &pattern))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert!(app.ops.list_content().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_helpdesk_reads_the_policy_but_changes_nothing() {
+    let app = app().await;
+    app.ops.bootstrap_admin().await.unwrap();
+    add_domain(&app, "example.com", "127.0.0.1:9").await;
+    let s = login_as(&app, "helen", Role::Helpdesk, &[]).await;
+    for path in [
+        "/policy/domains",
+        "/policy/networks",
+        "/policy/lists",
+        "/policy/checks",
+    ] {
+        let a = app.get(path, Some(&s)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert!(
+            !a.body.contains("method=\"post\" action=\"/policy"),
+            "{path} shows a form"
+        );
+    }
+    for (path, fields) in [
+        ("/policy/networks", vec![("cidr", "10.0.0.0/8")]),
+        (
+            "/policy/domains",
+            vec![("name", "evil.example"), ("routes", "127.0.0.1:25")],
+        ),
+        ("/policy/domains/remove", vec![("name", "example.com")]),
+        ("/policy/domains/test", vec![("name", "example.com")]),
+        (
+            "/policy/users",
+            vec![
+                ("email", "x@example.com"),
+                ("password", "long enough"),
+                ("password_again", "long enough"),
+            ],
+        ),
+    ] {
+        let a = app.post_form(path, Some(&s), &form(&s, &fields)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.body);
+    }
+    assert!(app.ops.list_networks().await.unwrap().is_empty());
+    assert_eq!(app.ops.list_domains().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_domain_admin_sees_and_changes_only_its_domains() {
+    let app = app().await;
+    app.ops.bootstrap_admin().await.unwrap();
+    add_domain(&app, "example.org", "mx.example.org:25").await;
+    add_domain(&app, "example.com", "mx.example.com:25").await;
+    let s = login_as(&app, "dora", Role::DomainAdmin, &["example.org"]).await;
+    let a = app.get("/policy/domains", Some(&s)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("data-domain=\"example.org\""));
+    assert!(!a.body.contains("example.com"), "another domain shown");
+    let a = app
+        .post_form(
+            "/policy/domains/remove",
+            Some(&s),
+            &form(&s, &[("name", "example.com")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // Gateway-wide settings are not a domain's.
+    assert_eq!(
+        app.get("/policy/networks", Some(&s)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Its own domain's routes it may change.
+    let fields = [
+        ("name", "example.org"),
+        ("routes", "mx2.example.org:25"),
+        ("tls", "verify"),
+    ];
+    let a = app
+        .post_form("/policy/domains", Some(&s), &form(&s, &fields))
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let users = [
+        ("email", "u@example.com"),
+        ("password", "long enough"),
+        ("password_again", "long enough"),
+    ];
+    let a = app
+        .post_form("/policy/users", Some(&s), &form(&s, &users))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_route_test_shows_the_servers_dialogue() {
+    let app = app().await;
+    let s = app.login().await;
+    let addr = smtp_sink().await;
+    add_domain(&app, "sink.test", &addr.to_string()).await;
+    let a = app
+        .post_form(
+            "/policy/domains/test",
+            Some(&s),
+            &form(&s, &[("name", "sink.test")]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let test = between(&a.body, "id=\"route-test\"", "</section>");
+    assert!(test.contains("data-ok=\"yes\""), "{test}");
+    assert!(test.contains("220 sink.test ESMTP ready"), "{test}");
+    assert!(test.contains("250-sink.test hello"), "{test}");
+    assert!(test.contains("221 2.0.0 bye"), "{test}");
+    assert!(test.contains("STARTTLS not offered"), "{test}");
+    assert!(!test.contains("route-secret-123"));
+    let audit = app.get("/api/v1/audit?action=domain.test", Some(&s)).await;
+    assert!(audit.body.contains("sink.test"), "{}", audit.body);
+
+    // A refused connection, through the API: a 200 with the route's error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    add_domain(&app, "dead.test", &format!("127.0.0.1:{port}")).await;
+    let req = Request::post("/api/v1/domains/dead.test/test")
+        .header(header::COOKIE, s.cookie())
+        .header("x-csrf-token", &s.csrf)
+        .body(Body::empty())
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let error = v[0]["error"].as_str().expect("an error");
+    assert!(error.contains("refused"), "{error}");
+    let req = Request::post("/api/v1/domains/none.test/test")
+        .header(header::COOKIE, s.cookie())
+        .header("x-csrf-token", &s.csrf)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(req).await.status, StatusCode::NOT_FOUND);
+}
