@@ -50,6 +50,9 @@ use utoipa::OpenApi;
         api::policy::remove_entry,
         api::policy::export,
         api::policy::import,
+        api::content::list,
+        api::content::add,
+        api::content::remove,
         api::accounts::list,
         api::accounts::add,
         api::accounts::remove,
@@ -63,7 +66,7 @@ use utoipa::OpenApi;
         (name = "messages", description = "The message log and the dashboard"),
         (name = "quarantine", description = "Held mail"),
         (name = "queue", description = "Mail waiting for delivery"),
-        (name = "policy", description = "Domains, networks, users, rules, lists"),
+        (name = "policy", description = "Domains, networks, users, rules, lists, content lists"),
         (name = "accounts", description = "Console accounts and API tokens"),
     )
 )]

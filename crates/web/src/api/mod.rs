@@ -4,6 +4,7 @@
 //! [`crate::error::ErrorBody`].
 
 pub mod accounts;
+pub mod content;
 pub mod messages;
 pub mod policy;
 pub mod quarantine;
@@ -86,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .merge(quarantine::routes())
         .merge(queue::routes())
         .merge(policy::routes())
+        .merge(content::routes())
         .merge(accounts::routes())
         .merge(accounts::audit_routes())
         .layer(axum::middleware::map_response(as_error_body))
