@@ -201,6 +201,18 @@ pub async fn release_and_allow(
     ))
 }
 
+/// The held message is spam: the classifier learns so, and the copy is deleted.
+#[utoipa::path(post, path = "/api/v1/quarantine/{id}/report-spam", tag = "quarantine",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Done), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn report_spam(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.quarantine_report_spam(&id).await?;
+    Ok(Done::new(format!("{id} reported as spam and deleted")))
+}
+
 #[utoipa::path(delete, path = "/api/v1/quarantine/{id}", tag = "quarantine",
     params(("id" = String, Path)), responses((status = 200, body = Done)))]
 pub async fn delete(
@@ -220,4 +232,5 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/quarantine/{id}/release-and-allow",
             post(release_and_allow),
         )
+        .route("/api/v1/quarantine/{id}/report-spam", post(report_spam))
 }
