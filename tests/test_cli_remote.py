@@ -57,6 +57,15 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
             assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
         assert "example.com\t127.0.0.1:" in ok(run("domain", "list"))
 
+        # Rules through the API, read back the same.
+        rules = tmp_path / "rules.toml"
+        rules.write_text('[[rule]]\nname = "hold payroll"\n'
+                         'when = [{ header = "subject", matches = "payroll" }]\n'
+                         'actions = [{ action = "quarantine", class = "policy" }]\n')
+        assert ok(run("rule", "add", str(rules))) == 'rule "hold payroll" saved\n'
+        for cmd in (["rule", "list"], ["rule", "list", "--json"]):
+            assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
+
         # A message for the domain: in the log and in the queue (its route is down).
         time.sleep(2.5)  # the gateway picks policy changes up within two seconds
         with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
@@ -70,12 +79,33 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
                     ["queue", "list"], ["queue", "list", "--json"]):
             assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
         queued = json.loads(ok(run("queue", "list", "--json")))
-        assert [q["recipients"] for q in queued] == [["bob@example.com"]]
+        assert [q["recipients"] for q in queued] == [["bob@example.com"]], queued
         qid = queued[0]["id"]
+        assert ok(run("queue", "show", qid)) == g.cli("queue", "show", qid).stdout
         ok(run("queue", "hold", qid))
         assert f"{qid} HELD" in g.cli("queue", "list").stdout
         ok(run("queue", "release", qid))
         assert "HELD" not in ok(run("queue", "list"))
+
+        # Held mail: listed and shown as locally, released, reported, deleted.
+        with smtplib.SMTP("127.0.0.1", g.smtp, timeout=10) as s:
+            s.sendmail("alice@sender.test", ["bob@example.com", "carol@example.com", "dave@example.com"],
+                       "From: alice@sender.test\r\nSubject: payroll\r\n\r\nnew account\r\n")
+        for cmd in (["quarantine", "list"], ["quarantine", "list", "--json"],
+                    ["quarantine", "list", "--recipient", "bob@example.com"]):
+            assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
+        held = {h["recipient"]: h["id"] for h in json.loads(ok(run("quarantine", "list", "--json")))}
+        assert sorted(held) == ["bob@example.com", "carol@example.com", "dave@example.com"]
+        bob, carol, dave = held["bob@example.com"], held["carol@example.com"], held["dave@example.com"]
+        assert ok(run("quarantine", "show", bob)) == g.cli("quarantine", "show", bob).stdout
+        assert "new account" in ok(run("quarantine", "show", bob))
+        assert ok(run("quarantine", "release", bob)).startswith(f"{bob} released as ")
+        again = run("quarantine", "release", bob)
+        assert again.returncode != 0 and "HTTP 409" in again.stderr, again.stderr
+        assert ok(run("quarantine", "report-spam", carol)) == f"{carol} reported as spam and deleted\n"
+        assert ok(run("quarantine", "delete", dave)) == f"{dave} deleted\n"
+        assert json.loads(g.cli("quarantine", "list", "--json").stdout) == []
+        assert ok(run("rule", "remove", "hold payroll")) == 'rule "hold payroll" removed\n'
 
         # The changes are in the audit log as the API's, under the token's name.
         audit = json.loads(ok(run("audit", "list", "--action", "domain.", "--json")))
@@ -116,7 +146,7 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
 
         # Commands that only run beside the store refuse, and do nothing locally.
         for cmd in (["store", "migrate"], ["serve"], ["corpus", "train", "--ham", ".", "--spam", "."],
-                    ["queue", "show", qid]):
+                    ["quarantine", "digest"]):
             r = run(*cmd)
             assert r.returncode != 0 and "cannot act on a remote gateway" in r.stderr, (cmd, r.stderr)
         assert not (tmp_path / "elsewhere" / "data").exists()

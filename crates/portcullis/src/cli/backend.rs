@@ -360,6 +360,16 @@ impl Backend {
         }
     }
 
+    pub async fn quarantine_report_spam(&self, id: &str) -> Result<()> {
+        match self {
+            Backend::Local(ops) => Ok(ops.quarantine_report_spam(id).await?),
+            Backend::Remote(r) => r
+                .change(Method::POST, &["quarantine", id, "report-spam"], Body::None)
+                .await
+                .map(drop),
+        }
+    }
+
     pub async fn policy_export(&self) -> Result<String> {
         match self {
             Backend::Local(ops) => Ok(ops.policy_export().await?),

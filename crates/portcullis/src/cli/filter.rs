@@ -340,9 +340,7 @@ pub async fn quarantine(target: &Target, cmd: QuarantineCmd) -> Result<ExitCode>
             println!("{id} deleted");
         }
         QuarantineCmd::ReportSpam { id } => {
-            ops.local("quarantine report-spam")?
-                .quarantine_report_spam(&id)
-                .await?;
+            ops.quarantine_report_spam(&id).await?;
             println!("{id} reported as spam and deleted");
         }
         QuarantineCmd::Digest => {

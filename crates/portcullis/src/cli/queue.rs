@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use portcullis_gateway::dates::rfc5322_date;
 use portcullis_ops::queue::{QueueChange, QueueItem};
-use portcullis_queue::spool::now;
+use portcullis_queue::spool::{DeliveryState, Envelope, now};
 use portcullis_store::LogQuery;
 use std::process::ExitCode;
 
@@ -100,9 +100,7 @@ pub async fn queue(target: &Target, cmd: QueueCmd) -> Result<ExitCode> {
         QueueCmd::List { json } => print_queue(&ops.list()?, json)?,
         QueueCmd::Show { id } => {
             let (env, state, body) = ops.show(&id)?;
-            println!("{}", serde_json::to_string_pretty(&env)?);
-            println!("{}", serde_json::to_string_pretty(&state)?);
-            println!("{}", String::from_utf8_lossy(&body));
+            print_queued(&env, &state, &String::from_utf8_lossy(&body))?;
         }
         _ => {}
     }
@@ -121,7 +119,17 @@ async fn remote_queue(remote: &Remote, cmd: QueueCmd) -> Result<ExitCode> {
             print_queue(&rows, *json)?;
             return Ok(ExitCode::SUCCESS);
         }
-        QueueCmd::Show { .. } => return Err(super::remote::refuse("queue show")),
+        QueueCmd::Show { id } => {
+            #[derive(serde::Deserialize)]
+            struct Queued {
+                envelope: Envelope,
+                state: DeliveryState,
+                message: String,
+            }
+            let q: Queued = remote.get(&["queue", id], &[]).await?;
+            print_queued(&q.envelope, &q.state, &q.message)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         QueueCmd::Flush => {
             remote
                 .change(Method::POST, &["queue", "flush"], Body::None)
@@ -145,6 +153,13 @@ async fn remote_queue(remote: &Remote, cmd: QueueCmd) -> Result<ExitCode> {
     };
     println!("{said}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_queued(env: &Envelope, state: &DeliveryState, message: &str) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(env)?);
+    println!("{}", serde_json::to_string_pretty(state)?);
+    println!("{message}");
+    Ok(())
 }
 
 fn print_queue(rows: &[QueueItem], json: bool) -> Result<()> {

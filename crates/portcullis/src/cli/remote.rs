@@ -77,17 +77,8 @@ impl Remote {
         Ok(Remote { base, token, http })
     }
 
-    /// The URL of `api/v1/` followed by `segments`, each escaped as one path segment.
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
-        }
-        url
+        endpoint(&self.base, segments, query)
     }
 
     /// One request; the body of a success as text.
@@ -190,6 +181,20 @@ impl Remote {
             }
         }
     }
+}
+
+/// The URL of `api/v1/` under `base` followed by `segments`, each escaped as one path
+/// segment (an address or a rule name never reaches another endpoint).
+fn endpoint(base: &Url, segments: &[&str], query: &[(&str, String)]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
+    }
+    url
 }
 
 fn parse<T: DeserializeOwned>(segments: &[&str], text: &str) -> Result<T> {
@@ -336,4 +341,76 @@ pub fn refuse(command: &str) -> anyhow::Error {
         "`portcullis {command}` cannot act on a remote gateway (--url / PORTCULLIS_URL): \
          run it on the gateway's host, without --url"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_escaped_and_the_base_path_kept() {
+        let base = Url::parse("https://gw.example:8443/").unwrap();
+        let url = endpoint(
+            &base,
+            &["rules", "a/b c?"],
+            &[("recipient", "b+o@x".into())],
+        );
+        assert_eq!(
+            url.as_str(),
+            "https://gw.example:8443/api/v1/rules/a%2Fb%20c%3F?recipient=b%2Bo%40x"
+        );
+        let base = Url::parse("https://gw.example/portcullis/").unwrap();
+        let url = endpoint(&base, &["domains"], &[]);
+        assert_eq!(url.as_str(), "https://gw.example/portcullis/api/v1/domains");
+    }
+
+    #[test]
+    fn an_api_error_is_one_line_with_status_code_and_message() {
+        let url = Url::parse("https://gw.example/api/v1/domains?limit=5").unwrap();
+        let body = r#"{"error":{"code":"invalid","message":"bad route\nx","field":"routes"}}"#;
+        let e = api_error(&Method::POST, &url, StatusCode::BAD_REQUEST, body).to_string();
+        assert_eq!(
+            e,
+            "POST https://gw.example/api/v1/domains: HTTP 400 invalid: bad route\nx (field routes)"
+        );
+        let e = api_error(
+            &Method::GET,
+            &url,
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"code":"forbidden","message":"read-only token","field":null}}"#,
+        )
+        .to_string();
+        assert!(e.contains("HTTP 403 forbidden: read-only token"), "{e}");
+        assert!(e.contains("read-only?"), "{e}");
+        let e = api_error(
+            &Method::GET,
+            &url,
+            StatusCode::BAD_GATEWAY,
+            "<html>\n proxy \n</html>",
+        )
+        .to_string();
+        assert_eq!(
+            e,
+            "GET https://gw.example/api/v1/domains: HTTP 502 Bad Gateway: <html> proxy </html>"
+        );
+    }
+
+    #[test]
+    fn the_token_is_the_first_line_of_its_file() {
+        let dir = std::env::temp_dir().join(format!("portcullis-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "abc_DEF-123\nsecond line\n").unwrap();
+        assert_eq!(token(Some(&file)).unwrap(), "abc_DEF-123");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(
+            token(Some(&file))
+                .unwrap_err()
+                .to_string()
+                .contains("PORTCULLIS_TOKEN")
+        );
+        std::fs::write(&file, "a b\n").unwrap();
+        assert!(token(Some(&file)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
