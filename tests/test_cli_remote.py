@@ -116,6 +116,13 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
         token_file.write_text(admin + "\n")
         assert "example.com" in ok(remote(g, tmp_path, "domain", "list", token_file=token_file))
 
+        # This host's configuration file is not read for a remote gateway; a token file
+        # without --url is a mistake, not a local command.
+        assert "example.com" in ok(run("--config", str(tmp_path / "absent.toml"), "domain", "list"))
+        r = subprocess.run([str(BIN), "--config", str(g.config), "--token-file", str(token_file), "domain", "list"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "--url" in r.stderr, r.stderr
+
         # A read-only token reads, and is refused a change: 403, one line, non-zero exit.
         assert ok(run("domain", "list", token=reader)) == ok(run("domain", "list"))
         r = run("domain", "add", "other.example", "--route", "127.0.0.1:25", token=reader)

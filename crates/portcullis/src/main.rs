@@ -136,13 +136,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("portcullis: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let remote = cli
         .url
         .clone()
@@ -152,12 +145,25 @@ fn main() -> ExitCode {
             token_file: cli.token_file.clone(),
             ca_file: cli.ca_file.clone(),
         });
+    if remote.is_none() && cli.token_file.is_some() {
+        eprintln!("portcullis: --token-file is for a remote gateway: give --url too");
+        return ExitCode::from(2);
+    }
     if remote.is_some()
         && let Some(name) = cli.command.local_only()
     {
         eprintln!("portcullis: {}", cli::remote::refuse(name));
         return ExitCode::from(2);
     }
+    // A remote gateway has its own configuration: this host's file is not read for it.
+    let file = cli.config.as_deref().filter(|_| remote.is_none());
+    let config = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if matches!(cli.command, Command::CheckConfig) {
         if cli.config.is_none() {
             eprintln!("portcullis: check-config needs --config FILE");
