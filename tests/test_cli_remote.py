@@ -99,7 +99,9 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
         bob, carol, dave = held["bob@example.com"], held["carol@example.com"], held["dave@example.com"]
         assert ok(run("quarantine", "show", bob)) == g.cli("quarantine", "show", bob).stdout
         assert "new account" in ok(run("quarantine", "show", bob))
-        assert ok(run("quarantine", "release", bob)).startswith(f"{bob} released as ")
+        released = run("quarantine", "release", bob)
+        assert ok(released).startswith(f"{bob} released as ") and released.stderr == ""
+        assert len(ok(released).splitlines()) == 1
         again = run("quarantine", "release", bob)
         assert again.returncode != 0 and "HTTP 409" in again.stderr, again.stderr
         assert ok(run("quarantine", "report-spam", carol)) == f"{carol} reported as spam and deleted\n"

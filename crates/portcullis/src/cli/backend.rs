@@ -412,7 +412,7 @@ impl Backend {
                     "name": name, "role": role.to_string(), "domains": domains,
                     "password": password,
                 });
-                r.send(Method::POST, &["accounts"], &body).await
+                r.send(Method::POST, &["accounts"], Body::Json(body)).await
             }
         }
     }
@@ -467,7 +467,7 @@ impl Backend {
                     "domains": spec.domains, "read_only": spec.read_only,
                     "expires": spec.expires,
                 });
-                let c: Created = r.send(Method::POST, &["tokens"], &body).await?;
+                let c: Created = r.send(Method::POST, &["tokens"], Body::Json(body)).await?;
                 Ok((c.token, c.secret))
             }
         }

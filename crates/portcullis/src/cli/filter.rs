@@ -256,12 +256,17 @@ pub async fn content(target: &Target, cmd: ContentCmd) -> Result<ExitCode> {
 }
 
 fn print_released(id: &str, r: &Released) {
-    if let Some(why) = &r.warning {
+    let spooled = r.injected == Injected::Spooled;
+    say_released(id, &r.queue_id, r.warning.as_deref(), spooled);
+}
+
+fn say_released(id: &str, queue_id: &str, warning: Option<&str>, spooled: bool) {
+    if let Some(why) = warning {
         eprintln!("warning: {why}");
-    } else if r.injected == Injected::Spooled {
+    } else if spooled {
         eprintln!("no gateway is running: it is sent when one starts");
     }
-    println!("{id} released as {}", r.queue_id);
+    println!("{id} released as {queue_id}");
 }
 
 pub async fn quarantine(target: &Target, cmd: QuarantineCmd) -> Result<ExitCode> {
@@ -317,22 +322,27 @@ pub async fn quarantine(target: &Target, cmd: QuarantineCmd) -> Result<ExitCode>
                 let released = local.quarantine_release(&id, allow_sender).await?;
                 print_released(&id, &released);
             }
-            // The gateway says it in the same words: `ID released as QUEUE-ID`, with the
-            // sender allowed and a warning after it when there are.
+            // The API answers from within a running gateway: its release is scheduled
+            // at once, or comes with a warning.
             Backend::Remote(remote) => {
+                #[derive(serde::Deserialize)]
+                struct ReleasedView {
+                    queue_id: String,
+                    warning: Option<String>,
+                }
                 let action = if allow_sender {
                     "release-and-allow"
                 } else {
                     "release"
                 };
-                let said = remote
-                    .change(
+                let r: ReleasedView = remote
+                    .send(
                         reqwest::Method::POST,
                         &["quarantine", &id, action],
                         super::remote::Body::None,
                     )
                     .await?;
-                println!("{said}");
+                say_released(&id, &r.queue_id, r.warning.as_deref(), false);
             }
         },
         QuarantineCmd::Delete { id } => {

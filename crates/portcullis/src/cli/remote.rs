@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::{Method, StatusCode, Url};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,14 +138,13 @@ impl Remote {
         Ok(parse::<Done>(segments, &text)?.detail)
     }
 
-    /// A change with a JSON body answered with JSON.
+    /// A change answered with JSON.
     pub async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
-        body: &impl Serialize,
+        body: Body<'_>,
     ) -> Result<T> {
-        let body = Body::Json(serde_json::to_value(body)?);
         let text = self.call(method, segments, &[], body).await?;
         parse(segments, &text)
     }
