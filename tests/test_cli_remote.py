@@ -116,7 +116,12 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
         # The token from a file instead of the environment.
         token_file = tmp_path / "token"
         token_file.write_text(admin + "\n")
-        assert "example.com" in ok(remote(g, tmp_path, "domain", "list", token_file=token_file))
+        token_file.chmod(0o644)
+        r = remote(g, tmp_path, "domain", "list", token_file=token_file)
+        assert "example.com" in ok(r) and "chmod 600" in r.stderr
+        token_file.chmod(0o600)
+        r = remote(g, tmp_path, "domain", "list", token_file=token_file)
+        assert "example.com" in ok(r) and r.stderr == ""
 
         # This host's configuration file is not read for a remote gateway; a token file
         # without --url is a mistake, not a local command.

@@ -206,6 +206,17 @@ fn parse<T: DeserializeOwned>(segments: &[&str], text: &str) -> Result<T> {
 
 /// The token: the first line of `--token-file`, else `PORTCULLIS_TOKEN`.
 fn token(file: Option<&Path>) -> Result<String> {
+    if let Some(path) = file {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "portcullis: warning: {} may be read by other users (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
     let token = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("--token-file {}", path.display()))?
