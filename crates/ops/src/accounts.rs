@@ -27,7 +27,7 @@ pub const MAX_REMOTE_FAILURES: i64 = 20;
 pub const REMOTE_WINDOW_SECS: i64 = 10 * 60;
 
 /// A console or API account.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     pub name: String,
     pub role: String,
@@ -80,7 +80,7 @@ pub struct TotpEnrolment {
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,

@@ -263,7 +263,7 @@ impl Ops {
 }
 
 /// What one set of rules decides for a message.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Decision {
     /// The rules that matched, in order (the last one decided, if any did).
     pub matched: Vec<String>,
@@ -278,7 +278,7 @@ pub struct Decision {
 
 /// A dry run of rules against a held message: what the stored rules decide now, and
 /// what they would decide with the candidate rules added (or replaced, by name).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DryRun {
     pub item: String,
     pub subject: String,

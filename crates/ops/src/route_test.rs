@@ -17,7 +17,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One route and what its probe found.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RouteTest {
     pub priority: u32,
     /// The route's TLS mode.

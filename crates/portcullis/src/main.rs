@@ -19,6 +19,19 @@ struct Cli {
     /// Configuration file (TOML); without it, the embedded development defaults.
     #[arg(long, global = true, env = "PORTCULLIS_CONFIG")]
     config: Option<PathBuf>,
+    /// Act on the gateway at this URL (https://HOST:PORT, its console) through its REST
+    /// API instead of this host's store; the token comes from PORTCULLIS_TOKEN or
+    /// --token-file.
+    #[arg(long, global = true, env = "PORTCULLIS_URL", value_name = "URL")]
+    url: Option<String>,
+    /// A file whose first line is the API token for --url (never the token itself on the
+    /// command line, where `ps` would show it).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Trust the certificates of this PEM file for --url, and only them (the gateway's
+    /// self-signed certificate, `<data_dir>/tls/selfsigned.crt`).
+    #[arg(long, global = true, env = "PORTCULLIS_CA", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,7 +136,28 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref()) {
+    let remote = cli
+        .url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .map(|url| cli::remote::RemoteOptions {
+            url: Some(url),
+            token_file: cli.token_file.clone(),
+            ca_file: cli.ca_file.clone(),
+        });
+    if remote.is_none() && cli.token_file.is_some() {
+        eprintln!("portcullis: --token-file is for a remote gateway: give --url too");
+        return ExitCode::from(2);
+    }
+    if remote.is_some()
+        && let Some(name) = cli.command.local_only()
+    {
+        eprintln!("portcullis: {}", cli::remote::refuse(name));
+        return ExitCode::from(2);
+    }
+    // A remote gateway has its own configuration: this host's file is not read for it.
+    let file = cli.config.as_deref().filter(|_| remote.is_none());
+    let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -150,28 +184,32 @@ fn main() -> ExitCode {
         }
     };
     let file = cli.config.clone();
-    let result = runtime.block_on(async move {
+    let target = cli::Target { config, remote };
+    let config = &target.config;
+    let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve::run(config, file).await.map(|_| ExitCode::SUCCESS),
+            Command::Serve => serve::run(config.clone(), file)
+                .await
+                .map(|_| ExitCode::SUCCESS),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
-            Command::Domain { action } => cli::policy::domain(&config, action).await,
-            Command::Network { action } => cli::policy::network(&config, action).await,
-            Command::User { action } => cli::policy::user(&config, action).await,
-            Command::Queue { action } => cli::queue::queue(&config, action).await,
-            Command::Log { action } => cli::queue::log(&config, action).await,
-            Command::Corpus { action } => cli::corpus::corpus(&config, action).await,
-            Command::Rule { action } => cli::filter::rule(&config, action).await,
-            Command::List { action } => cli::filter::list(&config, action).await,
-            Command::Content { action } => cli::filter::content(&config, action).await,
-            Command::Quarantine { action } => cli::filter::quarantine(&config, action).await,
-            Command::Dkim { action } => cli::dkim::dkim(&config, action).await,
-            Command::Config { action } => cli::filter::config_cmd(&config, action).await,
-            Command::Report { action } => cli::report::report(&config, action).await,
-            Command::Psl { action } => cli::psl::psl(&config, action).await,
-            Command::Store { action } => cli::store::store(&config, action).await,
-            Command::Account { action } => cli::accounts::account(&config, action).await,
-            Command::Token { action } => cli::accounts::token(&config, action).await,
-            Command::Audit { action } => cli::accounts::audit(&config, action).await,
+            Command::Domain { action } => cli::policy::domain(&target, action).await,
+            Command::Network { action } => cli::policy::network(&target, action).await,
+            Command::User { action } => cli::policy::user(&target, action).await,
+            Command::Queue { action } => cli::queue::queue(&target, action).await,
+            Command::Log { action } => cli::queue::log(&target, action).await,
+            Command::Corpus { action } => cli::corpus::corpus(config, action).await,
+            Command::Rule { action } => cli::filter::rule(&target, action).await,
+            Command::List { action } => cli::filter::list(&target, action).await,
+            Command::Content { action } => cli::filter::content(&target, action).await,
+            Command::Quarantine { action } => cli::filter::quarantine(&target, action).await,
+            Command::Dkim { action } => cli::dkim::dkim(config, action).await,
+            Command::Config { action } => cli::filter::config_cmd(&target, action).await,
+            Command::Report { action } => cli::report::report(config, action).await,
+            Command::Psl { action } => cli::psl::psl(config, action).await,
+            Command::Store { action } => cli::store::store(config, action).await,
+            Command::Account { action } => cli::accounts::account(&target, action).await,
+            Command::Token { action } => cli::accounts::token(&target, action).await,
+            Command::Audit { action } => cli::accounts::audit(&target, action).await,
         }
     });
     match result {
@@ -179,6 +217,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("portcullis: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The name of a command that only runs beside the gateway's own store and files,
+    /// never on a remote gateway; None for those the REST API has.
+    fn local_only(&self) -> Option<&'static str> {
+        match self {
+            Command::Serve => Some("serve"),
+            Command::CheckConfig => Some("check-config"),
+            Command::Corpus { .. } => Some("corpus"),
+            Command::Dkim { .. } => Some("dkim"),
+            Command::Psl { .. } => Some("psl"),
+            Command::Report { .. } => Some("report"),
+            Command::Store { .. } => Some("store"),
+            _ => None,
         }
     }
 }

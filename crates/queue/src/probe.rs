@@ -20,7 +20,7 @@ use crate::client_error::ClientError;
 use crate::tls::{Conn, Stream, parse_reply, start_tls};
 
 /// Who said a line of the dialogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// We sent it.
@@ -31,14 +31,14 @@ pub enum Side {
     Note,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Line {
     pub side: Side,
     pub text: String,
 }
 
 /// The TLS session the probe got.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsFacts {
     /// `TLSv1_3`.
     pub version: String,
@@ -53,7 +53,7 @@ pub struct TlsFacts {
 }
 
 /// Everything one probe learnt.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProbeReport {
     pub host: String,
     pub port: u16,

@@ -11,7 +11,7 @@ use sqlx::AssertSqlSafe;
 pub const MAX_AUDIT_LIMIT: i64 = 10_000;
 
 /// One change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct AuditEntry {
     /// Given by the store when the row is appended.
     pub id: i64,

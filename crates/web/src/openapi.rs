@@ -33,6 +33,7 @@ use utoipa::OpenApi;
         api::quarantine::set_digest_frequency,
         api::quarantine::delete,
         api::queue::list,
+        api::queue::show,
         api::queue::act,
         api::queue::delete,
         api::queue::flush,
@@ -72,7 +73,7 @@ use utoipa::OpenApi;
         (name = "messages", description = "The message log and the dashboard"),
         (name = "quarantine", description = "Held mail"),
         (name = "queue", description = "Mail waiting for delivery"),
-        (name = "policy", description = "Domains, networks, users, rules, lists"),
+        (name = "policy", description = "Domains, networks, users, rules, lists, content lists"),
         (name = "accounts", description = "Console accounts and API tokens"),
     )
 )]

@@ -2,13 +2,13 @@
 //! log of changes. Secrets (a generated password, a token) are printed once and never
 //! again; the store keeps only their hashes.
 
-use crate::config::Config;
+use super::Target;
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use portcullis_ops::Role;
 use portcullis_ops::accounts::TokenSpec;
 use portcullis_ops::credentials;
 use portcullis_ops::log::parse_since;
-use portcullis_ops::{Ops, Role};
 use portcullis_queue::spool::now;
 use portcullis_store::AuditQuery;
 use std::io::Read;
@@ -106,8 +106,8 @@ fn when(t: Option<i64>) -> String {
     t.map_or_else(|| "-".to_string(), |t| t.to_string())
 }
 
-pub async fn account(config: &Config, cmd: AccountCmd) -> Result<ExitCode> {
-    let ops: Ops = super::ops(config).await?;
+pub async fn account(target: &Target, cmd: AccountCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         AccountCmd::Add {
             name,
@@ -154,15 +154,15 @@ pub async fn account(config: &Config, cmd: AccountCmd) -> Result<ExitCode> {
         }
         AccountCmd::Passwd { name, .. } => {
             let password = read_password()?;
-            ops.account_set_password(&name, None, &password).await?;
+            ops.account_set_password(&name, &password).await?;
             println!("password of account {name} changed");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn token(config: &Config, cmd: TokenCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn token(target: &Target, cmd: TokenCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         TokenCmd::Create {
             account,
@@ -215,8 +215,8 @@ pub async fn token(config: &Config, cmd: TokenCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn audit(config: &Config, cmd: AuditCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn audit(target: &Target, cmd: AuditCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         AuditCmd::List {
             actor,

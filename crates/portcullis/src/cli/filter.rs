@@ -2,7 +2,8 @@
 //! messages and the policy document. Validation and the quarantine's state changes are
 //! the operations layer's; this reads arguments and prints.
 
-use crate::config::Config;
+use super::Target;
+use super::backend::Backend;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use portcullis_gateway::inject::Injected;
@@ -142,8 +143,8 @@ pub enum ConfigCmd {
     Import { file: std::path::PathBuf },
 }
 
-pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn rule(target: &Target, cmd: RuleCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         RuleCmd::List { json } => {
             if json {
@@ -195,8 +196,8 @@ pub async fn rule(config: &Config, cmd: RuleCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn list(target: &Target, cmd: ListCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         ListCmd::Add {
             kind,
@@ -249,8 +250,8 @@ pub async fn list(config: &Config, cmd: ListCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn content(target: &Target, cmd: ContentCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         ContentCmd::Add {
             list,
@@ -296,16 +297,21 @@ pub async fn content(config: &Config, cmd: ContentCmd) -> Result<ExitCode> {
 }
 
 fn print_released(id: &str, r: &Released) {
-    if let Some(why) = &r.warning {
-        eprintln!("warning: {why}");
-    } else if r.injected == Injected::Spooled {
-        eprintln!("no gateway is running: it is sent when one starts");
-    }
-    println!("{id} released as {}", r.queue_id);
+    let spooled = r.injected == Injected::Spooled;
+    say_released(id, &r.queue_id, r.warning.as_deref(), spooled);
 }
 
-pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+fn say_released(id: &str, queue_id: &str, warning: Option<&str>, spooled: bool) {
+    if let Some(why) = warning {
+        eprintln!("warning: {why}");
+    } else if spooled {
+        eprintln!("no gateway is running: it is sent when one starts");
+    }
+    println!("{id} released as {queue_id}");
+}
+
+pub async fn quarantine(target: &Target, cmd: QuarantineCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         QuarantineCmd::List {
             json,
@@ -349,14 +355,37 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
         QuarantineCmd::Show { id } => {
             let held = ops.quarantine_show(&id).await?;
             println!("{}", serde_json::to_string_pretty(&held.item)?);
-            let findings: serde_json::Value = serde_json::from_str(&held.findings)?;
-            println!("{}", serde_json::to_string_pretty(&findings)?);
+            println!("{}", serde_json::to_string_pretty(&held.findings)?);
             println!("{}", String::from_utf8_lossy(&held.body));
         }
-        QuarantineCmd::Release { id, allow_sender } => {
-            let released = ops.quarantine_release(&id, allow_sender).await?;
-            print_released(&id, &released);
-        }
+        QuarantineCmd::Release { id, allow_sender } => match &ops {
+            Backend::Local(local) => {
+                let released = local.quarantine_release(&id, allow_sender).await?;
+                print_released(&id, &released);
+            }
+            // The API answers from within a running gateway: its release is scheduled
+            // at once, or comes with a warning.
+            Backend::Remote(remote) => {
+                #[derive(serde::Deserialize)]
+                struct ReleasedView {
+                    queue_id: String,
+                    warning: Option<String>,
+                }
+                let action = if allow_sender {
+                    "release-and-allow"
+                } else {
+                    "release"
+                };
+                let r: ReleasedView = remote
+                    .send(
+                        reqwest::Method::POST,
+                        &["quarantine", &id, action],
+                        super::remote::Body::None,
+                    )
+                    .await?;
+                say_released(&id, &r.queue_id, r.warning.as_deref(), false);
+            }
+        },
         QuarantineCmd::Delete { id } => {
             ops.quarantine_delete(&id).await?;
             println!("{id} deleted");
@@ -366,10 +395,14 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
             println!("{id} reported as spam and deleted");
         }
         QuarantineCmd::Digest => {
-            let ids = ops.quarantine_digest().await?;
+            let ids = ops.local("quarantine digest")?.quarantine_digest().await?;
             println!("{} digests queued", ids.len());
         }
-        QuarantineCmd::Redeem { token } => match ops.quarantine_redeem(&token).await? {
+        QuarantineCmd::Redeem { token } => match ops
+            .local("quarantine redeem")?
+            .quarantine_redeem(&token)
+            .await?
+        {
             Redeemed::Released(id, r) => print_released(&id, &r),
             Redeemed::Deleted(id) => println!("{id} deleted"),
             Redeemed::ReleasedAll(released, gone) => {
@@ -391,8 +424,8 @@ pub async fn quarantine(config: &Config, cmd: QuarantineCmd) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn config_cmd(config: &Config, cmd: ConfigCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn config_cmd(target: &Target, cmd: ConfigCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         ConfigCmd::Export => print!("{}", ops.policy_export().await?),
         ConfigCmd::Import { file } => {

@@ -1,20 +1,40 @@
 //! The command line: each module reads its arguments, calls the operations layer
 //! (`portcullis-ops`) or the gateway library, and prints. No policy or message logic
 //! lives here; what a command may do and how it is validated is the operations layer's.
+//! With `--url` the same commands act on a remote gateway through its REST API
+//! ([`backend::Backend`]); their printing is the same either way.
 
 pub mod accounts;
+pub mod backend;
 pub mod corpus;
 pub mod dkim;
 pub mod filter;
 pub mod policy;
 pub mod psl;
 pub mod queue;
+pub mod remote;
 pub mod report;
 pub mod store;
 
 use crate::config::Config;
 use anyhow::Result;
+use backend::Backend;
 use portcullis_ops::Ops;
+use remote::RemoteOptions;
+
+/// What a command acts on: this host's configuration, and the remote gateway of `--url`
+/// when one is given.
+pub struct Target {
+    pub config: Config,
+    pub remote: Option<RemoteOptions>,
+}
+
+impl Target {
+    /// The store of this host, or the remote gateway.
+    pub async fn backend(&self) -> Result<Backend> {
+        Backend::open(&self.config, self.remote.as_ref()).await
+    }
+}
 
 /// The operations on the store and spool of `config`.
 pub async fn ops(config: &Config) -> Result<Ops> {

@@ -2,7 +2,7 @@
 //! goes, who may relay out, who may authenticate. A running gateway picks changes up
 //! within two seconds.
 
-use crate::config::Config;
+use super::Target;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use portcullis_ops::policy::RoutesSpec;
@@ -63,8 +63,8 @@ pub enum UserCmd {
     },
 }
 
-pub async fn domain(config: &Config, cmd: DomainCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn domain(target: &Target, cmd: DomainCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         DomainCmd::Add {
             domain,
@@ -138,8 +138,8 @@ fn print_route_tests(tests: &[portcullis_ops::route_test::RouteTest]) {
     }
 }
 
-pub async fn network(config: &Config, cmd: NetworkCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn network(target: &Target, cmd: NetworkCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         NetworkCmd::Add { cidr, comment } => {
             let net = ops.add_network(&cidr, &comment).await?;
@@ -158,8 +158,8 @@ pub async fn network(config: &Config, cmd: NetworkCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn user(config: &Config, cmd: UserCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn user(target: &Target, cmd: UserCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         UserCmd::Add { email } => {
             let mut password = String::new();

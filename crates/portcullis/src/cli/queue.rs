@@ -1,12 +1,13 @@
 //! `portcullis queue …` and `portcullis log search`: what is waiting and why, the
 //! changes an administrator makes, and where a message went.
 
-use crate::config::Config;
+use super::Target;
+use super::remote::{Body, Remote};
 use anyhow::Result;
 use clap::Subcommand;
 use portcullis_gateway::dates::rfc5322_date;
-use portcullis_ops::queue::QueueChange;
-use portcullis_queue::spool::now;
+use portcullis_ops::queue::{QueueChange, QueueItem};
+use portcullis_queue::spool::{DeliveryState, Envelope, now};
 use portcullis_store::LogQuery;
 use std::process::ExitCode;
 
@@ -68,7 +69,11 @@ pub enum LogCmd {
     },
 }
 
-pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
+pub async fn queue(target: &Target, cmd: QueueCmd) -> Result<ExitCode> {
+    if let Some(opts) = &target.remote {
+        return remote_queue(&Remote::new(opts)?, cmd).await;
+    }
+    let config = &target.config;
     // The queue needs no store: it works while the store is down.
     let ops = portcullis_ops::queue::QueueOps::new(config);
     let change = match &cmd {
@@ -92,39 +97,95 @@ pub async fn queue(config: &Config, cmd: QueueCmd) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match cmd {
-        QueueCmd::List { json } => {
-            let rows = ops.list()?;
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            }
-            for r in rows.iter().filter(|_| !json) {
-                let held = if r.held { " HELD" } else { "" };
-                println!(
-                    "{}{held}  {:>8}  {}  <{}> -> {}",
-                    r.id,
-                    r.size,
-                    rfc5322_date(r.received_at),
-                    r.sender,
-                    r.recipients.join(", ")
-                );
-                if let Some(reply) = &r.last_reply {
-                    println!("    ({reply})");
-                }
-            }
-        }
+        QueueCmd::List { json } => print_queue(&ops.list()?, json)?,
         QueueCmd::Show { id } => {
             let (env, state, body) = ops.show(&id)?;
-            println!("{}", serde_json::to_string_pretty(&env)?);
-            println!("{}", serde_json::to_string_pretty(&state)?);
-            println!("{}", String::from_utf8_lossy(&body));
+            print_queued(&env, &state, &String::from_utf8_lossy(&body))?;
         }
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn log(config: &Config, cmd: LogCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+/// The queue of a remote gateway: its list, and the changes, which it words as the
+/// control socket does.
+async fn remote_queue(remote: &Remote, cmd: QueueCmd) -> Result<ExitCode> {
+    use reqwest::Method;
+    let said = match &cmd {
+        QueueCmd::List { json } => {
+            let mut rows: Vec<QueueItem> = remote.list(&["queue"], &[], 0, 0).await?;
+            // Locally the list comes in the spool's order; the API's is oldest first.
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            print_queue(&rows, *json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCmd::Show { id } => {
+            #[derive(serde::Deserialize)]
+            struct Queued {
+                envelope: Envelope,
+                state: DeliveryState,
+                message: String,
+            }
+            let q: Queued = remote.get(&["queue", id], &[]).await?;
+            print_queued(&q.envelope, &q.state, &q.message)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCmd::Flush => {
+            remote
+                .change(Method::POST, &["queue", "flush"], Body::None)
+                .await?
+        }
+        QueueCmd::Delete { id } => {
+            remote
+                .change(Method::DELETE, &["queue", id], Body::None)
+                .await?
+        }
+        QueueCmd::Hold { id } => {
+            remote
+                .change(Method::POST, &["queue", id, "hold"], Body::None)
+                .await?
+        }
+        QueueCmd::Release { id } => {
+            remote
+                .change(Method::POST, &["queue", id, "release"], Body::None)
+                .await?
+        }
+    };
+    println!("{said}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_queued(env: &Envelope, state: &DeliveryState, message: &str) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(env)?);
+    println!("{}", serde_json::to_string_pretty(state)?);
+    println!("{message}");
+    Ok(())
+}
+
+fn print_queue(rows: &[QueueItem], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    for r in rows {
+        let held = if r.held { " HELD" } else { "" };
+        println!(
+            "{}{held}  {:>8}  {}  <{}> -> {}",
+            r.id,
+            r.size,
+            rfc5322_date(r.received_at),
+            r.sender,
+            r.recipients.join(", ")
+        );
+        if let Some(reply) = &r.last_reply {
+            println!("    ({reply})");
+        }
+    }
+    Ok(())
+}
+
+pub async fn log(target: &Target, cmd: LogCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     let LogCmd::Search {
         sender,
         recipient,

@@ -89,6 +89,9 @@ pub async fn tokens(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
+    /// The account the token acts as (default: the creator's own); another's needs the
+    /// right to manage that account, as `portcullis token create --account` does.
+    pub account: Option<String>,
     pub name: String,
     /// At most the creator's role (default: the creator's).
     pub role: Option<String>,
@@ -124,7 +127,10 @@ pub async fn create_token(
         read_only: t.read_only,
         expires: t.expires,
     };
-    let (token, secret) = caller.ops.token_create(&spec).await?;
+    let (token, secret) = match t.account.as_deref().map(str::trim) {
+        Some(account) if !account.is_empty() => caller.ops.token_create_for(account, &spec).await?,
+        _ => caller.ops.token_create(&spec).await?,
+    };
     Ok(Json(CreatedToken { token, secret }))
 }
 

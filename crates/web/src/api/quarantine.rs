@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use portcullis_ops::Ops;
+use portcullis_ops::quarantine::Released;
 use portcullis_ops::tracking::{Finding, findings};
 use portcullis_store::{QuarantineItem, QuarantineQuery};
 use serde::{Deserialize, Serialize};
@@ -165,14 +166,7 @@ impl Action {
                 let r = ops
                     .quarantine_release(id, self == Action::ReleaseAndAllow)
                     .await?;
-                let mut said = format!("{id} released as {}", r.queue_id);
-                if let Some(sender) = r.allowed_sender {
-                    said.push_str(&format!("; {sender} allowed"));
-                }
-                if let Some(w) = r.warning {
-                    said.push_str(&format!(" ({w})"));
-                }
-                Ok(said)
+                Ok(released_text(id, &r))
             }
             Action::Delete => {
                 ops.quarantine_delete(id).await?;
@@ -186,26 +180,60 @@ impl Action {
     }
 }
 
+/// A release in words, as the console and the API say it.
+fn released_text(id: &str, r: &Released) -> String {
+    let mut said = format!("{id} released as {}", r.queue_id);
+    if let Some(sender) = &r.allowed_sender {
+        said.push_str(&format!("; {sender} allowed"));
+    }
+    if let Some(w) = &r.warning {
+        said.push_str(&format!(" ({w})"));
+    }
+    said
+}
+
+/// A release: what [`Done`] says, and its parts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReleasedView {
+    pub ok: bool,
+    pub detail: String,
+    /// The id of the released copy in the queue.
+    pub queue_id: String,
+    /// The sender put on the recipient's allow list (release-and-allow).
+    pub allowed_sender: Option<String>,
+    /// The running gateway could not be told of it at once.
+    pub warning: Option<String>,
+}
+
+async fn release_as(ops: &Ops, id: &str, allow: bool) -> ApiResult<Json<ReleasedView>> {
+    let r = ops.quarantine_release(id, allow).await?;
+    Ok(Json(ReleasedView {
+        ok: true,
+        detail: released_text(id, &r),
+        queue_id: r.queue_id,
+        allowed_sender: r.allowed_sender,
+        warning: r.warning,
+    }))
+}
+
 #[utoipa::path(post, path = "/api/v1/quarantine/{id}/release", tag = "quarantine",
     params(("id" = String, Path)),
-    responses((status = 200, body = Done), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ReleasedView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn release(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Done>> {
-    Ok(Done::new(Action::Release.apply(&caller.ops, &id).await?))
+) -> ApiResult<Json<ReleasedView>> {
+    release_as(&caller.ops, &id, false).await
 }
 
 /// Release, and put the sender on the recipient's allow list.
 #[utoipa::path(post, path = "/api/v1/quarantine/{id}/release-and-allow", tag = "quarantine",
-    params(("id" = String, Path)), responses((status = 200, body = Done)))]
+    params(("id" = String, Path)), responses((status = 200, body = ReleasedView)))]
 pub async fn release_and_allow(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Done>> {
-    Ok(Done::new(
-        Action::ReleaseAndAllow.apply(&caller.ops, &id).await?,
-    ))
+) -> ApiResult<Json<ReleasedView>> {
+    release_as(&caller.ops, &id, true).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/quarantine/{id}", tag = "quarantine",

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use portcullis_ops::queue::{QueueChange, QueueItem};
 use portcullis_ops::{Access, Ops, Scope};
+use portcullis_queue::spool::{DeliveryState, Envelope};
 
 /// The queue of this node, oldest first.
 #[utoipa::path(get, path = "/api/v1/queue", tag = "queue", params(Paging),
@@ -58,6 +59,34 @@ pub async fn act(
     Ok(Done::new(change(&caller.ops, &action, &id).await?))
 }
 
+/// One queued message: its envelope, its delivery state and the message as text.
+#[derive(Debug, serde::Serialize)]
+pub struct Queued {
+    pub envelope: Envelope,
+    pub state: DeliveryState,
+    pub message: String,
+}
+
+/// One message of the queue, as `portcullis queue show` prints it.
+#[utoipa::path(get, path = "/api/v1/queue/{id}", tag = "queue",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Queued>> {
+    caller
+        .ops
+        .actor()
+        .require(Access::ReadMessages, &Scope::Global)?;
+    let (envelope, state, body) = caller.ops.queue().show(&id)?;
+    Ok(Json(Queued {
+        envelope,
+        state,
+        message: String::from_utf8_lossy(&body).into_owned(),
+    }))
+}
+
 #[utoipa::path(delete, path = "/api/v1/queue/{id}", tag = "queue",
     params(("id" = String, Path)), responses((status = 200, body = Done)))]
 pub async fn delete(
@@ -78,6 +107,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/queue", get(list))
         .route("/api/v1/queue/flush", post(flush))
-        .route("/api/v1/queue/{id}", axum::routing::delete(delete))
+        .route("/api/v1/queue/{id}", get(show).delete(delete))
         .route("/api/v1/queue/{id}/{action}", post(act))
 }
