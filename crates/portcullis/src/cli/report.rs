@@ -73,6 +73,7 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
                     kind,
                     domain,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             for r in &rows {
