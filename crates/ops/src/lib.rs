@@ -12,6 +12,7 @@ pub mod corpus;
 pub mod credentials;
 pub mod dashboard;
 pub mod dkim;
+pub mod dkim_check;
 mod error;
 pub mod filter;
 pub mod log;
