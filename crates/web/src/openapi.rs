@@ -50,6 +50,14 @@ use utoipa::OpenApi;
         api::policy::remove_entry,
         api::policy::export,
         api::policy::import,
+        api::dkim::list,
+        api::dkim::act,
+        api::dkim::retire,
+        api::dkim::delete,
+        api::dkim::check,
+        api::reports::list,
+        api::reports::trend,
+        api::reports::show,
         api::accounts::list,
         api::accounts::add,
         api::accounts::remove,
@@ -64,6 +72,8 @@ use utoipa::OpenApi;
         (name = "quarantine", description = "Held mail"),
         (name = "queue", description = "Mail waiting for delivery"),
         (name = "policy", description = "Domains, networks, users, rules, lists"),
+        (name = "dkim", description = "Outbound DKIM keys and their DNS records"),
+        (name = "reports", description = "DMARC aggregate and TLS-RPT reports received"),
         (name = "accounts", description = "Console accounts and API tokens"),
     )
 )]

@@ -4,10 +4,12 @@
 //! [`crate::error::ErrorBody`].
 
 pub mod accounts;
+pub mod dkim;
 pub mod messages;
 pub mod policy;
 pub mod quarantine;
 pub mod queue;
+pub mod reports;
 
 use crate::AppState;
 use axum::Router;
@@ -86,6 +88,8 @@ pub fn routes() -> Router<AppState> {
         .merge(quarantine::routes())
         .merge(queue::routes())
         .merge(policy::routes())
+        .merge(dkim::routes())
+        .merge(reports::routes())
         .merge(accounts::routes())
         .merge(accounts::audit_routes())
         .layer(axum::middleware::map_response(as_error_body))
