@@ -280,6 +280,10 @@ async fn reports_are_listed_shown_and_charted_escaped() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("id=\"reports-error\""));
 
+    let typo = app.get("/reports?domain=examplecom", Some(&s)).await;
+    assert_eq!(typo.status, StatusCode::OK);
+    assert!(typo.body.contains("id=\"reports-empty\""));
+
     let charts = app.get("/reports?domain=example.com", Some(&s)).await;
     assert_eq!(charts.status, StatusCode::OK);
     assert!(charts.body.contains("data-chart=\"days\""));

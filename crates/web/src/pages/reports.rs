@@ -235,12 +235,16 @@ pub async fn list(
     let mut charts = Vec::new();
     if !echo.domain.is_empty() && error.is_empty() {
         for kind in ["dmarc", "tlsrpt"] {
-            let t = caller
+            // A domain filter that is no domain name lists nothing and charts nothing.
+            match caller
                 .ops
                 .report_trend(&echo.domain, kind, CHART_DAYS)
-                .await?;
-            if !t.orgs.is_empty() {
-                charts.push(chart(&t));
+                .await
+            {
+                Ok(t) if !t.orgs.is_empty() => charts.push(chart(&t)),
+                Ok(_) => {}
+                Err(e) if e.status() == 400 => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
