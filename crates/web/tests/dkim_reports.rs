@@ -378,3 +378,43 @@ async fn a_domain_admin_sees_only_its_domains_reports() {
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
 }
+
+#[tokio::test]
+async fn the_api_check_says_when_dns_fails() {
+    // A loopback port where no DNS server answers: every lookup fails.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut config = portcullis_gateway::config::Config {
+        data_dir: temp_dir(),
+        ..Default::default()
+    };
+    config.dns.nameservers = vec![silent.local_addr().unwrap()];
+    config.dns.timeout_secs = 1;
+    let store = portcullis_store::Store::open("sqlite::memory:")
+        .await
+        .expect("store");
+    let ops = portcullis_ops::Ops::new(store, config);
+    let app = App {
+        router: portcullis_web::router(ops.clone()),
+        ops,
+    };
+    let s = app.login().await;
+    app.ops
+        .acting_as(portcullis_ops::Actor::cli())
+        .dkim_generate("example.com", Some("k1"), "ed25519", false)
+        .await
+        .unwrap();
+    let (status, body) = api(&app, Method::GET, "/api/v1/dkim/example.com/k1/check", &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "error", "{body}");
+    assert_eq!(v["name"], "k1._domainkey.example.com.");
+    assert!(
+        v["expected"]
+            .as_str()
+            .unwrap()
+            .starts_with("v=DKIM1; k=ed25519; p=")
+    );
+    let (status, _) = api(&app, Method::GET, "/api/v1/dkim/example.com/nope/check", &s).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(silent);
+}
