@@ -20,6 +20,15 @@ pub enum ImportedReport {
     AlreadyStored(String),
 }
 
+/// A value of a report's enum (DMARC `Disposition`, TLS-RPT `ResultType`) as people
+/// read it: its wire name (`starttls-not-supported`), else its name, in lower case.
+pub fn report_word<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
+        _ => format!("{v:?}").to_ascii_lowercase(),
+    }
+}
+
 /// A UTC day given as `YYYY-MM-DD`, default yesterday; its start in unix seconds.
 pub fn report_day(day: Option<&str>) -> Result<i64> {
     match day {

@@ -12,7 +12,7 @@ use axum::Extension;
 use axum::extract::{Path, Query};
 use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
-use portcullis_ops::reports::ReportTrend;
+use portcullis_ops::reports::{ReportTrend, report_word};
 use portcullis_store::{ReportSummary, StoredReport};
 use serde::Serialize;
 
@@ -329,18 +329,6 @@ struct ShowPage {
     raw: String,
 }
 
-fn lower<T: std::fmt::Debug>(v: &T) -> String {
-    format!("{v:?}").to_ascii_lowercase()
-}
-
-/// The wire name of a serde enum value (`starttls-not-supported`), else its debug form.
-fn wire<T: Serialize + std::fmt::Debug>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{v:?}"),
-    }
-}
-
 fn or_dash(v: Option<String>) -> String {
     v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
 }
@@ -354,20 +342,20 @@ fn dmarc_rows(r: &Report) -> Vec<DmarcRow> {
                 .auth_results
                 .dkim
                 .iter()
-                .map(|d| format!("{} ({}): {}", d.domain, d.selector, lower(&d.result)))
+                .map(|d| format!("{} ({}): {}", d.domain, d.selector, report_word(&d.result)))
                 .collect();
             let spf: Vec<String> = rec
                 .auth_results
                 .spf
                 .iter()
-                .map(|s| format!("{}: {}", s.domain, lower(&s.result)))
+                .map(|s| format!("{}: {}", s.domain, report_word(&s.result)))
                 .collect();
             DmarcRow {
                 source_ip: or_dash(rec.row.source_ip.map(|ip| ip.to_string())),
                 count: rec.row.count,
-                disposition: lower(&pe.disposition),
-                dkim_aligned: lower(&pe.dkim),
-                spf_aligned: lower(&pe.spf),
+                disposition: report_word(&pe.disposition),
+                dkim_aligned: report_word(&pe.dkim),
+                spf_aligned: report_word(&pe.spf),
                 header_from: rec.identifiers.header_from.clone(),
                 envelope_from: rec.identifiers.envelope_from.clone(),
                 dkim: or_dash(Some(dkim.join(", "))),
@@ -381,7 +369,7 @@ fn tls_policies(r: &TlsReport) -> Vec<TlsPolicy> {
     r.policies
         .iter()
         .map(|p| TlsPolicy {
-            kind: wire(&p.policy.policy_type),
+            kind: report_word(&p.policy.policy_type),
             domain: p.policy.policy_domain.clone(),
             mx: or_dash(Some(p.policy.mx_host.join(", "))),
             policy: p.policy.policy_string.join("\n"),
@@ -391,7 +379,7 @@ fn tls_policies(r: &TlsReport) -> Vec<TlsPolicy> {
                 .failure_details
                 .iter()
                 .map(|f| TlsFailure {
-                    result: wire(&f.result_type),
+                    result: report_word(&f.result_type),
                     sessions: f.failed_session_count,
                     sending_ip: or_dash(f.sending_mta_ip.map(|ip| ip.to_string())),
                     mx: or_dash(f.receiving_mx_hostname.clone()),
@@ -424,10 +412,10 @@ pub async fn show(Extension(caller): Extension<Caller>, Path(id): Path<String>) 
                 let p = &r.policy_published;
                 page.policy = format!(
                     "p={} sp={} adkim={} aspf={}",
-                    lower(&p.p),
-                    lower(&p.sp),
-                    lower(&p.adkim),
-                    lower(&p.aspf)
+                    report_word(&p.p),
+                    report_word(&p.sp),
+                    report_word(&p.adkim),
+                    report_word(&p.aspf)
                 );
                 page.contact = r.report_metadata.email.clone();
                 page.dmarc = dmarc_rows(&r);
