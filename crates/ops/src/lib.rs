@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod digests;
 pub mod dkim;
+pub mod dkim_check;
 mod error;
 pub mod filter;
 pub mod log;

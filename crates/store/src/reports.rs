@@ -3,6 +3,7 @@
 //! as JSON for showing. Parsing is the caller's business; this module only keeps what it is given.
 
 use crate::engine::on_pool;
+use crate::log::{Bind, LIKE_ESCAPE, contains_pattern};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -52,8 +53,17 @@ pub struct StoredReport {
 pub struct ReportQuery {
     pub kind: Option<String>,
     pub domain: Option<String>,
+    /// Reporting organizations whose name contains this (any case).
+    pub org: Option<String>,
+    /// Reports whose period ends at or after this (unix seconds).
+    pub since: Option<i64>,
+    /// Reports whose period begins before this (unix seconds).
+    pub until: Option<i64>,
+    /// What the caller may see: None is every domain; an empty list matches nothing.
+    pub domains: Option<Vec<String>>,
     /// 0 or less: 1000.
     pub limit: i64,
+    pub offset: i64,
 }
 
 const COLUMNS: &str =
@@ -124,14 +134,48 @@ impl Store {
         };
         let mut conditions = Vec::new();
         let mut binds = Vec::new();
+        let mut bind = |b: Bind| {
+            binds.push(b);
+            binds.len()
+        };
         if let Some(kind) = &q.kind {
-            binds.push(kind.to_ascii_lowercase());
-            conditions.push(format!("kind = ${}", binds.len()));
+            let n = bind(Bind::Text(kind.to_ascii_lowercase()));
+            conditions.push(format!("kind = ${n}"));
         }
         if let Some(domain) = &q.domain {
-            binds.push(domain.trim_end_matches('.').to_ascii_lowercase());
-            conditions.push(format!("domain = ${}", binds.len()));
+            let n = bind(Bind::Text(
+                domain.trim_end_matches('.').to_ascii_lowercase(),
+            ));
+            conditions.push(format!("domain = ${n}"));
         }
+        if let Some(org) = q.org.as_deref().filter(|o| !o.is_empty()) {
+            let n = bind(Bind::Text(contains_pattern(&org.to_lowercase())));
+            conditions.push(format!("LOWER(org) LIKE ${n} ESCAPE '{LIKE_ESCAPE}'"));
+        }
+        if let Some(since) = q.since {
+            let n = bind(Bind::Int(since));
+            conditions.push(format!("date_end >= ${n}"));
+        }
+        if let Some(until) = q.until {
+            let n = bind(Bind::Int(until));
+            conditions.push(format!("date_begin < ${n}"));
+        }
+        match &q.domains {
+            None => {}
+            Some(domains) if domains.is_empty() => conditions.push("1 = 0".into()),
+            Some(domains) => {
+                let parts: Vec<String> = domains
+                    .iter()
+                    .map(|d| {
+                        let n = bind(Bind::Text(d.trim_end_matches('.').to_ascii_lowercase()));
+                        format!("${n}")
+                    })
+                    .collect();
+                conditions.push(format!("domain IN ({})", parts.join(", ")));
+            }
+        }
+        let l = bind(Bind::Int(limit));
+        let o = bind(Bind::Int(q.offset.max(0)));
         let filter = if conditions.is_empty() {
             String::new()
         } else {
@@ -139,15 +183,17 @@ impl Store {
         };
         let sql = format!(
             "SELECT {COLUMNS} FROM reports {filter} \
-             ORDER BY received_at DESC, id DESC LIMIT ${}",
-            binds.len() + 1
+             ORDER BY received_at DESC, id DESC LIMIT ${l} OFFSET ${o}"
         );
         let rows: Vec<ReportSummary> = on_pool!(&self.pool, |p| {
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for b in &binds {
-                query = query.bind(b);
+                query = match b {
+                    Bind::Text(text) => query.bind(text),
+                    Bind::Int(int) => query.bind(int),
+                };
             }
-            query.bind(limit).fetch_all(p).await
+            query.fetch_all(p).await
         })
         .map_err(StoreError::query("listing reports"))?;
         Ok(rows)
@@ -252,6 +298,7 @@ mod tests {
                     kind: Some("tlsrpt".into()),
                     domain: Some("EXAMPLE.org.".into()),
                     limit: 5,
+                    ..Default::default()
                 })
                 .await
                 .expect("list");
@@ -265,6 +312,50 @@ mod tests {
                 .await
                 .expect("list");
             assert_eq!(one.len(), 1);
+            let second = store
+                .report_list(&ReportQuery {
+                    limit: 1,
+                    offset: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(second[0].id, "B1");
+            // Narrowed to what a caller sees, by organization and by period.
+            let seen = |q: ReportQuery| {
+                let store = store.clone();
+                async move {
+                    let rows = store.report_list(&q).await.expect("list");
+                    rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+                }
+            };
+            let only = |d: &[&str]| Some(d.iter().map(|s| s.to_string()).collect());
+            assert_eq!(
+                seen(ReportQuery { domains: only(&["example.org"]), ..Default::default() }).await,
+                ["C1"]
+            );
+            assert!(seen(ReportQuery { domains: only(&[]), ..Default::default() }).await.is_empty());
+            assert_eq!(
+                seen(ReportQuery { org: Some("mail c".into()), ..Default::default() }).await,
+                ["C1", "A1"]
+            );
+            assert_eq!(
+                seen(ReportQuery { org: Some("100%".into()), ..Default::default() }).await,
+                Vec::<String>::new()
+            );
+            assert_eq!(
+                seen(ReportQuery { since: Some(3500), ..Default::default() }).await,
+                ["C1"]
+            );
+            // Periods end at `at` and begin a day before.
+            assert_eq!(
+                seen(ReportQuery {
+                    until: Some(1000 - 86400 + 1),
+                    ..Default::default()
+                })
+                .await,
+                ["A1"]
+            );
 
             let got = store.report_get("A1").await.expect("get").expect("found");
             assert_eq!(got.summary, all[2]);

@@ -60,6 +60,14 @@ use utoipa::OpenApi;
         api::checks::check_settings,
         api::policy::export,
         api::policy::import,
+        api::dkim::list,
+        api::dkim::act,
+        api::dkim::retire,
+        api::dkim::delete,
+        api::dkim::check,
+        api::reports::list,
+        api::reports::trend,
+        api::reports::show,
         api::accounts::list,
         api::accounts::add,
         api::accounts::remove,
@@ -74,6 +82,8 @@ use utoipa::OpenApi;
         (name = "quarantine", description = "Held mail"),
         (name = "queue", description = "Mail waiting for delivery"),
         (name = "policy", description = "Domains, networks, users, rules, lists, content lists"),
+        (name = "dkim", description = "Outbound DKIM keys and their DNS records"),
+        (name = "reports", description = "DMARC aggregate and TLS-RPT reports received"),
         (name = "accounts", description = "Console accounts and API tokens"),
     )
 )]

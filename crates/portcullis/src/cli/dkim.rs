@@ -6,6 +6,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use portcullis_ops::dkim::{Changed, crlf};
+use portcullis_ops::dkim_check::DnsStatus;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -48,6 +49,15 @@ pub enum DkimCmd {
     List {
         /// Only this domain's keys.
         domain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look up the DNS records of DOMAIN's keys (or of SELECTOR only) through the
+    /// gateway's resolver and say whether each is published as it should be. Retired keys
+    /// are skipped unless named. Exits 1 when a record is missing, differs or fails.
+    Check {
+        domain: String,
+        selector: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -174,6 +184,58 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
                 } else {
                     println!("    {}", v.zone_line);
                 }
+            }
+        }
+        DkimCmd::Check {
+            domain,
+            selector,
+            json,
+        } => {
+            let selectors = match selector {
+                Some(s) => vec![s],
+                None => ops
+                    .dkim_list(Some(&domain))
+                    .await?
+                    .into_iter()
+                    .filter(|v| v.key.state != "retired")
+                    .map(|v| v.key.selector)
+                    .collect(),
+            };
+            if selectors.is_empty() {
+                anyhow::bail!(
+                    "{domain} has no DKIM key to check (make one with `portcullis dkim generate {domain}`)"
+                );
+            }
+            let mut all_good = true;
+            for selector in selectors {
+                let check = ops.dkim_check_dns(&domain, &selector).await?;
+                all_good &= matches!(check.status, DnsStatus::Matches { .. });
+                if json {
+                    println!("{}", serde_json::to_string(&check)?);
+                    continue;
+                }
+                match &check.status {
+                    DnsStatus::Matches { .. } => {
+                        println!("{}: published and matches", check.name)
+                    }
+                    DnsStatus::Differs { published } => {
+                        println!("{}: published but differs", check.name);
+                        println!("    expected:  {}", check.expected);
+                        for p in published {
+                            println!("    published: {p}");
+                        }
+                    }
+                    DnsStatus::NotFound => {
+                        println!("{}: not found; publish:", check.name);
+                        println!("    {}", check.expected);
+                    }
+                    DnsStatus::Error { reason } => {
+                        println!("{}: DNS error: {reason}", check.name)
+                    }
+                }
+            }
+            if !all_good {
+                return Ok(ExitCode::FAILURE);
             }
         }
         DkimCmd::Sign { domain } => {

@@ -11,9 +11,8 @@ use mail_auth::report::tlsrpt::TlsReport;
 use portcullis_gateway::dates::iso;
 use portcullis_gateway::tlsrpt::Outcome;
 use portcullis_ops::Ops;
-use portcullis_ops::reports::{ImportedReport, report_day};
+use portcullis_ops::reports::{ImportedReport, report_day, report_word};
 use portcullis_store::{ReportQuery, ReportSummary, StoredReport};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,6 +72,7 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
                     kind,
                     domain,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             for r in &rows {
@@ -119,18 +119,6 @@ fn summary_line(s: &ReportSummary) -> String {
     )
 }
 
-/// The wire name of a serde enum value (`starttls-not-supported`), else its debug form.
-fn wire<T: Serialize + std::fmt::Debug>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{v:?}"),
-    }
-}
-
-fn lower<T: std::fmt::Debug>(v: &T) -> String {
-    format!("{v:?}").to_ascii_lowercase()
-}
-
 fn show(stored: &StoredReport, json: bool) -> Result<()> {
     if json {
         println!("{}", stored.report);
@@ -174,10 +162,10 @@ fn show_dmarc(r: &Report) {
     let p = &r.policy_published;
     println!(
         "policy:      p={} sp={} adkim={} aspf={}{}",
-        lower(&p.p),
-        lower(&p.sp),
-        lower(&p.adkim),
-        lower(&p.aspf),
+        report_word(&p.p),
+        report_word(&p.sp),
+        report_word(&p.adkim),
+        report_word(&p.aspf),
         p.fo.as_deref()
             .map(|f| format!(" fo={f}"))
             .unwrap_or_default()
@@ -194,20 +182,20 @@ fn show_dmarc(r: &Report) {
             .auth_results
             .dkim
             .iter()
-            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
+            .map(|d| format!("{}={}", d.domain, report_word(&d.result)))
             .collect();
         let spf: Vec<String> = rec
             .auth_results
             .spf
             .iter()
-            .map(|d| format!("{}={}", d.domain, lower(&d.result)))
+            .map(|d| format!("{}={}", d.domain, report_word(&d.result)))
             .collect();
         println!(
             "  {ip}  count={}  disposition={}  dmarc-dkim={} dmarc-spf={}  header-from={}  dkim: {}  spf: {}",
             row.count,
-            lower(&pe.disposition),
-            lower(&pe.dkim),
-            lower(&pe.spf),
+            report_word(&pe.disposition),
+            report_word(&pe.dkim),
+            report_word(&pe.spf),
             rec.identifiers.header_from,
             if dkim.is_empty() {
                 "-".into()
@@ -231,7 +219,7 @@ fn show_tlsrpt(r: &TlsReport) {
     for p in &r.policies {
         println!(
             "  policy {} {}  success={} failure={}{}",
-            wire(&p.policy.policy_type),
+            report_word(&p.policy.policy_type),
             p.policy.policy_domain,
             p.summary.total_success,
             p.summary.total_failure,
@@ -245,7 +233,7 @@ fn show_tlsrpt(r: &TlsReport) {
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             println!(
                 "    failure {} sessions={} sending-mta={} mx={} mx-ip={}{}{}",
-                wire(&f.result_type),
+                report_word(&f.result_type),
                 f.failed_session_count,
                 opt(f.sending_mta_ip.map(|ip| ip.to_string())),
                 opt(f.receiving_mx_hostname.clone()),

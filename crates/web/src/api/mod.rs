@@ -5,10 +5,12 @@
 
 pub mod accounts;
 pub mod checks;
+pub mod dkim;
 pub mod messages;
 pub mod policy;
 pub mod quarantine;
 pub mod queue;
+pub mod reports;
 
 use crate::AppState;
 use axum::Router;
@@ -88,6 +90,8 @@ pub fn routes() -> Router<AppState> {
         .merge(queue::routes())
         .merge(policy::routes())
         .merge(checks::routes())
+        .merge(dkim::routes())
+        .merge(reports::routes())
         .merge(accounts::routes())
         .merge(accounts::audit_routes())
         .layer(axum::middleware::map_response(as_error_body))

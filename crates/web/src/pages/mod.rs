@@ -6,11 +6,13 @@ mod access;
 mod account;
 mod checks;
 mod dashboard;
+mod dkim;
 mod domains;
 mod lists;
 mod messages;
 mod quarantine;
 mod queue;
+mod reports;
 mod rules;
 
 use crate::AppState;
@@ -30,6 +32,9 @@ pub fn routes() -> Router<AppState> {
         .route("/quarantine/{id}/preview", get(quarantine::frame))
         .route("/quarantine/{id}/raw", get(quarantine::raw))
         .route("/queue", get(queue::list).post(queue::act))
+        .route("/dkim", get(dkim::page).post(dkim::act))
+        .route("/reports", get(reports::list))
+        .route("/reports/{id}", get(reports::show))
         .route("/rules", get(rules::page).post(rules::save))
         .route("/rules/delete", post(rules::delete))
         .route("/rules/dry-run", post(rules::dry_run))
