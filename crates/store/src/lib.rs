@@ -63,7 +63,7 @@ pub use log::{
     DIRECTIONS, LogEntry, MAX_SEARCH_LIMIT, MessageRecord, RECIPIENT_STATUSES, RecipientRecord,
     Sees, StatusUpdate,
 };
-pub use log_search::{LogPage, LogQuery};
+pub use log_search::{LogPage, LogQuery, TEXT_MATCHES_CAP};
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};

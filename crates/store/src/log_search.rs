@@ -8,10 +8,10 @@
 //! where the value is whole (an address, a Message-ID, a client address: migration 0014),
 //! and a substring of three characters or more through a trigram index (migration 0017:
 //! FTS5 `message_text` on SQLite, pg_trgm GIN indexes under ILIKE on PostgreSQL). On
-//! SQLite a substring is looked for among its [`TEXT_MATCHES_CAP`] newest matches in the
-//! time range (the index's rows are in the order the log was written): a word found in
-//! more messages than that needs a narrower range to reach its older ones. Shorter
-//! substrings are a scan. `bench/logsearch` measures each kind over a million messages.
+//! SQLite the index is asked first how often the substring occurs (in the time range, up
+//! to [`TEXT_MATCHES_CAP`]): a rare one is then found through the index, a common one by
+//! reading the newest messages, which finds a page of it at once. Shorter substrings are
+//! a scan. `bench/logsearch` measures each kind over a million messages.
 
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
@@ -119,7 +119,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let context = "searching the message log";
-        let (sql, binds) = search_sql(q, sees, limit, self.engine(), context)?;
+        let indexed = self.rare_text_fields(q, context).await?;
+        let (sql, binds) = search_sql(q, sees, limit, self.engine(), &indexed, context)?;
         let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
             let mut query = sqlx::query_as(AssertSqlSafe(sql));
             for bind in &binds {
@@ -143,7 +144,8 @@ impl Store {
         sees: &Sees,
     ) -> Result<Vec<String>, StoreError> {
         let context = "explaining a message-log search";
-        let (sql, binds) = search_sql(q, sees, q.limit, self.engine(), context)?;
+        let indexed = self.rare_text_fields(q, context).await?;
+        let (sql, binds) = search_sql(q, sees, q.limit, self.engine(), &indexed, context)?;
         macro_rules! bound {
             ($query:expr) => {{
                 let mut query = $query;
@@ -179,6 +181,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// SQLite: the search's substring fields that the trigram index finds at most
+    /// [`TEXT_MATCHES_CAP`] times in the time range, so that looking them up there beats
+    /// reading the newest messages.
+    async fn rare_text_fields(
+        &self,
+        q: &LogQuery,
+        context: &str,
+    ) -> Result<Vec<&'static str>, StoreError> {
+        let Engines::Sqlite(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let mut rare = Vec::new();
+        for (field, columns, text) in trigram_fields(q) {
+            let Some(query) = trigram_query(columns, &text) else {
+                continue;
+            };
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH $1 \
+                 AND ($2 IS NULL OR received_at >= $2) AND ($3 IS NULL OR received_at < $3) \
+                 LIMIT $4)",
+            )
+            .bind(&query)
+            .bind(q.since)
+            .bind(q.until)
+            .bind(TEXT_MATCHES_CAP + 1)
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::query(context))?;
+            if n <= TEXT_MATCHES_CAP {
+                rare.push(field);
+            }
+        }
+        Ok(rare)
+    }
+}
+
 /// Appends a value and returns its placeholder number.
 fn bind(binds: &mut Vec<Bind>, b: Bind) -> usize {
     binds.push(b);
@@ -206,9 +245,36 @@ fn whole_message_id(s: &str) -> String {
     )
 }
 
-/// How many of a substring's newest matches a SQLite search looks among (see the module
-/// comment).
-pub const TEXT_MATCHES_CAP: i64 = 20_000;
+/// Above this many index rows a substring is common, and a SQLite search reads the newest
+/// messages for it rather than every match through the index (see the module comment).
+pub const TEXT_MATCHES_CAP: i64 = 5_000;
+
+/// The search's fields that may be looked up in the trigram index, with their columns
+/// and text: the search box, and the sender, recipient and subject filters when they are
+/// not whole addresses.
+fn trigram_fields(q: &LogQuery) -> Vec<(&'static str, &'static str, String)> {
+    fn text(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let mut fields = Vec::new();
+    if let Some(t) = text(&q.text)
+        && !is_address(t)
+        && !(t.starts_with('<') && t.ends_with('>') && t.contains('@'))
+    {
+        fields.push(("text", "sender subject message_id recipient", t.to_string()));
+    }
+    if let Some(t) = text(&q.sender).filter(|t| !is_address(t)) {
+        fields.push(("sender", "sender", t.to_string()));
+    }
+    if let Some(t) = text(&q.recipient).filter(|t| !is_address(t)) {
+        fields.push(("recipient", "recipient", t.to_string()));
+    }
+    if let Some(t) = text(&q.subject) {
+        fields.push(("subject", "subject", t.to_string()));
+    }
+    fields.retain(|(_, _, t)| t.chars().count() >= 3);
+    fields
+}
 
 /// An FTS5 query for `text` as a substring of `columns` (the trigram tokenizer matches a
 /// quoted phrase anywhere in a value, case aside), or None when it is too short for
@@ -224,6 +290,7 @@ fn search_sql(
     sees: &Sees,
     limit: i64,
     engine: &str,
+    indexed: &[&str],
     context: &str,
 ) -> Result<(String, Vec<Bind>), StoreError> {
     let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
@@ -251,10 +318,14 @@ fn search_sql(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    // SQLite: the messages with `text` in `columns`, through the trigram index, newest
-    // matches first and at most TEXT_MATCHES_CAP of them, in the time range.
+    // SQLite: the messages with `text` in `columns` through the trigram index, for the
+    // fields it finds rarely (`indexed`), in the time range.
     let trigram = |columns: &str, text: &str, binds: &mut Vec<Bind>| -> Option<String> {
-        if engine != "sqlite" {
+        let field = match columns {
+            "sender subject message_id recipient" => "text",
+            other => other,
+        };
+        if engine != "sqlite" || !indexed.contains(&field) {
             return None;
         }
         let query = trigram_query(columns, text)?;
@@ -268,7 +339,7 @@ fn search_sql(
             let u = bind(binds, Bind::Int(until));
             sub.push_str(&format!(" AND received_at < ${u}"));
         }
-        sub.push_str(&format!(" ORDER BY rowid DESC LIMIT {TEXT_MATCHES_CAP})"));
+        sub.push(')');
         Some(sub)
     };
 

@@ -757,3 +757,37 @@ store_test! {
         );
     }
 }
+
+store_test! {
+    async fn a_common_substring_finds_the_newest_page_and_a_rare_one_every_match(store) {
+        // More matches than the index is asked for: the newest messages are read instead,
+        // and a search narrowed by other filters still finds the old ones.
+        let n = portcullis_store::TEXT_MATCHES_CAP + 10;
+        let mut entries: Vec<LogEntry> = (0..n)
+            .map(|i| {
+                let mut m = message(&format!("c{i:05}"), 10_000 + i, "bulk@news.example", &["x@example.com"]);
+                m.subject = Some(format!("common weekly letter {i}"));
+                LogEntry::Message(m)
+            })
+            .collect();
+        let mut old = message("old01", 5_000, "bulk@news.example", &["x@example.com"]);
+        old.subject = Some("common weekly letter, the first".into());
+        old.direction = "outbound".into();
+        entries.push(LogEntry::Message(old));
+        store.log_batch(&entries).await.unwrap();
+
+        let q = LogQuery { subject: Some("weekly letter".into()), limit: 3, ..LogQuery::default() };
+        let found = store.search_log(&q).await.unwrap();
+        let last = n - 1;
+        assert_eq!(ids(&found), [format!("c{last:05}"), format!("c{:05}", last - 1), format!("c{:05}", last - 2)]);
+        let q = LogQuery {
+            text: Some("weekly letter".into()),
+            direction: Some("outbound".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["old01"]);
+        // Rare within its time range: through the index.
+        let q = LogQuery { text: Some("weekly letter".into()), until: Some(10_002), ..LogQuery::default() };
+        assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["c00001", "c00000", "old01"]);
+    }
+}
