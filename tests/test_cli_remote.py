@@ -98,6 +98,16 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
         assert sorted(held) == ["bob@example.com", "carol@example.com", "dave@example.com"]
         bob, carol, dave = held["bob@example.com"], held["carol@example.com"], held["dave@example.com"]
         assert ok(run("quarantine", "show", bob)) == g.cli("quarantine", "show", bob).stdout
+        # A rule dry run and a recipient's digest frequency go through the API as well.
+        candidate = tmp_path / "candidate.toml"
+        candidate.write_text(rules.read_text().replace('class = "policy"', 'class = "spam"'))
+        for cmd in (["rule", "test", str(candidate), bob], ["rule", "test", str(candidate), bob, "--json"]):
+            assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
+        assert "with these rules: quarantine (spam) (rule hold payroll;" in ok(run("rule", "test", str(candidate), bob))
+        assert ok(run("quarantine", "digest-frequency", "bob@example.com", "weekly")) == "bob@example.com: weekly\n"
+        assert g.cli("quarantine", "digest-frequency", "bob@example.com").stdout == "bob@example.com: weekly\n"
+        r = run("quarantine", "digest-frequency", "bob@example.com", "fortnightly")
+        assert r.returncode != 0 and "HTTP 400" in r.stderr, r.stderr
         assert "new account" in ok(run("quarantine", "show", bob))
         released = run("quarantine", "release", bob)
         assert ok(released).startswith(f"{bob} released as ") and released.stderr == ""
