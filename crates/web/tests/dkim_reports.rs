@@ -13,30 +13,6 @@ use portcullis_ops::Role;
 use portcullis_queue::spool::now;
 use portcullis_store::{ReportSummary, StoredReport};
 
-/// Log in as `name` (made with `role` first) through the login form.
-async fn login_as(app: &App, name: &str, role: Role, domains: &[&str]) -> Session {
-    let password = "a long enough passphrase";
-    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
-    app.ops
-        .acting_as(portcullis_ops::Actor::cli())
-        .account_add(name, role, &domains, password)
-        .await
-        .expect("account");
-    let form = serde_urlencoded::to_string([("username", name), ("password", password)]).unwrap();
-    let a = app.post_form("/login", None, &form).await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
-    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
-    Session { secret, csrf }
-}
-
-fn form(s: &Session, fields: &[(&str, &str)]) -> String {
-    let mut all = vec![("csrf", s.csrf.as_str())];
-    all.extend_from_slice(fields);
-    serde_urlencoded::to_string(all).unwrap()
-}
-
 async fn api(app: &App, method: Method, path: &str, s: &Session) -> (StatusCode, String) {
     let req = Request::builder()
         .method(method)
@@ -70,16 +46,13 @@ async fn keys_are_made_shown_and_removed_with_confirmation() {
         .post_form(
             "/dkim",
             Some(&s),
-            &form(
-                &s,
-                &[
-                    ("action", "generate"),
-                    ("domain", "Example.com"),
-                    ("algorithm", "ed25519"),
-                    ("selector", "mail1"),
-                    ("stage", "on"),
-                ],
-            ),
+            &s.form(&[
+                ("action", "generate"),
+                ("domain", "Example.com"),
+                ("algorithm", "ed25519"),
+                ("selector", "mail1"),
+                ("stage", "on"),
+            ]),
         )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
@@ -128,7 +101,7 @@ async fn keys_are_made_shown_and_removed_with_confirmation() {
         ("domain", "example.com"),
         ("selector", "mail1"),
     ];
-    let a = app.post_form("/dkim", Some(&s), &form(&s, &fields)).await;
+    let a = app.post_form("/dkim", Some(&s), &s.form(&fields)).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.contains("id=\"dkim-confirm\""));
     assert!(a.body.contains("name=\"confirm\" value=\"yes\""));
@@ -138,9 +111,7 @@ async fn keys_are_made_shown_and_removed_with_confirmation() {
     );
     let mut confirmed = fields.to_vec();
     confirmed.push(("confirm", "yes"));
-    let a = app
-        .post_form("/dkim", Some(&s), &form(&s, &confirmed))
-        .await;
+    let a = app.post_form("/dkim", Some(&s), &s.form(&confirmed)).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert_eq!(
         app.ops.dkim_list(None).await.unwrap()[0].key.state,
@@ -153,7 +124,7 @@ async fn keys_are_made_shown_and_removed_with_confirmation() {
         ("selector", "mail1"),
         ("confirm", "yes"),
     ];
-    let a = app.post_form("/dkim", Some(&s), &form(&s, &fields)).await;
+    let a = app.post_form("/dkim", Some(&s), &s.form(&fields)).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert!(app.ops.dkim_list(None).await.unwrap().is_empty());
 
@@ -174,7 +145,7 @@ async fn helpdesk_and_auditor_cannot_make_or_delete_keys() {
         .await
         .unwrap();
     for (name, role) in [("helen", Role::Helpdesk), ("audrey", Role::Auditor)] {
-        let s = login_as(&app, name, role, &[]).await;
+        let s = app.login_as(name, role, &[]).await;
         let page = app.get("/dkim", Some(&s)).await;
         assert_eq!(page.status, StatusCode::OK, "{name}");
         assert!(page.body.contains("data-selector=\"k1\""));
@@ -188,7 +159,7 @@ async fn helpdesk_and_auditor_cannot_make_or_delete_keys() {
             .post_form(
                 "/dkim",
                 Some(&s),
-                &form(&s, &[("action", "generate"), ("domain", "example.com")]),
+                &s.form(&[("action", "generate"), ("domain", "example.com")]),
             )
             .await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{name}: {}", a.body);
@@ -196,15 +167,12 @@ async fn helpdesk_and_auditor_cannot_make_or_delete_keys() {
             .post_form(
                 "/dkim",
                 Some(&s),
-                &form(
-                    &s,
-                    &[
-                        ("action", "delete"),
-                        ("domain", "example.com"),
-                        ("selector", "k1"),
-                        ("confirm", "yes"),
-                    ],
-                ),
+                &s.form(&[
+                    ("action", "delete"),
+                    ("domain", "example.com"),
+                    ("selector", "k1"),
+                    ("confirm", "yes"),
+                ]),
             )
             .await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{name}");
@@ -323,7 +291,9 @@ async fn a_domain_admin_sees_only_its_domains_reports() {
     app.ops.bootstrap_admin().await.unwrap();
     dmarc_report(&app, "MINE", "Mail Co", "example.org").await;
     dmarc_report(&app, "THEIRS", "Mail Co", "example.com").await;
-    let s = login_as(&app, "dora", Role::DomainAdmin, &["example.org"]).await;
+    let s = app
+        .login_as("dora", Role::DomainAdmin, &["example.org"])
+        .await;
 
     let list = app.get("/reports", Some(&s)).await;
     assert_eq!(list.status, StatusCode::OK);
@@ -358,7 +328,7 @@ async fn a_domain_admin_sees_only_its_domains_reports() {
         .post_form(
             "/dkim",
             Some(&s),
-            &form(&s, &[("action", "generate"), ("domain", "example.com")]),
+            &s.form(&[("action", "generate"), ("domain", "example.com")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
@@ -366,14 +336,11 @@ async fn a_domain_admin_sees_only_its_domains_reports() {
         .post_form(
             "/dkim",
             Some(&s),
-            &form(
-                &s,
-                &[
-                    ("action", "generate"),
-                    ("domain", "example.org"),
-                    ("algorithm", "ed25519"),
-                ],
-            ),
+            &s.form(&[
+                ("action", "generate"),
+                ("domain", "example.org"),
+                ("algorithm", "ed25519"),
+            ]),
         )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);

@@ -239,21 +239,8 @@ async fn totp_enrolment_and_the_second_login_step() {
 async fn roles_are_enforced_through_the_api_and_the_pages() {
     let app = app().await;
     app.ops.bootstrap_admin().await.unwrap();
-    let password = "a long enough passphrase";
-    app.ops
-        .acting_as(portcullis_ops::Actor::cli())
-        .account_add("helen", Role::Helpdesk, &[], password)
-        .await
-        .unwrap();
+    let s = app.login_as("helen", Role::Helpdesk, &[]).await;
     let item = hold(app.ops.store(), "GH78", "dan@example.com").await;
-    let form =
-        serde_urlencoded::to_string([("username", "helen"), ("password", password)]).unwrap();
-    let a = app.post_form("/login", None, &form).await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
-    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
-    let s = Session { secret, csrf };
 
     // Helpdesk reads and releases, but does not delete, change policy or read the audit log.
     assert_eq!(
@@ -514,21 +501,7 @@ async fn a_digests_release_all_and_settings_links() {
 #[tokio::test]
 async fn a_user_sets_their_own_digest_frequency_and_nobody_elses() {
     let app = app().await;
-    let password = "a long enough passphrase";
-    app.ops
-        .acting_as(portcullis_ops::Actor::cli())
-        .account_add("gus@example.com", Role::User, &[], password)
-        .await
-        .unwrap();
-    let form =
-        serde_urlencoded::to_string([("username", "gus@example.com"), ("password", password)])
-            .unwrap();
-    let a = app.post_form("/login", None, &form).await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
-    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
-    let s = Session { secret, csrf };
+    let s = app.login_as("gus@example.com", Role::User, &[]).await;
 
     let page = app.get("/account", Some(&s)).await;
     assert!(

@@ -11,31 +11,6 @@ use portcullis_ops::Role;
 use portcullis_ops::policy::RoutesSpec;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const PASSWORD: &str = "a long enough passphrase";
-
-/// An account of `role` logged in through the login form.
-async fn login_as(app: &App, name: &str, role: Role, domains: &[&str]) -> Session {
-    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
-    app.ops
-        .acting_as(portcullis_ops::Actor::cli())
-        .account_add(name, role, &domains, PASSWORD)
-        .await
-        .expect("account");
-    let form = serde_urlencoded::to_string([("username", name), ("password", PASSWORD)]).unwrap();
-    let a = app.post_form("/login", None, &form).await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
-    let csrf = app.ops.session(&secret).await.unwrap().unwrap().csrf;
-    Session { secret, csrf }
-}
-
-fn form(s: &Session, fields: &[(&str, &str)]) -> String {
-    let mut all = vec![("csrf", s.csrf.as_str())];
-    all.extend_from_slice(fields);
-    serde_urlencoded::to_string(all).unwrap()
-}
-
 async fn add_domain(app: &App, name: &str, route: &str) {
     let spec = RoutesSpec {
         routes: vec![route.to_string()],
@@ -139,7 +114,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         .post_form(
             "/policy/networks",
             Some(&s),
-            &form(&s, &[("cidr", "10.1.2.3/8"), ("comment", "office")]),
+            &s.form(&[("cidr", "10.1.2.3/8"), ("comment", "office")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
@@ -149,7 +124,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         .post_form(
             "/policy/networks",
             Some(&s),
-            &form(&s, &[("cidr", "10.0.0.0/33<b>")]),
+            &s.form(&[("cidr", "10.0.0.0/33<b>")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -159,7 +134,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         .post_form(
             "/policy/networks/remove",
             Some(&s),
-            &form(&s, &[("cidr", "10.0.0.0/8")]),
+            &s.form(&[("cidr", "10.0.0.0/8")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
@@ -169,14 +144,11 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         .post_form(
             "/policy/users",
             Some(&s),
-            &form(
-                &s,
-                &[
-                    ("email", "al@example.com"),
-                    ("password", "short"),
-                    ("password_again", "short"),
-                ],
-            ),
+            &s.form(&[
+                ("email", "al@example.com"),
+                ("password", "short"),
+                ("password_again", "short"),
+            ]),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -187,7 +159,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         ("password_again", "long enough"),
     ];
     let a = app
-        .post_form("/policy/users", Some(&s), &form(&s, &good))
+        .post_form("/policy/users", Some(&s), &s.form(&good))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert_eq!(app.ops.list_users().await.unwrap(), ["al@example.com"]);
@@ -195,7 +167,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         .post_form(
             "/policy/users/remove",
             Some(&s),
-            &form(&s, &[("email", "al@example.com")]),
+            &s.form(&[("email", "al@example.com")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
@@ -208,7 +180,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         ("scope", ""),
     ];
     let a = app
-        .post_form("/policy/lists", Some(&s), &form(&s, &entry))
+        .post_form("/policy/lists", Some(&s), &s.form(&entry))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let allow = [
@@ -217,7 +189,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         ("value", "192.0.2.0/24"),
         ("scope", ""),
     ];
-    app.post_form("/policy/lists", Some(&s), &form(&s, &allow))
+    app.post_form("/policy/lists", Some(&s), &s.form(&allow))
         .await;
     let page = app.get("/policy/lists?kind=block", Some(&s)).await;
     assert!(page.body.contains("data-value=\"spam@example.net\""));
@@ -226,7 +198,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
     assert!(!page.body.contains("data-value=\"spam@example.net\""));
     assert!(page.body.contains("data-value=\"192.0.2.0/24\""));
     let a = app
-        .post_form("/policy/lists/remove", Some(&s), &form(&s, &entry))
+        .post_form("/policy/lists/remove", Some(&s), &s.form(&entry))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert_eq!(app.ops.list_entries().await.unwrap().len(), 1);
@@ -238,7 +210,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         ("score", "2.5"),
     ];
     let a = app
-        .post_form("/policy/content", Some(&s), &form(&s, &pattern))
+        .post_form("/policy/content", Some(&s), &s.form(&pattern))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let bad = [
@@ -249,7 +221,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
         ("score", "1"),
     ];
     let a = app
-        .post_form("/policy/content", Some(&s), &form(&s, &bad))
+        .post_form("/policy/content", Some(&s), &s.form(&bad))
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     let page = app.get("/policy/content?q=pills", Some(&s)).await;
@@ -257,7 +229,7 @@ async fn networks_users_lists_and_content_are_added_and_removed() {
     let api = app.get("/api/v1/content?list=words", Some(&s)).await;
     assert!(api.body.contains("\"cheap pills\""), "{}", api.body);
     let a = app
-        .post_form("/policy/content/remove", Some(&s), &form(&s, &pattern))
+        .post_form("/policy/content/remove", Some(&s), &s.form(&pattern))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert!(app.ops.list_content().await.unwrap().is_empty());
@@ -268,7 +240,7 @@ async fn a_helpdesk_reads_the_policy_but_changes_nothing() {
     let app = app().await;
     app.ops.bootstrap_admin().await.unwrap();
     add_domain(&app, "example.com", "127.0.0.1:9").await;
-    let s = login_as(&app, "helen", Role::Helpdesk, &[]).await;
+    let s = app.login_as("helen", Role::Helpdesk, &[]).await;
     for path in [
         "/policy/domains",
         "/policy/networks",
@@ -299,7 +271,7 @@ async fn a_helpdesk_reads_the_policy_but_changes_nothing() {
             ],
         ),
     ] {
-        let a = app.post_form(path, Some(&s), &form(&s, &fields)).await;
+        let a = app.post_form(path, Some(&s), &s.form(&fields)).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.body);
     }
     assert!(app.ops.list_networks().await.unwrap().is_empty());
@@ -312,7 +284,9 @@ async fn a_domain_admin_sees_and_changes_only_its_domains() {
     app.ops.bootstrap_admin().await.unwrap();
     add_domain(&app, "example.org", "mx.example.org:25").await;
     add_domain(&app, "example.com", "mx.example.com:25").await;
-    let s = login_as(&app, "dora", Role::DomainAdmin, &["example.org"]).await;
+    let s = app
+        .login_as("dora", Role::DomainAdmin, &["example.org"])
+        .await;
     let a = app.get("/policy/domains", Some(&s)).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.contains("data-domain=\"example.org\""));
@@ -321,7 +295,7 @@ async fn a_domain_admin_sees_and_changes_only_its_domains() {
         .post_form(
             "/policy/domains/remove",
             Some(&s),
-            &form(&s, &[("name", "example.com")]),
+            &s.form(&[("name", "example.com")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
@@ -337,7 +311,7 @@ async fn a_domain_admin_sees_and_changes_only_its_domains() {
         ("tls", "verify"),
     ];
     let a = app
-        .post_form("/policy/domains", Some(&s), &form(&s, &fields))
+        .post_form("/policy/domains", Some(&s), &s.form(&fields))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let users = [
@@ -346,7 +320,7 @@ async fn a_domain_admin_sees_and_changes_only_its_domains() {
         ("password_again", "long enough"),
     ];
     let a = app
-        .post_form("/policy/users", Some(&s), &form(&s, &users))
+        .post_form("/policy/users", Some(&s), &s.form(&users))
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }
@@ -361,7 +335,7 @@ async fn the_route_test_shows_the_servers_dialogue() {
         .post_form(
             "/policy/domains/test",
             Some(&s),
-            &form(&s, &[("name", "sink.test")]),
+            &s.form(&[("name", "sink.test")]),
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);

@@ -122,7 +122,34 @@ impl App {
             .csrf;
         Session { secret, csrf }
     }
+
+    /// An account `name` of `role` (made first, with [`PASSWORD`]) logged in through the
+    /// login form.
+    pub async fn login_as(
+        &self,
+        name: &str,
+        role: portcullis_ops::Role,
+        domains: &[&str],
+    ) -> Session {
+        let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+        self.ops
+            .acting_as(portcullis_ops::Actor::cli())
+            .account_add(name, role, &domains, PASSWORD)
+            .await
+            .expect("account");
+        let form =
+            serde_urlencoded::to_string([("username", name), ("password", PASSWORD)]).unwrap();
+        let a = self.post_form("/login", None, &form).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let cookie = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        let secret = between(cookie, "__Host-portcullis-session=", ";").to_string();
+        let csrf = self.ops.session(&secret).await.unwrap().unwrap().csrf;
+        Session { secret, csrf }
+    }
 }
+
+/// The password of the accounts [`App::login_as`] makes.
+pub const PASSWORD: &str = "a long enough passphrase";
 
 pub struct Session {
     pub secret: String,
@@ -132,6 +159,13 @@ pub struct Session {
 impl Session {
     pub fn cookie(&self) -> String {
         format!("__Host-portcullis-session={}", self.secret)
+    }
+
+    /// A form body with this session's CSRF token and `fields`.
+    pub fn form(&self, fields: &[(&str, &str)]) -> String {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        serde_urlencoded::to_string(all).unwrap()
     }
 }
 
