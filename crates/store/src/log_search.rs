@@ -183,13 +183,14 @@ impl Store {
 
 impl Store {
     /// SQLite: the search's substring fields that the trigram index finds at most
-    /// [`TEXT_MATCHES_CAP`] times in the time range, so that looking them up there beats
-    /// reading the newest messages.
+    /// [`TEXT_MATCHES_CAP`] times in the time range, each with the ids of its messages (a
+    /// JSON array), so that the search reads those instead of the newest messages. The
+    /// index is asked once: a common substring costs one read of its first matches.
     async fn rare_text_fields(
         &self,
         q: &LogQuery,
         context: &str,
-    ) -> Result<Vec<&'static str>, StoreError> {
+    ) -> Result<Vec<(&'static str, String)>, StoreError> {
         let Engines::Sqlite(pool) = &self.pool else {
             return Ok(Vec::new());
         };
@@ -198,8 +199,8 @@ impl Store {
             let Some(query) = trigram_query(columns, &text) else {
                 continue;
             };
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH $1 \
+            let ids: Vec<(String,)> = sqlx::query_as(
+                "SELECT DISTINCT id FROM (SELECT id FROM message_text WHERE message_text MATCH $1 \
                  AND ($2 IS NULL OR received_at >= $2) AND ($3 IS NULL OR received_at < $3) \
                  LIMIT $4)",
             )
@@ -207,11 +208,14 @@ impl Store {
             .bind(q.since)
             .bind(q.until)
             .bind(TEXT_MATCHES_CAP + 1)
-            .fetch_one(pool)
+            .fetch_all(pool)
             .await
             .map_err(StoreError::query(context))?;
-            if n <= TEXT_MATCHES_CAP {
-                rare.push(field);
+            if ids.len() as i64 <= TEXT_MATCHES_CAP {
+                let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
+                let json = serde_json::to_string(&ids)
+                    .map_err(|e| StoreError::invalid(context, e.to_string()))?;
+                rare.push((field, json));
             }
         }
         Ok(rare)
@@ -290,7 +294,7 @@ fn search_sql(
     sees: &Sees,
     limit: i64,
     engine: &str,
-    indexed: &[&str],
+    indexed: &[(&str, String)],
     context: &str,
 ) -> Result<(String, Vec<Bind>), StoreError> {
     let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1");
@@ -318,29 +322,12 @@ fn search_sql(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    // SQLite: the messages with `text` in `columns` through the trigram index, for the
-    // fields it finds rarely (`indexed`), in the time range.
-    let trigram = |columns: &str, text: &str, binds: &mut Vec<Bind>| -> Option<String> {
-        let field = match columns {
-            "sender subject message_id recipient" => "text",
-            other => other,
-        };
-        if engine != "sqlite" || !indexed.contains(&field) {
-            return None;
-        }
-        let query = trigram_query(columns, text)?;
-        let n = bind(binds, Bind::Text(query));
-        let mut sub = format!("m.id IN (SELECT id FROM message_text WHERE message_text MATCH ${n}");
-        if let Some(since) = q.since {
-            let s = bind(binds, Bind::Int(since));
-            sub.push_str(&format!(" AND received_at >= ${s}"));
-        }
-        if let Some(until) = q.until {
-            let u = bind(binds, Bind::Int(until));
-            sub.push_str(&format!(" AND received_at < ${u}"));
-        }
-        sub.push(')');
-        Some(sub)
+    // SQLite: the messages the trigram index found for a field it finds rarely
+    // (`indexed`: the field and the ids, already narrowed to the time range).
+    let trigram = |field: &str, binds: &mut Vec<Bind>| -> Option<String> {
+        let (_, ids) = indexed.iter().find(|(f, _)| *f == field)?;
+        let n = bind(binds, Bind::Text(ids.clone()));
+        Some(format!("m.id IN (SELECT value FROM json_each(${n}))"))
     };
 
     if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
@@ -360,8 +347,7 @@ fn search_sql(
                 " AND m.id IN (SELECT id FROM messages WHERE LOWER(sender) = LOWER(${n}) \
                  UNION SELECT message FROM message_recipients WHERE LOWER(address) = LOWER(${n}))"
             ));
-        } else if let Some(sub) = trigram("sender subject message_id recipient", &text, &mut binds)
-        {
+        } else if let Some(sub) = trigram("text", &mut binds) {
             sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&text)));
@@ -378,7 +364,7 @@ fn search_sql(
         if is_address(&sender) {
             let n = bind(&mut binds, Bind::Text(sender));
             sql.push_str(&format!(" AND LOWER(m.sender) = LOWER(${n})"));
-        } else if let Some(sub) = trigram("sender", &sender, &mut binds) {
+        } else if let Some(sub) = trigram("sender", &mut binds) {
             sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&sender)));
@@ -389,7 +375,7 @@ fn search_sql(
         if is_address(&recipient) {
             let n = bind(&mut binds, Bind::Text(recipient));
             sql.push_str(&format!(" AND {}", recipient_is(n)));
-        } else if let Some(sub) = trigram("recipient", &recipient, &mut binds) {
+        } else if let Some(sub) = trigram("recipient", &mut binds) {
             sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&recipient)));
@@ -397,7 +383,7 @@ fn search_sql(
         }
     }
     if let Some(subject) = given(&q.subject) {
-        if let Some(sub) = trigram("subject", &subject, &mut binds) {
+        if let Some(sub) = trigram("subject", &mut binds) {
             sql.push_str(&format!(" AND {sub}"));
         } else {
             let n = bind(&mut binds, Bind::Text(contains_pattern(&subject)));
