@@ -3,7 +3,7 @@
 //! and `quarantine_items` (one row per recipient, each released or deleted on its own).
 
 use crate::engine::{Conn, Engines, on_conn, on_pool};
-use crate::log::{Bind, Sees};
+use crate::log::{Bind, LIKE_ESCAPE, Sees, contains_pattern};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,16 @@ pub struct QuarantineQuery {
     pub recipient: Option<String>,
     /// Only items in this state; None: held ones.
     pub state: Option<String>,
+    /// Part of the sender, case aside (`%` and `_` are plain characters).
+    pub sender: Option<String>,
+    /// Part of the subject, case aside.
+    pub subject: Option<String>,
+    /// The class (`spam`, `virus`, `policy`).
+    pub class: Option<String>,
+    /// At most this many (0: 1,000; at most 10,000), newest first.
     pub limit: i64,
+    /// Skip this many first (paging).
+    pub offset: i64,
 }
 
 impl Store {
@@ -171,9 +180,34 @@ impl Store {
         if let Some(seen) = sees.condition("i.recipient", &mut binds) {
             sql.push_str(&format!(" AND {seen}"));
         }
+        let like = match self.engine() {
+            "postgres" => "ILIKE",
+            _ => "LIKE",
+        };
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        for (column, value) in [("m.sender", &q.sender), ("m.subject", &q.subject)] {
+            if let Some(v) = given(value) {
+                binds.push(Bind::Text(contains_pattern(&v)));
+                sql.push_str(&format!(
+                    " AND {column} {like} ${} ESCAPE '{LIKE_ESCAPE}'",
+                    binds.len()
+                ));
+            }
+        }
+        if let Some(class) = given(&q.class) {
+            binds.push(Bind::Text(class.to_ascii_lowercase()));
+            sql.push_str(&format!(" AND m.class = ${}", binds.len()));
+        }
         binds.push(Bind::Int(limit));
+        binds.push(Bind::Int(q.offset.max(0)));
         sql.push_str(&format!(
-            " ORDER BY m.received_at DESC, i.id LIMIT ${}",
+            " ORDER BY m.received_at DESC, i.id LIMIT ${} OFFSET ${}",
+            binds.len() - 1,
             binds.len()
         ));
         on_pool!(&self.pool, |p| {

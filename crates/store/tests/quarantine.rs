@@ -204,3 +204,42 @@ store_test! {
         assert!(store.quarantine_list_seen(&q, &Sees::Domains(Vec::new())).await.unwrap().is_empty());
     }
 }
+
+store_test! {
+    async fn the_quarantine_list_filters_and_pages_in_the_store(store) {
+        for (id, sender, subject, class) in [
+            ("F1", "Billing@Vendor.example", "Invoice 100%", "spam"),
+            ("F2", "news@list.example", "Weekly news", "spam"),
+            ("F3", "x@virus.example", "Invoice_attached", "virus"),
+        ] {
+            let mut m = held(id, &["a@example.test"]);
+            m.sender = sender.into();
+            m.subject = Some(subject.into());
+            m.class = class.into();
+            m.received_at = 1_600_000_000 + id[1..].parse::<i64>().unwrap();
+            store.quarantine_hold(&m).await.unwrap();
+        }
+        let ids = |items: Vec<portcullis_store::QuarantineItem>| {
+            items.into_iter().map(|i| i.id).collect::<Vec<_>>()
+        };
+        let q = |f: fn(&mut QuarantineQuery)| {
+            let mut q = QuarantineQuery::default();
+            f(&mut q);
+            q
+        };
+        let found = store.quarantine_list(&q(|q| q.sender = Some("vendor.EX".into()))).await.unwrap();
+        assert_eq!(ids(found), ["F1.1"]);
+        let found = store.quarantine_list(&q(|q| q.subject = Some("invoice".into()))).await.unwrap();
+        assert_eq!(ids(found), ["F3.1", "F1.1"]);
+        // `%` and `_` are plain characters.
+        let found = store.quarantine_list(&q(|q| q.subject = Some("100%".into()))).await.unwrap();
+        assert_eq!(ids(found), ["F1.1"]);
+        let found = store.quarantine_list(&q(|q| q.subject = Some("ly_n".into()))).await.unwrap();
+        assert!(ids(found).is_empty());
+        let found = store.quarantine_list(&q(|q| q.class = Some("Virus".into()))).await.unwrap();
+        assert_eq!(ids(found), ["F3.1"]);
+        // Pages, newest first.
+        let found = store.quarantine_list(&q(|q| { q.limit = 2; q.offset = 1; })).await.unwrap();
+        assert_eq!(ids(found), ["F2.1", "F1.1"]);
+    }
+}

@@ -73,6 +73,7 @@ async fn a_digest_link_acts_only_when_confirmed() {
             recipient: Some("carol@example.com".into()),
             state: Some("held".into()),
             limit: 10,
+            ..Default::default()
         };
         store.quarantine_list(&q).await.unwrap().len()
     };
@@ -441,6 +442,7 @@ async fn a_digests_release_all_and_settings_links() {
             recipient: Some(rcpt.into()),
             state: Some("held".into()),
             limit: 10,
+            ..Default::default()
         };
         store.quarantine_list(&q).await.unwrap().len()
     };

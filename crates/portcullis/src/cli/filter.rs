@@ -322,7 +322,7 @@ pub async fn quarantine(target: &Target, cmd: QuarantineCmd) -> Result<ExitCode>
                 .quarantine_list(&QuarantineQuery {
                     recipient,
                     state,
-                    limit: 0,
+                    ..Default::default()
                 })
                 .await?;
             if json {

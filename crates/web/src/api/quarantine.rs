@@ -35,13 +35,6 @@ pub struct Filter {
     pub offset: Option<i64>,
 }
 
-fn part(have: &str, want: &Option<String>) -> bool {
-    match want.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
-        None => true,
-        Some(w) => have.to_lowercase().contains(&w.to_lowercase()),
-    }
-}
-
 impl Filter {
     pub fn paging(&self) -> Paging {
         Paging {
@@ -50,30 +43,25 @@ impl Filter {
         }
     }
 
-    pub async fn run(&self, ops: &Ops) -> ApiResult<Vec<QuarantineItem>> {
-        let query = QuarantineQuery {
-            recipient: self
-                .recipient
-                .as_deref()
+    /// One page of the held copies that match, filtered by the store.
+    pub async fn run(&self, ops: &Ops) -> ApiResult<ListPage<QuarantineItem>> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
                 .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_string),
-            state: self
-                .state
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-            limit: portcullis_store::MAX_SEARCH_LIMIT,
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
         };
-        let items = ops.quarantine_list(&query).await?;
-        Ok(items
-            .into_iter()
-            .filter(|i| {
-                part(&i.sender, &self.sender)
-                    && part(i.subject.as_deref().unwrap_or_default(), &self.subject)
-                    && part(&i.class, &self.class)
-            })
-            .collect())
+        let paging = self.paging();
+        let query = QuarantineQuery {
+            recipient: given(&self.recipient),
+            state: given(&self.state),
+            sender: given(&self.sender),
+            subject: given(&self.subject),
+            class: given(&self.class),
+            limit: paging.limit(),
+            offset: paging.offset(),
+        };
+        Ok(paging.page(ops.quarantine_list(&query).await?))
     }
 }
 
@@ -84,8 +72,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     Query(f): Query<Filter>,
 ) -> ApiResult<Json<ListPage<QuarantineItem>>> {
-    let items = f.run(&caller.ops).await?;
-    Ok(Json(f.paging().cut(items)))
+    Ok(Json(f.run(&caller.ops).await?))
 }
 
 /// One held copy: the item, its findings and a safe preview.

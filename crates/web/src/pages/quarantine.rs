@@ -49,13 +49,12 @@ pub async fn list(
     Query(f): Query<Filter>,
     Query(d): Query<Done>,
 ) -> PageResult {
-    let items = match f.run(&caller.ops).await {
-        Ok(items) => items,
+    let page = match f.run(&caller.ops).await {
+        Ok(page) => page,
         Err(e) => {
             return Ok((e.status, html(message_page("Quarantine", &e.message))).into_response());
         }
     };
-    let page = f.paging().cut(items);
     let state = f.state.clone().unwrap_or_default();
     let rows = page
         .items
