@@ -3,7 +3,7 @@
 //! optionally allowing the sender), delete, report as spam (digests: `digests.rs`).
 //! Releasing and reporting teach the spam classifier.
 
-use crate::{Access, Ops, OpsError, Result, Scope};
+use crate::{Access, Ops, OpsError, Result, Role, Scope};
 use portcullis_filter::bayes::{self, TrainingDelta};
 use portcullis_filter::content::ContentScanner;
 use portcullis_gateway::Injector;
@@ -65,6 +65,7 @@ impl Ops {
         let item = held.item;
         self.actor()
             .require(Access::ReleaseMessages, &Scope::address(&item.recipient))?;
+        self.user_may_act(&item)?;
         if !self
             .store
             .quarantine_transition(id, "held", "releasing", now())
@@ -125,8 +126,16 @@ impl Ops {
 
     pub async fn quarantine_delete(&self, id: &str) -> Result<()> {
         let item = self.quarantine_show(id).await?.item;
+        // A user deletes their own spam, as a digest's link does; deleting anything else
+        // is for those who manage messages.
+        let access = if self.actor().role == Role::User {
+            Access::ReleaseMessages
+        } else {
+            Access::ManageMessages
+        };
         self.actor()
-            .require(Access::ManageMessages, &Scope::address(&item.recipient))?;
+            .require(access, &Scope::address(&item.recipient))?;
+        self.user_may_act(&item)?;
         if !self
             .store
             .quarantine_transition(id, "held", "deleted", now())
@@ -147,6 +156,20 @@ impl Ops {
         .await
     }
 
+    /// A `user` acts on their own inbound spam only, what digests list: mail held for a
+    /// virus or by policy, or outbound, is for administrators and help desks.
+    fn user_may_act(&self, item: &QuarantineItem) -> Result<()> {
+        if self.actor().role == Role::User
+            && !(item.direction == "inbound" && item.class == "spam")
+        {
+            return Err(OpsError::Forbidden(format!(
+                "{} was held as {}: only an administrator can release or delete it",
+                item.id, item.class
+            )));
+        }
+        Ok(())
+    }
+
     /// The held message is spam: the classifier learns so, and the copy is deleted.
     pub async fn quarantine_report_spam(&self, id: &str) -> Result<()> {
         let held = self.quarantine_show(id).await?;
@@ -154,6 +177,7 @@ impl Ops {
             Access::ReleaseMessages,
             &Scope::address(&held.item.recipient),
         )?;
+        self.user_may_act(&held.item)?;
         if !self
             .store
             .quarantine_transition(id, "held", "deleted", now())

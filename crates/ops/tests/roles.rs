@@ -167,19 +167,25 @@ async fn quarantine_release_and_visibility() {
     ] {
         ops.store().quarantine_hold(&held(id, rcpt)).await.unwrap();
     }
+    // bob's spam, besides his copy held for a virus.
+    for id in ["s1", "s2"] {
+        let mut spam = held(id, "bob@example.com");
+        spam.class = "spam".into();
+        ops.store().quarantine_hold(&spam).await.unwrap();
+    }
     let dom = ops.acting_as(actor(Role::DomainAdmin));
     let user = ops.acting_as(actor(Role::User));
     let help = ops.acting_as(actor(Role::Helpdesk));
     let audit = ops.acting_as(actor(Role::Auditor));
     let all = QuarantineQuery::default();
 
-    assert_eq!(audit.quarantine_list(&all).await.unwrap().len(), 6);
+    assert_eq!(audit.quarantine_list(&all).await.unwrap().len(), 8);
     let seen = dom.quarantine_list(&all).await.unwrap();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 5);
     assert!(seen.iter().all(|i| i.recipient.ends_with("@example.com")));
     let own = user.quarantine_list(&all).await.unwrap();
-    assert_eq!(own.len(), 1);
-    assert_eq!(own[0].recipient, "bob@example.com");
+    assert_eq!(own.len(), 3);
+    assert!(own.iter().all(|i| i.recipient == "bob@example.com"));
 
     // Another domain's item is not there for a domain-admin, nor another's for a user.
     not_found(dom.quarantine_show("m3.1").await);
@@ -188,9 +194,14 @@ async fn quarantine_release_and_visibility() {
     not_found(user.quarantine_release("m2.1", false).await);
     forbidden(audit.quarantine_release("m3.1", false).await);
     forbidden(help.quarantine_delete("m3.1").await);
+    // A user sees their copy held for a virus, and leaves it to an administrator; their
+    // spam they release or delete.
     forbidden(user.quarantine_delete("m1.1").await);
+    forbidden(user.quarantine_release("m1.1", false).await);
+    forbidden(user.quarantine_report_spam("m1.1").await);
+    user.quarantine_delete("s2.1").await.unwrap();
 
-    let released = user.quarantine_release("m1.1", true).await.unwrap();
+    let released = user.quarantine_release("s1.1", true).await.unwrap();
     assert_eq!(
         released.allowed_sender.as_deref(),
         Some("someone@example.net")
@@ -211,10 +222,14 @@ async fn quarantine_release_and_visibility() {
         })
         .await
         .unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     assert!(
         rows.iter()
             .any(|r| r.actor == "test-user" && r.action == "quarantine.release")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.actor == "test-user" && r.action == "quarantine.delete")
     );
 }
 
