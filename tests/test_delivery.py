@@ -6,6 +6,7 @@ import os
 import smtplib
 import subprocess
 import threading
+import json
 import time
 
 import pytest
@@ -49,6 +50,39 @@ def test_downstream_down_then_up(tmp_path):
         finally:
             sink.stop()
     finally:
+        g.stop()
+
+
+def test_retry_one_message_now(tmp_path):
+    port = free_port()
+    g = Gateway(tmp_path / "gw", "[delivery]\nmin_backoff_secs = 600\nmax_backoff_secs = 600\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{port}")
+    g.start()
+    sink = Sink(tmp_path / "sink", port=port)
+    try:
+        send(g.smtp, "x@outside.test", ["bob@example.com"], "first")
+        send(g.smtp, "x@outside.test", ["carol@example.com"], "second")
+        ids = wait_for(lambda: len(g.queue_ids()) == 2 and g.queue_ids(), what="two queued")
+        wait_for(lambda: g.cli("queue", "list").stdout.count("4.4") == 2, what="both deferred")
+        first = next(i for i in ids if "bob@example.com" in g.cli("queue", "show", i).stdout)
+        sink.start()
+        # Only the one asked for goes now; the other waits for its next attempt.
+        assert first in g.cli("queue", "retry", first).stdout
+        (msg,) = sink.wait_count(1) and sink.messages()
+        assert msg["Subject"] == "first"
+        time.sleep(1.5)
+        assert len(sink.files()) == 1 and len(g.queue_ids()) == 1
+        # A held message is released, not retried; an unknown one is not there.
+        other = g.queue_ids()[0]
+        g.cli("queue", "hold", other)
+        held = g.cli("queue", "retry", other, check=False)
+        assert held.returncode != 0 and "no message" in held.stderr
+        gone = g.cli("queue", "retry", first, check=False)
+        assert gone.returncode != 0 and "no message" in gone.stderr
+        audit = json.loads(g.cli("audit", "list", "--action", "queue.retry", "--json").stdout)
+        assert [a["target"] for a in audit] == [first]
+    finally:
+        sink.stop()
         g.stop()
 
 

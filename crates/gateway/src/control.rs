@@ -1,6 +1,6 @@
 //! The control socket (`<data_dir>/control.sock`, mode 0600): how commands reach a
 //! running gateway, so that it learns of a change at once (`portcullis queue
-//! flush|hold|release|delete`, locally made mail to load, a new public suffix list). One
+//! flush|hold|release|retry|delete`, locally made mail to load, a new public suffix list). One
 //! request line, one reply line (`ok ...` or `error ...`). When no gateway runs, the
 //! commands change the spool themselves and the gateway reads it at start.
 
@@ -56,6 +56,7 @@ fn execute(queue: &Queue, reload_psl: &ReloadPsl, line: &str) -> String {
         (Some("flush"), None) => queue.flush().map(|n| format!("ok {n} messages scheduled")),
         (Some("hold"), Some(id)) => found(queue.set_held(id, true), id),
         (Some("release"), Some(id)) => found(queue.set_held(id, false), id),
+        (Some("retry"), Some(id)) => found(queue.retry(id), id),
         (Some("delete"), Some(id)) => found(queue.spool().remove(id), id),
         // A message a command put in the spool (see `inject`).
         (Some("load"), Some(id)) => {

@@ -159,8 +159,7 @@ impl Ops {
     /// A `user` acts on their own inbound spam only, what digests list: mail held for a
     /// virus or by policy, or outbound, is for administrators and help desks.
     fn user_may_act(&self, item: &QuarantineItem) -> Result<()> {
-        if self.actor().role == Role::User
-            && !(item.direction == "inbound" && item.class == "spam")
+        if self.actor().role == Role::User && !(item.direction == "inbound" && item.class == "spam")
         {
             return Err(OpsError::Forbidden(format!(
                 "{} was held as {}: only an administrator can release or delete it",

@@ -35,6 +35,8 @@ pub enum QueueChange {
     Flush,
     Hold(String),
     Release(String),
+    /// Try one message now (not a held one: that is released).
+    Retry(String),
     Delete(String),
 }
 
@@ -44,6 +46,7 @@ impl QueueChange {
             QueueChange::Flush => "flush".into(),
             QueueChange::Hold(id) => format!("hold {id}"),
             QueueChange::Release(id) => format!("release {id}"),
+            QueueChange::Retry(id) => format!("retry {id}"),
             QueueChange::Delete(id) => format!("delete {id}"),
         }
     }
@@ -155,6 +158,7 @@ impl QueueOps {
                 QueueChange::Flush => ("queue.flush", "all"),
                 QueueChange::Hold(id) => ("queue.hold", id.as_str()),
                 QueueChange::Release(id) => ("queue.release", id.as_str()),
+                QueueChange::Retry(id) => ("queue.retry", id.as_str()),
                 QueueChange::Delete(id) => ("queue.delete", id.as_str()),
             };
             let after = serde_json::json!({ "result": done });
@@ -175,7 +179,10 @@ impl QueueOps {
             QueueChange::Flush => {
                 return self.actor.require(Access::ManageMessages, &Scope::Global);
             }
-            QueueChange::Hold(id) | QueueChange::Release(id) | QueueChange::Delete(id) => id,
+            QueueChange::Hold(id)
+            | QueueChange::Release(id)
+            | QueueChange::Retry(id)
+            | QueueChange::Delete(id) => id,
         };
         if self.actor.may(Access::ManageMessages, &Scope::Global) {
             return Ok(());
@@ -206,7 +213,10 @@ impl QueueOps {
             None => {
                 let why = reply.trim_start_matches("error").trim().to_string();
                 match change {
-                    QueueChange::Hold(id) | QueueChange::Release(id) | QueueChange::Delete(id)
+                    QueueChange::Hold(id)
+                    | QueueChange::Release(id)
+                    | QueueChange::Retry(id)
+                    | QueueChange::Delete(id)
                         // A malformed id names no message either.
                         if why.starts_with("no message") || why.ends_with("bad queue id") =>
                     {
@@ -242,6 +252,13 @@ fn offline(spool: &Spool, change: &QueueChange) -> Result<String> {
                     missing(id)
                 }
             }
+            QueueChange::Retry(id) => {
+                if spool.make_due(id, now())? {
+                    format!("ok {id} will be tried at the next start")
+                } else {
+                    missing(id)
+                }
+            }
             QueueChange::Hold(id) | QueueChange::Release(id) => {
                 let held = matches!(change, QueueChange::Hold(_));
                 match spool.set_held(id, held, now())? {
@@ -253,11 +270,13 @@ fn offline(spool: &Spool, change: &QueueChange) -> Result<String> {
     })();
     match (result, change) {
         // A malformed id names no message: answered as the running gateway answers it.
-        (Err(e), QueueChange::Delete(id) | QueueChange::Hold(id) | QueueChange::Release(id))
-            if e.kind() == std::io::ErrorKind::InvalidInput =>
-        {
-            Ok(missing(id))
-        }
+        (
+            Err(e),
+            QueueChange::Delete(id)
+            | QueueChange::Hold(id)
+            | QueueChange::Release(id)
+            | QueueChange::Retry(id),
+        ) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(missing(id)),
         (result, _) => result.map_err(io),
     }
 }

@@ -170,6 +170,17 @@ impl Queue {
         Ok(count)
     }
 
+    /// Try one message now; false when it is not in the queue or held (a held message
+    /// is released, not retried).
+    pub fn retry(&self, id: &str) -> std::io::Result<bool> {
+        let now = spool::now();
+        if !self.inner.spool.make_due(id, now)? {
+            return Ok(false);
+        }
+        self.schedule(now, id.to_string());
+        Ok(true)
+    }
+
     /// Hold or release a message; returns false when it is not in the queue.
     pub fn set_held(&self, id: &str, held: bool) -> std::io::Result<bool> {
         let Some(state) = self.inner.spool.set_held(id, held, spool::now())? else {

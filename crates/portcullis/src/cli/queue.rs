@@ -28,6 +28,8 @@ pub enum QueueCmd {
     Hold { id: String },
     /// Resume delivery of a held message.
     Release { id: String },
+    /// Try one message now, whatever its next attempt time (not a held one: release it).
+    Retry { id: String },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +83,7 @@ pub async fn queue(target: &Target, cmd: QueueCmd) -> Result<ExitCode> {
         QueueCmd::Delete { id } => Some(QueueChange::Delete(id.clone())),
         QueueCmd::Hold { id } => Some(QueueChange::Hold(id.clone())),
         QueueCmd::Release { id } => Some(QueueChange::Release(id.clone())),
+        QueueCmd::Retry { id } => Some(QueueChange::Retry(id.clone())),
         _ => None,
     };
     if let Some(change) = change {
@@ -148,6 +151,11 @@ async fn remote_queue(remote: &Remote, cmd: QueueCmd) -> Result<ExitCode> {
         QueueCmd::Release { id } => {
             remote
                 .change(Method::POST, &["queue", id, "release"], Body::None)
+                .await?
+        }
+        QueueCmd::Retry { id } => {
+            remote
+                .change(Method::POST, &["queue", id, "retry"], Body::None)
                 .await?
         }
     };

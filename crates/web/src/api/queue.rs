@@ -29,14 +29,16 @@ pub fn queue_items(ops: &Ops) -> ApiResult<Vec<QueueItem>> {
     Ok(items)
 }
 
-/// `hold`, `release`, `retry` (every deferred message now) or `delete`.
+/// `hold`, `release`, `retry` (this message now), `delete`, or `flush` (every deferred
+/// message now; the id is not used).
 pub async fn change(ops: &Ops, action: &str, id: &str) -> ApiResult<String> {
     ops.actor()
         .require(Access::ManageMessages, &Scope::Global)?;
     let change = match action {
         "hold" => QueueChange::Hold(id.to_string()),
         "release" => QueueChange::Release(id.to_string()),
-        "retry" => QueueChange::Flush,
+        "retry" => QueueChange::Retry(id.to_string()),
+        "flush" => QueueChange::Flush,
         "delete" => QueueChange::Delete(id.to_string()),
         other => {
             return Err(ApiError::invalid(
@@ -50,7 +52,7 @@ pub async fn change(ops: &Ops, action: &str, id: &str) -> ApiResult<String> {
 
 /// Hold, release or retry one message.
 #[utoipa::path(post, path = "/api/v1/queue/{id}/{action}", tag = "queue",
-    params(("id" = String, Path), ("action" = String, Path, description = "hold, release or retry")),
+    params(("id" = String, Path), ("action" = String, Path, description = "hold, release or retry (this message now)")),
     responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn act(
     Extension(caller): Extension<Caller>,
