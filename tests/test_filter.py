@@ -389,3 +389,35 @@ def test_bad_subject_tag_is_a_config_error(tmp_path):
     cfg.write_text('[spam]\nsubject_tag = "[SPAM]\\r\\nBcc: x@y"\n')
     r = subprocess.run([str(BIN), "--config", str(cfg), "check-config"], capture_output=True, text=True)
     assert r.returncode != 0 and "subject_tag" in r.stderr and "line break" in r.stderr, r.stderr
+
+
+def test_refused_recipients_are_in_the_message_log(gw, sink):
+    gw.start()
+    # One recipient refused (not a domain of ours), one accepted: the message goes on,
+    # and the refusal has a log record of its own with the reply the client got.
+    refused = send(gw.smtp, "alice@outside.test", ["nobody@elsewhere.test", "bob@example.com"],
+                   message=mime("half refused"), helo="mail.outside.test")
+    assert list(refused) == ["nobody@elsewhere.test"] and refused["nobody@elsewhere.test"][0] == 554
+    sink.wait_count(1)
+    # Every recipient refused: the transaction never reaches DATA.
+    with smtplib.SMTP("127.0.0.1", gw.smtp, timeout=10) as s:
+        s.ehlo("mail.outside.test")
+        s.mail("alice@outside.test")
+        code, text = s.rcpt("eve@elsewhere.test")
+        assert code == 554, (code, text)
+        s.rset()
+
+    def refused():
+        out = json.loads(gw.cli("log", "search", "--verdict", "reject", "--json").stdout)
+        return len(out) == 2 and out
+    records = wait_for(refused, what="two refusal records")
+    by_rcpt = {r["recipients"][0]["address"]: r for r in records}
+    assert sorted(by_rcpt) == ["eve@elsewhere.test", "nobody@elsewhere.test"]
+    eve = by_rcpt["eve@elsewhere.test"]
+    assert eve["sender"] == "alice@outside.test" and eve["direction"] == "inbound"
+    assert eve["helo"] == "mail.outside.test" and eve["id"].endswith("X")
+    assert eve["recipients"][0]["status"] == "rejected"
+    assert eve["recipients"][0]["reply"].startswith(f"{code} "), eve
+    # The delivered message's own record has only its accepted recipient.
+    (sent,) = json.loads(gw.cli("log", "search", "--subject", "half refused", "--json").stdout)
+    assert [r["address"] for r in sent["recipients"]] == ["bob@example.com"]

@@ -23,8 +23,12 @@ use portcullis_filter::sign::SharedKeyRing;
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{SpoolWriter, new_id, now};
 use portcullis_smtp::{MailFrom, RcptTo, Reply};
-use portcullis_store::Store;
+use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
 use std::sync::Arc;
+
+/// Refused recipients of one transaction written to the message log at the most (a
+/// dictionary attack's thousandth guess says nothing the first hundred did not).
+const MAX_REFUSED_LOGGED: usize = 100;
 
 /// What every transaction of a running gateway shares: the checks, the policy, the store,
 /// the queue and the message log.
@@ -77,6 +81,11 @@ pub struct Transaction {
     /// The message's contribution to a DMARC aggregate report, from the message checks
     /// until the gateway has decided what to do with it.
     pub(crate) dmarc: Option<DmarcPending>,
+    /// Recipients refused at RCPT in this transaction, with the client's HELO name, login
+    /// and direction: one message-log record for them when the transaction ends, so that
+    /// "why did it not arrive?" has an answer for mail that never got to DATA.
+    refused: Vec<RecipientRecord>,
+    refused_client: Option<(String, Option<String>, bool)>,
 }
 
 impl Transaction {
@@ -92,6 +101,8 @@ impl Transaction {
             conn_findings: None,
             policy_key: None,
             dmarc: None,
+            refused: Vec::new(),
+            refused_client: None,
         }
     }
 
@@ -138,6 +149,7 @@ impl Transaction {
 
     /// The sender: address syntax, rate limit, connection checks and SPF for outsiders.
     pub async fn mail(&mut self, client: &Client<'_>, mail: &MailFrom) -> Reply {
+        self.log_refused();
         if !mail.address.is_empty() {
             match crate::policy::split_address(&mail.address) {
                 None => return Reply::new(501, "5.1.7", "Bad sender address syntax"),
@@ -269,13 +281,66 @@ impl Transaction {
                     reply = %reply,
                     "recipient refused"
                 );
+                if self.refused.len() < MAX_REFUSED_LOGGED {
+                    self.refused.push(RecipientRecord {
+                        address: rcpt.address.clone(),
+                        status: "rejected".into(),
+                        reply: Some(reply.to_string().trim_end().replace("\r\n", " ")),
+                        remote_host: None,
+                        updated_at: now(),
+                        attempts: 0,
+                    });
+                    self.refused_client = Some((
+                        client.helo.to_string(),
+                        client.auth_user.map(str::to_string),
+                        internal,
+                    ));
+                }
                 reply
             }
         }
     }
 
+    /// The recipients refused in this transaction, as one message-log record with the
+    /// verdict `reject`, an id of its own (`...X`, never a queue id) and the connection's
+    /// findings; nothing when none was refused.
+    fn log_refused(&mut self) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let (helo, auth_user, internal) = self.refused_client.take().unwrap_or_default();
+        let findings = self
+            .conn_findings
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .and_then(|f| serde_json::to_string(f).ok());
+        let record = MessageRecord {
+            id: format!("{}X", new_id()),
+            received_at: now(),
+            client_ip: self.peer.ip.to_string(),
+            helo,
+            direction: if internal { "outbound" } else { "inbound" }.into(),
+            sender: self
+                .mail
+                .as_ref()
+                .map(|m| m.address.clone())
+                .unwrap_or_default(),
+            size: 0,
+            auth_user,
+            message_id: None,
+            subject: None,
+            verdict: Some("reject".into()),
+            rule: None,
+            score: None,
+            findings,
+            recipients: std::mem::take(&mut self.refused),
+        };
+        self.gw.log.write(LogEntry::Message(record));
+    }
+
     /// The body begins: a new spool writer under a new queue id.
     pub fn data_start(&mut self) -> Reply {
+        self.log_refused();
         let id = new_id();
         if let Some(mut old) = self.writer.take() {
             old.discard();
@@ -300,6 +365,7 @@ impl Transaction {
 
     /// Forget the current envelope (RSET, EHLO, STARTTLS, end of connection).
     pub fn reset(&mut self) {
+        self.log_refused();
         if let Some(mut w) = self.writer.take() {
             w.discard();
         }
