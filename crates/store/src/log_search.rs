@@ -451,4 +451,53 @@ mod tests {
         assert_eq!(whole_message_id("abc@host"), "<abc@host>");
         assert_eq!(whole_message_id(" <abc@host> "), "<abc@host>");
     }
+
+    store_test! {
+        async fn a_removed_message_leaves_the_text_index(store) {
+            let rec = crate::MessageRecord {
+                id: "d1".into(),
+                received_at: 1_000,
+                client_ip: "192.0.2.1".into(),
+                helo: "h".into(),
+                direction: "inbound".into(),
+                sender: "a@example.org".into(),
+                size: 1,
+                auth_user: None,
+                message_id: None,
+                subject: Some("uniquely findable".into()),
+                verdict: None,
+                rule: None,
+                score: None,
+                findings: None,
+                recipients: vec![crate::RecipientRecord {
+                    address: "someone.special@example.com".into(),
+                    status: "queued".into(),
+                    reply: None,
+                    remote_host: None,
+                    updated_at: 1_000,
+                    attempts: 0,
+                }],
+            };
+            store.log_message(&rec).await.unwrap();
+            let q = |t: &str| LogQuery { text: Some(t.into()), ..LogQuery::default() };
+            assert_eq!(store.search_log(&q("uniquely")).await.unwrap().len(), 1);
+            assert_eq!(store.search_log(&q("one.speci")).await.unwrap().len(), 1);
+            on_pool!(&store.pool, |p| sqlx::query("DELETE FROM messages WHERE id = $1")
+                .bind("d1")
+                .execute(p)
+                .await
+                .map(|_| ()))
+            .unwrap();
+            assert!(store.search_log(&q("uniquely")).await.unwrap().is_empty());
+            if let Engines::Sqlite(p) = &store.pool {
+                let (left,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM message_text WHERE message_text MATCH '\"findable\"'",
+                )
+                .fetch_one(p)
+                .await
+                .unwrap();
+                assert_eq!(left, 0, "the message's index rows stayed");
+            }
+        }
+    }
 }

@@ -3,6 +3,8 @@
 -- recipient's address, kept by triggers as the log is written (crates/store/src/log_search.rs).
 -- One row per message (recipient NULL) and one per recipient (the other columns NULL);
 -- `id` names the message, `received_at` lets a time range narrow the matches first.
+-- Contentless: the text is in `messages` already, so only the index and the two
+-- unindexed columns are kept, not a copy of the text.
 CREATE VIRTUAL TABLE message_text USING fts5(
     id UNINDEXED,
     received_at UNINDEXED,
@@ -10,7 +12,10 @@ CREATE VIRTUAL TABLE message_text USING fts5(
     subject,
     message_id,
     recipient,
-    tokenize = 'trigram'
+    tokenize = 'trigram',
+    content = '',
+    contentless_delete = 1,
+    contentless_unindexed = 1
 );
 
 INSERT INTO message_text (id, received_at, sender, subject, message_id)
