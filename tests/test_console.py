@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -61,7 +62,16 @@ def submit(b, css):
     the click could still be the old page's."""
     old = b.find_element(By.TAG_NAME, "html")
     b.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(b, 10).until(expected_conditions.staleness_of(old))
+
+    def gone(_):
+        try:
+            return expected_conditions.staleness_of(old)(b)
+        except WebDriverException as e:
+            # Chromium sometimes says so in other words while the new page replaces it.
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+    WebDriverWait(b, 10).until(gone)
 
 
 def inbound(g, subject, body="Please pay by Friday.\r\n"):

@@ -21,8 +21,9 @@ struct Cli {
     config: Option<PathBuf>,
     /// Act on the gateway at this URL (https://HOST:PORT, its console) through its REST
     /// API instead of this host's store; the token comes from PORTCULLIS_TOKEN or
-    /// --token-file.
-    #[arg(long, global = true, env = "PORTCULLIS_URL", value_name = "URL")]
+    /// --token-file. Given before the command (`portcullis --url URL domain list`), so
+    /// that a command's own --url (`psl update --url`) stays the command's.
+    #[arg(long, env = "PORTCULLIS_URL", value_name = "URL")]
     url: Option<String>,
     /// A file whose first line is the API token for --url (never the token itself on the
     /// command line, where `ps` would show it).

@@ -102,7 +102,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/api/v1/queue/flush", tag = "queue",
     responses((status = 200, body = Done)))]
 pub async fn flush(Extension(caller): Extension<Caller>) -> ApiResult<Json<Done>> {
-    Ok(Done::new(change(&caller.ops, "retry", "").await?))
+    Ok(Done::new(change(&caller.ops, "flush", "").await?))
 }
 
 pub fn routes() -> Router<AppState> {
