@@ -8,13 +8,10 @@ import re
 import time
 
 import pytest
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
 
 from peers import Gateway, send, wait_for
-from peers.browser import chromium, totp
+from peers.browser import chromium, submit, totp, wait_css
 
 PASSWORD = "a console passphrase 42"
 RULES = '''[[rule]]
@@ -46,9 +43,6 @@ def browser():
     b.quit()
 
 
-def wait_css(b, css, timeout=10):
-    return WebDriverWait(b, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
-
 
 def log_in(b, url, name="root", password=PASSWORD):
     b.get(url + "/login")
@@ -57,21 +51,7 @@ def log_in(b, url, name="root", password=PASSWORD):
     b.find_element(By.ID, "login-submit").click()
 
 
-def submit(b, css):
-    """Click a form's button and wait for the page it loads: an element found right after
-    the click could still be the old page's."""
-    old = b.find_element(By.TAG_NAME, "html")
-    b.find_element(By.CSS_SELECTOR, css).click()
 
-    def gone(_):
-        try:
-            return expected_conditions.staleness_of(old)(b)
-        except WebDriverException as e:
-            # Chromium sometimes says so in other words while the new page replaces it.
-            if "does not belong to the document" in str(e):
-                return True
-            raise
-    WebDriverWait(b, 10).until(gone)
 
 
 def inbound(g, subject, body="Please pay by Friday.\r\n"):

@@ -12,12 +12,12 @@ import time
 import pytest
 from dnslib import RR
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from peers import Gateway
-from peers.browser import chromium
+from peers.browser import chromium, submit, wait_css
 from peers.dns import DnsServer, Zone
-from test_console import log_in, submit, wait_css
+from test_console import log_in
 from test_reports import DMARC_XML, TLSRPT, report_message, write
 
 PASSWORD = "a console passphrase 42"

@@ -6,11 +6,9 @@ the configuration file they come from."""
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
 
 from peers import Gateway
-from peers.browser import chromium
+from peers.browser import chromium, submit, wait_css
 
 PASSWORD = "a console passphrase 42"
 
@@ -32,15 +30,8 @@ def browser():
     b.quit()
 
 
-def wait_css(b, css, timeout=10):
-    return WebDriverWait(b, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
 
 
-def submit(b, css):
-    """Click a form's button and wait for the page it loads."""
-    old = b.find_element(By.TAG_NAME, "html")
-    b.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(b, 30).until(expected_conditions.staleness_of(old))
 
 
 def test_add_a_domain_and_test_its_route(console, browser, sink):

@@ -26,6 +26,36 @@ def chromium(width=1280, height=900):
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
 
+def wait_css(b, css, timeout=10):
+    """The element `css` names, once the page has it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(b, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+
+def submit(b, css, timeout=30):
+    """Click a form's button and wait for the page it loads: an element found right after
+    the click could still be the old page's."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = b.find_element(By.TAG_NAME, "html")
+    b.find_element(By.CSS_SELECTOR, css).click()
+
+    def gone(_):
+        try:
+            return expected_conditions.staleness_of(old)(b)
+        except WebDriverException as e:
+            # Chromium sometimes says so in other words while the new page replaces it.
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+    WebDriverWait(b, timeout).until(gone)
+
+
 def totp(secret_base32, at):
     """The RFC 6238 code (SHA-1, six digits, 30-second steps) of `secret_base32` at unix
     time `at`, as an authenticator app shows it."""
