@@ -9,6 +9,7 @@ import pytest
 from peers import BIN, ROOT, Gateway, Sink, dns_server, free_port, require, wait_for, wait_port  # noqa: F401
 from peers.dns import Zone  # noqa: F401
 from peers.pki import Pki, dkim_key as new_dkim_key
+from peers.browser import chromium
 
 
 @pytest.fixture
@@ -41,3 +42,11 @@ def dkim_key(tmp_path_factory):
     key = tmp_path_factory.mktemp("dkim") / "key.pem"
     public = new_dkim_key(key, "rsa", 1024)
     return key.read_bytes(), public
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium from Debian's packages, quit after the test."""
+    b = chromium()
+    yield b
+    b.quit()

@@ -11,7 +11,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from peers import Gateway, send, wait_for
-from peers.browser import chromium, submit, totp, wait_css
+from peers.browser import submit, totp, wait_css
 
 PASSWORD = "a console passphrase 42"
 RULES = '''[[rule]]
@@ -36,22 +36,11 @@ def console(tmp_path, sink):
     g.stop()
 
 
-@pytest.fixture
-def browser():
-    b = chromium()
-    yield b
-    b.quit()
-
-
-
 def log_in(b, url, name="root", password=PASSWORD):
     b.get(url + "/login")
     wait_css(b, "#username").send_keys(name)
     b.find_element(By.ID, "password").send_keys(password)
     b.find_element(By.ID, "login-submit").click()
-
-
-
 
 
 def inbound(g, subject, body="Please pay by Friday.\r\n"):

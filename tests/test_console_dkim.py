@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from peers import Gateway
-from peers.browser import chromium, submit, wait_css
+from peers.browser import submit, wait_css
 from peers.dns import DnsServer, Zone
 from test_console import log_in
 from test_reports import DMARC_XML, TLSRPT, report_message, write
@@ -58,13 +58,6 @@ def console(tmp_path, zone):
     g.url = f"https://127.0.0.1:{g.https}"
     yield g
     g.stop()
-
-
-@pytest.fixture
-def browser():
-    b = chromium()
-    yield b
-    b.quit()
 
 
 def publish(zone, name, txt):

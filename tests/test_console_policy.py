@@ -8,7 +8,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from peers import Gateway
-from peers.browser import chromium, submit, wait_css
+from peers.browser import submit, wait_css
 
 PASSWORD = "a console passphrase 42"
 
@@ -21,17 +21,6 @@ def console(tmp_path):
     g.url = f"https://127.0.0.1:{g.https}"
     yield g
     g.stop()
-
-
-@pytest.fixture
-def browser():
-    b = chromium()
-    yield b
-    b.quit()
-
-
-
-
 
 
 def test_add_a_domain_and_test_its_route(console, browser, sink):
