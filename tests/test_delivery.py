@@ -76,7 +76,7 @@ def test_retry_one_message_now(tmp_path):
         other = g.queue_ids()[0]
         g.cli("queue", "hold", other)
         held = g.cli("queue", "retry", other, check=False)
-        assert held.returncode != 0 and "no message" in held.stderr
+        assert held.returncode != 0 and "held" in held.stderr and "release it" in held.stderr, held.stderr
         gone = g.cli("queue", "retry", first, check=False)
         assert gone.returncode != 0 and "no message" in gone.stderr
         audit = json.loads(g.cli("audit", "list", "--action", "queue.retry", "--json").stdout)

@@ -56,7 +56,12 @@ fn execute(queue: &Queue, reload_psl: &ReloadPsl, line: &str) -> String {
         (Some("flush"), None) => queue.flush().map(|n| format!("ok {n} messages scheduled")),
         (Some("hold"), Some(id)) => found(queue.set_held(id, true), id),
         (Some("release"), Some(id)) => found(queue.set_held(id, false), id),
-        (Some("retry"), Some(id)) => found(queue.retry(id), id),
+        (Some("retry"), Some(id)) => match queue.retry(id) {
+            Ok(false) if is_held(queue, id) => Ok(format!(
+                "error message {id} is held: release it to deliver it"
+            )),
+            other => found(other, id),
+        },
         (Some("delete"), Some(id)) => found(queue.spool().remove(id), id),
         // A message a command put in the spool (see `inject`).
         (Some("load"), Some(id)) => {
@@ -71,6 +76,14 @@ fn execute(queue: &Queue, reload_psl: &ReloadPsl, line: &str) -> String {
         Ok(s) => s,
         Err(e) => format!("error {e}"),
     }
+}
+
+/// Whether `id` is in the queue and held.
+fn is_held(queue: &Queue, id: &str) -> bool {
+    let spool = queue.spool();
+    spool
+        .read_envelope(id)
+        .is_ok_and(|env| spool.read_state(id, &env).held)
 }
 
 fn found(r: std::io::Result<bool>, id: &str) -> std::io::Result<String> {

@@ -222,6 +222,11 @@ impl QueueOps {
                     {
                         Err(OpsError::not_found("message in the queue", id.clone()))
                     }
+                    QueueChange::Retry(id) if why.contains(" is held") => Err(OpsError::State {
+                        name: id.clone(),
+                        state: "held".into(),
+                        hint: "release it to deliver it".into(),
+                    }),
                     _ => Err(OpsError::Spool {
                         context: "the running gateway refused the change".into(),
                         source: std::io::Error::other(why),

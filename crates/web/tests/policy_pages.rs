@@ -291,6 +291,14 @@ async fn a_domain_admin_sees_and_changes_only_its_domains() {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.contains("data-domain=\"example.org\""));
     assert!(!a.body.contains("example.com"), "another domain shown");
+    // No links to the gateway-wide pages it may not open.
+    for page in ["policy-networks", "policy-content", "policy-checks"] {
+        assert!(
+            !a.body.contains(&format!("id=\"{page}\"")),
+            "{page} offered"
+        );
+    }
+    assert!(a.body.contains("id=\"policy-lists\""));
     let a = app
         .post_form(
             "/policy/domains/remove",
