@@ -156,11 +156,9 @@ impl Ops {
 
     /// A recipient's digest frequency (`default`, `hourly`, `daily`, `weekly`, `never`).
     pub async fn digest_frequency(&self, address: &str) -> Result<String> {
-        let scope = Scope::address(address);
-        self.actor().require(Access::ReadPolicy, &scope)?;
-        let Scope::Address(address) = scope else {
-            unreachable!()
-        };
+        let address = address.trim().to_ascii_lowercase();
+        self.actor()
+            .require(Access::ReadPolicy, &Scope::Address(address.clone()))?;
         let schedule = self.store.digest_schedule(&address).await?;
         Ok(digest::frequency_name(schedule.every_secs))
     }
@@ -168,12 +166,10 @@ impl Ops {
     /// Set a recipient's digest frequency (a user their own, an administrator anyone's in
     /// their scope).
     pub async fn set_digest_frequency(&self, address: &str, frequency: &str) -> Result<()> {
-        let scope = Scope::address(address);
-        self.actor().require(Access::WritePolicy, &scope)?;
+        let address = address.trim().to_ascii_lowercase();
+        self.actor()
+            .require(Access::WritePolicy, &Scope::Address(address.clone()))?;
         let every = parse_frequency(frequency)?;
-        let Scope::Address(address) = scope else {
-            unreachable!()
-        };
         if !address.contains('@') {
             return Err(OpsError::invalid(
                 "address",

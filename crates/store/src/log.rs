@@ -116,6 +116,11 @@ fn check_status(context: &str, status: &str) -> Result<(), StoreError> {
     }
 }
 
+/// A filter's value, trimmed; None when absent or blank.
+pub(crate) fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
 /// A LIKE pattern matching `needle` anywhere, with the wildcards of user input taken literally.
 pub(crate) fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);

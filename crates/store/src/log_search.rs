@@ -18,7 +18,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::engine::{Engines, on_pool};
 use crate::log::{
-    Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, contains_pattern,
+    Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, contains_pattern, given,
 };
 use crate::{MessageRecord, Store, StoreError};
 
@@ -241,6 +241,11 @@ fn is_address(s: &str) -> bool {
     }
 }
 
+/// A whole Message-ID in angle brackets, as the search box takes one: `<id@host>`.
+fn is_message_id(s: &str) -> bool {
+    s.starts_with('<') && s.ends_with('>') && s.contains('@')
+}
+
 /// A whole Message-ID as it is stored: `<id@host>`.
 fn whole_message_id(s: &str) -> String {
     format!(
@@ -255,28 +260,24 @@ pub const TEXT_MATCHES_CAP: i64 = 5_000;
 
 /// The search's fields that may be looked up in the trigram index, with their columns
 /// and text: the search box, and the sender, recipient and subject filters when they are
-/// not whole addresses.
+/// not whole addresses ([`trigram_query`] leaves out those too short for trigrams).
 fn trigram_fields(q: &LogQuery) -> Vec<(&'static str, &'static str, String)> {
-    fn text(v: &Option<String>) -> Option<&str> {
-        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-    }
     let mut fields = Vec::new();
-    if let Some(t) = text(&q.text)
+    if let Some(t) = given(&q.text)
         && !is_address(t)
-        && !(t.starts_with('<') && t.ends_with('>') && t.contains('@'))
+        && !is_message_id(t)
     {
         fields.push(("text", "sender subject message_id recipient", t.to_string()));
     }
-    if let Some(t) = text(&q.sender).filter(|t| !is_address(t)) {
+    if let Some(t) = given(&q.sender).filter(|t| !is_address(t)) {
         fields.push(("sender", "sender", t.to_string()));
     }
-    if let Some(t) = text(&q.recipient).filter(|t| !is_address(t)) {
+    if let Some(t) = given(&q.recipient).filter(|t| !is_address(t)) {
         fields.push(("recipient", "recipient", t.to_string()));
     }
-    if let Some(t) = text(&q.subject) {
+    if let Some(t) = given(&q.subject) {
         fields.push(("subject", "subject", t.to_string()));
     }
-    fields.retain(|(_, _, t)| t.chars().count() >= 3);
     fields
 }
 
@@ -316,12 +317,7 @@ fn search_sql(
             like("r.address", n)
         )
     };
-    let given = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
+    let given = |v: &Option<String>| given(v).map(str::to_string);
     // SQLite: the messages the trigram index found for a field it finds rarely
     // (`indexed`: the field and the ids, already narrowed to the time range).
     let trigram = |field: &str, binds: &mut Vec<Bind>| -> Option<String> {
@@ -338,7 +334,7 @@ fn search_sql(
         ));
     }
     if let Some(text) = given(&q.text) {
-        if text.starts_with('<') && text.ends_with('>') && text.contains('@') {
+        if is_message_id(&text) {
             let n = bind(&mut binds, Bind::Text(text));
             sql.push_str(&format!(" AND m.message_id = ${n}"));
         } else if is_address(&text) {

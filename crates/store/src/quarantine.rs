@@ -3,7 +3,7 @@
 //! and `quarantine_items` (one row per recipient, each released or deleted on its own).
 
 use crate::engine::{Conn, Engines, on_conn, on_pool};
-use crate::log::{Bind, LIKE_ESCAPE, Sees, contains_pattern};
+use crate::log::{Bind, LIKE_ESCAPE, Sees, contains_pattern, given};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -184,15 +184,9 @@ impl Store {
             "postgres" => "ILIKE",
             _ => "LIKE",
         };
-        let given = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
         for (column, value) in [("m.sender", &q.sender), ("m.subject", &q.subject)] {
             if let Some(v) = given(value) {
-                binds.push(Bind::Text(contains_pattern(&v)));
+                binds.push(Bind::Text(contains_pattern(v)));
                 sql.push_str(&format!(
                     " AND {column} {like} ${} ESCAPE '{LIKE_ESCAPE}'",
                     binds.len()

@@ -87,8 +87,8 @@ async fn confirm(
         LinkAction::Settings => ("settings", "Save", "Quarantine digests"),
     };
     let frequency = match link.action {
-        LinkAction::Settings => match state.ops.store().digest_schedule(&link.recipient).await {
-            Ok(s) => Some(portcullis_gateway::digest::frequency_name(s.every_secs)),
+        LinkAction::Settings => match state.ops.digest_frequency(&link.recipient).await {
+            Ok(f) => Some(f),
             Err(_) => return invalid_link(),
         },
         _ => None,

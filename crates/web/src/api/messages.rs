@@ -1,7 +1,7 @@
 //! `/api/v1/messages`: the message log, searched and one message's story; and the
 //! dashboard's numbers.
 
-use super::{ListPage, Paging};
+use super::{ListPage, Paging, blank};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -37,13 +37,6 @@ pub struct Search {
     pub until: Option<String>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
-}
-
-fn blank(s: &Option<String>) -> Option<String> {
-    s.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
 impl Search {

@@ -16,6 +16,14 @@ use crate::AppState;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+/// A query parameter's value, trimmed; None when absent or blank.
+pub fn blank(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// The longest page of a list.
 pub const MAX_LIMIT: i64 = 1000;
 pub const DEFAULT_LIMIT: i64 = 50;

@@ -1,7 +1,7 @@
 //! `/api/v1/quarantine`: held copies listed and shown, released (also with the sender
 //! allowed), deleted; the raw message as text/plain.
 
-use super::{Done, ListPage, Paging};
+use super::{Done, ListPage, Paging, blank};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -45,19 +45,13 @@ impl Filter {
 
     /// One page of the held copies that match, filtered by the store.
     pub async fn run(&self, ops: &Ops) -> ApiResult<ListPage<QuarantineItem>> {
-        let given = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
         let paging = self.paging();
         let query = QuarantineQuery {
-            recipient: given(&self.recipient),
-            state: given(&self.state),
-            sender: given(&self.sender),
-            subject: given(&self.subject),
-            class: given(&self.class),
+            recipient: blank(&self.recipient),
+            state: blank(&self.state),
+            sender: blank(&self.sender),
+            subject: blank(&self.subject),
+            class: blank(&self.class),
             limit: paging.limit(),
             offset: paging.offset(),
         };

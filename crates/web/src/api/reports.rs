@@ -2,7 +2,7 @@
 //! listed with filters, one whole, and a domain's trend; narrowed by the operations layer
 //! to the domains the caller may read.
 
-use super::{ListPage, Paging};
+use super::{ListPage, Paging, blank};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -32,13 +32,6 @@ pub struct ReportFilter {
     pub until: Option<String>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
-}
-
-fn blank(s: &Option<String>) -> Option<String> {
-    s.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
 /// `YYYY-MM-DD`, unix seconds, or a span back from now.
