@@ -10,8 +10,8 @@ import time
 import pytest
 from selenium.webdriver.common.by import By
 
-from peers import Gateway, send, wait_for
-from peers.browser import submit, totp, wait_css
+from peers import Gateway, dns_server, free_port, send, wait_for
+from peers.browser import csp_refusals, submit, totp, wait_css
 
 PASSWORD = "a console passphrase 42"
 RULES = '''[[rule]]
@@ -139,6 +139,49 @@ def test_rule_edit_and_dashboard_chart(console, browser, tmp_path):
     assert b.save_screenshot(str(shot))
     png = chart.screenshot_as_png
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_dashboard_service_health(tmp_path, browser, sink):
+    """htmx (vendored) loads the service checks into the dashboard under the strict CSP:
+    the store and DNS (a real DNS server on loopback) answer, the sink's route answers SMTP,
+    a route to a closed port fails, and so does a clamd endpoint where nothing listens."""
+    closed_smtp, closed_clamd = free_port(), free_port()
+    with dns_server("example.com. 60 IN MX 10 mx.example.com.\n") as dns_port:
+        g = Gateway(tmp_path / "gw", f"[dns]\nnameservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_secs = 1\n"
+                                     f"[antivirus]\nclamd = [\"127.0.0.1:{closed_clamd}\"]\nfail_open = true\n")
+        g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+        g.cli("domain", "add", "down.example", "--route", f"127.0.0.1:{closed_smtp}")
+        g.cli("account", "add", "root", "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
+        g.start()
+        try:
+            url = f"https://127.0.0.1:{g.https}"
+            b = browser
+            log_in(b, url)
+            wait_css(b, "#nav-dashboard")
+            b.get(url + "/")
+            table = wait_css(b, "#services #services-table", timeout=20)
+            rows = {}
+            for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr"):
+                cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                rows[(cells[0], cells[1])] = (cells[2], cells[3])
+            assert rows[("store", "postgres" if g.pg_url else "sqlite")][0] == "ok", rows
+            # The first domain by name: the DNS server answers that it has no such name.
+            assert rows[("dns", "MX down.example")][0] == "ok", rows
+            clamd = rows[("clamd", f"127.0.0.1:{closed_clamd}")]
+            assert clamd[0] == "failed" and clamd[1], rows
+            assert rows[("route", f"example.com → 127.0.0.1:{sink.port}")][0] == "ok", rows
+            dead = rows[("route", f"down.example → 127.0.0.1:{closed_smtp}")]
+            assert dead[0] == "failed" and dead[1], rows
+            summary = b.find_element(By.CSS_SELECTOR, "[data-test=services-summary]").text
+            assert "Some services do not answer" in summary, summary
+            assert csp_refusals(b) == []
+
+            # Without script the dashboard links to the same checks as a page of their own.
+            b.get(url + "/services")
+            assert wait_css(b, "h1").text == "Services"
+            assert "example.com → 127.0.0.1" in wait_css(b, "#services-table").text
+        finally:
+            g.stop()
 
 
 def test_digest_link_get_shows_post_releases(console, browser, sink):

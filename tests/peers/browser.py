@@ -23,6 +23,8 @@ def chromium(width=1280, height=900):
                  f"--user-data-dir={tempfile.mkdtemp(prefix='portcullis-chromium-')}"]:
         opts.add_argument(flag)
     opts.accept_insecure_certs = True
+    # The page's console messages (CSP refusals among them) for `b.get_log("browser")`.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
 
@@ -69,3 +71,8 @@ def totp(secret_base32, at):
     offset = digest[-1] & 0x0F
     value = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
     return f"{value % 1_000_000:06d}"
+
+
+def csp_refusals(b):
+    """What the browser refused under the page's Content-Security-Policy so far."""
+    return [e["message"] for e in b.get_log("browser") if "Content Security Policy" in e["message"]]

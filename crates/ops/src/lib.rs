@@ -17,6 +17,7 @@ pub mod dkim;
 pub mod dkim_check;
 mod error;
 pub mod filter;
+pub mod health;
 pub mod log;
 pub mod policy;
 pub mod policy_doc;

@@ -88,7 +88,7 @@ impl Ops {
 
     /// The client TLS configurations delivery uses: WebPKI roots plus
     /// `delivery.extra_ca_file`.
-    fn client_tls(&self) -> Result<TlsConfigs> {
+    pub(crate) fn client_tls(&self) -> Result<TlsConfigs> {
         let failed = |what: &str, reason: String| OpsError::Failed {
             what: what.to_string(),
             reason,

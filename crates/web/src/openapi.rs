@@ -23,6 +23,7 @@ use utoipa::OpenApi;
         api::messages::search,
         api::messages::show,
         api::messages::dashboard,
+        api::messages::services,
         api::quarantine::list,
         api::quarantine::show,
         api::quarantine::raw,

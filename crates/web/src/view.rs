@@ -110,6 +110,23 @@ async fn style() -> Response {
         .into_response()
 }
 
+/// htmx, vendored (assets/README.md): the console's pages work without it; with it the
+/// dashboard loads the service checks after the page and refreshes them.
+const HTMX: &str = include_str!("../assets/htmx.min.js");
+
+async fn htmx() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        HTMX,
+    )
+        .into_response()
+}
+
 pub fn asset_routes() -> Router<AppState> {
-    Router::new().route("/assets/style.css", get(style))
+    Router::new()
+        .route("/assets/style.css", get(style))
+        .route("/assets/htmx.min.js", get(htmx))
 }

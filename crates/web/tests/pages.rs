@@ -642,3 +642,50 @@ async fn a_rule_dry_run_on_a_held_message_saves_nothing() {
     assert_eq!(v["candidate"]["matched"][0], "no-html-attachments");
     assert_eq!(v["findings"][0]["name"], "spam.bayes");
 }
+
+#[tokio::test]
+async fn service_checks_as_json_as_a_fragment_and_refused_to_users() {
+    let app = app().await;
+    let s = app.login().await;
+
+    // Nothing configured but the store: the store answers, clamd and routes are off.
+    let a = app.get("/api/v1/services", Some(&s)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let checks = v["checks"].as_array().unwrap();
+    let status = |service: &str| {
+        checks
+            .iter()
+            .find(|c| c["service"] == service)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("store").as_deref(), Some("ok"), "{v}");
+    assert_eq!(status("clamd").as_deref(), Some("off"), "{v}");
+    assert_eq!(status("route").as_deref(), Some("off"), "{v}");
+    // The test's resolver is a loopback port where nothing answers.
+    assert_eq!(status("dns").as_deref(), Some("failed"), "{v}");
+
+    // htmx asks for the table alone; a browser without script gets the whole page.
+    let req = Request::get("/services")
+        .header(header::COOKIE, s.cookie())
+        .header("hx-request", "true")
+        .body(Body::empty())
+        .unwrap();
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("id=\"services-table\""), "{}", a.body);
+    assert!(!a.body.contains("<html"), "{}", a.body);
+    let a = app.get("/services", Some(&s)).await;
+    assert!(a.body.contains("<html") && a.body.contains("services-table"));
+
+    // A user's view is their own mail: the gateway's services are not theirs to see.
+    let u = app.login_as("ursula@example.com", Role::User, &[]).await;
+    assert_eq!(
+        app.get("/api/v1/services", Some(&u)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/services", Some(&u)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -115,9 +115,20 @@ pub async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Json<D
     Ok(Json(caller.ops.dashboard().await?))
 }
 
+/// Check the store, DNS, each clamd endpoint and each downstream route (and the
+/// smarthost) now, side by side; each check is bounded at 5 s.
+#[utoipa::path(get, path = "/api/v1/services", tag = "messages",
+    responses((status = 200, body = Object)))]
+pub async fn services(
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<portcullis_ops::health::ServiceHealth>> {
+    Ok(Json(caller.ops.service_health().await?))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/messages", get(search))
         .route("/api/v1/messages/{id}", get(show))
         .route("/api/v1/dashboard", get(dashboard))
+        .route("/api/v1/services", get(services))
 }

@@ -5,8 +5,10 @@ use crate::auth::Caller;
 use crate::view::{Layout, PageResult, html, time};
 use askama::Template;
 use axum::Extension;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect};
 use portcullis_ops::dashboard::{Bucket, Dashboard, Series};
+use portcullis_ops::health::ServiceHealth;
 
 #[derive(Template)]
 #[template(path = "dashboard.html")]
@@ -122,4 +124,43 @@ pub async fn page(Extension(caller): Extension<Caller>) -> PageResult {
         }
         .render(),
     ))
+}
+
+/// The service checks alone, as htmx loads them into the dashboard.
+#[derive(Template)]
+#[template(path = "services.table.html")]
+struct ServicesPart {
+    h: ServiceHealth,
+    checked: String,
+}
+
+/// The service checks as a page of their own (the dashboard's link without script).
+#[derive(Template)]
+#[template(path = "services.html")]
+struct ServicesPage {
+    l: Layout,
+    h: ServiceHealth,
+    checked: String,
+}
+
+/// `GET /services`: check the store, DNS, clamd and the routes now. An htmx request
+/// (`HX-Request: true`) gets the table alone, to put into the dashboard.
+pub async fn services(Extension(caller): Extension<Caller>, headers: HeaderMap) -> PageResult {
+    let h = caller.ops.service_health().await?;
+    let checked = time(h.checked_at);
+    let fragment = headers
+        .get("hx-request")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    Ok(if fragment {
+        html(ServicesPart { h, checked }.render())
+    } else {
+        html(
+            ServicesPage {
+                l: caller.layout("Services"),
+                h,
+                checked,
+            }
+            .render(),
+        )
+    })
 }

@@ -1,6 +1,8 @@
-//! The console's pages, rendered on the server (askama), with plain forms: no script at
-//! all, so the Content-Security-Policy can forbid every script but our own and there is
-//! none to forbid. Each form carries the session's CSRF token.
+//! The console's pages, rendered on the server (askama), with plain forms that work
+//! without script. The one script is htmx, vendored and served from our own origin
+//! (`/assets/htmx.min.js`), so the Content-Security-Policy still forbids every other
+//! script, `eval` and inline style; it loads the dashboard's service checks after the
+//! page. Each form carries the session's CSRF token.
 
 mod access;
 mod account;
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(dashboard::page))
+        .route("/services", get(dashboard::services))
         .route("/messages", get(messages::search))
         .route("/messages/{id}", get(messages::show))
         .route("/quarantine", get(quarantine::list).post(quarantine::bulk))

@@ -33,10 +33,14 @@ pub struct App {
 
 pub async fn app() -> App {
     let store = Store::open("sqlite::memory:").await.expect("store");
-    let config = Config {
+    let mut config = Config {
         data_dir: temp_dir(),
         ..Config::default()
     };
+    // Never the machine's resolver from a test: a loopback port where nothing listens.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    config.dns.nameservers = vec![closed.local_addr().expect("address")];
+    config.dns.timeout_secs = 1;
     let ops = Ops::new(store, config);
     App {
         router: portcullis_web::router(ops.clone()),
