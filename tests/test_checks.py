@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from peers import Gateway, dns_server, free_port, send
+from peers import Gateway, dns_server, free_port, send, wait_for
 from peers.clamd import EICAR, Clamd
 
 
@@ -198,5 +198,40 @@ def test_external_engine_down_fails_open_by_default_and_closed_by_setting(tmp_pa
         code, text = send_inbound(g.smtp, message=mail("closed"))
         assert (code, text[:5]) == (451, b"4.7.0"), (code, text)
         assert g.queue_ids() == []
+    finally:
+        g.stop()
+
+
+def test_greylisting_changed_in_the_store_reaches_the_running_gateway(tmp_path, sink):
+    """`portcullis settings set` keeps a key over the file's value and the running gateway
+    applies it within seconds, without a restart; `reset` gives the file's value back.
+    A value that does not fit is refused with the key and the reason, and changes nothing."""
+    g = Gateway(tmp_path / "gw", "[greylist]\nmode = \"never\"\ndelay_secs = 2\n[fcrdns]\nenabled = false\n")
+    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
+    g.start()
+    try:
+        assert send_inbound(g.smtp, message=mail("before"))[0] == 250
+        g.cli("settings", "set", "greylist.mode", "always")
+        listed = json.loads(g.cli("settings", "list", "--json").stdout)
+        mode = [s for s in listed["greylist"] if s["name"] == "mode"][0]
+        assert mode["value"] == "always" and mode["changed_by"], mode
+        # The policy reloads every two seconds.
+        wait_for(lambda: send_inbound(g.smtp, message=mail("grey"), sender="new@outside.test")[0] == 451,
+                 timeout=10, what="greylisting in force")
+
+        bad = g.cli("settings", "set", "greylist.delay_secs", "99999", check=False)
+        assert bad.returncode != 0 and "delay_secs" in bad.stderr, bad.stderr
+        unknown = g.cli("settings", "set", "greylist.delay", "5", check=False)
+        assert unknown.returncode != 0 and "delay_secs" in unknown.stderr, unknown.stderr
+        assert "delay_secs = 2\n" in g.cli("settings", "list").stdout
+
+        g.cli("settings", "reset", "greylist.mode")
+        assert "greylist.mode = never\n" in g.cli("settings", "list").stdout
+        wait_for(lambda: send_inbound(g.smtp, message=mail("after"), sender="other@outside.test")[0] == 250,
+                 timeout=10, what="greylisting off again")
+        again = g.cli("settings", "reset", "greylist.mode", check=False)
+        assert again.returncode != 0 and "no changed setting greylist.mode" in again.stderr, again.stderr
+        audit = g.cli("audit", "list").stdout
+        assert "settings.set" in audit and "settings.reset" in audit, audit
     finally:
         g.stop()

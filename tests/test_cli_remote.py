@@ -57,6 +57,20 @@ def test_cli_acts_on_a_remote_gateway(tmp_path):
             assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
         assert "example.com\t127.0.0.1:" in ok(run("domain", "list"))
 
+        # Greylisting and DNSBL settings changed over the file through the API.
+        assert ok(run("settings", "set", "greylist.delay_secs", "120")) == \
+            "greylist.delay_secs changed; a running gateway applies it within seconds\n"
+        for cmd in (["settings", "list"], ["settings", "list", "--json"]):
+            assert ok(run(*cmd)) == g.cli(*cmd).stdout, cmd
+        assert "greylist.delay_secs = 120" in g.cli("settings", "list").stdout
+        r = run("settings", "set", "greylist.delay_secs", "soon")
+        assert r.returncode != 0 and "HTTP 400" in r.stderr and "delay_secs" in r.stderr, r.stderr
+        r = run("settings", "set", "greylist.delay_secs", "60", token=reader)
+        assert r.returncode != 0 and "HTTP 403" in r.stderr, r.stderr
+        assert ok(run("settings", "reset", "greylist.delay_secs")) == \
+            "greylist.delay_secs is the configuration file's again\n"
+        assert "greylist.delay_secs = 300" in g.cli("settings", "list").stdout
+
         # Rules through the API, read back the same.
         rules = tmp_path / "rules.toml"
         rules.write_text('[[rule]]\nname = "hold payroll"\n'

@@ -1,8 +1,8 @@
 """The console's policy pages in a real browser (Debian's Chromium, driven by Selenium)
 against the real gateway: a domain added through the console whose route is Postfix's
 smtp-sink on loopback, its route test showing the sink's own 220 and 250 lines; an
-internal network added and removed; the read-only greylisting and DNSBL settings naming
-the configuration file they come from."""
+internal network added and removed; the greylisting and DNSBL settings naming the
+configuration file they come from, changed over it in the store and reset."""
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -84,7 +84,40 @@ def test_add_and_remove_a_network_and_read_the_checks(console, browser):
     b.get(url + "/policy/checks")
     source = wait_css(b, "#checks-source").text
     assert str(console.config) in source
-    delay = b.find_element(By.CSS_SELECTOR, 'tr[data-key="[greylist] delay_secs"]').text
-    assert "123" in delay
-    mode = b.find_element(By.CSS_SELECTOR, 'tr[data-key="[greylist] mode"]').text
-    assert "never" in mode
+    delay = b.find_element(By.CSS_SELECTOR, '[data-test="value-greylist.delay_secs"]')
+    assert delay.get_attribute("value") == "123"
+    mode = b.find_element(By.CSS_SELECTOR, '[data-test="value-greylist.mode"]')
+    assert mode.get_attribute("value") == "never"
+
+    # Changed here: the store keeps it over the file's value, and says who changed it.
+    mode.clear()
+    mode.send_keys("always")
+    submit(b, '[data-test="save-greylist.mode"]')
+    assert "greylist.mode changed" in wait_css(b, "#policy-done").text
+    assert "changed by root" in wait_css(b, '[data-test="changed-greylist.mode"]').text
+    assert "greylist.mode = always" in console.cli("settings", "list").stdout
+    # A value that does not fit is refused with the reason; nothing changes.
+    delay = b.find_element(By.CSS_SELECTOR, '[data-test="value-greylist.delay_secs"]')
+    delay.clear()
+    delay.send_keys("soon")
+    submit(b, '[data-test="save-greylist.delay_secs"]')
+    assert "not a whole number" in wait_css(b, "#policy-error").text
+    assert "greylist.delay_secs = 123" in console.cli("settings", "list").stdout
+    # A DNSBL zone list in the file's inline syntax; a wrong return code is refused.
+    zones = b.find_element(By.CSS_SELECTOR, '[data-test="value-dnsbl.zones"]')
+    zones.clear()
+    zones.send_keys('[{ zone = "bl.example", weight = 2.5, codes = ["127.0.0"] }]')
+    submit(b, '[data-test="save-dnsbl.zones"]')
+    assert "dnsbl.zones" in wait_css(b, "#policy-error").text
+    zones = b.find_element(By.CSS_SELECTOR, '[data-test="value-dnsbl.zones"]')
+    zones.clear()
+    zones.send_keys('[{ zone = "bl.example", weight = 2.5, codes = ["127.0.0.[2..11]"] }]')
+    submit(b, '[data-test="save-dnsbl.zones"]')
+    row = wait_css(b, 'tr[data-zone="bl.example"]')
+    assert "dnsbl.bl.example" in row.text and "127.0.0.[2..11]" in row.text
+    # Reset gives the key back to the file.
+    submit(b, '[data-test="reset-greylist.mode"]')
+    assert "configuration file's again" in wait_css(b, "#policy-done").text
+    mode = b.find_element(By.CSS_SELECTOR, '[data-test="value-greylist.mode"]')
+    assert mode.get_attribute("value") == "never"
+    assert b.find_elements(By.CSS_SELECTOR, '[data-test="changed-greylist.mode"]') == []

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mail_auth::hickory_resolver::net::NetError;
 use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
@@ -37,7 +37,7 @@ const MAX_TXT_CHARS: usize = 200;
 /// The `[dnsbl]` section: block lists for client addresses (`zones`) and for the links in
 /// messages (`uribl`). Nothing is enabled by default: public lists have usage terms and
 /// the administrator opts into each one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsblSettings {
     /// Lists asked about the client address at connect time.
@@ -63,7 +63,7 @@ impl Default for DnsblSettings {
 
 /// One list. Several entries may name the same `zone` with different `codes`, names and
 /// weights (Spamhaus ZEN's SBL, XBL and PBL parts): the zone is asked once.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsblZone {
     /// The DNS zone the query is made under, e.g. `zen.spamhaus.org`.
@@ -209,8 +209,8 @@ pub enum ReturnCodeError {
 
 /// An answer pattern: four octet patterns, each a number or a bracketed list of numbers
 /// and ranges separated by `;` (`[2..11]`, `[2;4;9..11]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ReturnCode {
     octets: [Vec<(u8, u8)>; 4],
     text: String,
@@ -223,6 +223,12 @@ impl ReturnCode {
             .iter()
             .zip(&self.octets)
             .all(|(o, ranges)| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(o)))
+    }
+}
+
+impl From<ReturnCode> for String {
+    fn from(r: ReturnCode) -> String {
+        r.text
     }
 }
 
@@ -848,7 +854,7 @@ pub async fn check_urls(
 // ---------------------------------------------------------------------------------------
 
 /// The `[fcrdns]` section: forward-confirmed reverse DNS of the client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FcrdnsSettings {
     pub enabled: bool,

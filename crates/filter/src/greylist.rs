@@ -27,13 +27,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use portcullis_smtp::Reply;
 use portcullis_store::{GreylistEntry, GreylistPurged, Store, StoreError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Passes of an allowed or counted client network are recorded at most this often.
 const CLIENT_INTERVAL_SECS: i64 = 3600;
 
 /// When greylisting applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GreylistMode {
     /// Every client the caller asks about (not authenticated, not internal).
@@ -46,7 +46,7 @@ pub enum GreylistMode {
 }
 
 /// The `[greylist]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GreylistSettings {
     pub mode: GreylistMode,

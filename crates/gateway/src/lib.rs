@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod batcher;
+pub mod checks;
 pub mod config;
 pub mod control;
 pub mod dates;

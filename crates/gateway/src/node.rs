@@ -48,7 +48,13 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let store = Store::open(&config.store_url()).await?;
-        let policy = Policy::new(smarthost(&config)?, config.spam.clone());
+        let policy = Policy::new(smarthost(&config)?, config.spam.clone()).with_checks(
+            crate::checks::Checks::new(
+                config.greylist.clone(),
+                config.dnsbl.clone(),
+                config.fcrdns.clone(),
+            ),
+        );
         policy.reload(&store).await?;
         policy.spawn_reloader(store.clone(), Duration::from_secs(2));
 
@@ -58,8 +64,7 @@ impl Node {
             Duration::from_secs(config.dns.timeout_secs),
         )
         .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
-        let greylist = portcullis_filter::greylist::Greylist::new(config.greylist.clone());
-        spawn_purges(greylist.clone(), store.clone());
+        spawn_purges(policy.clone(), store.clone());
         crate::psl::watch(&config.auth.public_suffix_file(&config.data_dir));
         let client_tls = crate::tls::client_configs(&config)?;
         let (deliverer, tls_counters) = deliverer(&config, &policy, resolver.clone(), &client_tls)?;
@@ -110,7 +115,6 @@ impl Node {
                 log.clone(),
                 dmarc_results.clone(),
                 resolver,
-                greylist,
             )
             .await?,
         );
@@ -292,7 +296,6 @@ async fn gateway(
     log: LogWriter,
     dmarc_results: Collector,
     resolver: TokioResolver,
-    greylist: portcullis_filter::greylist::Greylist,
 ) -> Result<Gateway> {
     let auth = Authenticator::new(
         resolver.clone(),
@@ -340,9 +343,6 @@ async fn gateway(
         resolver,
         antivirus,
         antivirus_fail_open: config.antivirus.fail_open,
-        dnsbl: config.dnsbl.clone(),
-        fcrdns: config.fcrdns.clone(),
-        greylist,
         connection_rate: config.limits.max_connection_rate_per_ip,
         message_rate: config.limits.max_message_rate_per_client,
         quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
@@ -350,13 +350,14 @@ async fn gateway(
 }
 
 /// Old greylist entries and rate counters, every hour.
-fn spawn_purges(greylist: portcullis_filter::greylist::Greylist, store: Store) {
+fn spawn_purges(policy: Policy, store: Store) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
             let now = portcullis_queue::spool::now();
-            if let Err(e) = greylist.purge(&store, now).await {
+            let checks = policy.current().checks.clone();
+            if let Err(e) = checks.greylist.purge(&store, now).await {
                 tracing::warn!(error = %e, "greylist purge failed");
             }
             if let Err(e) = store.rate_purge(now - 7200).await {

@@ -6,6 +6,7 @@
 //! internal network; its mail is outbound and may go anywhere. Everyone else may only
 //! send to the configured domains (inbound). Anything else is relaying: `554 5.7.1`.
 
+use crate::checks::Checks;
 use crate::filtering::FilterPolicy;
 use ipnet::IpNet;
 use portcullis_filter::rules::SpamThresholds;
@@ -26,6 +27,9 @@ pub struct Snapshot {
     rule_source: Vec<(String, String)>,
     list_source: Vec<portcullis_store::ListEntry>,
     content_source: Vec<portcullis_store::ContentRow>,
+    /// Greylisting, DNSBL and FCrDNS: the file's settings with the store's changes.
+    pub checks: Arc<Checks>,
+    override_source: Vec<portcullis_store::ConfigOverride>,
 }
 
 /// The shared, periodically refreshed policy.
@@ -34,6 +38,8 @@ pub struct Policy {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     smarthost: Option<Vec<RouteHost>>,
     thresholds: SpamThresholds,
+    /// The connection checks as the configuration file sets them.
+    file_checks: Arc<Checks>,
 }
 
 impl Policy {
@@ -46,7 +52,21 @@ impl Policy {
             snapshot: Arc::new(RwLock::new(Arc::new(snap))),
             smarthost: smarthost.map(|h| vec![h]),
             thresholds,
+            file_checks: Arc::new(Checks::default()),
         }
+    }
+
+    /// The connection checks' settings of the configuration file, under the store's
+    /// changes (before the first reload).
+    pub fn with_checks(mut self, checks: Checks) -> Self {
+        let checks = Arc::new(checks);
+        self.file_checks = checks.clone();
+        let snap = Snapshot {
+            checks,
+            ..(*self.current()).clone()
+        };
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        self
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
@@ -62,7 +82,31 @@ impl Policy {
         let rules = store.list_rules().await?;
         let lists = store.list_entries().await?;
         let content = store.list_content_patterns().await?;
+        let overrides = store.list_config_overrides().await?;
         let old = self.current();
+        let checks = if old.override_source == overrides {
+            old.checks.clone()
+        } else {
+            let (checks, skipped) = self.file_checks.with_overrides(&overrides);
+            for (key, reason) in skipped {
+                tracing::warn!(key = %key, reason = %reason, "stored setting not applied; the file's value stays");
+            }
+            for o in overrides
+                .iter()
+                .filter(|o| !old.override_source.contains(o))
+            {
+                tracing::info!(key = %format!("{}.{}", o.section, o.key), value = %o.value, by = %o.changed_by, "setting changed in the store");
+            }
+            for o in &old.override_source {
+                if !overrides
+                    .iter()
+                    .any(|n| n.section == o.section && n.key == o.key)
+                {
+                    tracing::info!(key = %format!("{}.{}", o.section, o.key), "setting given back to the configuration file");
+                }
+            }
+            Arc::new(checks)
+        };
         // Rules are compiled (regexes) only when they changed.
         let filter = if old.rule_source == rules
             && old.list_source == lists
@@ -84,6 +128,8 @@ impl Policy {
             rule_source: rules,
             list_source: lists,
             content_source: content,
+            checks,
+            override_source: overrides,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())

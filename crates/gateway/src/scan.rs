@@ -197,9 +197,10 @@ impl Transaction {
         };
         findings.extend(report.findings);
         findings.extend(listed);
-        if !self.gw.dnsbl.uribl.is_empty() && !self.allowed {
+        let checks = self.gw.checks();
+        if !checks.dnsbl.uribl.is_empty() && !self.allowed {
             let listed =
-                dnsbl::check_urls(&self.gw.resolver, &self.gw.dnsbl, &report.text.urls).await;
+                dnsbl::check_urls(&self.gw.resolver, &checks.dnsbl, &report.text.urls).await;
             for u in &listed.unavailable {
                 tracing::warn!(id, zone = %u.zone, reason = %u.reason, "URIBL unavailable");
             }
@@ -223,7 +224,7 @@ impl Transaction {
         // Greylisting of doubtful mail (`suspicious`), by the whole message's score, as
         // rspamd does: the band from `greylist.suspicious_score` up to what the rules
         // hold or refuse anyway. A rule that decided (even to accept) is not second-guessed.
-        if self.gw.greylist.settings().mode == GreylistMode::Suspicious
+        if checks.greylist.settings().mode == GreylistMode::Suspicious
             && inbound
             && !self.allowed
             && verdict.disposition == Disposition::Deliver

@@ -15,10 +15,9 @@ use portcullis_filter::clamd;
 use portcullis_filter::content::ContentScanner;
 use portcullis_filter::dmarc_report::DmarcPending;
 use portcullis_filter::dnsbl;
-use portcullis_filter::dnsbl::{DnsblSettings, FcrdnsSettings};
 use portcullis_filter::external;
 use portcullis_filter::finding::{self, Finding};
-use portcullis_filter::greylist::{Greylist, GreylistMode, Triplet};
+use portcullis_filter::greylist::{GreylistMode, Triplet};
 use portcullis_filter::sign::SharedKeyRing;
 use portcullis_queue::Queue;
 use portcullis_queue::spool::{SpoolWriter, new_id, now};
@@ -45,9 +44,6 @@ pub struct Gateway {
     pub resolver: TokioResolver,
     pub antivirus: Option<clamd::Scanner>,
     pub antivirus_fail_open: bool,
-    pub dnsbl: DnsblSettings,
-    pub fcrdns: FcrdnsSettings,
-    pub greylist: Greylist,
     /// New connections per address and minute, across the cluster; 0: no limit.
     pub connection_rate: u32,
     /// Messages per client and hour, across the cluster; 0: no limit.
@@ -59,6 +55,14 @@ pub struct Gateway {
     pub arc_seal_domain: Option<String>,
     /// Keeps what inbound messages contribute to outgoing DMARC aggregate reports.
     pub dmarc_results: Collector,
+}
+
+impl Gateway {
+    /// Greylisting, DNSBL and FCrDNS settings in force (the file's, with the store's
+    /// changes; reloaded with the policy).
+    pub fn checks(&self) -> Arc<crate::checks::Checks> {
+        self.policy.current().checks.clone()
+    }
 }
 
 /// The state of one connection's current transaction.
@@ -254,7 +258,7 @@ impl Transaction {
             Ok(allowed)
                 if !internal
                     && !allowed
-                    && self.gw.greylist.settings().mode == GreylistMode::Always =>
+                    && self.gw.checks().greylist.settings().mode == GreylistMode::Always =>
             {
                 let score = finding::total_score(self.conn_findings.as_deref().unwrap_or_default());
                 match self
@@ -397,12 +401,13 @@ impl Transaction {
     async fn connection_checks(&mut self) -> &[Finding] {
         if self.conn_findings.is_none() {
             let sh = &self.gw;
-            let fcrdns_on = sh.fcrdns.enabled;
+            let checks = sh.checks();
+            let fcrdns_on = checks.fcrdns.enabled;
             let (listed, fcrdns) = tokio::join!(
-                dnsbl::check_ip(&sh.resolver, &sh.dnsbl, self.peer.ip),
+                dnsbl::check_ip(&sh.resolver, &checks.dnsbl, self.peer.ip),
                 async {
                     if fcrdns_on {
-                        Some(dnsbl::fcrdns(&sh.resolver, self.peer.ip, &sh.fcrdns).await)
+                        Some(dnsbl::fcrdns(&sh.resolver, self.peer.ip, &checks.fcrdns).await)
                     } else {
                         None
                     }
@@ -416,7 +421,7 @@ impl Transaction {
                 if let dnsbl::Fcrdns::TempError(e) = &f {
                     tracing::debug!(client = %self.peer.addr, error = %e, "FCrDNS not decided");
                 }
-                findings.extend(f.findings(self.peer.ip, &sh.fcrdns));
+                findings.extend(f.findings(self.peer.ip, &checks.fcrdns));
             }
             if !findings.is_empty() {
                 tracing::info!(client = %self.peer.addr, findings = %findings.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","), "connection checks");
@@ -438,10 +443,10 @@ impl Transaction {
         // Every triplet is recorded before deferring once, so a message to several
         // recipients waits one round, not one per recipient.
         let mut deferred = None;
+        let checks = self.gw.checks();
         for r in recipients {
             let triplet = Triplet::new(self.peer.ip, sender, r);
-            match self
-                .gw
+            match checks
                 .greylist
                 .check(&self.gw.store, &triplet, score, now)
                 .await

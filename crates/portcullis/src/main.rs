@@ -113,6 +113,11 @@ enum Command {
         #[command(subcommand)]
         action: cli::report::ReportCmd,
     },
+    /// Greylisting, DNSBL and FCrDNS settings: list, change over the file, reset.
+    Settings {
+        #[command(subcommand)]
+        action: cli::settings::SettingsCmd,
+    },
     /// Console and API accounts.
     Account {
         #[command(subcommand)]
@@ -185,7 +190,11 @@ fn main() -> ExitCode {
         }
     };
     let file = cli.config.clone();
-    let target = cli::Target { config, remote };
+    let target = cli::Target {
+        config,
+        config_file: file.clone().filter(|_| remote.is_none()),
+        remote,
+    };
     let config = &target.config;
     let result = runtime.block_on(async {
         match cli.command {
@@ -208,6 +217,7 @@ fn main() -> ExitCode {
             Command::Report { action } => cli::report::report(config, action).await,
             Command::Psl { action } => cli::psl::psl(config, action).await,
             Command::Store { action } => cli::store::store(config, action).await,
+            Command::Settings { action } => cli::settings::settings(&target, action).await,
             Command::Account { action } => cli::accounts::account(&target, action).await,
             Command::Token { action } => cli::accounts::token(&target, action).await,
             Command::Audit { action } => cli::accounts::audit(&target, action).await,

@@ -68,6 +68,7 @@ pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQ
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
 pub use sessions::SessionRow;
+pub use settings::ConfigOverride;
 pub use stats::{BucketCount, TopEntry};
 pub use tls_results::{TlsClaim, TlsResultRow};
 pub use tokens::TokenRow;

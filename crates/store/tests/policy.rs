@@ -242,3 +242,31 @@ store_test! {
         }
     }
 }
+
+store_test! {
+    async fn config_overrides_are_set_replaced_listed_and_removed(store) {
+        let mut o = portcullis_store::ConfigOverride {
+            section: "greylist".into(),
+            key: "delay_secs".into(),
+            value: "60".into(),
+            changed_by: "root".into(),
+            changed_at: 100,
+        };
+        store.set_config_override(&o).await.unwrap();
+        o.value = "120".into();
+        o.changed_at = 200;
+        store.set_config_override(&o).await.unwrap();
+        let fcrdns = portcullis_store::ConfigOverride {
+            section: "fcrdns".into(),
+            key: "enabled".into(),
+            value: "false".into(),
+            changed_by: "cli".into(),
+            changed_at: 150,
+        };
+        store.set_config_override(&fcrdns).await.unwrap();
+        assert_eq!(store.list_config_overrides().await.unwrap(), vec![fcrdns, o]);
+        assert!(store.remove_config_override("greylist", "delay_secs").await.unwrap());
+        assert!(!store.remove_config_override("greylist", "delay_secs").await.unwrap());
+        assert_eq!(store.list_config_overrides().await.unwrap().len(), 1);
+    }
+}

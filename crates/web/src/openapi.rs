@@ -59,6 +59,8 @@ use utoipa::OpenApi;
         api::checks::add_content,
         api::checks::remove_content,
         api::checks::check_settings,
+        api::checks::set_check_setting,
+        api::checks::reset_check_setting,
         api::policy::export,
         api::policy::import,
         api::dkim::list,

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use common::*;
 use portcullis_ops::Role;
 use portcullis_ops::policy::RoutesSpec;
@@ -92,6 +92,7 @@ async fn every_policy_form_needs_the_csrf_token() {
         "/policy/lists/remove",
         "/policy/content",
         "/policy/content/remove",
+        "/policy/checks",
     ] {
         let a = app
             .post_form(path, Some(&s), "name=example.com&cidr=10.0.0.0/8")
@@ -263,6 +264,10 @@ async fn a_helpdesk_reads_the_policy_but_changes_nothing() {
         ("/policy/domains/remove", vec![("name", "example.com")]),
         ("/policy/domains/test", vec![("name", "example.com")]),
         (
+            "/policy/checks",
+            vec![("name", "greylist.mode"), ("value", "never")],
+        ),
+        (
             "/policy/users",
             vec![
                 ("email", "x@example.com"),
@@ -378,4 +383,99 @@ async fn the_route_test_shows_the_servers_dialogue() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(req).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn check_settings_change_over_the_file_and_reset_through_the_api() {
+    let app = app().await;
+    let s = app.login().await;
+    let call = |method: Method, path: &str, body: Option<&str>| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, s.cookie())
+            .header("x-csrf-token", &s.csrf);
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        req.body(Body::from(body.unwrap_or("").to_string()))
+            .unwrap()
+    };
+    let path = "/api/v1/settings/checks/greylist/delay_secs";
+    let a = app
+        .send(call(Method::PUT, path, Some(r#"{"value": 90}"#)))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = app
+        .send(call(
+            Method::PUT,
+            "/api/v1/settings/checks/fcrdns/enabled",
+            Some(r#"{"text": "off"}"#),
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = app.get("/api/v1/settings/checks", Some(&s)).await;
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let delay = v["greylist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "delay_secs")
+        .unwrap();
+    assert_eq!(delay["value"], "90", "{v}");
+    assert_eq!(delay["changed_by"], "admin", "{v}");
+    assert_eq!(v["changed"].as_array().unwrap().len(), 2, "{v}");
+
+    // Wrong type, wrong key, both forms at once, the section's own rule: 400 with why.
+    for (path, body, says) in [
+        (path, r#"{"value": "soon"}"#, "delay_secs"),
+        (
+            "/api/v1/settings/checks/greylist/delay",
+            r#"{"value": 1}"#,
+            "delay_secs",
+        ),
+        (
+            "/api/v1/settings/checks/spam/x",
+            r#"{"value": 1}"#,
+            "greylist, dnsbl, fcrdns",
+        ),
+        (path, r#"{"value": 1, "text": "1"}"#, "either"),
+        (path, r#"{"value": 999999}"#, "retry_window"),
+    ] {
+        let a = app.send(call(Method::PUT, path, Some(body))).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            a.body
+        );
+        assert!(a.body.contains(says), "{path} {body}: {}", a.body);
+    }
+
+    let a = app.send(call(Method::DELETE, path, None)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = app.send(call(Method::DELETE, path, None)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    let left = app.ops.store().list_config_overrides().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].section.as_str(), left[0].key.as_str()),
+        ("fcrdns", "enabled")
+    );
+
+    // Read-only roles read them and change nothing.
+    let h = app.login_as("helen", Role::Helpdesk, &[]).await;
+    assert_eq!(
+        app.get("/api/v1/settings/checks", Some(&h)).await.status,
+        StatusCode::OK
+    );
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(path)
+        .header(header::COOKIE, h.cookie())
+        .header("x-csrf-token", &h.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"value": 60}"#))
+        .unwrap();
+    assert_eq!(app.send(req).await.status, StatusCode::FORBIDDEN);
 }

@@ -13,7 +13,6 @@
 use ipnet::IpNet;
 use portcullis_filter::auth::{AuthSettings, Authenticator};
 use portcullis_filter::content::ContentScanner;
-use portcullis_filter::greylist::Greylist;
 use portcullis_filter::rules::Rule;
 use portcullis_filter::sign::{KeyRing, SharedKeyRing};
 use portcullis_gateway::Gateway;
@@ -125,7 +124,13 @@ impl Harness {
             tls: TlsMode::None,
             auth: None,
         };
-        let policy = Policy::new(Some(smarthost), config.spam.clone());
+        let policy = Policy::new(Some(smarthost), config.spam.clone()).with_checks(
+            portcullis_gateway::checks::Checks::new(
+                config.greylist.clone(),
+                config.dnsbl.clone(),
+                config.fcrdns.clone(),
+            ),
+        );
         policy.reload(&store).await.expect("load the policy");
 
         let resolver = portcullis_queue::mx::build_resolver(&[nameserver], Duration::from_secs(2))
@@ -203,9 +208,6 @@ impl Harness {
             resolver,
             antivirus,
             antivirus_fail_open: config.antivirus.fail_open,
-            dnsbl: config.dnsbl.clone(),
-            fcrdns: config.fcrdns.clone(),
-            greylist: Greylist::new(config.greylist.clone()),
             connection_rate: config.limits.max_connection_rate_per_ip,
             message_rate: config.limits.max_message_rate_per_client,
             external: config.external.clone(),

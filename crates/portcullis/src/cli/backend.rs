@@ -159,6 +159,43 @@ impl Backend {
         }
     }
 
+    /// Greylisting, DNSBL and FCrDNS settings in force.
+    pub async fn check_settings(&self) -> Result<portcullis_ops::check_settings::CheckSettings> {
+        match self {
+            Backend::Local(ops) => Ok(ops.check_settings().await?),
+            Backend::Remote(r) => r.get(&["settings", "checks"], &[]).await,
+        }
+    }
+
+    /// Change `section`.`key` to `text`, read as the key's type.
+    pub async fn set_check_setting(&self, section: &str, key: &str, text: &str) -> Result<()> {
+        match self {
+            Backend::Local(ops) => Ok(ops.set_check_setting_text(section, key, text).await?),
+            Backend::Remote(r) => r
+                .change(
+                    Method::PUT,
+                    &["settings", "checks", section, key],
+                    Body::Json(json!({ "text": text })),
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    pub async fn reset_check_setting(&self, section: &str, key: &str) -> Result<()> {
+        match self {
+            Backend::Local(ops) => Ok(ops.reset_check_setting(section, key).await?),
+            Backend::Remote(r) => r
+                .change(
+                    Method::DELETE,
+                    &["settings", "checks", section, key],
+                    Body::None,
+                )
+                .await
+                .map(drop),
+        }
+    }
+
     /// The network as the gateway wrote it (`10.0.0.0/8`).
     pub async fn add_network(&self, cidr: &str, comment: &str) -> Result<String> {
         match self {

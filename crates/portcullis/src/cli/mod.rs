@@ -14,6 +14,7 @@ pub mod psl;
 pub mod queue;
 pub mod remote;
 pub mod report;
+pub mod settings;
 pub mod store;
 
 use crate::config::Config;
@@ -26,13 +27,21 @@ use remote::RemoteOptions;
 /// when one is given.
 pub struct Target {
     pub config: Config,
+    /// The file `config` was read from (`--config`); None: built-in defaults.
+    pub config_file: Option<std::path::PathBuf>,
     pub remote: Option<RemoteOptions>,
 }
 
 impl Target {
     /// The store of this host, or the remote gateway.
     pub async fn backend(&self) -> Result<Backend> {
-        Backend::open(&self.config, self.remote.as_ref()).await
+        let backend = Backend::open(&self.config, self.remote.as_ref()).await?;
+        Ok(match backend {
+            Backend::Local(ops) => {
+                Backend::Local(Box::new(ops.with_config_file(self.config_file.clone())))
+            }
+            remote => remote,
+        })
     }
 }
 

@@ -1,14 +1,15 @@
 //! `/api/v1/content` and `/api/v1/settings/checks`: content lists (words and patterns
 //! with scores, as `portcullis content` edits them), and the connection checks' settings
-//! in force (greylisting, DNSBL, URIBL, FCrDNS), which come from the configuration file
-//! and are read-only here.
+//! in force (greylisting, DNSBL, URIBL, FCrDNS): the configuration file's values with the
+//! keys changed through the API, the console or `portcullis settings`, which the store
+//! keeps over the file's.
 
 use super::{Done, ListPage, Paging};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use axum::extract::Query;
-use axum::routing::get;
+use axum::extract::{Path, Query};
+use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use portcullis_store::ContentRow;
 use serde::{Deserialize, Serialize};
@@ -116,14 +117,68 @@ pub async fn remove_content(
     Ok(Done::new("removed"))
 }
 
-/// Greylisting, DNSBL/URIBL zones and FCrDNS as this node runs them, each with the
-/// configuration key that sets it and the file it was read from (`null`: defaults).
+/// Greylisting, DNSBL/URIBL zones and FCrDNS in force, each with the configuration key
+/// that sets it, the file it was read from (`null`: defaults), and who changed the keys
+/// the store holds (`changed`).
 #[utoipa::path(get, path = "/api/v1/settings/checks", tag = "policy",
     responses((status = 200, body = Object)))]
 pub async fn check_settings(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<portcullis_ops::check_settings::CheckSettings>> {
-    Ok(Json(caller.ops.check_settings()?))
+    Ok(Json(caller.ops.check_settings().await?))
+}
+
+/// The new value of a setting: `value`, JSON of the key's type (`60`, `"always"`,
+/// `false`, a list of zone tables), or `text`, read as the key's type the way the command
+/// line reads it (`"60"`, `"off"`, a list in TOML's inline syntax). One of the two.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewValue {
+    pub value: Option<serde_json::Value>,
+    pub text: Option<String>,
+}
+
+/// Change one key (`greylist` `delay_secs`), checked as the configuration file's would
+/// be; the store keeps it over the file's value and every node applies it within seconds.
+#[utoipa::path(put, path = "/api/v1/settings/checks/{section}/{key}", tag = "policy",
+    params(("section" = String, Path, description = "greylist, dnsbl or fcrdns"),
+           ("key" = String, Path, description = "a key of the section, as the file names it")),
+    request_body = NewValue,
+    responses((status = 200, body = Done), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn set_check_setting(
+    Extension(caller): Extension<Caller>,
+    Path((section, key)): Path<(String, String)>,
+    Json(v): Json<NewValue>,
+) -> ApiResult<Json<Done>> {
+    match (v.value, v.text) {
+        (Some(value), None) => caller.ops.set_check_setting(&section, &key, value).await?,
+        (None, Some(text)) => {
+            caller
+                .ops
+                .set_check_setting_text(&section, &key, &text)
+                .await?
+        }
+        _ => {
+            return Err(crate::error::ApiError::invalid(
+                "value",
+                "give either `value` (JSON) or `text`",
+            ));
+        }
+    }
+    Ok(Done::new(format!("{section}.{key} changed")))
+}
+
+/// Give a changed key back to the configuration file.
+#[utoipa::path(delete, path = "/api/v1/settings/checks/{section}/{key}", tag = "policy",
+    params(("section" = String, Path), ("key" = String, Path)),
+    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn reset_check_setting(
+    Extension(caller): Extension<Caller>,
+    Path((section, key)): Path<(String, String)>,
+) -> ApiResult<Json<Done>> {
+    caller.ops.reset_check_setting(&section, &key).await?;
+    Ok(Done::new(format!(
+        "{section}.{key} reset to the file's value"
+    )))
 }
 
 pub fn routes() -> Router<AppState> {
@@ -133,4 +188,8 @@ pub fn routes() -> Router<AppState> {
             get(content).post(add_content).delete(remove_content),
         )
         .route("/api/v1/settings/checks", get(check_settings))
+        .route(
+            "/api/v1/settings/checks/{section}/{key}",
+            put(set_check_setting).delete(reset_check_setting),
+        )
 }

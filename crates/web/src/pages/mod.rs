@@ -62,7 +62,7 @@ pub fn routes() -> Router<AppState> {
             get(lists::content).post(lists::add_content),
         )
         .route("/policy/content/remove", post(lists::remove_content))
-        .route("/policy/checks", get(checks::page))
+        .route("/policy/checks", get(checks::page).post(checks::change))
         .route("/audit", get(account::audit))
         .route("/tokens", get(account::tokens).post(account::create_token))
         .route("/tokens/revoke", post(account::revoke_token))
