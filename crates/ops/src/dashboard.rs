@@ -1,9 +1,12 @@
 //! The dashboard's numbers: mail in and out and what became of it over the last hour, day
 //! and 30 days, the queue's size, and the busiest senders, recipients and rejection
-//! reasons. Counts come from the message log; the queue from this node's spool.
+//! reasons. Counts come from the message log; the queue from this node's spool. An
+//! administrator, auditor or help desk sees the whole gateway; a domain administrator
+//! sees its domains' mail (inbound to them, outbound from them).
 
 use crate::{Access, Ops, Result, Scope};
 use portcullis_queue::spool::now;
+use portcullis_store::Sees;
 use serde::Serialize;
 
 /// One bar of a chart: the counts of one time bucket.
@@ -55,11 +58,22 @@ pub struct Dashboard {
     pub top_senders: Vec<portcullis_store::TopEntry>,
     pub top_recipients: Vec<portcullis_store::TopEntry>,
     pub top_rejections: Vec<portcullis_store::TopEntry>,
+    /// The domains the numbers are narrowed to; empty: the whole gateway.
+    pub domains: Vec<String>,
 }
 
 impl Ops {
     pub async fn dashboard(&self) -> Result<Dashboard> {
-        self.actor().require(Access::ReadMessages, &Scope::Global)?;
+        let sees = self.sees();
+        let domains = match &sees {
+            Sees::All => Vec::new(),
+            Sees::Domains(d) => d.clone(),
+            // One mailbox's numbers are its quarantine, not a dashboard.
+            Sees::Address(_) => {
+                self.actor().require(Access::ReadMessages, &Scope::Global)?;
+                Vec::new()
+            }
+        };
         let t = now();
         let mut series = Vec::new();
         for (span, width, count) in [("hour", 300, 12), ("day", 3600, 24), ("month", 86400, 30)] {
@@ -72,7 +86,11 @@ impl Ops {
                     ..Bucket::default()
                 })
                 .collect();
-            for c in self.store().message_counts(since, width, count).await? {
+            for c in self
+                .store()
+                .message_counts(since, width, count, &sees)
+                .await?
+            {
                 let Some(b) = usize::try_from(c.bucket)
                     .ok()
                     .and_then(|i| buckets.get_mut(i))
@@ -110,9 +128,16 @@ impl Ops {
             series,
             queue_size,
             queue_held,
-            top_senders: self.store().message_top("sender", day, 10).await?,
-            top_recipients: self.store().message_top("recipient", day, 10).await?,
-            top_rejections: self.store().message_top("rejection", day, 10).await?,
+            top_senders: self.store().message_top("sender", day, 10, &sees).await?,
+            top_recipients: self
+                .store()
+                .message_top("recipient", day, 10, &sees)
+                .await?,
+            top_rejections: self
+                .store()
+                .message_top("rejection", day, 10, &sees)
+                .await?,
+            domains,
         })
     }
 }

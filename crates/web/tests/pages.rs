@@ -367,6 +367,44 @@ async fn a_domain_admin_sees_only_its_domains_messages() {
         app.send(get("/api/v1/messages/M2")).await.status,
         StatusCode::OK
     );
+
+    // The dashboard's numbers are its domains': one message in, not two.
+    let a = app.send(get("/api/v1/dashboard")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let d: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(d["domains"], serde_json::json!(["example.org"]), "{d}");
+    let inbound: i64 = d["series"][0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["inbound"].as_i64().unwrap())
+        .sum();
+    assert_eq!(inbound, 1, "{d}");
+    let top: Vec<&str> = d["top_recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(top, ["eve@example.org"]);
+    // The page says whose numbers they are and leaves out the gateway's service checks.
+    let s = app
+        .login_as("dina", Role::DomainAdmin, &["example.org"])
+        .await;
+    let page = app.get("/", Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Mail of example.org"), "{}", page.body);
+    assert!(!page.body.contains("id=\"services\""));
+    assert!(!page.body.contains("<script"));
+    assert_eq!(
+        app.send(get("/api/v1/services")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A user's start page is their quarantine.
+    let u = app.login_as("eve@example.org", Role::User, &[]).await;
+    let a = app.get("/", Some(&u)).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.headers.get(header::LOCATION).unwrap(), "/quarantine");
 }
 
 #[tokio::test]

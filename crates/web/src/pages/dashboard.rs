@@ -16,6 +16,8 @@ struct Page {
     l: Layout,
     d: Dashboard,
     charts: Vec<Chart>,
+    /// The service checks are the gateway's: for roles that see all of its mail.
+    show_services: bool,
 }
 
 struct Chart {
@@ -90,8 +92,7 @@ pub fn svg(series: &Series, title: &str) -> String {
 }
 
 pub async fn page(Extension(caller): Extension<Caller>) -> PageResult {
-    // The counters are gateway-wide: a role that sees only some mail starts at its
-    // quarantine instead.
+    // A domain administrator's numbers are its domains'; a user's view is its quarantine.
     let d = match caller.ops.dashboard().await {
         Ok(d) => d,
         Err(portcullis_ops::OpsError::Forbidden(_)) => {
@@ -121,6 +122,10 @@ pub async fn page(Extension(caller): Extension<Caller>) -> PageResult {
             l: caller.layout("Dashboard"),
             d,
             charts,
+            show_services: caller.ops.actor().may(
+                portcullis_ops::Access::ReadMessages,
+                &portcullis_ops::Scope::Global,
+            ),
         }
         .render(),
     ))
