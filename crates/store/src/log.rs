@@ -186,6 +186,22 @@ impl Sees {
     }
 }
 
+/// `query` with every value of `binds` (a `&[Bind]`) bound, in order: a macro, so that one
+/// spelling serves both engines' query types inside `on_pool!`.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match bind {
+                $crate::log::Bind::Text(text) => query.bind(text),
+                $crate::log::Bind::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_all;
+
 /// A value bound to a dynamically built query. Kept engine-neutral (no driver argument buffer) so the
 /// search runs unchanged once PostgreSQL is wired in.
 pub(crate) enum Bind {

@@ -18,7 +18,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::engine::{Engines, on_pool};
 use crate::log::{
-    Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, contains_pattern, given,
+    Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, bind_all,
+    contains_pattern, given,
 };
 use crate::{MessageRecord, Store, StoreError};
 
@@ -122,14 +123,9 @@ impl Store {
         let indexed = self.rare_text_fields(q, context).await?;
         let (sql, binds) = search_sql(q, sees, limit, self.engine(), &indexed, context)?;
         let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql));
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(p).await
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &binds)
+                .fetch_all(p)
+                .await
         })
         .map_err(StoreError::query(context))?;
         self.fill_recipients(context, &mut messages).await?;
@@ -146,34 +142,25 @@ impl Store {
         let context = "explaining a message-log search";
         let indexed = self.rare_text_fields(q, context).await?;
         let (sql, binds) = search_sql(q, sees, q.limit, self.engine(), &indexed, context)?;
-        macro_rules! bound {
-            ($query:expr) => {{
-                let mut query = $query;
-                for bind in &binds {
-                    query = match bind {
-                        Bind::Text(text) => query.bind(text),
-                        Bind::Int(int) => query.bind(int),
-                    };
-                }
-                query
-            }};
-        }
         let lines = match &self.pool {
             Engines::Sqlite(p) => {
-                let rows: Vec<(i64, i64, i64, String)> = bound!(sqlx::query_as(AssertSqlSafe(
-                    format!("EXPLAIN QUERY PLAN {sql}")
-                )))
+                let rows: Vec<(i64, i64, i64, String)> = bind_all!(
+                    sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"))),
+                    &binds
+                )
                 .fetch_all(p)
                 .await
                 .map_err(StoreError::query(context))?;
                 rows.into_iter().map(|r| r.3).collect()
             }
             Engines::Postgres(p) => {
-                let rows: Vec<(String,)> =
-                    bound!(sqlx::query_as(AssertSqlSafe(format!("EXPLAIN {sql}"))))
-                        .fetch_all(p)
-                        .await
-                        .map_err(StoreError::query(context))?;
+                let rows: Vec<(String,)> = bind_all!(
+                    sqlx::query_as(AssertSqlSafe(format!("EXPLAIN {sql}"))),
+                    &binds
+                )
+                .fetch_all(p)
+                .await
+                .map_err(StoreError::query(context))?;
                 rows.into_iter().map(|r| r.0).collect()
             }
         };

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::engine::on_pool;
-use crate::log::{Bind, Sees};
+use crate::log::{Bind, Sees, bind_all};
 use crate::{Store, StoreError};
 
 /// How many recipients of messages received in one time bucket ended in one status.
@@ -123,14 +123,9 @@ impl Store {
             )
         };
         on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(p).await
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds)
+                .fetch_all(p)
+                .await
         })
         .map_err(StoreError::query(context))
     }
@@ -193,14 +188,9 @@ impl Store {
             }
         };
         on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text),
-                    Bind::Int(int) => query.bind(int),
-                };
-            }
-            query.fetch_all(p).await
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds)
+                .fetch_all(p)
+                .await
         })
         .map_err(StoreError::query(context))
     }

@@ -99,34 +99,30 @@ pub fn size(bytes: i64) -> String {
 
 const STYLE: &str = include_str!("../assets/style.css");
 
-async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        STYLE,
-    )
-        .into_response()
-}
-
 /// htmx, vendored (assets/README.md): the console's pages work without it; with it the
 /// dashboard loads the service checks after the page and refreshes them.
 const HTMX: &str = include_str!("../assets/htmx.min.js");
 
-async fn htmx() -> Response {
+/// A compiled-in asset, cached by browsers for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        HTMX,
+        body,
     )
         .into_response()
 }
 
 pub fn asset_routes() -> Router<AppState> {
     Router::new()
-        .route("/assets/style.css", get(style))
-        .route("/assets/htmx.min.js", get(htmx))
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/assets/htmx.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", HTMX) }),
+        )
 }
