@@ -406,7 +406,13 @@ async fn key_changes_answer_what_a_client_prints() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v.get("algorithm").is_none() && v.get("state").is_none(), "{body}");
-    let new = v["selectors"][0].as_str().unwrap().to_string();
+    assert_eq!(v["new_records"].as_array().unwrap().len(), 1, "{body}");
+    let keys = app.ops.dkim_list(None).await.unwrap();
+    let new = keys
+        .iter()
+        .find(|k| k.key.state == "active")
+        .map(|k| k.key.selector.clone())
+        .unwrap();
     assert_ne!(new, selector);
 
     let path = format!("/api/v1/dkim/example.com/{selector}/retire");
