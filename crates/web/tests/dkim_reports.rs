@@ -405,7 +405,10 @@ async fn key_changes_answer_what_a_client_prints() {
     let (status, body) = api(&app, Method::POST, "/api/v1/dkim/example.com/rotate", &s).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(v.get("algorithm").is_none() && v.get("state").is_none(), "{body}");
+    assert!(
+        v.get("algorithm").is_none() && v.get("state").is_none(),
+        "{body}"
+    );
     assert_eq!(v["new_records"].as_array().unwrap().len(), 1, "{body}");
     let keys = app.ops.dkim_list(None).await.unwrap();
     let new = keys
@@ -430,7 +433,10 @@ async fn key_changes_answer_what_a_client_prints() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["record"], record.as_str(), "{body}");
-    assert!(v["detail"].as_str().unwrap().starts_with("deleted"), "{body}");
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("deleted"),
+        "{body}"
+    );
 
     // Retiring the last active key: the domain signs no more.
     let path = format!("/api/v1/dkim/example.com/{new}/retire");
@@ -438,7 +444,14 @@ async fn key_changes_answer_what_a_client_prints() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["still_signed"], false, "{body}");
-    assert_eq!(v["record"], format!("{new}._domainkey.example.com."), "{body}");
-    assert!(v["detail"].as_str().unwrap().contains("goes unsigned"), "{body}");
+    assert_eq!(
+        v["record"],
+        format!("{new}._domainkey.example.com."),
+        "{body}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("goes unsigned"),
+        "{body}"
+    );
     assert_eq!(app.ops.dkim_list(None).await.unwrap().len(), 1);
 }

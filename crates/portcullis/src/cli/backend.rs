@@ -66,8 +66,9 @@ fn report_text(kind: &str, report: Value) -> String {
     use mail_auth::report::Report;
     use mail_auth::report::tlsrpt::TlsReport;
     let typed = match kind {
-        "dmarc" => serde_json::from_value::<Report>(report.clone())
-            .and_then(|r| serde_json::to_string(&r)),
+        "dmarc" => {
+            serde_json::from_value::<Report>(report.clone()).and_then(|r| serde_json::to_string(&r))
+        }
         _ => serde_json::from_value::<TlsReport>(report.clone())
             .and_then(|r| serde_json::to_string(&r)),
     };
@@ -650,7 +651,11 @@ impl Backend {
             Backend::Remote(r) => {
                 let body = json!({ "selector": selector, "algorithm": algorithm, "stage": stage });
                 let c: KeyChange = r
-                    .send(Method::POST, &["dkim", domain, "generate"], Body::Json(body))
+                    .send(
+                        Method::POST,
+                        &["dkim", domain, "generate"],
+                        Body::Json(body),
+                    )
                     .await?;
                 let missing = "the gateway's answer does not name the new key (an older gateway?)";
                 Ok(Generated {
