@@ -6,10 +6,10 @@
 use crate::dkim::{check_domain, check_selector};
 use crate::{Access, Ops, OpsError, Result, Scope};
 use portcullis_filter::sign::{record_name, stored_dns_txt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What DNS says about a key's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum DnsStatus {
     /// A published record carries the key (same `k=` and `p=`).
@@ -23,7 +23,7 @@ pub enum DnsStatus {
 }
 
 /// A key's record and what DNS answered for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsCheck {
     pub domain: String,
     pub selector: String,

@@ -18,6 +18,13 @@ mod view;
 
 pub use server::{Server, serve};
 
+/// The REST API's answers as a client reads them (the command line with `--url`), so
+/// that client and server share one definition.
+pub mod answers {
+    pub use crate::api::dkim::{KeyChange, KeyDeleted, KeyInfo, KeyRetired};
+    pub use crate::api::reports::ReportView;
+}
+
 use axum::Router;
 use portcullis_ops::Ops;
 use std::time::Duration;

@@ -385,3 +385,73 @@ async fn the_api_check_says_when_dns_fails() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     drop(silent);
 }
+
+/// The answers of the key changes carry what the command line prints: generate's algorithm
+/// and state, retire's record and whether the domain still signs, delete's record; `ok` and
+/// `detail` stay where they were.
+#[tokio::test]
+async fn key_changes_answer_what_a_client_prints() {
+    let app = app().await;
+    let s = app.login().await;
+    let (status, body) = api(&app, Method::POST, "/api/v1/dkim/example.com/generate", &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let made: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(made["algorithm"], "rsa-sha256", "{body}");
+    assert_eq!(made["state"], "active", "{body}");
+    let selector = made["selectors"][0].as_str().unwrap().to_string();
+    assert_eq!(made["new_records"].as_array().unwrap().len(), 1, "{body}");
+
+    // rotate's answer has no generate fields.
+    let (status, body) = api(&app, Method::POST, "/api/v1/dkim/example.com/rotate", &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v.get("algorithm").is_none() && v.get("state").is_none(),
+        "{body}"
+    );
+    assert_eq!(v["new_records"].as_array().unwrap().len(), 1, "{body}");
+    let keys = app.ops.dkim_list(None).await.unwrap();
+    let new = keys
+        .iter()
+        .find(|k| k.key.state == "active")
+        .map(|k| k.key.selector.clone())
+        .unwrap();
+    assert_ne!(new, selector);
+
+    let path = format!("/api/v1/dkim/example.com/{selector}/retire");
+    let (status, body) = api(&app, Method::POST, &path, &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let record = format!("{selector}._domainkey.example.com.");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["record"], record.as_str(), "{body}");
+    assert_eq!(v["still_signed"], true, "{body}");
+
+    let path = format!("/api/v1/dkim/example.com/{selector}");
+    let (status, body) = api(&app, Method::DELETE, &path, &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["record"], record.as_str(), "{body}");
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("deleted"),
+        "{body}"
+    );
+
+    // Retiring the last active key: the domain signs no more.
+    let path = format!("/api/v1/dkim/example.com/{new}/retire");
+    let (status, body) = api(&app, Method::POST, &path, &s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["still_signed"], false, "{body}");
+    assert_eq!(
+        v["record"],
+        format!("{new}._domainkey.example.com."),
+        "{body}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("goes unsigned"),
+        "{body}"
+    );
+    assert_eq!(app.ops.dkim_list(None).await.unwrap().len(), 1);
+}

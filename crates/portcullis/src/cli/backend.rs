@@ -5,15 +5,18 @@
 
 use super::remote::{Body, Remote, RemoteOptions};
 use crate::config::Config;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use portcullis_filter::rules::Rule;
 use portcullis_ops::Ops;
 use portcullis_ops::accounts::{Account, TokenInfo, TokenSpec};
+use portcullis_ops::dkim::{Changed, Generated};
+use portcullis_ops::dkim_check::DnsCheck;
 use portcullis_ops::policy::RoutesSpec;
 use portcullis_store::{
     AuditEntry, AuditQuery, ContentRow, Domain, ListEntry, LogQuery, MessageRecord, QuarantineItem,
-    QuarantineQuery,
+    QuarantineQuery, ReportQuery, ReportSummary, StoredReport,
 };
+use portcullis_web::answers::{KeyChange, KeyDeleted, KeyInfo, KeyRetired, ReportView};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -44,6 +47,32 @@ fn opt(query: &mut Vec<(&'static str, String)>, key: &'static str, value: &Optio
     if let Some(v) = value {
         query.push((key, v.clone()));
     }
+}
+
+/// A change of keys as the operations layer says it.
+fn changed(c: KeyChange) -> Changed {
+    Changed {
+        domain: c.domain,
+        activated: c.selectors,
+        new_records: c.new_records,
+        retiring_records: c.retiring_records,
+    }
+}
+
+/// A report the API answered as JSON, written as the store keeps it: through its own type,
+/// so that fields come in the order the gateway wrote them (the API's JSON object does
+/// not keep it). A report that does not read as its kind is written as it came.
+fn report_text(kind: &str, report: Value) -> String {
+    use mail_auth::report::Report;
+    use mail_auth::report::tlsrpt::TlsReport;
+    let typed = match kind {
+        "dmarc" => {
+            serde_json::from_value::<Report>(report.clone()).and_then(|r| serde_json::to_string(&r))
+        }
+        _ => serde_json::from_value::<TlsReport>(report.clone())
+            .and_then(|r| serde_json::to_string(&r)),
+    };
+    typed.unwrap_or_else(|_| report.to_string())
 }
 
 impl Backend {
@@ -603,6 +632,150 @@ impl Backend {
                 opt(&mut query, "since", &q.since.map(|t| t.to_string()));
                 opt(&mut query, "until", &q.until.map(|t| t.to_string()));
                 r.list(&["audit"], &query, q.limit.max(1), q.offset).await
+            }
+        }
+    }
+
+    /// Make a DKIM key for `domain`.
+    pub async fn dkim_generate(
+        &self,
+        domain: &str,
+        selector: Option<&str>,
+        algorithm: &str,
+        stage: bool,
+    ) -> Result<Generated> {
+        match self {
+            Backend::Local(ops) => Ok(ops
+                .dkim_generate(domain, selector, algorithm, stage)
+                .await?),
+            Backend::Remote(r) => {
+                let body = json!({ "selector": selector, "algorithm": algorithm, "stage": stage });
+                let c: KeyChange = r
+                    .send(
+                        Method::POST,
+                        &["dkim", domain, "generate"],
+                        Body::Json(body),
+                    )
+                    .await?;
+                let missing = "the gateway's answer does not name the new key (an older gateway?)";
+                Ok(Generated {
+                    selector: c.selectors.into_iter().next().context(missing)?,
+                    record: c.new_records.into_iter().next().context(missing)?,
+                    algorithm: c.algorithm.context(missing)?,
+                    state: c.state.context(missing)?,
+                    domain: c.domain,
+                })
+            }
+        }
+    }
+
+    pub async fn dkim_rotate(&self, domain: &str, stage: bool) -> Result<Changed> {
+        match self {
+            Backend::Local(ops) => Ok(ops.dkim_rotate(domain, stage).await?),
+            Backend::Remote(r) => {
+                let body = json!({ "stage": stage });
+                let c: KeyChange = r
+                    .send(Method::POST, &["dkim", domain, "rotate"], Body::Json(body))
+                    .await?;
+                Ok(changed(c))
+            }
+        }
+    }
+
+    pub async fn dkim_activate(&self, domain: &str) -> Result<Changed> {
+        match self {
+            Backend::Local(ops) => Ok(ops.dkim_activate(domain).await?),
+            Backend::Remote(r) => {
+                let c: KeyChange = r
+                    .send(Method::POST, &["dkim", domain, "activate"], Body::None)
+                    .await?;
+                Ok(changed(c))
+            }
+        }
+    }
+
+    /// The retired key's record name, and whether `domain` still has a key that signs.
+    pub async fn dkim_retire(&self, domain: &str, selector: &str) -> Result<(String, bool)> {
+        match self {
+            Backend::Local(ops) => Ok(ops.dkim_retire(domain, selector).await?),
+            Backend::Remote(r) => {
+                let k: KeyRetired = r
+                    .send(
+                        Method::POST,
+                        &["dkim", domain, selector, "retire"],
+                        Body::None,
+                    )
+                    .await?;
+                Ok((k.record, k.still_signed))
+            }
+        }
+    }
+
+    /// The deleted key's record name.
+    pub async fn dkim_delete(&self, domain: &str, selector: &str) -> Result<String> {
+        match self {
+            Backend::Local(ops) => Ok(ops.dkim_delete(domain, selector).await?),
+            Backend::Remote(r) => {
+                let k: KeyDeleted = r
+                    .send(Method::DELETE, &["dkim", domain, selector], Body::None)
+                    .await?;
+                Ok(k.record)
+            }
+        }
+    }
+
+    /// The keys (of `domain` only, when given) with their records.
+    pub async fn dkim_list(&self, domain: Option<&str>) -> Result<Vec<KeyInfo>> {
+        match self {
+            Backend::Local(ops) => Ok(ops
+                .dkim_list(domain)
+                .await?
+                .into_iter()
+                .map(KeyInfo::from)
+                .collect()),
+            Backend::Remote(r) => {
+                let mut query = Vec::new();
+                opt(&mut query, "domain", &domain.map(str::to_string));
+                r.list(&["dkim"], &query, 0, 0).await
+            }
+        }
+    }
+
+    /// The key's record as the gateway's resolver finds it.
+    pub async fn dkim_check_dns(&self, domain: &str, selector: &str) -> Result<DnsCheck> {
+        match self {
+            Backend::Local(ops) => Ok(ops.dkim_check_dns(domain, selector).await?),
+            Backend::Remote(r) => r.get(&["dkim", domain, selector, "check"], &[]).await,
+        }
+    }
+
+    /// Reports received, newest first.
+    pub async fn report_list(&self, q: &ReportQuery) -> Result<Vec<ReportSummary>> {
+        match self {
+            Backend::Local(ops) => Ok(ops.report_list(q).await?),
+            Backend::Remote(r) => {
+                let mut query = Vec::new();
+                opt(&mut query, "kind", &q.kind);
+                opt(&mut query, "domain", &q.domain);
+                opt(&mut query, "org", &q.org);
+                opt(&mut query, "since", &q.since.map(|t| t.to_string()));
+                opt(&mut query, "until", &q.until.map(|t| t.to_string()));
+                // As the store: 0 or less is its largest page.
+                let limit = if q.limit > 0 { q.limit } else { 1000 };
+                r.list(&["reports"], &query, limit, q.offset.max(0)).await
+            }
+        }
+    }
+
+    pub async fn report_get(&self, id: &str) -> Result<StoredReport> {
+        match self {
+            Backend::Local(ops) => Ok(ops.report_get(id).await?),
+            Backend::Remote(r) => {
+                let v: ReportView = r.get(&["reports", id], &[]).await?;
+                Ok(StoredReport {
+                    report: report_text(&v.summary.kind, v.report),
+                    summary: v.summary,
+                })
             }
         }
     }

@@ -1,8 +1,9 @@
 //! `portcullis dkim …`: outbound DKIM signing keys (the operations layer makes and
 //! changes them). Every command that makes or changes a key prints the DNS records the
-//! administrator has to publish or may remove.
+//! administrator has to publish or may remove. All but `sign` (which needs the private
+//! keys) act on a remote gateway as well, printing the same.
 
-use crate::config::Config;
+use super::Target;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use portcullis_ops::dkim::{Changed, crlf};
@@ -66,8 +67,8 @@ pub enum DkimCmd {
     Sign { domain: Option<String> },
 }
 
-pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn dkim(target: &Target, cmd: DkimCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         DkimCmd::Generate {
             domain,
@@ -150,8 +151,7 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
             if json {
                 let list: Vec<serde_json::Value> = keys
                     .iter()
-                    .map(|v| {
-                        let k = &v.key;
+                    .map(|k| {
                         serde_json::json!({
                             "domain": k.domain,
                             "selector": k.selector,
@@ -159,8 +159,8 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
                             "state": k.state,
                             "created_at": k.created_at,
                             "retired_at": k.retired_at,
-                            "record": v.record_name,
-                            "txt": v.txt,
+                            "record": k.record_name,
+                            "txt": k.txt,
                         })
                     })
                     .collect();
@@ -168,8 +168,7 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
             } else if keys.is_empty() {
                 println!("no DKIM keys");
             }
-            for v in keys.iter().filter(|_| !json) {
-                let k = &v.key;
+            for k in keys.iter().filter(|_| !json) {
                 println!(
                     "{}\t{}\t{}\t{}\tcreated {}\t{}",
                     k.domain,
@@ -177,12 +176,12 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
                     k.algorithm,
                     k.state,
                     portcullis_gateway::dates::ymd(k.created_at),
-                    v.advice
+                    k.advice
                 );
                 if k.state == "retired" {
-                    println!("    {}", v.record_name);
+                    println!("    {}", k.record_name);
                 } else {
-                    println!("    {}", v.zone_line);
+                    println!("    {}", k.zone_line);
                 }
             }
         }
@@ -197,8 +196,8 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
                     .dkim_list(Some(&domain))
                     .await?
                     .into_iter()
-                    .filter(|v| v.key.state != "retired")
-                    .map(|v| v.key.selector)
+                    .filter(|k| k.state != "retired")
+                    .map(|k| k.selector)
                     .collect(),
             };
             if selectors.is_empty() {
@@ -239,6 +238,8 @@ pub async fn dkim(config: &Config, cmd: DkimCmd) -> Result<ExitCode> {
             }
         }
         DkimCmd::Sign { domain } => {
+            // The private keys never leave the gateway's store: signing is done there.
+            let ops = ops.local("dkim sign")?;
             let mut input = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut input)

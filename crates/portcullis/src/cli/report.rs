@@ -1,9 +1,10 @@
 //! `portcullis report …`: the incoming DMARC and TLS-RPT reports in the store (list,
 //! show, import) and sending the outgoing ones of a day now (send-dmarc, send-tlsrpt).
 //! The reports themselves are the gateway library's (`reports`, `dmarc_reports`,
-//! `tlsrpt`); this only reads arguments and prints.
+//! `tlsrpt`); this only reads arguments and prints. `list` and `show` act on a remote
+//! gateway as well (`--url`), printing the same; the others run on the gateway's host.
 
-use crate::config::Config;
+use super::Target;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use mail_auth::report::Report;
@@ -58,8 +59,8 @@ pub enum ReportCmd {
     },
 }
 
-pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
-    let ops = super::ops(config).await?;
+pub async fn report(target: &Target, cmd: ReportCmd) -> Result<ExitCode> {
+    let ops = target.backend().await?;
     match cmd {
         ReportCmd::List {
             kind,
@@ -88,6 +89,7 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
         }
         ReportCmd::Show { id, json } => show(&ops.report_get(&id).await?, json)?,
         ReportCmd::Import { file } => {
+            let ops = ops.local("report import")?;
             let raw =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             match ops.report_import(&raw, &file.display().to_string()).await? {
@@ -95,9 +97,13 @@ pub async fn report(config: &Config, cmd: ReportCmd) -> Result<ExitCode> {
                 ImportedReport::AlreadyStored(id) => println!("already stored as {id}"),
             }
         }
-        ReportCmd::SendDmarc { day } => send_dmarc(&ops, report_day(day.as_deref())?).await?,
+        ReportCmd::SendDmarc { day } => {
+            let ops = ops.local("report send-dmarc")?;
+            send_dmarc(ops, report_day(day.as_deref())?).await?
+        }
         ReportCmd::SendTlsrpt { day } => {
-            return send_tlsrpt(&ops, report_day(day.as_deref())?).await;
+            let ops = ops.local("report send-tlsrpt")?;
+            return send_tlsrpt(ops, report_day(day.as_deref())?).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! `/api/v1/dkim`: the outbound DKIM keys (never their private halves), making, rotating,
 //! activating, retiring and deleting them, and checking a key's record in DNS.
 
-use super::{Done, ListPage, Paging};
+use super::{ListPage, Paging};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -14,7 +14,7 @@ use portcullis_ops::dkim_check::DnsCheck;
 use serde::{Deserialize, Serialize};
 
 /// A key as shown: its record, not its private key.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub domain: String,
     pub selector: String,
@@ -91,7 +91,7 @@ pub struct KeySpec {
 }
 
 /// What a change did: the keys that changed and the records to publish or keep.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyChange {
     pub domain: String,
     /// Selectors made (generate, rotate) or that sign from now on (activate).
@@ -100,6 +100,33 @@ pub struct KeyChange {
     pub new_records: Vec<String>,
     /// Zone-file lines of keys that stopped signing: keep them published a while.
     pub retiring_records: Vec<String>,
+    /// generate only: the new key's algorithm, `rsa-sha256` or `ed25519-sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// generate only: the new key's state, `active` or `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// What retiring a key did.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyRetired {
+    pub ok: bool,
+    pub detail: String,
+    /// The record name of the retired key, `<selector>._domainkey.<domain>.`: it may be
+    /// removed from DNS.
+    pub record: String,
+    /// Whether the domain still has an active key (false: its mail goes unsigned).
+    pub still_signed: bool,
+}
+
+/// What deleting a key did.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyDeleted {
+    pub ok: bool,
+    pub detail: String,
+    /// The record name of the deleted key: remove it from DNS if it is still published.
+    pub record: String,
 }
 
 impl From<Changed> for KeyChange {
@@ -109,6 +136,8 @@ impl From<Changed> for KeyChange {
             selectors: c.activated,
             new_records: c.new_records,
             retiring_records: c.retiring_records,
+            algorithm: None,
+            state: None,
         }
     }
 }
@@ -139,6 +168,8 @@ pub async fn change(
                 selectors: vec![g.selector],
                 new_records: vec![g.record],
                 retiring_records: Vec::new(),
+                algorithm: Some(g.algorithm),
+                state: Some(g.state),
             }
         }
         "rotate" => ops.dkim_rotate(domain, s.stage).await?.into(),
@@ -172,11 +203,11 @@ pub async fn act(
 /// Mark a key retired: it stops signing and its record may be removed.
 #[utoipa::path(post, path = "/api/v1/dkim/{domain}/{selector}/retire", tag = "dkim",
     params(("domain" = String, Path), ("selector" = String, Path)),
-    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = KeyRetired), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn retire(
     Extension(caller): Extension<Caller>,
     Path((domain, selector)): Path<(String, String)>,
-) -> ApiResult<Json<Done>> {
+) -> ApiResult<Json<KeyRetired>> {
     let (record, still_signed) = caller.ops.dkim_retire(&domain, &selector).await?;
     let mut detail = format!("retired; the record {record} may be removed from DNS");
     if !still_signed {
@@ -184,21 +215,28 @@ pub async fn retire(
             "; {domain} has no active key now: its mail goes unsigned"
         ));
     }
-    Ok(Done::new(detail))
+    Ok(Json(KeyRetired {
+        ok: true,
+        detail,
+        record,
+        still_signed,
+    }))
 }
 
 /// Delete a key that does not sign.
 #[utoipa::path(delete, path = "/api/v1/dkim/{domain}/{selector}", tag = "dkim",
     params(("domain" = String, Path), ("selector" = String, Path)),
-    responses((status = 200, body = Done), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = KeyDeleted), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path((domain, selector)): Path<(String, String)>,
-) -> ApiResult<Json<Done>> {
+) -> ApiResult<Json<KeyDeleted>> {
     let record = caller.ops.dkim_delete(&domain, &selector).await?;
-    Ok(Done::new(format!(
-        "deleted; remove the record {record} from DNS if it is still published"
-    )))
+    Ok(Json(KeyDeleted {
+        ok: true,
+        detail: format!("deleted; remove the record {record} from DNS if it is still published"),
+        record,
+    }))
 }
 
 /// Look up the key's TXT record through the gateway's resolver: `matches`, `differs`

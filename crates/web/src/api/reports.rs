@@ -97,7 +97,7 @@ pub async fn list(
 }
 
 /// A report: its summary and the report as parsed when it arrived.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReportView {
     #[serde(flatten)]
     pub summary: ReportSummary,
