@@ -274,6 +274,14 @@ fn validate_ldap(name: &str, s: &SourceConfig) -> Result<(), ConfigProblem> {
             at("give bind_password_file or bind_password_env, not both".into()),
         ));
     }
+    if let Some(file) = &s.bind_password_file
+        && !file.is_file()
+    {
+        return Err(problem(
+            "bind_password_file",
+            at(format!("{} is not a file", file.display())),
+        ));
+    }
     if let Some(ca) = &s.ca_file
         && !ca.is_file()
     {

@@ -324,7 +324,14 @@ async fn gateway(
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let directories = portcullis_directory::Directories::build(
+        &config.directory,
+        &config.domain,
+        Some(store.clone()),
+    )
+    .context("setting up the directory")?;
     Ok(Gateway {
+        directories: Arc::new(directories),
         hostname: config.hostname.clone(),
         auth,
         policy,

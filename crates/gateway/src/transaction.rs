@@ -59,6 +59,8 @@ pub struct Gateway {
     pub arc_seal_domain: Option<String>,
     /// Keeps what inbound messages contribute to outgoing DMARC aggregate reports.
     pub dmarc_results: Collector,
+    /// Recipient verification and logins per domain (`[directory.*]`, `[domain.*]`).
+    pub directories: Arc<portcullis_directory::Directories>,
 }
 
 /// The state of one connection's current transaction.
@@ -129,19 +131,31 @@ impl Transaction {
             })
     }
 
-    /// A password check for SMTP AUTH (or any protocol's login).
+    /// A password check for SMTP AUTH (or any protocol's login): the directory of the
+    /// login's domain when one is set (`[domain.*] auth`), else the store's users. The
+    /// password is never logged.
     pub async fn auth(&mut self, username: &str, password: &str) -> Reply {
-        match users::verify(&self.gw.store, username, password).await {
-            Ok(true) => {
-                tracing::info!(client = %self.peer.addr, user = username, "authenticated");
+        use portcullis_directory::LoginCheck;
+        let checked = match self.gw.directories.authenticate(username, password).await {
+            Some(LoginCheck::Accepted { source }) => Ok((true, source)),
+            Some(LoginCheck::Refused { source }) => Ok((false, source)),
+            Some(LoginCheck::Unavailable { source, reason }) => Err(format!("{source}: {reason}")),
+            None => users::verify(&self.gw.store, username, password)
+                .await
+                .map(|ok| (ok, portcullis_directory::domains::STORE_SOURCE.to_string()))
+                .map_err(|e| e.to_string()),
+        };
+        match checked {
+            Ok((true, source)) => {
+                tracing::info!(client = %self.peer.addr, user = username, source = %source, "authenticated");
                 Reply::new(235, "2.7.0", "Authentication successful")
             }
-            Ok(false) => {
-                tracing::warn!(client = %self.peer.addr, user = username, "authentication failed");
+            Ok((false, source)) => {
+                tracing::warn!(client = %self.peer.addr, user = username, source = %source, "authentication failed");
                 Reply::new(535, "5.7.8", "Authentication credentials invalid")
             }
             Err(e) => {
-                tracing::error!(error = %e, "user lookup failed");
+                tracing::error!(error = %e, user = username, "user lookup failed");
                 Reply::new(454, "4.7.0", "Temporary authentication failure")
             }
         }
@@ -227,6 +241,17 @@ impl Transaction {
                     None => false,
                 })
             });
+        // Recipient verification for outsiders, after the lists (a block still wins):
+        // unknown is refused now, never bounced after DATA.
+        let mut decided_by = None;
+        let checked = match checked {
+            Ok(allowed) if !internal && self.gw.directories.verifies_recipients() => {
+                self.verify_recipient(&rcpt.address, &mut decided_by)
+                    .await
+                    .map(|()| allowed)
+            }
+            other => other,
+        };
         // One verdict serves every recipient of a transaction, so they must share the
         // same rules and lists; a recipient whose policy differs is asked for again in
         // a transaction of its own (452: the client sends it after this one).
@@ -282,10 +307,14 @@ impl Transaction {
                     "recipient refused"
                 );
                 if self.refused.len() < MAX_REFUSED_LOGGED {
+                    let mut logged = reply.to_string().trim_end().replace("\r\n", " ");
+                    if let Some(source) = &decided_by {
+                        logged.push_str(&format!(" (directory {source})"));
+                    }
                     self.refused.push(RecipientRecord {
                         address: rcpt.address.clone(),
                         status: "rejected".into(),
-                        reply: Some(reply.to_string().trim_end().replace("\r\n", " ")),
+                        reply: Some(logged),
                         remote_host: None,
                         updated_at: now(),
                         attempts: 0,
@@ -297,6 +326,50 @@ impl Transaction {
                     ));
                 }
                 reply
+            }
+        }
+    }
+
+    /// Ask the recipient's directory: unknown is `550 5.1.1`; a source that cannot answer
+    /// is `451 4.4.3` unless its domain says accept. `decided_by` names the source.
+    async fn verify_recipient(
+        &self,
+        address: &str,
+        decided_by: &mut Option<String>,
+    ) -> Result<(), Reply> {
+        use portcullis_directory::RecipientCheck;
+        match self.gw.directories.check_recipient(address).await {
+            RecipientCheck::NotChecked => Ok(()),
+            RecipientCheck::Known { source } => {
+                tracing::debug!(to = %address, directory = %source, "recipient known");
+                *decided_by = Some(source);
+                Ok(())
+            }
+            RecipientCheck::Unknown { source } => {
+                tracing::info!(to = %address, directory = %source, "recipient unknown");
+                *decided_by = Some(source);
+                Err(Reply::new(
+                    550,
+                    "5.1.1",
+                    "Recipient address rejected: user unknown",
+                ))
+            }
+            RecipientCheck::Unavailable {
+                source,
+                reason,
+                accept,
+            } => {
+                tracing::warn!(to = %address, directory = %source, error = %reason, accept, "directory unavailable");
+                *decided_by = Some(source);
+                if accept {
+                    Ok(())
+                } else {
+                    Err(Reply::new(
+                        451,
+                        "4.4.3",
+                        "Directory unavailable, try again later",
+                    ))
+                }
             }
         }
     }
