@@ -53,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::policy::NetworkCmd,
     },
+    /// What the directory (LDAP, Active Directory, lists, the store's users) answers for
+    /// an address or a login, and where it asked.
+    Directory {
+        #[command(subcommand)]
+        action: cli::directory::DirectoryCmd,
+    },
     /// Users who may authenticate (SMTP AUTH).
     User {
         #[command(subcommand)]
@@ -196,6 +202,7 @@ fn main() -> ExitCode {
             Command::Domain { action } => cli::policy::domain(&target, action).await,
             Command::Network { action } => cli::policy::network(&target, action).await,
             Command::User { action } => cli::policy::user(&target, action).await,
+            Command::Directory { action } => cli::directory::directory(config, action).await,
             Command::Queue { action } => cli::queue::queue(&target, action).await,
             Command::Log { action } => cli::queue::log(&target, action).await,
             Command::Corpus { action } => cli::corpus::corpus(config, action).await,
@@ -231,6 +238,7 @@ impl Command {
             Command::CheckConfig => Some("check-config"),
             Command::Corpus { .. } => Some("corpus"),
             Command::Dkim { .. } => Some("dkim"),
+            Command::Directory { .. } => Some("directory"),
             Command::Psl { .. } => Some("psl"),
             Command::Report { .. } => Some("report"),
             Command::Store { .. } => Some("store"),
