@@ -149,7 +149,9 @@ impl SourceConfig {
         match (&self.login_filter, self.flavour) {
             (Some(f), _) => f,
             (None, Flavour::Openldap) => "(|(uid=%s)(mail=%s))",
-            (None, Flavour::Ad) => "(&(objectClass=user)(|(userPrincipalName=%s)(sAMAccountName=%s)))",
+            (None, Flavour::Ad) => {
+                "(&(objectClass=user)(|(userPrincipalName=%s)(sAMAccountName=%s)))"
+            }
         }
     }
 
@@ -255,7 +257,9 @@ fn validate_ldap(name: &str, s: &SourceConfig) -> Result<(), ConfigProblem> {
         if s.starttls && url.starts_with("ldaps://") {
             return Err(problem(
                 "starttls",
-                at(format!("`{url}` is already TLS (ldaps://): no StartTLS on it")),
+                at(format!(
+                    "`{url}` is already TLS (ldaps://): no StartTLS on it"
+                )),
             ));
         }
     }
@@ -285,12 +289,18 @@ fn validate_ldap(name: &str, s: &SourceConfig) -> Result<(), ConfigProblem> {
     if let Some(ca) = &s.ca_file
         && !ca.is_file()
     {
-        return Err(problem("ca_file", at(format!("{} is not a file", ca.display()))));
+        return Err(problem(
+            "ca_file",
+            at(format!("{} is not a file", ca.display())),
+        ));
     }
     if s.login == LoginMode::Bind && s.bind_dn_template.is_none() {
         return Err(problem(
             "bind_dn_template",
-            at("login = \"bind\" needs bind_dn_template, e.g. uid=%u,ou=people,dc=example,dc=org".into()),
+            at(
+                "login = \"bind\" needs bind_dn_template, e.g. uid=%u,ou=people,dc=example,dc=org"
+                    .into(),
+            ),
         ));
     }
     for (key, filter) in [
@@ -306,7 +316,10 @@ fn validate_ldap(name: &str, s: &SourceConfig) -> Result<(), ConfigProblem> {
         }
     }
     if s.timeout_secs == 0 || s.connect_timeout_secs == 0 {
-        return Err(problem("timeout_secs", at("timeouts must be at least 1".into())));
+        return Err(problem(
+            "timeout_secs",
+            at("timeouts must be at least 1".into()),
+        ));
     }
     if s.cache_max_entries == 0 && (s.cache_ttl_secs > 0 || s.negative_cache_ttl_secs > 0) {
         return Err(problem(
@@ -379,7 +392,10 @@ mod tests {
         let mut s = ldap();
         s.bind_dn = "cn=svc".into();
         sources.insert("corp".to_string(), s);
-        assert_eq!(validate(&sources, &BTreeMap::new()).unwrap_err().key, "bind_dn");
+        assert_eq!(
+            validate(&sources, &BTreeMap::new()).unwrap_err().key,
+            "bind_dn"
+        );
         let mut s = ldap();
         s.recipient_filter = Some("mail=%s".into());
         sources.insert("corp".to_string(), s);

@@ -23,8 +23,12 @@ pub const STORE_SOURCE: &str = "store";
 pub enum RecipientCheck {
     /// The domain has no recipient source.
     NotChecked,
-    Known { source: String },
-    Unknown { source: String },
+    Known {
+        source: String,
+    },
+    Unknown {
+        source: String,
+    },
     /// The source could not answer; `accept`: the domain says accept anyway.
     Unavailable {
         source: String,

@@ -60,7 +60,11 @@ mod tests {
     #[tokio::test]
     async fn case_insensitive() {
         let list = StaticList::new("l", &["Alice@Example.org".into()]);
-        assert!(list.recipient_exists("alice@example.ORG").await.expect("ok"));
+        assert!(
+            list.recipient_exists("alice@example.ORG")
+                .await
+                .expect("ok")
+        );
         assert!(!list.recipient_exists("bob@example.org").await.expect("ok"));
         assert!(list.authenticate("alice@example.org", "x").await.is_err());
     }

@@ -245,11 +245,10 @@ impl Transaction {
         // unknown is refused now, never bounced after DATA.
         let mut decided_by = None;
         let checked = match checked {
-            Ok(allowed) if !internal && self.gw.directories.verifies_recipients() => {
-                self.verify_recipient(&rcpt.address, &mut decided_by)
-                    .await
-                    .map(|()| allowed)
-            }
+            Ok(allowed) if !internal && self.gw.directories.verifies_recipients() => self
+                .verify_recipient(&rcpt.address, &mut decided_by)
+                .await
+                .map(|()| allowed),
             other => other,
         };
         // One verdict serves every recipient of a transaction, so they must share the

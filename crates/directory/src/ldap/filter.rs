@@ -55,7 +55,12 @@ mod tests {
     #[test]
     fn placeholders() {
         assert_eq!(
-            expand("(|(mail=%s)(uid=%u)(d=%d))", "Al@Ex.org", "", Target::Filter),
+            expand(
+                "(|(mail=%s)(uid=%u)(d=%d))",
+                "Al@Ex.org",
+                "",
+                Target::Filter
+            ),
             "(|(mail=Al@Ex.org)(uid=Al)(d=Ex.org))"
         );
         assert_eq!(

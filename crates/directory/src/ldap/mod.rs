@@ -436,7 +436,12 @@ fn tls_config(cfg: &SourceConfig) -> Result<rustls::ClientConfig, String> {
         Some(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|i| i.collect())
-                .map_err(|e| format!("ca_file {}: not a PEM certificate file: {e}", path.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "ca_file {}: not a PEM certificate file: {e}",
+                        path.display()
+                    )
+                })?;
             if certs.is_empty() {
                 return Err(format!("ca_file {}: no certificate in it", path.display()));
             }

@@ -164,5 +164,9 @@ async fn auth(
     };
     println!("took:     {} ms", started.elapsed().as_millis());
     println!("answer:   {}", if ok { "accepted" } else { "refused" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
