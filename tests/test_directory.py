@@ -217,3 +217,64 @@ def test_config_errors_name_the_key(tmp_path, slapd):
         'base_dn = "dc=example,dc=org"', 'base_dn = ""'))
     r = g.cli("check-config", check=False)
     assert r.returncode == 2 and "key `base_dn`" in r.stderr, r.stderr
+
+
+CALLOUT = """
+[directory.downstream]
+type = "callout"
+connect_timeout_secs = 2
+timeout_secs = 5
+cache_ttl_secs = 300
+negative_cache_ttl_secs = 300
+
+[domain."example.net"]
+recipients = "downstream"
+"""
+
+
+def test_callout_against_postfix(tmp_path):
+    """The domain's own server is a real Postfix that knows alice@example.net only
+    (relay_recipient_maps): its refusal is our 550 5.1.1 at RCPT, its acceptance our 250;
+    answers are cached, so they hold while it is down, and a new question then is 451."""
+    from peers.postfix import Postfix
+    pf = Postfix(tmp_path / "pf", relayhost=f"[127.0.0.1]:{free_port()}", extra_main="""
+relay_domains = example.net
+relay_recipient_maps = inline:{alice@example.net=ok}
+mynetworks = 127.0.0.2/32
+smtpd_relay_restrictions = permit_mynetworks, permit_auth_destination, reject
+""").start()
+    g = Gateway(tmp_path / "gw", extra_config=CALLOUT)
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{pf.port}")
+    g.start()
+    try:
+        replies = rcpt(g.smtp, "alice@example.net", "nobody@example.net")
+        assert [c for c, _ in replies] == [250, 550], replies
+        assert b"5.1.1" in replies[1][1]
+        wait_for(lambda: "User unknown in relay recipient table" in pf.maillog(),
+                 what="Postfix's own refusal in its log")
+        # The probe sent no DATA: Postfix queued nothing.
+        assert "message-id=" not in pf.maillog()
+        pf.stop()
+        pf = None
+        # Found and unknown are both cached...
+        assert [c for c, _ in rcpt(g.smtp, "alice@example.net", "nobody@example.net")] == [250, 550]
+        # ...and a question the downstream cannot answer is a temporary failure.
+        (code, text), = rcpt(g.smtp, "carol@example.net")
+        assert code == 451 and b"4.4.3" in text, (code, text)
+    finally:
+        g.stop()
+        if pf is not None:
+            pf.stop()
+
+
+def test_callout_downstream_down(tmp_path):
+    g = Gateway(tmp_path / "gw", extra_config=CALLOUT)
+    g.cli("domain", "add", "example.net", "--route", f"127.0.0.1:{free_port()}")
+    g.start()
+    try:
+        (code, text), = rcpt(g.smtp, "alice@example.net")
+        assert code == 451 and b"4.4.3" in text, (code, text)
+        r = g.cli("directory", "test", "alice@example.net", check=False)
+        assert r.returncode == 2 and "unavailable" in r.stdout, r.stdout
+    finally:
+        g.stop()

@@ -19,6 +19,9 @@ pub enum SourceKind {
     Static,
     /// The users of the store (`portcullis user add`).
     Store,
+    /// SMTP callout: the domain's own servers (its routes) are asked with MAIL and RCPT,
+    /// no DATA. Recipients only.
+    Callout,
 }
 
 /// The kind of LDAP server: it decides the default filters and how nested groups are
@@ -103,6 +106,8 @@ pub struct SourceConfig {
     pub cache_max_entries: usize,
     /// `type = "static"`: the addresses that exist (`user@domain`).
     pub addresses: Vec<String>,
+    /// `type = "callout"`: the MAIL FROM of the probe; empty: the null sender `<>`.
+    pub sender: String,
 }
 
 impl Default for SourceConfig {
@@ -130,6 +135,7 @@ impl Default for SourceConfig {
             negative_cache_ttl_secs: 60,
             cache_max_entries: 50_000,
             addresses: Vec::new(),
+            sender: String::new(),
         }
     }
 }
@@ -211,6 +217,20 @@ pub fn validate(
                 }
             }
             SourceKind::Store => {}
+            SourceKind::Callout => {
+                if !s.sender.is_empty() && !is_address(&s.sender) {
+                    return Err(problem(
+                        "sender",
+                        format!("[directory.{name}]: `{}` is not an address user@domain", s.sender),
+                    ));
+                }
+                if s.timeout_secs == 0 || s.connect_timeout_secs == 0 {
+                    return Err(problem(
+                        "timeout_secs",
+                        format!("[directory.{name}]: timeouts must be at least 1"),
+                    ));
+                }
+            }
         }
     }
     for (domain, d) in domains {
@@ -225,11 +245,11 @@ pub fn validate(
                     format!("[domain.\"{domain}\"]: no [directory.{source}] section"),
                 ));
             };
-            if key == "auth" && s.kind == SourceKind::Static {
+            if key == "auth" && matches!(s.kind, SourceKind::Static | SourceKind::Callout) {
                 return Err(problem(
                     "auth",
                     format!(
-                        "[domain.\"{domain}\"]: [directory.{source}] is a static list, which has no passwords"
+                        "[domain.\"{domain}\"]: [directory.{source}] cannot check passwords (a static list or callout)"
                     ),
                 ));
             }

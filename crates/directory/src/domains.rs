@@ -82,6 +82,9 @@ impl Directories {
                     Box::new(Shared(ldap))
                 }
                 SourceKind::Static => Box::new(StaticList::new(name, &cfg.addresses)),
+                // Built by the gateway, which knows the domains' routes
+                // ([`Directories::add_source`]).
+                SourceKind::Callout => continue,
                 SourceKind::Store => match &store {
                     Some(s) => Box::new(StoreUsers::new(name, s.clone())),
                     None => {
@@ -91,19 +94,25 @@ impl Directories {
                     }
                 },
             };
-            let source: Arc<dyn Directory> = match cfg.kind {
-                SourceKind::Ldap => Arc::new(Cached::new(
-                    source,
-                    Duration::from_secs(cfg.cache_ttl_secs),
-                    Duration::from_secs(cfg.negative_cache_ttl_secs),
-                    cfg.cache_max_entries,
-                )),
-                // A list in memory and the store need no cache.
-                _ => Arc::from(source),
-            };
-            built.sources.insert(name.clone(), source);
+            built.add_source(name, cfg, source);
         }
         Ok(built)
+    }
+
+    /// Add a source built elsewhere (a callout, which needs the gateway's routes), cached
+    /// as its settings say.
+    pub fn add_source(&mut self, name: &str, cfg: &SourceConfig, source: Box<dyn Directory>) {
+        let source: Arc<dyn Directory> = match cfg.kind {
+            SourceKind::Ldap | SourceKind::Callout => Arc::new(Cached::new(
+                source,
+                Duration::from_secs(cfg.cache_ttl_secs),
+                Duration::from_secs(cfg.negative_cache_ttl_secs),
+                cfg.cache_max_entries,
+            )),
+            // A list in memory and the store need no cache.
+            SourceKind::Static | SourceKind::Store => Arc::from(source),
+        };
+        self.sources.insert(name.to_string(), source);
     }
 
     fn domain(&self, domain: &str) -> Option<&DomainConfig> {

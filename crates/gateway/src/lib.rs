@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod batcher;
+pub mod callout;
 pub mod config;
 pub mod control;
 pub mod dates;

@@ -111,6 +111,7 @@ impl Node {
                 dmarc_results.clone(),
                 resolver,
                 greylist,
+                &client_tls,
             )
             .await?,
         );
@@ -293,6 +294,7 @@ async fn gateway(
     dmarc_results: Collector,
     resolver: TokioResolver,
     greylist: portcullis_filter::greylist::Greylist,
+    client_tls: &TlsConfigs,
 ) -> Result<Gateway> {
     let auth = Authenticator::new(
         resolver.clone(),
@@ -324,12 +326,8 @@ async fn gateway(
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let directories = portcullis_directory::Directories::build(
-        &config.directory,
-        &config.domain,
-        Some(store.clone()),
-    )
-    .context("setting up the directory")?;
+    let directories = crate::callout::directories(config, store.clone(), &policy, client_tls)
+        .context("setting up the directory")?;
     Ok(Gateway {
         directories: Arc::new(directories),
         hostname: config.hostname.clone(),

@@ -37,7 +37,14 @@ pub enum DirectoryCmd {
 
 pub async fn directory(config: &Config, action: DirectoryCmd) -> Result<ExitCode> {
     let store = crate::cli::ops(config).await?.store().clone();
-    let dirs = Directories::build(&config.directory, &config.domain, Some(store))
+    // Callouts ask the domains' routes, as the running gateway does.
+    let policy = portcullis_gateway::policy::Policy::new(None, config.spam.clone());
+    policy
+        .reload(&store)
+        .await
+        .context("reading the domains from the store")?;
+    let tls = portcullis_gateway::tls::client_configs(config)?;
+    let dirs = portcullis_gateway::callout::directories(config, store, &policy, &tls)
         .map_err(|e| anyhow!("{e}"))?;
     match action {
         DirectoryCmd::Test { address, source } => test(&dirs, &address, source).await,
