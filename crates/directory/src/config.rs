@@ -221,7 +221,10 @@ pub fn validate(
                 if !s.sender.is_empty() && !is_address(&s.sender) {
                     return Err(problem(
                         "sender",
-                        format!("[directory.{name}]: `{}` is not an address user@domain", s.sender),
+                        format!(
+                            "[directory.{name}]: `{}` is not an address user@domain",
+                            s.sender
+                        ),
                     ));
                 }
                 if s.timeout_secs == 0 || s.connect_timeout_secs == 0 {

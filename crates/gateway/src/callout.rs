@@ -61,15 +61,9 @@ impl Callout {
         .map_err(|e| format!("{target}: {e}"))?;
         let mut last = format!("{target}: no address");
         for addr in addrs {
-            let connected = SmtpClient::connect(
-                addr,
-                &host.host,
-                host.tls,
-                None,
-                &self.tls,
-                &self.settings,
-            )
-            .await;
+            let connected =
+                SmtpClient::connect(addr, &host.host, host.tls, None, &self.tls, &self.settings)
+                    .await;
             let mut client = match connected {
                 Ok(c) => c,
                 Err(e) => {

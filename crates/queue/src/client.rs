@@ -343,7 +343,9 @@ impl SmtpClient {
             return Err(ClientError::Protocol("session already failed".into()));
         }
         if !is_safe_path(sender) || recipient.is_empty() || !is_safe_path(recipient) {
-            return Err(ClientError::Protocol("address not fit for an SMTP path".into()));
+            return Err(ClientError::Protocol(
+                "address not fit for an SMTP path".into(),
+            ));
         }
         let result = self.probe(sender, recipient).await;
         if result.is_err() {
