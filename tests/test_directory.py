@@ -250,6 +250,10 @@ smtpd_relay_restrictions = permit_mynetworks, permit_auth_destination, reject
         replies = rcpt(g.smtp, "alice@example.net", "nobody@example.net")
         assert [c for c, _ in replies] == [250, 550], replies
         assert b"5.1.1" in replies[1][1]
+        r = g.cli("directory", "test", "alice@example.net")
+        assert "answer:   exists" in r.stdout and f"servers:  127.0.0.1:{pf.port}" in r.stdout, r.stdout
+        r = g.cli("directory", "test", "nobody@example.net", check=False)
+        assert r.returncode == 1 and "unknown" in r.stdout, r.stdout
         wait_for(lambda: "User unknown in relay recipient table" in pf.maillog(),
                  what="Postfix's own refusal in its log")
         # The probe sent no DATA: Postfix queued nothing.
@@ -276,5 +280,6 @@ def test_callout_downstream_down(tmp_path):
         assert code == 451 and b"4.4.3" in text, (code, text)
         r = g.cli("directory", "test", "alice@example.net", check=False)
         assert r.returncode == 2 and "unavailable" in r.stdout, r.stdout
+        assert "source:   downstream" in r.stdout and "servers:  127.0.0.1:" in r.stdout, r.stdout
     finally:
         g.stop()

@@ -47,7 +47,37 @@ pub async fn directory(config: &Config, action: DirectoryCmd) -> Result<ExitCode
     let dirs = portcullis_gateway::callout::directories(config, store, &policy, &tls)
         .map_err(|e| anyhow!("{e}"))?;
     match action {
-        DirectoryCmd::Test { address, source } => test(&dirs, &address, source).await,
+        DirectoryCmd::Test { address, source } => {
+            let code = test(&dirs, &address, source.clone()).await?;
+            // A callout says which servers it asks: the domain's routes.
+            let name = source.or_else(|| dirs.recipient_source_name(&address));
+            let callout = name
+                .and_then(|n| config.directory.get(&n))
+                .is_some_and(|c| c.kind == portcullis_directory::SourceKind::Callout);
+            if callout {
+                let domain = portcullis_directory::domain_of(&address).unwrap_or_default();
+                let routes: Vec<String> = policy
+                    .current()
+                    .domains
+                    .get(&domain)
+                    .map(|d| {
+                        d.routes
+                            .iter()
+                            .map(|r| format!("{}:{}", r.host, r.port))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "servers:  {}",
+                    if routes.is_empty() {
+                        format!("none ({domain} has no route)")
+                    } else {
+                        routes.join(", ")
+                    }
+                );
+            }
+            Ok(code)
+        }
         DirectoryCmd::Auth { user, source } => {
             let mut password = String::new();
             std::io::stdin()
