@@ -137,6 +137,10 @@ def test_directory_down_tempfails_and_resumes(tmp_path, sink, slapd):
         # A login meets a temporary failure, never a refusal.
         assert login(g, "alice@example.org", "alice pw") == 454
         slapd.start()
+        # A server that failed is passed over for connect_timeout_secs (2 s here), then
+        # asked again.
+        wait_for(lambda: rcpt(g.smtp, "alice@example.org")[0][0] == 250, timeout=10,
+                 what="the directory back")
         assert [c for c, _ in rcpt(g.smtp, "alice@example.org", "nobody@example.org")] == [250, 550]
     finally:
         g.stop()

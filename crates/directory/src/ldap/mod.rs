@@ -35,6 +35,9 @@ pub struct LdapDirectory {
     tls: Arc<rustls::ClientConfig>,
     /// The service connection of each server, made on first use.
     connections: Vec<Mutex<Option<Ldap>>>,
+    /// Until when a server that could not be connected to is passed over, so that the
+    /// questions queued behind it do not each wait out its connect timeout.
+    down_until: Vec<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What a search found, and where it asked.
@@ -104,6 +107,11 @@ impl LdapDirectory {
             bind_password,
             tls: Arc::new(tls),
             connections: cfg.servers.iter().map(|_| Mutex::new(None)).collect(),
+            down_until: cfg
+                .servers
+                .iter()
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
         })
     }
 
@@ -111,10 +119,30 @@ impl LdapDirectory {
         Duration::from_secs(self.cfg.timeout_secs)
     }
 
-    /// A new connection to server `i`, TLS as configured, not bound.
+    /// A new connection to server `i`, TLS as configured, not bound. A server that could
+    /// not be reached is passed over for `connect_timeout_secs` after the failure.
     async fn connect(&self, i: usize) -> Result<Ldap, String> {
-        let url = &self.cfg.servers[i];
         let connect_timeout = Duration::from_secs(self.cfg.connect_timeout_secs);
+        {
+            let mut down = self.down_until[i].lock().unwrap_or_else(|p| p.into_inner());
+            match *down {
+                Some(until) if Instant::now() < until => {
+                    return Err("passed over after a failed connection a moment ago".into());
+                }
+                Some(_) => *down = None,
+                None => {}
+            }
+        }
+        let result = self.connect_now(i, connect_timeout).await;
+        if result.is_err() {
+            *self.down_until[i].lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + connect_timeout);
+        }
+        result
+    }
+
+    async fn connect_now(&self, i: usize, connect_timeout: Duration) -> Result<Ldap, String> {
+        let url = &self.cfg.servers[i];
         let settings = LdapConnSettings::new()
             .set_conn_timeout(connect_timeout)
             .set_starttls(self.cfg.starttls)
@@ -510,5 +538,9 @@ mod tests {
         assert!(matches!(e, DirectoryError::Unavailable { .. }), "{e}");
         // No password: refused before any server is asked.
         assert!(!dir.authenticate("a", "").await.expect("refused"));
+        // The failed servers are passed over for a while: the next question fails at once.
+        let started = Instant::now();
+        assert!(dir.recipient_exists("b@example.org").await.is_err());
+        assert!(started.elapsed() < Duration::from_millis(500));
     }
 }
