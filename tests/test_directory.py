@@ -89,6 +89,9 @@ def test_recipients_verified_at_rcpt(ldap_gateway, sink):
     wait_for(lambda: "directory corp" in g.cli("log", "search", "--json").stdout,
              what="the refused recipient in the message log")
     assert "nobody@example.org" in g.cli("log", "search", "--json").stdout
+    # The accepted recipient's record says which source vouched for it.
+    wait_for(lambda: "bob@example.org by corp" in g.cli("log", "search", "--json").stdout,
+             what="the directory.known finding in the message log")
 
 
 def test_auth_against_ldap(ldap_gateway):

@@ -30,6 +30,23 @@ use std::sync::Arc;
 /// dictionary attack's thousandth guess says nothing the first hundred did not).
 const MAX_REFUSED_LOGGED: usize = 100;
 
+/// Marks a recipient let through while its directory could not answer.
+const UNVERIFIED: &str = "(unavailable, accepted unverified)";
+
+/// The message-log finding for an accepted recipient that a directory source decided:
+/// `directory.known` (the source vouched for it) or `directory.unverified` (accepted
+/// while the source was down, `on_unavailable = "accept"`).
+fn directory_finding(address: &str, decided_by: Option<String>) -> Option<(&'static str, String)> {
+    let source = decided_by?;
+    Some(match source.strip_suffix(UNVERIFIED) {
+        Some(name) => (
+            "directory.unverified",
+            format!("{address} by {}", name.trim_end()),
+        ),
+        None => ("directory.known", format!("{address} by {source}")),
+    })
+}
+
 /// What every transaction of a running gateway shares: the checks, the policy, the store,
 /// the queue and the message log.
 pub struct Gateway {
@@ -88,6 +105,9 @@ pub struct Transaction {
     /// "why did it not arrive?" has an answer for mail that never got to DATA.
     refused: Vec<RecipientRecord>,
     refused_client: Option<(String, Option<String>, bool)>,
+    /// Which directory source vouched for each accepted recipient (or let it through
+    /// unverified while down): findings of score 0, for the message log.
+    pub(crate) directory_findings: Vec<Finding>,
 }
 
 impl Transaction {
@@ -105,6 +125,7 @@ impl Transaction {
             dmarc: None,
             refused: Vec::new(),
             refused_client: None,
+            directory_findings: Vec::new(),
         }
     }
 
@@ -205,6 +226,7 @@ impl Transaction {
         }
         self.mail = Some(mail.clone());
         self.recipients.clear();
+        self.directory_findings.clear();
         self.allowed = false;
         self.policy_key = None;
         Reply::new(250, "2.1.0", "Sender ok")
@@ -294,6 +316,10 @@ impl Transaction {
         match checked {
             Ok(allowed) => {
                 self.allowed = allowed;
+                if let Some((name, detail)) = directory_finding(&rcpt.address, decided_by) {
+                    self.directory_findings
+                        .push(Finding::new(name, 0.0, detail));
+                }
                 self.recipients.push(rcpt.clone());
                 Reply::new(250, "2.1.5", "Recipient ok")
             }
@@ -359,10 +385,11 @@ impl Transaction {
                 accept,
             } => {
                 tracing::warn!(to = %address, directory = %source, error = %reason, accept, "directory unavailable");
-                *decided_by = Some(source);
                 if accept {
+                    *decided_by = Some(format!("{source} {UNVERIFIED}"));
                     Ok(())
                 } else {
+                    *decided_by = Some(source);
                     Err(Reply::new(
                         451,
                         "4.4.3",
@@ -444,6 +471,7 @@ impl Transaction {
         self.spf = None;
         self.mail = None;
         self.recipients.clear();
+        self.directory_findings.clear();
         self.allowed = false;
         self.policy_key = None;
         self.dmarc = None;
