@@ -36,6 +36,14 @@ def pki(tmp_path):
     return Pki(tmp_path / "pki")
 
 
+@pytest.fixture
+def slapd(tmp_path, pki):
+    """A private OpenLDAP server with the test tree (peers.slapd), plain/StartTLS and LDAPS."""
+    from peers.slapd import Slapd
+    with Slapd(tmp_path / "slapd", pki) as s:
+        yield s
+
+
 @pytest.fixture(scope="module")
 def dkim_key(tmp_path_factory):
     """An RSA DKIM key for selector `sel`: (private key PEM, public key for p=)."""

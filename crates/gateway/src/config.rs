@@ -2,9 +2,11 @@
 //! DNS, delivery, limits, checks), as `portcullis.toml` spells them. Every key has a safe
 //! default. Reading and validating the file (errors with file, line and key) is the
 //! binary's job (`crates/portcullis/src/config.rs`); this module only holds the values.
-//! Policy (domains, networks, users) lives in the store, not here.
+//! Policy (domains, networks, users) lives in the store, not here; which directory a
+//! domain uses is here, beside the directory's servers and service password.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,12 @@ pub struct Config {
     pub reports: Reports,
     /// Console and API accounts: sessions and password checks.
     pub accounts: Accounts,
+    /// Directory sources (`[directory.NAME]`): LDAP/Active Directory, static lists, the
+    /// store's users.
+    pub directory: BTreeMap<String, portcullis_directory::SourceConfig>,
+    /// Per domain (`[domain."example.org"]`, `"*"` for the rest): which source verifies
+    /// recipients, which checks logins, what happens when it is down.
+    pub domain: BTreeMap<String, portcullis_directory::DomainConfig>,
 }
 
 /// Outgoing reports about other domains' mail: DMARC aggregate reports (RFC 7489 §7.2)
@@ -334,6 +342,8 @@ impl Default for Config {
             external: Default::default(),
             reports: Reports::default(),
             accounts: Accounts::default(),
+            directory: BTreeMap::new(),
+            domain: BTreeMap::new(),
         }
     }
 }

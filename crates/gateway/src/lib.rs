@@ -13,6 +13,7 @@
 pub mod actions;
 pub mod batcher;
 pub mod checks;
+pub mod callout;
 pub mod config;
 pub mod control;
 pub mod dates;

@@ -115,6 +115,7 @@ impl Node {
                 log.clone(),
                 dmarc_results.clone(),
                 resolver,
+                &client_tls,
             )
             .await?,
         );
@@ -296,6 +297,7 @@ async fn gateway(
     log: LogWriter,
     dmarc_results: Collector,
     resolver: TokioResolver,
+    client_tls: &TlsConfigs,
 ) -> Result<Gateway> {
     let auth = Authenticator::new(
         resolver.clone(),
@@ -327,7 +329,10 @@ async fn gateway(
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let directories = crate::callout::directories(config, store.clone(), &policy, client_tls)
+        .context("setting up the directory")?;
     Ok(Gateway {
+        directories: Arc::new(directories),
         hostname: config.hostname.clone(),
         auth,
         policy,

@@ -102,6 +102,7 @@ impl Transaction {
     ) -> Result<Checked, Reply> {
         let mut headers = String::new();
         let mut findings: Vec<Finding> = self.conn_findings.clone().unwrap_or_default();
+        findings.extend(self.directory_findings.iter().cloned());
         // Kept for the ARC seal at the end, when there is one to make.
         let spf = if self.gw.arc_seal_domain.is_some() {
             self.spf.clone()

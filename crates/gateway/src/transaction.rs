@@ -29,6 +29,23 @@ use std::sync::Arc;
 /// dictionary attack's thousandth guess says nothing the first hundred did not).
 const MAX_REFUSED_LOGGED: usize = 100;
 
+/// Marks a recipient let through while its directory could not answer.
+const UNVERIFIED: &str = "(unavailable, accepted unverified)";
+
+/// The message-log finding for an accepted recipient that a directory source decided:
+/// `directory.known` (the source vouched for it) or `directory.unverified` (accepted
+/// while the source was down, `on_unavailable = "accept"`).
+fn directory_finding(address: &str, decided_by: Option<String>) -> Option<(&'static str, String)> {
+    let source = decided_by?;
+    Some(match source.strip_suffix(UNVERIFIED) {
+        Some(name) => (
+            "directory.unverified",
+            format!("{address} by {}", name.trim_end()),
+        ),
+        None => ("directory.known", format!("{address} by {source}")),
+    })
+}
+
 /// What every transaction of a running gateway shares: the checks, the policy, the store,
 /// the queue and the message log.
 pub struct Gateway {
@@ -55,6 +72,8 @@ pub struct Gateway {
     pub arc_seal_domain: Option<String>,
     /// Keeps what inbound messages contribute to outgoing DMARC aggregate reports.
     pub dmarc_results: Collector,
+    /// Recipient verification and logins per domain (`[directory.*]`, `[domain.*]`).
+    pub directories: Arc<portcullis_directory::Directories>,
 }
 
 impl Gateway {
@@ -90,6 +109,9 @@ pub struct Transaction {
     /// "why did it not arrive?" has an answer for mail that never got to DATA.
     refused: Vec<RecipientRecord>,
     refused_client: Option<(String, Option<String>, bool)>,
+    /// Which directory source vouched for each accepted recipient (or let it through
+    /// unverified while down): findings of score 0, for the message log.
+    pub(crate) directory_findings: Vec<Finding>,
 }
 
 impl Transaction {
@@ -107,6 +129,7 @@ impl Transaction {
             dmarc: None,
             refused: Vec::new(),
             refused_client: None,
+            directory_findings: Vec::new(),
         }
     }
 
@@ -133,19 +156,31 @@ impl Transaction {
             })
     }
 
-    /// A password check for SMTP AUTH (or any protocol's login).
+    /// A password check for SMTP AUTH (or any protocol's login): the directory of the
+    /// login's domain when one is set (`[domain.*] auth`), else the store's users. The
+    /// password is never logged.
     pub async fn auth(&mut self, username: &str, password: &str) -> Reply {
-        match users::verify(&self.gw.store, username, password).await {
-            Ok(true) => {
-                tracing::info!(client = %self.peer.addr, user = username, "authenticated");
+        use portcullis_directory::LoginCheck;
+        let checked = match self.gw.directories.authenticate(username, password).await {
+            Some(LoginCheck::Accepted { source }) => Ok((true, source)),
+            Some(LoginCheck::Refused { source }) => Ok((false, source)),
+            Some(LoginCheck::Unavailable { source, reason }) => Err(format!("{source}: {reason}")),
+            None => users::verify(&self.gw.store, username, password)
+                .await
+                .map(|ok| (ok, portcullis_directory::domains::STORE_SOURCE.to_string()))
+                .map_err(|e| e.to_string()),
+        };
+        match checked {
+            Ok((true, source)) => {
+                tracing::info!(client = %self.peer.addr, user = username, source = %source, "authenticated");
                 Reply::new(235, "2.7.0", "Authentication successful")
             }
-            Ok(false) => {
-                tracing::warn!(client = %self.peer.addr, user = username, "authentication failed");
+            Ok((false, source)) => {
+                tracing::warn!(client = %self.peer.addr, user = username, source = %source, "authentication failed");
                 Reply::new(535, "5.7.8", "Authentication credentials invalid")
             }
             Err(e) => {
-                tracing::error!(error = %e, "user lookup failed");
+                tracing::error!(error = %e, user = username, "user lookup failed");
                 Reply::new(454, "4.7.0", "Temporary authentication failure")
             }
         }
@@ -195,6 +230,7 @@ impl Transaction {
         }
         self.mail = Some(mail.clone());
         self.recipients.clear();
+        self.directory_findings.clear();
         self.allowed = false;
         self.policy_key = None;
         Reply::new(250, "2.1.0", "Sender ok")
@@ -231,6 +267,16 @@ impl Transaction {
                     None => false,
                 })
             });
+        // Recipient verification for outsiders, after the lists (a block still wins):
+        // unknown is refused now, never bounced after DATA.
+        let mut decided_by = None;
+        let checked = match checked {
+            Ok(allowed) if !internal && self.gw.directories.verifies_recipients() => self
+                .verify_recipient(&rcpt.address, &mut decided_by)
+                .await
+                .map(|()| allowed),
+            other => other,
+        };
         // One verdict serves every recipient of a transaction, so they must share the
         // same rules and lists; a recipient whose policy differs is asked for again in
         // a transaction of its own (452: the client sends it after this one).
@@ -274,6 +320,10 @@ impl Transaction {
         match checked {
             Ok(allowed) => {
                 self.allowed = allowed;
+                if let Some((name, detail)) = directory_finding(&rcpt.address, decided_by) {
+                    self.directory_findings
+                        .push(Finding::new(name, 0.0, detail));
+                }
                 self.recipients.push(rcpt.clone());
                 Reply::new(250, "2.1.5", "Recipient ok")
             }
@@ -286,10 +336,14 @@ impl Transaction {
                     "recipient refused"
                 );
                 if self.refused.len() < MAX_REFUSED_LOGGED {
+                    let mut logged = reply.to_string().trim_end().replace("\r\n", " ");
+                    if let Some(source) = &decided_by {
+                        logged.push_str(&format!(" (directory {source})"));
+                    }
                     self.refused.push(RecipientRecord {
                         address: rcpt.address.clone(),
                         status: "rejected".into(),
-                        reply: Some(reply.to_string().trim_end().replace("\r\n", " ")),
+                        reply: Some(logged),
                         remote_host: None,
                         updated_at: now(),
                         attempts: 0,
@@ -301,6 +355,51 @@ impl Transaction {
                     ));
                 }
                 reply
+            }
+        }
+    }
+
+    /// Ask the recipient's directory: unknown is `550 5.1.1`; a source that cannot answer
+    /// is `451 4.4.3` unless its domain says accept. `decided_by` names the source.
+    async fn verify_recipient(
+        &self,
+        address: &str,
+        decided_by: &mut Option<String>,
+    ) -> Result<(), Reply> {
+        use portcullis_directory::RecipientCheck;
+        match self.gw.directories.check_recipient(address).await {
+            RecipientCheck::NotChecked => Ok(()),
+            RecipientCheck::Known { source } => {
+                tracing::debug!(to = %address, directory = %source, "recipient known");
+                *decided_by = Some(source);
+                Ok(())
+            }
+            RecipientCheck::Unknown { source } => {
+                tracing::info!(to = %address, directory = %source, "recipient unknown");
+                *decided_by = Some(source);
+                Err(Reply::new(
+                    550,
+                    "5.1.1",
+                    "Recipient address rejected: user unknown",
+                ))
+            }
+            RecipientCheck::Unavailable {
+                source,
+                reason,
+                accept,
+            } => {
+                tracing::warn!(to = %address, directory = %source, error = %reason, accept, "directory unavailable");
+                if accept {
+                    *decided_by = Some(format!("{source} {UNVERIFIED}"));
+                    Ok(())
+                } else {
+                    *decided_by = Some(source);
+                    Err(Reply::new(
+                        451,
+                        "4.4.3",
+                        "Directory unavailable, try again later",
+                    ))
+                }
             }
         }
     }
@@ -376,6 +475,7 @@ impl Transaction {
         self.spf = None;
         self.mail = None;
         self.recipients.clear();
+        self.directory_findings.clear();
         self.allowed = false;
         self.policy_key = None;
         self.dmarc = None;

@@ -94,6 +94,11 @@ struct Expected {
     lists: Vec<ListEntry>,
     #[serde(default)]
     content: Vec<ContentEntry>,
+    /// `[directory.NAME]` sources and `[domain."DOMAIN"]` settings, as in portcullis.toml.
+    #[serde(default)]
+    directory: BTreeMap<String, portcullis_directory::SourceConfig>,
+    #[serde(default)]
+    domain: BTreeMap<String, portcullis_directory::DomainConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +273,8 @@ fn config_of(x: &Expected, clamd: &support::clamd::Clamd) -> Result<Config, Stri
     config.dnsbl = x.dnsbl.clone();
     config.fcrdns = x.fcrdns.clone();
     config.antivirus.fail_open = x.antivirus.fail_open;
+    config.directory = x.directory.clone();
+    config.domain = x.domain.clone();
     config.antivirus.clamd = match x.antivirus.clamd.as_str() {
         "up" => match &clamd.tcp {
             portcullis_filter::clamd::Endpoint::Tcp(addr) => vec![addr.clone()],

@@ -139,6 +139,9 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
             "must not be below session_idle_secs".into(),
         ));
     }
+    if let Err(p) = portcullis_directory::config::validate(&config.directory, &config.domain) {
+        return Err(err(p.key, p.message));
+    }
     if let Some(dir) = &config.accounts.breached_passwords_dir
         && !dir.is_dir()
     {
@@ -216,6 +219,63 @@ smarthost_tls = "encrypt"
         assert_eq!(c.accounts.session_idle_secs, 1800);
         assert_eq!(c.accounts.session_max_secs, 43200);
         assert_eq!(c.listen.submission, "");
+    }
+
+    #[test]
+    fn directory_sections() {
+        let text = r#"
+[directory.corp]
+type = "ldap"
+flavour = "ad"
+servers = ["ldaps://dc1.example.org:636", "ldaps://dc2.example.org:3269"]
+base_dn = "dc=example,dc=org"
+cache_ttl_secs = 600
+
+[directory.list]
+type = "static"
+addresses = ["postmaster@example.net"]
+
+[domain."example.org"]
+recipients = "corp"
+auth = "corp"
+on_unavailable = "accept"
+
+[domain."example.net"]
+recipients = "list"
+"#;
+        let c = parse(text, "p.toml").expect("parse");
+        assert_eq!(c.directory.len(), 2);
+        assert_eq!(
+            c.directory["corp"].flavour,
+            portcullis_directory::Flavour::Ad
+        );
+        assert_eq!(
+            c.domain["example.org"].on_unavailable,
+            portcullis_directory::OnUnavailable::Accept
+        );
+        let e = parse(
+            "[directory.corp]\nbase_dn = \"dc=x\"\nservers = [\"http://x\"]\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("p.toml:3: key `servers`"), "{e}");
+        let e = parse(
+            "[directory.corp]\nservers = [\"ldap://x\"]\nbase_dn = \"dc=x\"\n\n[domain.\"a.org\"]\nrecipients = \"nope\"\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("p.toml:6: key `recipients`"), "{e}");
+        assert!(e.contains("no [directory.nope]"), "{e}");
+        let e = parse("[directory.corp]\nflavor = \"ad\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2:") && e.contains("flavor"), "{e}");
+        let e = parse("[domain.\"a.org\"]\non_unavailable = \"maybe\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2:"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::policy::NetworkCmd,
     },
+    /// What the directory (LDAP, Active Directory, lists, the store's users) answers for
+    /// an address or a login, and where it asked.
+    Directory {
+        #[command(subcommand)]
+        action: cli::directory::DirectoryCmd,
+    },
     /// Users who may authenticate (SMTP AUTH).
     User {
         #[command(subcommand)]
@@ -205,6 +211,7 @@ fn main() -> ExitCode {
             Command::Domain { action } => cli::policy::domain(&target, action).await,
             Command::Network { action } => cli::policy::network(&target, action).await,
             Command::User { action } => cli::policy::user(&target, action).await,
+            Command::Directory { action } => cli::directory::directory(config, action).await,
             Command::Queue { action } => cli::queue::queue(&target, action).await,
             Command::Log { action } => cli::queue::log(&target, action).await,
             Command::Corpus { action } => cli::corpus::corpus(config, action).await,
@@ -240,6 +247,7 @@ impl Command {
             Command::Serve => Some("serve"),
             Command::CheckConfig => Some("check-config"),
             Command::Corpus { .. } => Some("corpus"),
+            Command::Directory { .. } => Some("directory"),
             Command::Psl { .. } => Some("psl"),
             Command::Store { .. } => Some("store"),
             _ => None,

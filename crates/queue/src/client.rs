@@ -330,6 +330,48 @@ impl SmtpClient {
         let _ = self.conn.stream.shutdown().await;
     }
 
+    /// A recipient probe (an SMTP callout): MAIL FROM and RCPT TO, and the server's reply
+    /// to the RCPT; no DATA, the envelope is reset before the next probe. `Err`: the
+    /// session broke, or the server refused MAIL (the recipient is then not known either
+    /// way).
+    pub async fn probe_recipient(
+        &mut self,
+        sender: &str,
+        recipient: &str,
+    ) -> Result<Reply, ClientError> {
+        if !self.usable {
+            return Err(ClientError::Protocol("session already failed".into()));
+        }
+        if !is_safe_path(sender) || recipient.is_empty() || !is_safe_path(recipient) {
+            return Err(ClientError::Protocol(
+                "address not fit for an SMTP path".into(),
+            ));
+        }
+        let result = self.probe(sender, recipient).await;
+        if result.is_err() {
+            self.usable = false;
+        }
+        result
+    }
+
+    async fn probe(&mut self, sender: &str, recipient: &str) -> Result<Reply, ClientError> {
+        let limit = self.command_timeout;
+        if self.needs_rset {
+            self.rset().await?;
+        }
+        self.needs_rset = true;
+        let mail = self
+            .conn
+            .command(&format!("MAIL FROM:<{sender}>\r\n"), limit, "MAIL FROM")
+            .await?;
+        if !mail.is_positive() {
+            return Err(ClientError::Protocol(format!("MAIL refused: {mail}")));
+        }
+        self.conn
+            .command(&format!("RCPT TO:<{recipient}>\r\n"), limit, "RCPT TO")
+            .await
+    }
+
     /// Runs one mail transaction. `Ok` carries one outcome per recipient, in order; `Err`
     /// means the session broke mid-transaction and no recipient is known delivered.
     pub async fn send(

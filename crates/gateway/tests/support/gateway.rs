@@ -194,6 +194,14 @@ impl Harness {
                 .expect("load the (empty) DKIM key ring"),
         );
         let gw = Arc::new(Gateway {
+            directories: Arc::new(
+                portcullis_directory::Directories::build(
+                    &config.directory,
+                    &config.domain,
+                    Some(store.clone()),
+                )
+                .expect("the directory of the test configuration"),
+            ),
             hostname: config.hostname.clone(),
             auth,
             policy,

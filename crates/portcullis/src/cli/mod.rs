@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod backend;
 pub mod corpus;
+pub mod directory;
 pub mod dkim;
 pub mod filter;
 pub mod policy;
