@@ -12,8 +12,8 @@
 
 pub mod actions;
 pub mod batcher;
-pub mod checks;
 pub mod callout;
+pub mod checks;
 pub mod config;
 pub mod control;
 pub mod dates;
