@@ -275,9 +275,18 @@ mod tests {
         let rounds = rounds(SplitKind::Time, &f, 4, 1);
         assert_eq!(rounds.len(), 3);
         for r in &rounds {
-            let newest_trained = r.train.iter().map(|&i| f[i].arrived).max().flatten();
-            let oldest_tested = r.test.iter().map(|&i| f[i].arrived).min().flatten();
-            assert!(newest_trained < oldest_tested);
+            // Within each class, everything trained is older than everything judged.
+            for class in [false, true] {
+                let of = |v: &[usize]| -> Vec<Option<i64>> {
+                    v.iter()
+                        .filter(|&&i| f[i].spam == class)
+                        .map(|&i| f[i].arrived)
+                        .collect()
+                };
+                let newest_trained = of(&r.train).into_iter().max().flatten();
+                let oldest_tested = of(&r.test).into_iter().min().flatten();
+                assert!(newest_trained < oldest_tested);
+            }
             // Both classes are judged in every round.
             assert!(r.test.iter().any(|&i| f[i].spam) && r.test.iter().any(|&i| !f[i].spam));
         }
