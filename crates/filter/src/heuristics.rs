@@ -210,13 +210,24 @@ fn subject_punctuation(subject: &str) -> Option<String> {
 /// The first word written to hide one of [`HIDDEN_WORDS`] (`v1agra`, `c-a-s-h`,
 /// `fr\u{200B}ee`): the word read back and as written.
 fn obfuscated_word(s: &str) -> Option<(&'static str, String)> {
-    let s = cut(s, 64 * 1024);
-    for raw in s.split(char::is_whitespace) {
-        let raw = raw.trim_matches(|c: char| matches!(c, '"' | '\'' | '(' | ')' | ',' | ':'));
-        if raw.len() < 4 || raw.len() > 40 || raw.contains("://") || raw.contains('@') {
+    // Disguised words come early (the pitch); a bounded look keeps long mail cheap.
+    let s = cut(s, 16 * 1024);
+    let mut plain = String::new();
+    // Split on ASCII whitespace as bytes (cheaper than decoding every character); the
+    // pieces stay valid UTF-8 since no multi-byte character holds an ASCII byte.
+    for raw in s.as_bytes().split(u8::is_ascii_whitespace) {
+        // Most words are plain letters: nothing disguised, nothing to read back.
+        if raw.len() < 4 || raw.len() > 40 || raw.iter().all(u8::is_ascii_alphabetic) {
             continue;
         }
-        let mut plain = String::with_capacity(raw.len());
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let raw = raw.trim_matches(|c: char| matches!(c, '"' | '\'' | '(' | ')' | ',' | ':'));
+        if raw.len() < 4 || raw.contains("://") || raw.contains('@') {
+            continue;
+        }
+        plain.clear();
         let mut disguised = false;
         for c in raw.chars() {
             let read = match c {
@@ -242,7 +253,8 @@ fn obfuscated_word(s: &str) -> Option<(&'static str, String)> {
                 None => disguised = true,
             }
         }
-        if !disguised || plain.len() < 4 {
+        // The longest hidden word has 12 letters.
+        if !disguised || plain.len() < 4 || plain.len() > 12 {
             continue;
         }
         // `1` may stand for `l` as well as `i`.

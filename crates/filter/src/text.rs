@@ -596,10 +596,12 @@ fn read_markup(
 /// cousin `font-size:0`).
 fn hides_text(name: &str, attributes: &str) -> bool {
     // Most tags have no style: skip the attribute parse for them.
-    if attributes.is_empty()
+    if attributes.len() < 4
         || (name != "font"
-            && memchr::memmem::find(attributes.as_bytes(), b"tyle").is_none()
-            && memchr::memmem::find(attributes.as_bytes(), b"TYLE").is_none())
+            && !attributes
+                .as_bytes()
+                .windows(5)
+                .any(|w| w.eq_ignore_ascii_case(b"style")))
     {
         return false;
     }
