@@ -12,6 +12,7 @@ pub mod dnsbl;
 pub mod external;
 pub mod finding;
 pub mod greylist;
+pub mod heuristics;
 pub mod lexical;
 pub mod org_domain;
 pub mod rules;

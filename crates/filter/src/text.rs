@@ -55,6 +55,11 @@ pub struct PartStats {
     pub html_images: usize,
     /// Links whose visible text names a different domain than the link goes to.
     pub deceptive_links: usize,
+    /// HTML elements styled to hide their text (`display:none`, `visibility:hidden`,
+    /// a zero or one-pixel font) that hold text.
+    pub hidden_text: usize,
+    /// `<form>` elements in the HTML parts.
+    pub forms: usize,
 }
 
 impl MessageText {
@@ -105,6 +110,8 @@ fn collect_parts(msg: &Message<'_>, out: &mut MessageText, urls: &mut UrlSet, de
                 out.parts.html_text_bytes += converted.text.len();
                 out.parts.html_images += converted.images;
                 out.parts.deceptive_links += converted.deceptive_links;
+                out.parts.hidden_text += converted.hidden_text;
+                out.parts.forms += converted.forms;
                 for m in converted.markup {
                     if out.markup.len() < MAX_MARKUP && !out.markup.contains(&m) {
                         out.markup.push(m);
@@ -408,6 +415,8 @@ pub(crate) struct HtmlText {
     pub text: String,
     pub images: usize,
     pub deceptive_links: usize,
+    pub hidden_text: usize,
+    pub forms: usize,
     pub markup: Vec<String>,
 }
 
@@ -528,6 +537,17 @@ fn read_markup(
         note_markup(&mut out.markup, name, attributes);
     }
 
+    if !closing && !name.is_empty() && hides_text(name, attributes) {
+        // Counted when the hidden element holds visible-looking text before it closes.
+        let rest = &bytes[end..];
+        let close = memchr::memchr(b'<', rest).unwrap_or(rest.len());
+        if rest[..close].iter().any(|b| b.is_ascii_alphanumeric()) {
+            out.hidden_text += 1;
+        }
+    }
+    if name == "form" && !closing {
+        out.forms += 1;
+    }
     if !closing && HIDDEN_ELEMENTS.contains(&name) {
         // Skip to the matching end tag (or the end of the input).
         let mut closer = [0u8; 12];
@@ -569,6 +589,37 @@ fn read_markup(
         }
     }
     end
+}
+
+/// Whether an element's attributes hide its text from the reader: `display:none`,
+/// `visibility:hidden`, a font of zero or one pixel (or `<font size=0|1>`'s smaller
+/// cousin `font-size:0`).
+fn hides_text(name: &str, attributes: &str) -> bool {
+    // Most tags have no style: skip the attribute parse for them.
+    if attributes.len() < 4
+        || (name != "font"
+            && !attributes
+                .as_bytes()
+                .windows(5)
+                .any(|w| w.eq_ignore_ascii_case(b"style")))
+    {
+        return false;
+    }
+    if let Some(style) = attribute(attributes, "style") {
+        let style: String = style
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if style.contains("display:none")
+            || style.contains("visibility:hidden")
+            || style.contains("font-size:0")
+            || style.contains("font-size:1px")
+        {
+            return true;
+        }
+    }
+    name == "font" && attribute(attributes, "size").is_some_and(|s| s.trim() == "0")
 }
 
 /// Records an element name and its attribute names (`font`, `font.color`).
@@ -883,6 +934,18 @@ mod tests {
             out.text,
             "Caf&eacute; & bar AB\nviagra\nnext &unknown; 3 < 4"
         );
+    }
+
+    #[test]
+    fn html_hidden_text_and_forms() {
+        let (out, _) = html(
+            "<p>Shown</p><div STYLE=\"Display: None\">hidden words</div>\
+             <span style='font-size:1px'>tiny</span><font size=0>zero</font>\
+             <p style=\"color:red\">red is visible</p><div style=\"display:none\"></div>\
+             <form action=\"http://x.example/\"><input></form>",
+        );
+        // The empty hidden div holds no text and does not count.
+        assert_eq!((out.hidden_text, out.forms), (3, 1));
     }
 
     #[test]

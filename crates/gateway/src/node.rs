@@ -385,7 +385,9 @@ fn spawn_dkim_reloader(gateway: Arc<Gateway>) {
 }
 
 /// The classifier as the store holds it now, and why it is not used yet if it is not
-/// trained enough.
+/// trained enough. The configured domains are the ones display names may not impersonate
+/// (`spam.impersonation`); they are read with the model, at start and whenever training
+/// changes it.
 pub async fn load_spam_checker(
     store: &Store,
 ) -> Result<(SpamChecker, Option<NotEnoughTraining>), portcullis_store::StoreError> {
@@ -396,7 +398,16 @@ pub async fn load_spam_checker(
         counts.tokens.iter().map(|(t, s, h)| (t.as_str(), *s, *h)),
     );
     let unready = model.ready().err();
-    Ok((SpamChecker::with_model(Arc::new(model)), unready))
+    let protected = store
+        .list_domains()
+        .await?
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    Ok((
+        SpamChecker::with_model(Arc::new(model)).protecting(protected),
+        unready,
+    ))
 }
 
 /// The content pipeline with the classifier's model as the store holds it now. A store

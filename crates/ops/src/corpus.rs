@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+pub mod split;
+
+pub use split::SplitKind;
+
 /// Called once per message done, from any worker thread (a progress bar).
 pub type Progress<'a> = &'a (dyn Fn() + Sync);
 
@@ -181,6 +185,31 @@ pub struct Mistake {
     pub findings: Vec<Finding>,
 }
 
+/// How many findings a misjudged message shows: those that weighed most, either way.
+pub const TOP_FINDINGS: usize = 5;
+
+impl Mistake {
+    /// The findings that weighed most (largest score either way), heaviest first.
+    pub fn top_findings(&self) -> Vec<&Finding> {
+        let mut top: Vec<&Finding> = self.findings.iter().collect();
+        top.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+        top.truncate(TOP_FINDINGS);
+        top
+    }
+
+    /// `{"path", "class", "score", "findings": [{"name", "score", "detail"}]}`.
+    pub fn json(&self, samples: &[Sample]) -> serde_json::Value {
+        let sample = samples.get(self.sample);
+        serde_json::json!({
+            "path": sample.map(|s| s.path.display().to_string()).unwrap_or_default(),
+            "class": if sample.is_some_and(|s| s.spam) { "spam" } else { "ham" },
+            "kind": if sample.is_some_and(|s| s.spam) { "false_negative" } else { "false_positive" },
+            "score": self.score,
+            "findings": self.top_findings(),
+        })
+    }
+}
+
 /// What a training run did.
 pub struct Trained {
     pub ham: u64,
@@ -323,61 +352,94 @@ impl Ops {
     }
 }
 
-/// Train on K-1 stratified folds and evaluate on the other, K times, in memory (the
-/// store is not touched).
+/// How to cross-validate.
+#[derive(Debug, Clone)]
+pub struct CrossValidation {
+    pub split: SplitKind,
+    pub folds: usize,
+    pub seed: u64,
+    pub threshold: f64,
+    /// Percent of the training ham and spam kept in every round (100: all).
+    pub train_ham: u8,
+    pub train_spam: u8,
+    /// Keep the misjudged messages.
+    pub list: bool,
+    /// Keep every message's score (TSV).
+    pub scores: bool,
+}
+
+impl Default for CrossValidation {
+    fn default() -> Self {
+        CrossValidation {
+            split: SplitKind::Random,
+            folds: 5,
+            seed: 1,
+            threshold: portcullis_filter::spam::SPAM_THRESHOLD,
+            train_ham: 100,
+            train_spam: 100,
+            list: false,
+            scores: false,
+        }
+    }
+}
+
+/// Train on some parts of the corpus and judge another, once per round of the split
+/// (see [`split`]), in memory (the store is not touched).
 pub fn cross_validate(
     samples: &[Sample],
-    folds: usize,
-    seed: u64,
-    threshold: f64,
-    list: bool,
-    want_scores: bool,
+    how: &CrossValidation,
     progress: Progress,
 ) -> Result<CrossValidated> {
-    if folds < 2 {
+    if how.folds < 2 {
         return Err(OpsError::invalid(
             "folds",
-            &folds.to_string(),
+            &how.folds.to_string(),
             "must be at least 2",
         ));
     }
-    // Read every message once: the score of everything but the classifier, and its tokens.
+    for (key, pct) in [("train-ham", how.train_ham), ("train-spam", how.train_spam)] {
+        if !(1..=100).contains(&pct) {
+            return Err(OpsError::invalid(
+                key,
+                &pct.to_string(),
+                "a percentage from 1 to 100",
+            ));
+        }
+    }
+    // Read every message once: the score of everything but the classifier, its tokens,
+    // and what the split needs.
     let scanner = ContentScanner::default();
     let read = par_map(samples, progress, |s| {
         let report = scanner.scan(&s.raw);
-        (report.findings, bayes::tokenize(&report.text))
+        let facts = split::SplitFacts::of(&report.text, s.spam);
+        (report.findings, bayes::tokenize(&report.text), facts)
     });
-    // Stratified folds: each class shuffled, then dealt round-robin.
-    let mut fold_of = vec![0usize; samples.len()];
-    for class in [false, true] {
-        let mut idx: Vec<usize> = (0..samples.len())
-            .filter(|&i| samples[i].spam == class)
-            .collect();
-        shuffle(&mut idx, seed ^ u64::from(class));
-        for (n, i) in idx.into_iter().enumerate() {
-            fold_of[i] = n % folds;
-        }
-    }
+    let facts: Vec<split::SplitFacts> = read.iter().map(|r| r.2.clone()).collect();
     let mut out = CrossValidated {
         per_fold: Vec::new(),
         total: Tally::default(),
         hits: BTreeMap::new(),
-        scores: want_scores.then(|| String::from("path\tclass\tscore\tprobability\tfindings\n")),
+        scores: how
+            .scores
+            .then(|| String::from("path\tclass\tscore\tprobability\tfindings\n")),
         mistakes: Vec::new(),
     };
-    for fold in 0..folds {
+    for mut round in split::rounds(how.split, &facts, how.folds, how.seed) {
+        split::thin(
+            &mut round.train,
+            &facts,
+            how.train_ham,
+            how.train_spam,
+            how.seed,
+        );
         let mut model = BayesModel::new();
-        for (i, (_, tokens)) in read.iter().enumerate() {
-            if fold_of[i] != fold {
-                model.train(tokens, samples[i].spam);
-            }
+        for &i in &round.train {
+            model.train(&read[i].1, samples[i].spam);
         }
         let checker = SpamChecker::with_model(Arc::new(model));
         let mut tally = Tally::default();
-        for (i, (findings, tokens)) in read.iter().enumerate() {
-            if fold_of[i] != fold {
-                continue;
-            }
+        for &i in &round.test {
+            let (findings, tokens, _) = &read[i];
             let mut findings = findings.clone();
             findings.extend(checker.bayes_finding(tokens));
             let score = total_score(&findings);
@@ -394,7 +456,7 @@ pub fn cross_validate(
                     names.join(","),
                 ));
             }
-            let called_spam = score >= threshold;
+            let called_spam = score >= how.threshold;
             tally.add(samples[i].spam, called_spam);
             for f in &findings {
                 let name = if f.name == "spam.bayes" {
@@ -409,7 +471,7 @@ pub fn cross_validate(
                     e.0 += 1;
                 }
             }
-            if list && called_spam != samples[i].spam {
+            if how.list && called_spam != samples[i].spam {
                 out.mistakes.push(Mistake {
                     sample: i,
                     score,

@@ -124,6 +124,7 @@ impl Harness {
             tls: TlsMode::None,
             auth: None,
         };
+        let protected = policy.domains.clone();
         let policy = Policy::new(Some(smarthost), config.spam.clone()).with_checks(
             portcullis_gateway::checks::Checks::new(
                 config.greylist.clone(),
@@ -210,7 +211,8 @@ impl Harness {
             log,
             content: std::sync::RwLock::new(Arc::new(ContentScanner {
                 attachment_limits: config.attachments.clone(),
-                ..ContentScanner::default()
+                // As `node::load_spam_checker` does: our domains are not to be impersonated.
+                spam: portcullis_filter::spam::SpamChecker::new().protecting(protected),
             })),
             quarantine_expiry_secs: (config.quarantine.expiry_days * 86400) as i64,
             resolver,

@@ -11,7 +11,9 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use portcullis_filter::bayes;
 use portcullis_filter::spam::SPAM_THRESHOLD;
-use portcullis_ops::corpus::{Mistake, Sample, Tally, load_samples, threads};
+use portcullis_ops::corpus::{
+    CrossValidation, Mistake, Sample, SplitKind, Tally, load_samples, threads,
+};
 
 use crate::config::Config;
 
@@ -52,11 +54,23 @@ pub enum CorpusCmd {
         ham: Vec<PathBuf>,
         #[arg(long)]
         spam: Vec<PathBuf>,
+        /// How to split: random (stratified folds), time (train on older mail, judge
+        /// newer, by arrival) or source (train on some lists and sender domains, judge
+        /// others).
+        #[arg(long, default_value_t = SplitKind::Random)]
+        split: SplitKind,
+        /// Parts the corpus is cut into (a time split judges all but the oldest).
         #[arg(long, default_value_t = 5)]
         folds: usize,
-        /// Seed of the random split; the same seed gives the same folds.
+        /// Seed of the random and source splits; the same seed gives the same folds.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Percent of the training ham kept in each round (unbalanced training).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+        train_ham: u8,
+        /// Percent of the training spam kept in each round.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+        train_spam: u8,
         #[arg(long, default_value_t = SPAM_THRESHOLD)]
         threshold: f64,
         #[arg(long)]
@@ -112,10 +126,14 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
             if let Some(why) = &e.unready {
                 eprintln!("portcullis: the classifier gives nothing: {why}");
             }
-            print_mistakes(&samples, &e.mistakes);
             if json {
-                println!("{}", e.tally.json(e.msgs_per_sec));
+                let mut out = e.tally.json(e.msgs_per_sec);
+                if list && let Some(obj) = out.as_object_mut() {
+                    obj.insert("mistakes".into(), mistakes_json(&samples, &e.mistakes));
+                }
+                println!("{out}");
             } else {
+                print_mistakes(&samples, &e.mistakes);
                 print_tally(&e.tally);
                 println!(
                     "threshold {threshold}; {:.0} messages/s on {} threads",
@@ -127,8 +145,11 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
         CorpusCmd::CrossValidate {
             ham,
             spam,
+            split,
             folds,
             seed,
+            train_ham,
+            train_spam,
             threshold,
             list,
             json,
@@ -136,17 +157,18 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
         } => {
             let samples = load_samples(&ham, &spam)?;
             let bar = progress(samples.len(), "reading");
-            let cv = portcullis_ops::corpus::cross_validate(
-                &samples,
+            let how = CrossValidation {
+                split,
                 folds,
                 seed,
                 threshold,
+                train_ham,
+                train_spam,
                 list,
-                scores.is_some(),
-                &|| bar.inc(1),
-            )?;
+                scores: scores.is_some(),
+            };
+            let cv = portcullis_ops::corpus::cross_validate(&samples, &how, &|| bar.inc(1))?;
             bar.finish_and_clear();
-            print_mistakes(&samples, &cv.mistakes);
             if let (Some(path), Some(table)) = (&scores, &cv.scores) {
                 std::fs::write(path, table)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -155,14 +177,22 @@ pub async fn corpus(config: &Config, cmd: CorpusCmd) -> Result<ExitCode> {
                 let mut out = cv.total.json(0.0);
                 if let Some(obj) = out.as_object_mut() {
                     obj.remove("msgs_per_sec");
+                    obj.insert("split".into(), split.as_str().into());
+                    obj.insert("train_ham".into(), train_ham.into());
+                    obj.insert("train_spam".into(), train_spam.into());
                     obj.insert(
                         "folds".into(),
                         cv.per_fold.iter().map(|t| t.json(0.0)).collect(),
                     );
+                    if list {
+                        obj.insert("mistakes".into(), mistakes_json(&samples, &cv.mistakes));
+                    }
                 }
                 println!("{out}");
                 return Ok(ExitCode::SUCCESS);
             }
+            print_mistakes(&samples, &cv.mistakes);
+            println!("split {split}, training ham {train_ham}%, spam {train_spam}%");
             for (n, t) in cv.per_fold.iter().enumerate() {
                 println!(
                     "fold {n}: ham {} fp {} ({:.2}%), spam {} fn {} (recall {:.2}%)",
@@ -215,7 +245,12 @@ fn print_tally(t: &Tally) {
     println!("precision {:.2}%", 100.0 * t.precision());
 }
 
-/// The misjudged messages, for `--list`.
+/// The misjudged messages as JSON, for `--list --json`.
+fn mistakes_json(samples: &[Sample], mistakes: &[Mistake]) -> serde_json::Value {
+    mistakes.iter().map(|m| m.json(samples)).collect()
+}
+
+/// The misjudged messages, for `--list`: each file with the findings that weighed most.
 fn print_mistakes(samples: &[Sample], mistakes: &[Mistake]) {
     for m in mistakes {
         let sample = &samples[m.sample];
@@ -225,7 +260,7 @@ fn print_mistakes(samples: &[Sample], mistakes: &[Mistake]) {
             "false positive"
         };
         println!("{kind}: {} score {:.1}", sample.path.display(), m.score);
-        for f in &m.findings {
+        for f in m.top_findings() {
             println!("    {} {:+.1} {}", f.name, f.score, f.detail);
         }
     }
