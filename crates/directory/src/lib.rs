@@ -62,11 +62,15 @@ pub trait Directory: Send + Sync {
     async fn authenticate(&self, login: &str, password: &str) -> Result<bool, DirectoryError>;
 
     /// The groups an address belongs to, nested groups included; empty for an unknown
-    /// address.
-    async fn groups(&self, address: &str) -> Result<Vec<String>, DirectoryError>;
+    /// address, and from a source that keeps no groups.
+    async fn groups(&self, _address: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(Vec::new())
+    }
 
     /// The display name of an address, when the source knows one.
-    async fn display_name(&self, address: &str) -> Result<Option<String>, DirectoryError>;
+    async fn display_name(&self, _address: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(None)
+    }
 
     /// Whether [`Directory::authenticate`] can ever say yes (a static list cannot).
     fn can_authenticate(&self) -> bool {

@@ -488,7 +488,7 @@ pub fn tokenize(text: &MessageText) -> Vec<String> {
         }
     }
     // Body.
-    let body = cut(&text.body, MAX_TOKENIZED_BODY);
+    let body = crate::text::cut(&text.body, MAX_TOKENIZED_BODY);
     words(body, |w| {
         t.word("", w);
         // Shouting is a habit of its own: `FREE` counts apart from `free`.
@@ -512,17 +512,6 @@ fn bucket(n: usize) -> &'static str {
         10..=29 => "10-29",
         _ => "30+",
     }
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Calls `f` with every whitespace-separated word of `s`, outer punctuation trimmed.

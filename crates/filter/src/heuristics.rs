@@ -105,7 +105,7 @@ pub fn check(
         out.push(Finding::new(
             "spam.message_id_malformed",
             scores::MESSAGE_ID_MALFORMED,
-            format!("Message-ID {}", shorten(id, 60)),
+            format!("Message-ID {}", crate::text::cut(id, 60)),
         ));
     }
     if let Some(detail) = subject_punctuation(&text.subject) {
@@ -119,14 +119,14 @@ pub fn check(
         out.push(Finding::new(
             "spam.obfuscated_word",
             scores::OBFUSCATED_WORD,
-            format!("{} written as {}", word.0, shorten(&word.1, 40)),
+            format!("{} written as {}", word.0, crate::text::cut(&word.1, 40)),
         ));
     }
     if let Some(url) = text.urls.iter().find(|u| is_shortened(u)) {
         out.push(Finding::new(
             "spam.url_shortener",
             scores::URL_SHORTENER,
-            format!("shortened link {}", shorten(url, 80)),
+            format!("shortened link {}", crate::text::cut(url, 80)),
         ));
     }
     if text.parts.hidden_text > 0 {
@@ -158,13 +158,13 @@ pub fn check(
 fn date_malformed(msg: &mail_parser::Message<'_>, text: &MessageText) -> Option<String> {
     let raw = text.header("date")?;
     match msg.date() {
-        None => Some(format!("unreadable Date {}", shorten(raw, 40))),
+        None => Some(format!("unreadable Date {}", crate::text::cut(raw, 40))),
         Some(d)
             if !(1990..=2099).contains(&d.year)
                 || !d.is_valid()
                 || d.day > days_in_month(d.year, d.month) =>
         {
-            Some(format!("impossible Date {}", shorten(raw, 40)))
+            Some(format!("impossible Date {}", crate::text::cut(raw, 40)))
         }
         Some(_) => None,
     }
@@ -204,14 +204,14 @@ fn subject_punctuation(subject: &str) -> Option<String> {
         .as_bytes()
         .windows(2)
         .any(|w| matches!(w[0], b'!' | b'?' | b'$') && matches!(w[1], b'!' | b'?' | b'$'));
-    (marks >= 3 || run).then(|| format!("Subject {}", shorten(subject, 60)))
+    (marks >= 3 || run).then(|| format!("Subject {}", crate::text::cut(subject, 60)))
 }
 
 /// The first word written to hide one of [`HIDDEN_WORDS`] (`v1agra`, `c-a-s-h`,
 /// `fr\u{200B}ee`): the word read back and as written.
 fn obfuscated_word(s: &str) -> Option<(&'static str, String)> {
     // Disguised words come early (the pitch); a bounded look keeps long mail cheap.
-    let s = cut(s, 16 * 1024);
+    let s = crate::text::cut(s, 16 * 1024);
     let mut plain = String::new();
     // Split on ASCII whitespace as bytes (cheaper than decoding every character); the
     // pieces stay valid UTF-8 since no multi-byte character holds an ASCII byte.
@@ -315,21 +315,6 @@ fn impersonation(msg: &mail_parser::Message<'_>, protected: &[String]) -> Option
     Some(format!(
         "From name names {named}, sender is {sender_domain}"
     ))
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-fn shorten(s: &str, max: usize) -> &str {
-    cut(s, max)
 }
 
 #[cfg(test)]

@@ -236,7 +236,7 @@ pub fn heuristics(msg: &mail_parser::Message<'_>, text: &MessageText) -> Vec<Fin
         out.push(Finding::new(
             "spam.url_ip",
             scores::URL_IP,
-            format!("link to an IP address: {}", shorten(url, 80)),
+            format!("link to an IP address: {}", crate::text::cut(url, 80)),
         ));
     }
     if p.deceptive_links > 0 {
@@ -287,7 +287,7 @@ fn high_priority(text: &MessageText) -> Option<String> {
             _ => false,
         };
         if urgent {
-            return Some(format!("{name}: {}", shorten(value, 40)));
+            return Some(format!("{name}: {}", crate::text::cut(value, 40)));
         }
     }
     None
@@ -333,17 +333,6 @@ fn subject_all_caps(subject: &str) -> bool {
     let upper = subject.chars().filter(|c| c.is_uppercase()).count();
     let words = subject.split_whitespace().count();
     words >= 3 && letters >= 10 && upper * 10 >= letters * 9
-}
-
-fn shorten(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

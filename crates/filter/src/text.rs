@@ -142,7 +142,7 @@ fn push_bounded(body: &mut String, text: &str) {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
+pub fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

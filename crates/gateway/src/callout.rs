@@ -127,14 +127,6 @@ impl Directory for Callout {
         })
     }
 
-    async fn groups(&self, _address: &str) -> Result<Vec<String>, DirectoryError> {
-        Ok(Vec::new())
-    }
-
-    async fn display_name(&self, _address: &str) -> Result<Option<String>, DirectoryError> {
-        Ok(None)
-    }
-
     fn can_authenticate(&self) -> bool {
         false
     }
