@@ -45,3 +45,16 @@ def wait_for(predicate, timeout=15.0, what="condition"):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_process(proc, grace=10):
+    """SIGTERM, then SIGKILL if `proc` has not exited within `grace` seconds."""
+    import signal
+    import subprocess
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -2,12 +2,11 @@
 and a second instance playing a TLS MX host."""
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from peers.common import BIN, free_port, wait_port
+from peers.common import BIN, free_port, stop_process, wait_port
 from peers.sink import Sink
 
 
@@ -120,13 +119,7 @@ level = "info,portcullis_queue=debug"
         self.config.write_text(text)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def kill9(self):

@@ -10,11 +10,10 @@ The tree (dc=example,dc=org):
 Passwords: alice `alice pw`, bob `bob pw`, carol `carol pw`, the service account `svc pw`."""
 
 import os
-import signal
 import subprocess
 import time
 
-from peers.common import free_port, require, wait_port
+from peers.common import free_port, require, stop_process, wait_port
 
 BASE = "dc=example,dc=org"
 SERVICE_DN = f"cn=portcullis,ou=services,{BASE}"
@@ -152,13 +151,7 @@ access to * by users read by * none
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def url(self, mode="plain"):

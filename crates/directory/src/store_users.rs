@@ -45,14 +45,6 @@ impl Directory for StoreUsers {
             .await
             .map_err(|e| self.down(e))
     }
-
-    async fn groups(&self, _address: &str) -> Result<Vec<String>, DirectoryError> {
-        Ok(Vec::new())
-    }
-
-    async fn display_name(&self, _address: &str) -> Result<Option<String>, DirectoryError> {
-        Ok(None)
-    }
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -66,10 +58,17 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 /// which users exist.
 pub async fn verify(store: &Store, user: &str, password: &str) -> Result<bool, StoreError> {
     let stored = store.user_password_hash(user).await?;
+    Ok(verify_hash(stored, password).await)
+}
+
+/// Whether `password` matches the argon2 `hash`. With no hash (no such user or account)
+/// a dummy hash is checked instead, so that the answer takes as long as for one that
+/// exists. Shared by SMTP AUTH and the console's logins.
+pub async fn verify_hash(hash: Option<String>, password: &str) -> bool {
     let password = password.to_string();
-    let result = tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| dummy_hash().to_string());
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
@@ -78,8 +77,8 @@ pub async fn verify(store: &Store, user: &str, password: &str) -> Result<bool, S
             .is_ok();
         ok && known
     })
-    .await;
-    Ok(result.unwrap_or(false))
+    .await
+    .unwrap_or(false)
 }
 
 fn dummy_hash() -> &'static str {

@@ -5,13 +5,11 @@
 //! recovery codes.
 
 use crate::{OpsError, Result};
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::{Rng, RngCore};
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::OnceLock;
 use totp_rs::{Builder, Secret, Totp};
 
 /// The shortest password a console or API account may have.
@@ -68,29 +66,7 @@ pub async fn hash_password(password: &str) -> Result<String> {
 /// Whether `password` matches `hash`. With no hash (no such account) a dummy hash is
 /// checked instead, so that the answer takes as long as for an account that exists.
 pub async fn verify_password(hash: Option<String>, password: &str) -> bool {
-    let password = password.to_string();
-    tokio::task::spawn_blocking(move || {
-        // Made on first use whichever way, so that the first unknown name costs no more.
-        let dummy = dummy_hash();
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| dummy.to_string());
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return false;
-        };
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        ok && known
-    })
-    .await
-    .unwrap_or(false)
-}
-
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        portcullis_gateway::users::hash_password(&random_password(20)).unwrap_or_default()
-    })
+    portcullis_gateway::users::verify_hash(hash, password).await
 }
 
 /// A new password is long enough and, when a breach list is configured, not in it.
