@@ -192,6 +192,27 @@ impl Queue {
         Ok(true)
     }
 
+    /// Start no more delivery attempts, and wait at most `within` for those under way;
+    /// returns how many were still running then. What is not delivered stays in the spool
+    /// for the next start.
+    pub async fn stop(&self, within: Duration) -> usize {
+        self.inner.slots.close();
+        self.inner.wake.notify_one();
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let running = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if running == 0 || tokio::time::Instant::now() >= end {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn run(self) {
         let mut expire = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -221,7 +242,9 @@ impl Queue {
                     continue;
                 }
                 let queue = self.clone();
-                tokio::spawn(async move {
+                // Boxed: a delivery attempt's future is tens of kilobytes, and tokio moves
+                // an unboxed future several times while spawning it (bench/relay-instructions).
+                tokio::spawn(Box::pin(async move {
                     queue.attempt(&id).await;
                     queue
                         .inner
@@ -230,7 +253,7 @@ impl Queue {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&id);
                     drop(permit);
-                });
+                }));
             };
             let sleep = next
                 .map(|at| Duration::from_secs((at - now).clamp(1, 60) as u64))

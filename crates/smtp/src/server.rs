@@ -12,8 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+/// The most read from a client at once.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Facts about a connection, fixed when it is accepted.
 #[derive(Debug, Clone)]
@@ -89,10 +93,32 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Counts live connections; a slot is released when its guard drops.
-#[derive(Clone, Default)]
+/// Counts live connections; a slot is released when its guard drops. It also carries the
+/// shutdown: [`ConnectionCounter::close`] stops every listener sharing it, and each session
+/// ends at its next point between transactions.
+#[derive(Clone)]
 pub struct ConnectionCounter {
-    inner: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    inner: Arc<Counts>,
+}
+
+struct Counts {
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// True once the gateway is shutting down.
+    closing: watch::Sender<bool>,
+    /// Woken when the last connection ends.
+    idle: Notify,
+}
+
+impl Default for ConnectionCounter {
+    fn default() -> Self {
+        ConnectionCounter {
+            inner: Arc::new(Counts {
+                open: Mutex::default(),
+                closing: watch::Sender::new(false),
+                idle: Notify::new(),
+            }),
+        }
+    }
 }
 
 pub struct ConnectionSlot {
@@ -104,7 +130,7 @@ impl ConnectionCounter {
     /// Take a slot, or None when a limit is reached.
     pub fn acquire(&self, ip: IpAddr, limits: &ConnectionLimits) -> Option<ConnectionSlot> {
         let ip = ip.to_canonical();
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         let count = per_ip.entry(ip).or_insert(0);
         if *total >= limits.max_connections || *count >= limits.max_per_ip {
@@ -120,11 +146,51 @@ impl ConnectionCounter {
             ip,
         })
     }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.inner.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Start the shutdown: the listeners close their sockets (new connections are refused),
+    /// idle sessions get `421 4.3.2` at once, sessions in a transaction finish it first.
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+}
+
+/// Resolves once `closing` says the gateway shuts down (never if it cannot tell).
+async fn shutting_down(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut guard = self.counter.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .counter
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         *total = total.saturating_sub(1);
         if let Some(count) = per_ip.get_mut(&self.ip) {
@@ -132,6 +198,9 @@ impl Drop for ConnectionSlot {
             if *count == 0 {
                 per_ip.remove(&self.ip);
             }
+        }
+        if *total == 0 {
+            self.counter.inner.idle.notify_waiters();
         }
     }
 }
@@ -155,11 +224,38 @@ where
     F: Fn(ConnInfo) -> H + Send + Sync + 'static,
     H: Handler + 'static,
 {
-    /// Accept connections for ever; each runs in its own task.
+    /// Accept connections until the counter closes; each runs in its own task. The
+    /// socket closes when this returns, while sessions in flight go on.
     pub async fn run(self) {
-        let this = Arc::new(self);
+        let Listener {
+            name,
+            socket,
+            session,
+            tls,
+            timeouts,
+            limits,
+            counter,
+            make_handler,
+        } = self;
+        let mut closing = counter.closing();
+        let this = Arc::new(Shared {
+            name,
+            session,
+            tls,
+            timeouts,
+            limits,
+            counter,
+            make_handler,
+        });
         loop {
-            let (stream, peer) = match this.socket.accept().await {
+            let accepted = tokio::select! {
+                accepted = socket.accept() => accepted,
+                _ = shutting_down(&mut closing) => {
+                    tracing::info!(listener = name, "no longer accepting connections");
+                    return;
+                }
+            };
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -169,7 +265,9 @@ where
                 }
             };
             let this = this.clone();
-            tokio::spawn(async move {
+            // Boxed: a session's future holds every check's state and is tens of
+            // kilobytes; tokio moves an unboxed future several times while spawning it.
+            tokio::spawn(Box::pin(async move {
                 let _ = stream.set_nodelay(true);
                 let Some(slot) = this.counter.acquire(peer.ip(), &this.limits) else {
                     tracing::warn!(listener = this.name, client = %peer, "connection limit reached");
@@ -196,11 +294,24 @@ where
                     tracing::debug!(listener = this.name, client = %peer, error = %e, "session ended");
                 }
                 drop(slot);
-            });
+            }));
         }
     }
+}
 
-    async fn serve(&self, stream: TcpStream, handler: &mut H) -> io::Result<()> {
+/// What every session of a listener shares.
+struct Shared<F> {
+    name: &'static str,
+    session: SessionConfig,
+    tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
+    limits: ConnectionLimits,
+    counter: ConnectionCounter,
+    make_handler: F,
+}
+
+impl<F> Shared<F> {
+    async fn serve<H: Handler>(&self, stream: TcpStream, handler: &mut H) -> io::Result<()> {
         let mut conn = if self.session.implicit_tls {
             let acceptor = self
                 .tls
@@ -222,10 +333,12 @@ async fn drive<F, H: Handler>(
     conn: &mut Conn,
     session: &mut Session,
     handler: &mut H,
-    listener: &Listener<F>,
+    listener: &Shared<F>,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Read into spare capacity: no 64 KiB of zeroes written for every connection.
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let deadline = tokio::time::Instant::now() + listener.timeouts.session;
+    let mut closing = listener.counter.closing();
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -296,13 +409,27 @@ async fn drive<F, H: Handler>(
             }
         }
         flush(conn, session).await?;
+        // Shutting down: a session between transactions ends now; one in a transaction
+        // (MAIL given, or a body coming) finishes it first, within the drain's bound.
+        let idle = !session.in_transaction();
+        if idle && *closing.borrow() {
+            let reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
+            let _ = conn.write_all(&reply.to_bytes()).await;
+            conn.shutdown().await;
+            return Ok(());
+        }
         let timeout = if session.in_body() {
             listener.timeouts.data
         } else {
             listener.timeouts.command
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let n = match tokio::time::timeout(timeout.min(left), conn.read(&mut buf)).await {
+        buf.clear();
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout.min(left), conn.read(&mut buf)) => read,
+            _ = shutting_down(&mut closing), if idle => continue,
+        };
+        let n = match read {
             Ok(result) => result?,
             Err(_) => {
                 if session.in_body() {
@@ -345,10 +472,11 @@ enum Conn {
 }
 
 impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Read into `buf`'s spare capacity (which must not be zero).
+    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
+            Conn::Plain(s) => s.read_buf(buf).await,
+            Conn::Tls(s) => s.read_buf(buf).await,
             Conn::Closed => Ok(0),
         }
     }

@@ -228,6 +228,11 @@ impl Session {
         matches!(self.mode, Input::Data(_) | Input::Bdat { .. }) || self.bdat_started
     }
 
+    /// A transaction is open: MAIL was accepted (or is being decided), or a body is coming.
+    pub fn in_transaction(&self) -> bool {
+        self.mail.is_some() || self.pending_mail.is_some() || self.in_body()
+    }
+
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
     }
