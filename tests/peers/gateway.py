@@ -22,6 +22,12 @@ class Gateway:
         self.https = free_port()
         self.smtp_host = "127.0.0.1"
         self.config = self.dir / "portcullis.toml"
+        # A test that stops a gateway waits 10 s before SIGKILL: the drain at SIGTERM gets
+        # less than that, unless the test sets its own.
+        if "shutdown_grace_secs" not in extra_config:
+            grace = "shutdown_grace_secs = 5\n"
+            extra_config = (extra_config.replace("[limits]\n", "[limits]\n" + grace, 1)
+                            if "[limits]\n" in extra_config else extra_config + "\n[limits]\n" + grace)
         self.config.write_text(
             f"""hostname = "gw.test"
 data_dir = "{self.dir / 'data'}"

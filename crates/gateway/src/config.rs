@@ -308,6 +308,9 @@ pub struct Limits {
     pub max_connection_rate_per_ip: u32,
     /// Messages one client (authenticated user, else address) may send per hour (0: no limit).
     pub max_message_rate_per_client: u32,
+    /// At SIGTERM: the longest the gateway waits for SMTP transactions and delivery
+    /// attempts under way to finish before it exits.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -412,6 +415,7 @@ impl Default for Limits {
             session_timeout_secs: 3600,
             max_connection_rate_per_ip: 0,
             max_message_rate_per_client: 0,
+            shutdown_grace_secs: 30,
         }
     }
 }

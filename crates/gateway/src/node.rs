@@ -36,9 +36,13 @@ pub struct Node {
     pub inject: Injector,
     /// The server certificate (configured or self-signed), for every TLS listener.
     pub tls: TlsAcceptor,
+    /// The certificate behind `tls`, replaced by [`Node::reload_certificate`].
+    cert: Arc<crate::tls::ServerCert>,
     log: LogWriter,
     dmarc_results: Collector,
     tls_counters: Arc<TlsCounters>,
+    /// The SMTP connections of every listener, and their shutdown.
+    connections: ConnectionCounter,
 }
 
 impl Node {
@@ -83,13 +87,14 @@ impl Node {
         .context("control socket")?;
         let inject = Injector::in_process(queue.clone());
 
-        let tls = crate::tls::server_config(
+        let cert = crate::tls::ServerCert::load(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
             &config.data_dir,
             &config.hostname,
         )
         .map_err(anyhow::Error::msg)?;
+        let tls = crate::tls::server_config(cert.clone()).map_err(anyhow::Error::msg)?;
         crate::digest::spawn(config.clone(), store.clone(), inject.clone());
         let tlsrpt_sender = crate::tlsrpt::Sender::new(
             &config,
@@ -128,9 +133,11 @@ impl Node {
             queue,
             inject,
             tls: TlsAcceptor::from(tls),
+            cert,
             log,
             dmarc_results,
             tls_counters,
+            connections: ConnectionCounter::default(),
         })
     }
 
@@ -157,7 +164,7 @@ impl Node {
             max_per_ip: l.max_connections_per_ip,
         };
         // One counter for all listeners: the limits are per gateway, not per port.
-        let counter = ConnectionCounter::default();
+        let counter = self.connections.clone();
         let listeners: [(&'static str, &str, bool, bool); 3] = [
             ("smtp", &config.listen.smtp, false, false),
             ("submission", &config.listen.submission, false, true),
@@ -192,6 +199,53 @@ impl Node {
             tokio::spawn(listener.run());
         }
         Ok(())
+    }
+
+    /// Read the certificate files named by `config` (a reloaded configuration) again; the
+    /// next TLS handshakes on every listener use them. On an error the old one stays.
+    pub fn reload_certificate(&self, config: &Config) -> Result<(), String> {
+        self.cert.reload(
+            config.tls.cert.as_deref(),
+            config.tls.key.as_deref(),
+            &config.data_dir,
+            &config.hostname,
+        )
+    }
+
+    /// Stop taking mail and let what is under way finish, within
+    /// `limits.shutdown_grace_secs`: the SMTP listeners close, idle sessions get
+    /// `421 4.3.2`, sessions in a transaction finish it, and no new delivery attempt starts
+    /// while those under way end. Whatever is cut off at the bound was not acknowledged
+    /// (SMTP) or stays in the spool (delivery).
+    pub async fn drain(&self) {
+        let grace = Duration::from_secs(self.config.limits.shutdown_grace_secs);
+        let started = tokio::time::Instant::now();
+        self.connections.close();
+        let open = self.connections.open();
+        if open > 0 {
+            tracing::info!(connections = open, "waiting for SMTP sessions to finish");
+        }
+        let (sessions, attempts) = tokio::join!(
+            tokio::time::timeout(grace, self.connections.drained()),
+            self.queue.stop(grace),
+        );
+        if sessions.is_err() {
+            tracing::warn!(
+                connections = self.connections.open(),
+                grace_secs = grace.as_secs(),
+                "SMTP sessions still open at the end of the shutdown grace; closing them"
+            );
+        }
+        if attempts > 0 {
+            tracing::warn!(
+                attempts,
+                "delivery attempts still under way at the end of the shutdown grace; their messages stay queued"
+            );
+        }
+        tracing::info!(
+            millis = started.elapsed().as_millis() as u64,
+            "stopped taking mail"
+        );
     }
 
     /// Write what is still gathered in memory (message log, DMARC results, TLS counts)

@@ -32,17 +32,20 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut config: Config = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-        let key = e
+        if let Some(key) = e.span().and_then(|s| key_at(text, s.start)) {
+            return ConfigError(format!(
+                "{origin}:{line}:{col}: key `{key}`: {}",
+                e.message().trim()
+            ));
+        }
+        let at = e
             .span()
             .and_then(|s| text.get(s))
             .map(|k| k.lines().next().unwrap_or("").trim().to_string())
             .filter(|k| !k.is_empty())
             .map(|k| format!(" at `{k}`"))
             .unwrap_or_default();
-        ConfigError(format!(
-            "{origin}:{line}:{col}: {}{key}",
-            e.message().trim()
-        ))
+        ConfigError(format!("{origin}:{line}:{col}: {}{at}", e.message().trim()))
     })?;
     validate(&mut config, text, origin)?;
     Ok(config)
@@ -160,6 +163,33 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The dotted key (`table.key`) of the `key = value` line holding byte `offset`, when
+/// that line is one: a type error's span is the value, and the value alone does not say
+/// which setting is wrong.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |p| p + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return None;
+    }
+    let table = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 fn find_key_line(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
@@ -195,7 +225,12 @@ mod tests {
         let e = parse("[limits]\nmax_recipients = \"many\"\n", "p.toml")
             .unwrap_err()
             .0;
-        assert!(e.starts_with("p.toml:2:"), "{e}");
+        assert!(
+            e.starts_with("p.toml:2:18: key `limits.max_recipients`: invalid type"),
+            "{e}"
+        );
+        let e = parse("hostname = 5\n", "p.toml").unwrap_err().0;
+        assert!(e.starts_with("p.toml:1:12: key `hostname`:"), "{e}");
     }
 
     #[test]
