@@ -1,6 +1,6 @@
 //! `portcullis serve`: starts the node (store, spool, queue, control socket, background
 //! work), finishes interrupted quarantine releases, listens for mail and, beside it, the
-//! HTTPS console and API; runs until SIGINT or SIGTERM.
+//! HTTPS console and API and the metrics listener; runs until SIGINT or SIGTERM.
 
 use crate::config::Config;
 use anyhow::Result;
@@ -8,18 +8,28 @@ use portcullis_gateway::node::Node;
 use portcullis_ops::Ops;
 
 pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()> {
+    let metrics = crate::metrics::install();
     let node = Node::start(config).await?;
+    crate::metrics::spawn_queue_gauges(node.queue.spool().clone());
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
     let ops = Ops::new(node.store.clone(), node.config.clone())
         .with_injector(node.inject.clone())
         .with_config_file(file);
+    let ops = match metrics {
+        Some(render) => ops.with_metrics(render),
+        None => ops,
+    };
     // Before anything listens, so that the line is there once the ports answer.
     let https = node.config.listen.https.parse().ok();
     first_admin(&ops, &node.config.hostname, https).await;
     node.listen().await?;
+    let listen = &node.config.listen;
     let console = portcullis_web::serve(
-        &node.config.listen.https,
-        &node.config.listen.http,
+        portcullis_web::Listeners {
+            https: &listen.https,
+            http: &listen.http,
+            metrics: &listen.metrics,
+        },
         node.tls.clone(),
         ops,
     )
