@@ -19,7 +19,9 @@ pub const BASE: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 25];
 
 /// A scrape is reused for this long.
 const CACHE: Duration = Duration::from_secs(5);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+/// snmpd gives a pass_persist handler about a second to answer before it kills it: a
+/// scrape that takes longer counts as a gateway that does not answer.
+const HTTP_TIMEOUT: Duration = Duration::from_millis(700);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -298,20 +300,23 @@ impl Scraper {
                 .send()
                 .await?
                 .error_for_status()?;
-            r.text().await
+            Ok::<_, anyhow::Error>(r.text().await?)
         };
         let ready = self.client.get(format!("{}/health/ready", self.base)).send();
-        let (metrics, ready) = tokio::join!(metrics, ready);
+        let (metrics, ready) = tokio::join!(
+            tokio::time::timeout(HTTP_TIMEOUT, metrics),
+            tokio::time::timeout(HTTP_TIMEOUT, ready)
+        );
+        let metrics = metrics.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in time")));
         match metrics {
             Ok(text) => Snapshot {
                 up: true,
-                ready: ready.is_ok_and(|r| r.status().is_success()),
+                ready: ready.is_ok_and(|r| r.is_ok_and(|r| r.status().is_success())),
                 samples: parse_metrics(&text),
             },
-            Err(e) => {
-                eprintln!("portcullis snmp-pass-persist: {}: {e}", self.base);
-                Snapshot::default()
-            }
+            // Nothing is written to standard error: snmpd takes that for a broken handler
+            // and kills it. A silent gateway is portcullisUp = 2.
+            Err(_) => Snapshot::default(),
         }
     }
 }
@@ -337,6 +342,9 @@ pub fn metrics_base(listen: &str) -> Result<String> {
 pub async fn run(base: String) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
+        // A new loopback connection per scrape (every few seconds at most): no kept
+        // connection to a gateway that restarted meanwhile.
+        .pool_max_idle_per_host(0)
         .no_proxy()
         .build()
         .context("HTTP client")?;
