@@ -170,7 +170,10 @@ pub fn describe() {
 
 /// Every `interval`, the queue's size and the age of its oldest message as gauges (from
 /// the spool's directory listing, on a blocking thread).
-pub fn spawn_queue_gauges(spool: std::sync::Arc<portcullis_queue::spool::Spool>, interval: std::time::Duration) {
+pub fn spawn_queue_gauges(
+    spool: std::sync::Arc<portcullis_queue::spool::Spool>,
+    interval: std::time::Duration,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

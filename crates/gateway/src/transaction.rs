@@ -7,6 +7,7 @@
 
 use crate::dmarc_reports::Collector;
 use crate::logwriter::LogWriter;
+use crate::metrics::{Check, timed};
 use crate::policy::Policy;
 use crate::submission::{Client, Peer};
 use crate::users;
@@ -23,7 +24,6 @@ use portcullis_queue::Queue;
 use portcullis_queue::spool::{SpoolWriter, new_id, now};
 use portcullis_smtp::{MailFrom, RcptTo, Reply};
 use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
-use crate::metrics::{Check, timed};
 use std::sync::Arc;
 use std::time::Instant;
 

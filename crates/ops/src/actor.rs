@@ -338,7 +338,10 @@ mod tests {
         assert!(actor(Role::Admin).may(Access::ReadMetrics, &Scope::Global));
         assert!(actor(Role::Auditor).may(Access::ReadMetrics, &Scope::Global));
         for role in [Role::Helpdesk, Role::DomainAdmin, Role::User] {
-            assert!(!actor(role).may(Access::ReadMetrics, &Scope::Global), "{role}");
+            assert!(
+                !actor(role).may(Access::ReadMetrics, &Scope::Global),
+                "{role}"
+            );
         }
 
         let mut token = actor(Role::Admin);

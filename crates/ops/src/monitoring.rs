@@ -52,8 +52,7 @@ impl Ops {
     /// written in the spool. No authorization: it says no more than "mail would be
     /// refused now" and why.
     pub async fn readiness(&self) -> Readiness {
-        let store = match tokio::time::timeout(READY_TIMEOUT, self.store().schema_version()).await
-        {
+        let store = match tokio::time::timeout(READY_TIMEOUT, self.store().schema_version()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("store: {e}")),
             Err(_) => Err(format!(

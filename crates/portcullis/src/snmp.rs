@@ -302,7 +302,10 @@ impl Scraper {
                 .error_for_status()?;
             Ok::<_, anyhow::Error>(r.text().await?)
         };
-        let ready = self.client.get(format!("{}/health/ready", self.base)).send();
+        let ready = self
+            .client
+            .get(format!("{}/health/ready", self.base))
+            .send();
         let (metrics, ready) = tokio::join!(
             tokio::time::timeout(HTTP_TIMEOUT, metrics),
             tokio::time::timeout(HTTP_TIMEOUT, ready)
@@ -418,12 +421,30 @@ weird{a="x\"y,z",b="2"} 1.5
     fn get_and_getnext_walk_the_tree() {
         let s = up();
         let base = oid_text(BASE);
-        assert_eq!(answer(&s, &format!("{base}.3.0"), false), format!("{base}.3.0\ncounter64\n9\n"));
-        assert_eq!(answer(&s, &format!("{base}.4.0"), false), format!("{base}.4.0\ncounter64\n5\n"));
-        assert_eq!(answer(&s, &format!("{base}.5.0"), false), format!("{base}.5.0\ncounter64\n0\n"));
-        assert_eq!(answer(&s, &format!("{base}.6.0"), false), format!("{base}.6.0\ncounter64\n1\n"));
-        assert_eq!(answer(&s, &format!("{base}.7.0"), false), format!("{base}.7.0\ncounter64\n3\n"));
-        assert_eq!(answer(&s, &format!("{base}.8.0"), false), format!("{base}.8.0\ngauge\n2\n"));
+        assert_eq!(
+            answer(&s, &format!("{base}.3.0"), false),
+            format!("{base}.3.0\ncounter64\n9\n")
+        );
+        assert_eq!(
+            answer(&s, &format!("{base}.4.0"), false),
+            format!("{base}.4.0\ncounter64\n5\n")
+        );
+        assert_eq!(
+            answer(&s, &format!("{base}.5.0"), false),
+            format!("{base}.5.0\ncounter64\n0\n")
+        );
+        assert_eq!(
+            answer(&s, &format!("{base}.6.0"), false),
+            format!("{base}.6.0\ncounter64\n1\n")
+        );
+        assert_eq!(
+            answer(&s, &format!("{base}.7.0"), false),
+            format!("{base}.7.0\ncounter64\n3\n")
+        );
+        assert_eq!(
+            answer(&s, &format!("{base}.8.0"), false),
+            format!("{base}.8.0\ngauge\n2\n")
+        );
         // Not an object (no .0), and outside the tree.
         assert_eq!(answer(&s, &format!("{base}.3"), false), "NONE\n");
         assert_eq!(answer(&s, ".1.3.6.1.2.1.1.1.0", false), "NONE\n");
@@ -440,7 +461,10 @@ weird{a="x\"y,z",b="2"} 1.5
         }
         assert_eq!(seen.len(), OBJECTS.len());
         assert_eq!(seen[0], format!("{base}.1.0"));
-        assert_eq!(answer(&s, &format!("{base}.2"), true), format!("{base}.2.0\ninteger\n1\n"));
+        assert_eq!(
+            answer(&s, &format!("{base}.2"), true),
+            format!("{base}.2.0\ninteger\n1\n")
+        );
         assert_eq!(answer(&s, "garbage", true), "NONE\n");
     }
 
@@ -448,15 +472,24 @@ weird{a="x\"y,z",b="2"} 1.5
     fn a_silent_gateway_is_down_without_counters() {
         let s = Snapshot::default();
         let base = oid_text(BASE);
-        assert_eq!(answer(&s, &format!("{base}.1.0"), false), format!("{base}.1.0\ninteger\n2\n"));
+        assert_eq!(
+            answer(&s, &format!("{base}.1.0"), false),
+            format!("{base}.1.0\ninteger\n2\n")
+        );
         assert_eq!(answer(&s, &format!("{base}.3.0"), false), "NONE\n");
         assert_eq!(answer(&s, &format!("{base}.2.0"), true), "NONE\n");
     }
 
     #[test]
     fn metrics_base_from_the_listen_address() {
-        assert_eq!(metrics_base("127.0.0.1:9587").unwrap(), "http://127.0.0.1:9587");
-        assert_eq!(metrics_base("0.0.0.0:9587").unwrap(), "http://127.0.0.1:9587");
+        assert_eq!(
+            metrics_base("127.0.0.1:9587").unwrap(),
+            "http://127.0.0.1:9587"
+        );
+        assert_eq!(
+            metrics_base("0.0.0.0:9587").unwrap(),
+            "http://127.0.0.1:9587"
+        );
         assert_eq!(metrics_base("[::]:9587").unwrap(), "http://[::1]:9587");
         assert!(metrics_base("nonsense").is_err());
     }

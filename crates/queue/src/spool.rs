@@ -774,12 +774,17 @@ mod tests {
         let before = now();
         for _ in 0..3 {
             let env = envelope(&new_id());
-            spool.store_message(&env, b"Subject: x\r\n\r\nbody\r\n").expect("store");
+            spool
+                .store_message(&env, b"Subject: x\r\n\r\nbody\r\n")
+                .expect("store");
         }
         let (count, oldest) = spool.census().expect("census");
         assert_eq!(count, 3);
         let oldest = oldest.expect("an arrival time");
-        assert!(oldest >= before && oldest <= now(), "{oldest} not near {before}");
+        assert!(
+            oldest >= before && oldest <= now(),
+            "{oldest} not near {before}"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     let status = if readiness.ready() {
         StatusCode::OK
     } else {
-        tracing::warn!(reason = readiness.reason.as_deref().unwrap_or(""), "not ready");
+        tracing::warn!(
+            reason = readiness.reason.as_deref().unwrap_or(""),
+            "not ready"
+        );
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(readiness)).into_response()
