@@ -47,6 +47,12 @@ struct Object {
     value: fn(&Snapshot) -> Option<u64>,
 }
 
+impl Object {
+    const fn new(arc: u32, kind: Kind, value: fn(&Snapshot) -> Option<u64>) -> Object {
+        Object { arc, kind, value }
+    }
+}
+
 /// 1 (true) or 2 (false), as SNMP's TruthValue.
 fn truth(b: bool) -> Option<u64> {
     Some(if b { 1 } else { 2 })
@@ -54,85 +60,39 @@ fn truth(b: bool) -> Option<u64> {
 
 /// The tree, in OID order; docs/operations.md lists it with names.
 const OBJECTS: &[Object] = &[
-    // portcullisUp: the metrics listener answered.
-    Object {
-        arc: 1,
-        kind: Kind::Integer,
-        value: |s| truth(s.up),
-    },
-    // portcullisReady: /health/ready said 200.
-    Object {
-        arc: 2,
-        kind: Kind::Integer,
-        value: |s| truth(s.ready),
-    },
-    Object {
-        arc: 3,
-        kind: Kind::Counter64,
-        value: |s| s.sum("portcullis_smtp_connections_total", |_| true),
-    },
-    Object {
-        arc: 4,
-        kind: Kind::Counter64,
-        value: |s| {
-            s.sum("portcullis_messages_accepted_total", |l| {
-                label(l, "direction") == Some("inbound")
-            })
-        },
-    },
-    Object {
-        arc: 5,
-        kind: Kind::Counter64,
-        value: |s| {
-            s.sum("portcullis_messages_accepted_total", |l| {
-                label(l, "direction") == Some("outbound")
-            })
-        },
-    },
-    Object {
-        arc: 6,
-        kind: Kind::Counter64,
-        value: |s| {
-            s.sum("portcullis_smtp_rejections_total", |l| {
-                label(l, "code").is_some_and(|c| c.starts_with('4'))
-            })
-        },
-    },
-    Object {
-        arc: 7,
-        kind: Kind::Counter64,
-        value: |s| {
-            s.sum("portcullis_smtp_rejections_total", |l| {
-                label(l, "code").is_some_and(|c| c.starts_with('5'))
-            })
-        },
-    },
-    Object {
-        arc: 8,
-        kind: Kind::Gauge,
-        value: |s| s.sum("portcullis_queue_messages", |_| true),
-    },
-    Object {
-        arc: 9,
-        kind: Kind::Gauge,
-        value: |s| s.sum("portcullis_queue_oldest_age_seconds", |_| true),
-    },
-    Object {
-        arc: 10,
-        kind: Kind::Counter64,
-        value: |s| delivery(s, "delivered"),
-    },
-    Object {
-        arc: 11,
-        kind: Kind::Counter64,
-        value: |s| delivery(s, "deferred"),
-    },
-    Object {
-        arc: 12,
-        kind: Kind::Counter64,
-        value: |s| delivery(s, "bounced"),
-    },
+    // portcullisUp: the metrics listener answered; portcullisReady: /health/ready said 200.
+    Object::new(1, Kind::Integer, |s| truth(s.up)),
+    Object::new(2, Kind::Integer, |s| truth(s.ready)),
+    Object::new(3, Kind::Counter64, |s| {
+        s.sum("portcullis_smtp_connections_total", |_| true)
+    }),
+    Object::new(4, Kind::Counter64, |s| accepted(s, "inbound")),
+    Object::new(5, Kind::Counter64, |s| accepted(s, "outbound")),
+    Object::new(6, Kind::Counter64, |s| refused(s, '4')),
+    Object::new(7, Kind::Counter64, |s| refused(s, '5')),
+    Object::new(8, Kind::Gauge, |s| {
+        s.sum("portcullis_queue_messages", |_| true)
+    }),
+    Object::new(9, Kind::Gauge, |s| {
+        s.sum("portcullis_queue_oldest_age_seconds", |_| true)
+    }),
+    Object::new(10, Kind::Counter64, |s| delivery(s, "delivered")),
+    Object::new(11, Kind::Counter64, |s| delivery(s, "deferred")),
+    Object::new(12, Kind::Counter64, |s| delivery(s, "bounced")),
 ];
+
+fn accepted(s: &Snapshot, direction: &str) -> Option<u64> {
+    s.sum("portcullis_messages_accepted_total", |l| {
+        label(l, "direction") == Some(direction)
+    })
+}
+
+/// Refusals whose reply code begins with `class` (`4` or `5`).
+fn refused(s: &Snapshot, class: char) -> Option<u64> {
+    s.sum("portcullis_smtp_rejections_total", |l| {
+        label(l, "code").is_some_and(|c| c.starts_with(class))
+    })
+}
 
 fn delivery(s: &Snapshot, result: &str) -> Option<u64> {
     s.sum("portcullis_delivery_attempts_total", |l| {
@@ -421,30 +381,19 @@ weird{a="x\"y,z",b="2"} 1.5
     fn get_and_getnext_walk_the_tree() {
         let s = up();
         let base = oid_text(BASE);
-        assert_eq!(
-            answer(&s, &format!("{base}.3.0"), false),
-            format!("{base}.3.0\ncounter64\n9\n")
-        );
-        assert_eq!(
-            answer(&s, &format!("{base}.4.0"), false),
-            format!("{base}.4.0\ncounter64\n5\n")
-        );
-        assert_eq!(
-            answer(&s, &format!("{base}.5.0"), false),
-            format!("{base}.5.0\ncounter64\n0\n")
-        );
-        assert_eq!(
-            answer(&s, &format!("{base}.6.0"), false),
-            format!("{base}.6.0\ncounter64\n1\n")
-        );
-        assert_eq!(
-            answer(&s, &format!("{base}.7.0"), false),
-            format!("{base}.7.0\ncounter64\n3\n")
-        );
-        assert_eq!(
-            answer(&s, &format!("{base}.8.0"), false),
-            format!("{base}.8.0\ngauge\n2\n")
-        );
+        // Connections (all listeners), accepted inbound and outbound, 4xx and 5xx
+        // refusals, the queue.
+        for (arc, kind, value) in [
+            (3, "counter64", 9),
+            (4, "counter64", 5),
+            (5, "counter64", 0),
+            (6, "counter64", 1),
+            (7, "counter64", 3),
+            (8, "gauge", 2),
+        ] {
+            let oid = format!("{base}.{arc}.0");
+            assert_eq!(answer(&s, &oid, false), format!("{oid}\n{kind}\n{value}\n"));
+        }
         // Not an object (no .0), and outside the tree.
         assert_eq!(answer(&s, &format!("{base}.3"), false), "NONE\n");
         assert_eq!(answer(&s, ".1.3.6.1.2.1.1.1.0", false), "NONE\n");
