@@ -20,6 +20,7 @@ class Gateway:
         self.submission = free_port()
         self.submissions = free_port()
         self.https = free_port()
+        self.metrics = free_port()
         self.smtp_host = "127.0.0.1"
         self.config = self.dir / "portcullis.toml"
         # A test that stops a gateway waits 10 s before SIGKILL: the drain at SIGTERM gets
@@ -36,6 +37,7 @@ smtp = "127.0.0.1:{self.smtp}"
 submission = "127.0.0.1:{self.submission}"
 submissions = "127.0.0.1:{self.submissions}"
 https = "127.0.0.1:{self.https}"
+metrics = "127.0.0.1:{self.metrics}"
 [log]
 level = "info,portcullis_queue=debug"
 """ + extra_config + (
@@ -115,7 +117,7 @@ level = "info,portcullis_queue=debug"
     def _new_ports(self):
         """Other free ports for the listeners (only those on the default loopback host)."""
         text = self.config.read_text()
-        for key in ("smtp", "submission", "submissions", "https"):
+        for key in ("smtp", "submission", "submissions", "https", "metrics"):
             old = getattr(self, key)
             if key == "smtp" and self.smtp_host != "127.0.0.1":
                 continue

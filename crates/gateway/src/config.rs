@@ -229,6 +229,9 @@ pub struct Listen {
     pub https: String,
     /// Plain HTTP that only redirects (301) to `https`. "" (the default) disables.
     pub http: String,
+    /// Prometheus `/metrics` and `/health/live`, `/health/ready`, plain HTTP without
+    /// authentication (keep it on loopback or a monitoring network). "" disables.
+    pub metrics: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -359,6 +362,7 @@ impl Default for Listen {
             submissions: "127.0.0.1:2465".into(),
             https: "127.0.0.1:8443".into(),
             http: String::new(),
+            metrics: "127.0.0.1:9587".into(),
         }
     }
 }

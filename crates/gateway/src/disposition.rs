@@ -5,6 +5,7 @@
 
 use crate::actions;
 use crate::logwriter::log_record;
+use crate::metrics::Accepted;
 use crate::scan::Checked;
 use crate::submission::Client;
 use crate::transaction::Transaction;
@@ -250,12 +251,19 @@ async fn finish(tx: &mut Transaction, client: &Client<'_>, size: usize) -> Reply
         dmarc,
         envelope_to,
     };
-    match disposition {
-        Disposition::Deliver => deliver(tx, client, d, size, auth, &finding_names).await,
-        Disposition::Reject(reply) | Disposition::TempFail(reply) => refuse(tx, d, reply),
-        Disposition::Discard => discard(tx, d),
-        Disposition::Quarantine(class) => quarantine(tx, d, class).await,
+    let (reply, accepted) = match disposition {
+        Disposition::Deliver => (
+            deliver(tx, client, d, size, auth, &finding_names).await,
+            Accepted::Deliver,
+        ),
+        Disposition::Reject(reply) | Disposition::TempFail(reply) => return refuse(tx, d, reply),
+        Disposition::Discard => (discard(tx, d), Accepted::Discard),
+        Disposition::Quarantine(class) => (quarantine(tx, d, class).await, Accepted::Quarantine),
+    };
+    if reply.is_positive() {
+        crate::metrics::accepted(direction == Direction::Inbound, accepted);
     }
+    reply
 }
 
 /// A rule refused the message: for good (logged as rejected, reported) or for now.

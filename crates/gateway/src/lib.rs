@@ -23,6 +23,7 @@ pub mod dmarc_reports;
 pub mod filtering;
 pub mod inject;
 pub mod logwriter;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod psl;

@@ -38,7 +38,10 @@ impl LogWriter {
         let batcher = Batcher::spawn(GATHER, BATCH, BACKLOG, move |entries: Vec<LogEntry>| {
             let store = store.clone();
             async move {
-                if let Err(e) = store.log_batch(&entries).await {
+                let started = std::time::Instant::now();
+                let written = store.log_batch(&entries).await;
+                crate::metrics::log_batch(started);
+                if let Err(e) = written {
                     tracing::error!(error = %e, entries = entries.len(), "message log write failed");
                 }
             }

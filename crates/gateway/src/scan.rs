@@ -3,6 +3,7 @@
 //! side (mail authentication, antivirus, an external scanner), the content pipeline and
 //! URI lists, and the rules that turn the findings into one verdict.
 
+use crate::metrics::{Check, timed};
 use crate::submission::Client;
 use crate::transaction::Transaction;
 use portcullis_filter::auth::{AuthAction, SpfVerdict};
@@ -14,6 +15,7 @@ use portcullis_filter::finding::Finding;
 use portcullis_filter::greylist::GreylistMode;
 use portcullis_filter::rules::{Disposition, Subject, Verdict};
 use portcullis_smtp::Reply;
+use std::time::Instant;
 
 /// Messages up to this size are content-scanned on the async worker itself.
 const INLINE_SCAN_MAX: usize = 64 * 1024;
@@ -46,11 +48,13 @@ impl Transaction {
         Option<DmarcPending>,
     ) {
         let helo = client.helo;
+        let started = Instant::now();
         let verdict = self
             .gw
             .auth
             .check_message(raw, self.peer.ip, helo, sender, spf)
             .await;
+        timed(Check::Authentication, started);
         tracing::debug!(id, client = %self.peer.addr, from = %sender, auth = %verdict.summary, "authentication");
         let result = match verdict.action {
             AuthAction::Accept => Ok((verdict.header, None, verdict.summary)),
@@ -132,13 +136,21 @@ impl Transaction {
             },
             async {
                 match &av {
-                    Some(scanner) => Some(scanner.scan(raw).await),
+                    Some(scanner) => {
+                        let started = Instant::now();
+                        let result = scanner.scan(raw).await;
+                        timed(Check::Clamd, started);
+                        Some(result)
+                    }
                     None => None,
                 }
             },
             async {
                 if ext_settings.enabled() {
-                    Some(external::check(ext_settings, &ext_ctx, content_input).await)
+                    let started = Instant::now();
+                    let report = external::check(ext_settings, &ext_ctx, content_input).await;
+                    timed(Check::External, started);
+                    Some(report)
                 } else {
                     None
                 }
@@ -179,6 +191,7 @@ impl Transaction {
         }
         let snapshot = self.gw.policy.current();
         let scan = || {
+            let started = Instant::now();
             let scanner = self
                 .gw
                 .content
@@ -187,6 +200,7 @@ impl Transaction {
                 .clone();
             let report = scanner.scan(content_input);
             let listed = snapshot.filter.content.check(&report.text);
+            timed(Check::Content, started);
             (report, listed)
         };
         // A scan of a small message takes tens of microseconds, less than handing the
@@ -200,8 +214,10 @@ impl Transaction {
         findings.extend(listed);
         let checks = self.gw.checks();
         if !checks.dnsbl.uribl.is_empty() && !self.allowed {
+            let started = Instant::now();
             let listed =
                 dnsbl::check_urls(&self.gw.resolver, &checks.dnsbl, &report.text.urls).await;
+            timed(Check::Uribl, started);
             for u in &listed.unavailable {
                 tracing::warn!(id, zone = %u.zone, reason = %u.reason, "URIBL unavailable");
             }

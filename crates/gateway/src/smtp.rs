@@ -1,7 +1,9 @@
 //! The SMTP listener's side of the message path: each session event becomes a call on a
 //! [`Transaction`], with the session's HELO name, authenticated user and TLS state as a
-//! plain [`Client`]. Nothing here decides anything.
+//! plain [`Client`]. Nothing here decides anything; it counts connections and refusals
+//! for the metrics.
 
+use crate::metrics::{Stage, replied};
 use crate::submission::{Client, Peer};
 use crate::transaction::{Gateway, Transaction};
 use portcullis_smtp::server::{ConnInfo, Handler};
@@ -14,6 +16,7 @@ pub struct SmtpHandler(Transaction);
 impl SmtpHandler {
     pub fn new(gw: Arc<Gateway>, conn: ConnInfo) -> Self {
         tracing::debug!(client = %conn.peer, listener = conn.listener, "connect");
+        crate::metrics::connection(conn.listener);
         SmtpHandler(Transaction::new(gw, Peer::new(conn.peer)))
     }
 }
@@ -26,21 +29,31 @@ fn client(session: &Session) -> Client<'_> {
     }
 }
 
+/// `reply`, counted when it refuses.
+fn counted(stage: Stage, reply: Reply) -> Reply {
+    replied(stage, &reply);
+    reply
+}
+
 impl Handler for SmtpHandler {
     async fn connect(&mut self) -> Option<Reply> {
-        self.0.connect().await
+        let reply = self.0.connect().await;
+        if let Some(r) = &reply {
+            replied(Stage::Connect, r);
+        }
+        reply
     }
 
     async fn auth(&mut self, _session: &Session, username: &str, password: &str) -> Reply {
-        self.0.auth(username, password).await
+        counted(Stage::Auth, self.0.auth(username, password).await)
     }
 
     async fn mail(&mut self, session: &Session, mail: &MailFrom) -> Reply {
-        self.0.mail(&client(session), mail).await
+        counted(Stage::Mail, self.0.mail(&client(session), mail).await)
     }
 
     async fn rcpt(&mut self, session: &Session, rcpt: &RcptTo) -> Reply {
-        self.0.rcpt(&client(session), rcpt).await
+        counted(Stage::Rcpt, self.0.rcpt(&client(session), rcpt).await)
     }
 
     async fn data_start(&mut self, _session: &Session) -> Reply {
@@ -52,7 +65,7 @@ impl Handler for SmtpHandler {
     }
 
     async fn data_end(&mut self, session: &Session, size: usize) -> Reply {
-        self.0.data_end(&client(session), size).await
+        counted(Stage::Data, self.0.data_end(&client(session), size).await)
     }
 
     async fn data_aborted(&mut self) {

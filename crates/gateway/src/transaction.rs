@@ -7,6 +7,7 @@
 
 use crate::dmarc_reports::Collector;
 use crate::logwriter::LogWriter;
+use crate::metrics::{Check, timed};
 use crate::policy::Policy;
 use crate::submission::{Client, Peer};
 use crate::users;
@@ -24,6 +25,7 @@ use portcullis_queue::spool::{SpoolWriter, new_id, now};
 use portcullis_smtp::{MailFrom, RcptTo, Reply};
 use portcullis_store::{LogEntry, MessageRecord, RecipientRecord, Store};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Refused recipients of one transaction written to the message log at the most (a
 /// dictionary attack's thousandth guess says nothing the first hundred did not).
@@ -217,11 +219,13 @@ impl Transaction {
             self.connection_checks().await;
         }
         if self.gw.auth.enabled() && !internal {
+            let started = Instant::now();
             let (spf, refuse) = self
                 .gw
                 .auth
                 .check_spf(self.peer.ip, client.helo, &mail.address)
                 .await;
+            timed(Check::Spf, started);
             if let Some(reply) = refuse {
                 tracing::info!(client = %self.peer.addr, from = %mail.address, reply = %reply, "sender refused by SPF");
                 return reply;
@@ -504,10 +508,20 @@ impl Transaction {
             let checks = sh.checks();
             let fcrdns_on = checks.fcrdns.enabled;
             let (listed, fcrdns) = tokio::join!(
-                dnsbl::check_ip(&sh.resolver, &checks.dnsbl, self.peer.ip),
+                async {
+                    let started = Instant::now();
+                    let listed = dnsbl::check_ip(&sh.resolver, &checks.dnsbl, self.peer.ip).await;
+                    if !checks.dnsbl.zones.is_empty() {
+                        timed(Check::Dnsbl, started);
+                    }
+                    listed
+                },
                 async {
                     if fcrdns_on {
-                        Some(dnsbl::fcrdns(&sh.resolver, self.peer.ip, &checks.fcrdns).await)
+                        let started = Instant::now();
+                        let f = dnsbl::fcrdns(&sh.resolver, self.peer.ip, &checks.fcrdns).await;
+                        timed(Check::Fcrdns, started);
+                        Some(f)
                     } else {
                         None
                     }

@@ -102,6 +102,9 @@ pub enum Access {
     ManageAccounts,
     /// The audit log.
     ReadAudit,
+    /// The gateway's counters (Prometheus `/metrics`): whole-gateway roles only
+    /// (administrator, auditor), since they count every domain's mail.
+    ReadMetrics,
 }
 
 impl Access {
@@ -244,6 +247,7 @@ impl Actor {
             Access::ManageMessages => "delete or hold the messages of",
             Access::ManageAccounts => "manage the accounts of",
             Access::ReadAudit => "read the audit log of",
+            Access::ReadMetrics => "read the metrics of",
         };
         let token = if self.read_only {
             " (read-only token)"
@@ -329,6 +333,16 @@ mod tests {
         assert!(actor(Role::User).may(Access::ReleaseMessages, &bob));
         assert!(!actor(Role::User).may(Access::ReleaseMessages, &carol));
         assert!(!actor(Role::User).may(Access::ManageMessages, &bob));
+
+        // The metrics count every domain's mail: whole-gateway roles only.
+        assert!(actor(Role::Admin).may(Access::ReadMetrics, &Scope::Global));
+        assert!(actor(Role::Auditor).may(Access::ReadMetrics, &Scope::Global));
+        for role in [Role::Helpdesk, Role::DomainAdmin, Role::User] {
+            assert!(
+                !actor(role).may(Access::ReadMetrics, &Scope::Global),
+                "{role}"
+            );
+        }
 
         let mut token = actor(Role::Admin);
         token.read_only = true;

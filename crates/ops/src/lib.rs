@@ -19,6 +19,7 @@ mod error;
 pub mod filter;
 pub mod health;
 pub mod log;
+pub mod monitoring;
 pub mod policy;
 pub mod policy_doc;
 pub mod quarantine;
@@ -50,6 +51,7 @@ pub struct Ops {
     actor: Arc<Actor>,
     /// The configuration file `config` was read from; `None`: built-in defaults.
     config_file: Option<Arc<std::path::PathBuf>>,
+    metrics: Option<monitoring::RenderMetrics>,
 }
 
 impl Ops {
@@ -70,6 +72,7 @@ impl Ops {
             inject: None,
             actor: Arc::new(Actor::cli()),
             config_file: None,
+            metrics: None,
         }
     }
 
@@ -98,6 +101,12 @@ impl Ops {
     }
 
     /// Locally made mail goes straight to this queue (inside the gateway).
+    /// What renders the Prometheus metrics of this process (the binary's exporter).
+    pub fn with_metrics(mut self, render: monitoring::RenderMetrics) -> Ops {
+        self.metrics = Some(render);
+        self
+    }
+
     pub fn with_injector(mut self, inject: Injector) -> Ops {
         self.inject = Some(inject);
         self

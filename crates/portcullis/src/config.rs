@@ -62,6 +62,7 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
         ("submissions", &config.listen.submissions),
         ("https", &config.listen.https),
         ("http", &config.listen.http),
+        ("metrics", &config.listen.metrics),
     ] {
         if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
             return Err(err(
@@ -210,6 +211,17 @@ mod tests {
         let c = load(None).expect("defaults");
         assert_eq!(c.listen.smtp, "127.0.0.1:2525");
         assert_eq!(c.listen.submissions, "127.0.0.1:2465");
+        assert_eq!(c.listen.metrics, "127.0.0.1:9587");
+    }
+
+    #[test]
+    fn metrics_listener_is_checked_and_may_be_off() {
+        let e = parse("[listen]\nmetrics = \"9587\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2: key `metrics`"), "{e}");
+        let c = parse("[listen]\nmetrics = \"\"\n", "p.toml").expect("parse");
+        assert_eq!(c.listen.metrics, "");
     }
 
     #[test]

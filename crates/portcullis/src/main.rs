@@ -3,7 +3,9 @@
 
 mod cli;
 mod config;
+mod metrics;
 mod serve;
+mod snmp;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -144,6 +146,14 @@ enum Command {
         #[command(subcommand)]
         action: cli::store::StoreCmd,
     },
+    /// The gateway's main counters for Net-SNMP's snmpd: its `pass_persist` protocol on
+    /// standard input and output (docs/operations.md has the OID tree and snmpd.conf).
+    SnmpPassPersist {
+        /// The gateway's metrics listener, http://HOST:PORT; default: `[listen] metrics`
+        /// of the configuration.
+        #[arg(long, value_name = "URL")]
+        metrics_url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -228,6 +238,16 @@ fn main() -> ExitCode {
             Command::Account { action } => cli::accounts::account(&target, action).await,
             Command::Token { action } => cli::accounts::token(&target, action).await,
             Command::Audit { action } => cli::accounts::audit(&target, action).await,
+            Command::SnmpPassPersist { metrics_url } => {
+                let base = match metrics_url {
+                    Some(url) => url,
+                    None if config.listen.metrics.is_empty() => anyhow::bail!(
+                        "[listen] metrics is off: snmp-pass-persist reads the gateway's metrics listener (or give --metrics-url)"
+                    ),
+                    None => snmp::metrics_base(&config.listen.metrics)?,
+                };
+                snmp::run(base).await.map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -250,6 +270,7 @@ impl Command {
             Command::Directory { .. } => Some("directory"),
             Command::Psl { .. } => Some("psl"),
             Command::Store { .. } => Some("store"),
+            Command::SnmpPassPersist { .. } => Some("snmp-pass-persist"),
             _ => None,
         }
     }

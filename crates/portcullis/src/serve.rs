@@ -1,7 +1,7 @@
 //! `portcullis serve`: starts the node (store, spool, queue, control socket, background
 //! work), finishes interrupted quarantine releases, listens for mail and, beside it, the
-//! HTTPS console and API; runs until SIGINT or SIGTERM, which drain it (see
-//! [`Node::drain`]). SIGHUP reloads the configuration file.
+//! HTTPS console and API and the metrics listener; runs until SIGINT or SIGTERM, which
+//! drain it (see [`Node::drain`]). SIGHUP reloads the configuration file.
 
 use crate::config::Config;
 use anyhow::Result;
@@ -15,18 +15,28 @@ pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()>
         .and_then(|f| std::fs::read_to_string(f).ok());
     // Before anything listens: a SIGTERM as soon as the ports answer drains, not kills.
     let mut signals = Signals::new()?;
+    let metrics = crate::metrics::install();
     let node = Node::start(config).await?;
+    crate::metrics::spawn_queue_gauges(node.queue.spool().clone());
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
     let ops = Ops::new(node.store.clone(), node.config.clone())
         .with_injector(node.inject.clone())
         .with_config_file(file.clone());
+    let ops = match metrics {
+        Some(render) => ops.with_metrics(render),
+        None => ops,
+    };
     // Before anything listens, so that the line is there once the ports answer.
     let https = node.config.listen.https.parse().ok();
     first_admin(&ops, &node.config.hostname, https).await;
     node.listen().await?;
+    let listen = &node.config.listen;
     let console = portcullis_web::serve(
-        &node.config.listen.https,
-        &node.config.listen.http,
+        portcullis_web::Listeners {
+            https: &listen.https,
+            http: &listen.http,
+            metrics: &listen.metrics,
+        },
         node.tls.clone(),
         ops,
     )

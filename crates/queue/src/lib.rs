@@ -7,6 +7,7 @@ mod client_error;
 pub mod dane;
 pub mod delivery;
 pub mod dsn;
+pub mod metrics;
 pub mod mta_sts;
 pub mod mx;
 pub mod probe;

@@ -356,6 +356,7 @@ impl Queue {
                 Some(false) => "no",
                 None => "-",
             };
+            crate::metrics::delivery_attempt(status);
             tracing::info!(id, to = %address, status = word, relay = host.unwrap_or("-"), tls, reply = %line, "delivery");
             self.inner
                 .journal

@@ -168,6 +168,12 @@ pub fn new_id() -> String {
     format!("{micros:014X}{n:04X}")
 }
 
+/// The arrival time (Unix seconds) a queue id made by [`new_id`] carries.
+fn id_time(id: &str) -> Option<i64> {
+    let micros = u64::from_str_radix(id.get(..14)?, 16).ok()?;
+    i64::try_from(micros / 1_000_000).ok()
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
@@ -317,6 +323,14 @@ impl Spool {
                 }
             }
         }
+    }
+
+    /// How many messages are committed, and when the oldest arrived (Unix seconds, read
+    /// from its id, which begins with its arrival time), for the queue gauges.
+    pub fn census(&self) -> io::Result<(usize, Option<i64>)> {
+        let ids = self.list()?;
+        let oldest = ids.first().and_then(|id| id_time(id));
+        Ok((ids.len(), oldest))
     }
 
     /// Ids of every committed message, oldest first.
@@ -599,7 +613,9 @@ impl SpoolWriter {
             // The envelope must end the file: cut what is left of the older message.
             file.set_len(self.written)?;
         }
+        let started = std::time::Instant::now();
         file.sync_all()?;
+        crate::metrics::fsync(false, started);
         drop(file);
         let path = self.spool.message_path(&self.id);
         fs::rename(&self.tmp_path, &path)?;
@@ -699,7 +715,9 @@ impl DirSync {
                 st.running = true;
                 let target = st.requested;
                 drop(st);
+                let started = std::time::Instant::now();
                 let result = self.dir.sync_all();
+                crate::metrics::fsync(true, started);
                 st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.running = false;
                 st.synced = target;
@@ -746,6 +764,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pc-spool-{name}-{}", new_id()));
         fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    #[test]
+    fn census_counts_and_dates_the_oldest() {
+        let dir = temp_dir("census");
+        let spool = Spool::open(&dir).expect("spool");
+        assert_eq!(spool.census().expect("census"), (0, None));
+        let before = now();
+        for _ in 0..3 {
+            let env = envelope(&new_id());
+            spool
+                .store_message(&env, b"Subject: x\r\n\r\nbody\r\n")
+                .expect("store");
+        }
+        let (count, oldest) = spool.census().expect("census");
+        assert_eq!(count, 3);
+        let oldest = oldest.expect("an arrival time");
+        assert!(
+            oldest >= before && oldest <= now(),
+            "{oldest} not near {before}"
+        );
     }
 
     #[test]

@@ -111,10 +111,23 @@ where
 }
 
 impl Tx<'_> {
+    /// Commits; the time it takes is the `portcullis_store_commit_duration_seconds`
+    /// histogram (every write transaction of the store passes here).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        let started = std::time::Instant::now();
         match self {
-            Engines::Sqlite(t) => t.commit().await,
-            Engines::Postgres(t) => t.commit().await,
+            Engines::Sqlite(t) => {
+                let r = t.commit().await;
+                metrics::histogram!("portcullis_store_commit_duration_seconds", "engine" => "sqlite")
+                    .record(started.elapsed());
+                r
+            }
+            Engines::Postgres(t) => {
+                let r = t.commit().await;
+                metrics::histogram!("portcullis_store_commit_duration_seconds", "engine" => "postgres")
+                    .record(started.elapsed());
+                r
+            }
         }
     }
 }

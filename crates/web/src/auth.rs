@@ -85,8 +85,10 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// API calls (and `/metrics`, which a scraper reads) get JSON errors, not the login page.
 fn is_api(req: &Request) -> bool {
-    req.uri().path().starts_with("/api/")
+    let path = req.uri().path();
+    path.starts_with("/api/") || path == "/metrics"
 }
 
 /// The answer to a request without (valid) credentials.

@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod digest;
 mod error;
+mod monitor;
 mod openapi;
 mod pages;
 mod preview;
@@ -16,7 +17,7 @@ mod security;
 mod server;
 mod view;
 
-pub use server::{Server, serve};
+pub use server::{Listeners, Server, serve};
 
 /// The REST API's answers as a client reads them (the command line with `--url`), so
 /// that client and server share one definition.
@@ -57,6 +58,7 @@ pub fn router(ops: Ops) -> Router {
     let authenticated = Router::new()
         .merge(api::routes())
         .merge(pages::routes())
+        .merge(monitor::metrics_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -67,6 +69,7 @@ pub fn router(ops: Ops) -> Router {
         .merge(digest::routes())
         .merge(openapi::public_routes())
         .merge(view::asset_routes())
+        .merge(monitor::health_routes())
         .with_state(state);
     security::apply(router)
 }

@@ -1,7 +1,8 @@
 //! The listeners: HTTPS with the gateway's certificate (`[listen] https`), and plain HTTP
 //! that only redirects to it (`[listen] http`). Each connection gets its TLS handshake
 //! under a time limit and the client's address for the audit log; shutdown stops
-//! accepting and lets open requests finish for a few seconds.
+//! accepting and lets open requests finish for a few seconds. Beside them, the plain
+//! metrics listener (`[listen] metrics`, [`crate::monitor`]).
 
 use anyhow::Context;
 use axum::Router;
@@ -42,15 +43,35 @@ impl Server {
     }
 }
 
-/// Listen on `https` (with `tls`) and `http` (redirect only); "" disables either. An
-/// address that cannot be bound is an error naming its key.
-pub async fn serve(https: &str, http: &str, tls: TlsAcceptor, ops: Ops) -> anyhow::Result<Server> {
+/// The addresses to listen on; "" disables one.
+pub struct Listeners<'a> {
+    /// The console and API (with the gateway's certificate).
+    pub https: &'a str,
+    /// Redirects to `https`, and the health checks.
+    pub http: &'a str,
+    /// `/metrics` and the health checks, plain and without authentication.
+    pub metrics: &'a str,
+}
+
+/// Listen on `https` (with `tls`), `http` (redirect and health checks) and `metrics`; ""
+/// disables any. An address that cannot be bound is an error naming its key.
+pub async fn serve(listen: Listeners<'_>, tls: TlsAcceptor, ops: Ops) -> anyhow::Result<Server> {
+    let Listeners {
+        https,
+        http,
+        metrics,
+    } = listen;
     let (stop, stop_rx) = watch::channel(false);
     let mut server = Server {
         stop,
         tasks: Vec::new(),
         https: None,
     };
+    if !metrics.is_empty() {
+        let (_, task) =
+            crate::monitor::serve_metrics(metrics, ops.clone(), stop_rx.clone()).await?;
+        server.tasks.push(task);
+    }
     if https.is_empty() {
         return Ok(server);
     }
@@ -61,7 +82,7 @@ pub async fn serve(https: &str, http: &str, tls: TlsAcceptor, ops: Ops) -> anyho
     server.https = Some(local);
     tracing::info!(listener = "https", address = %local, "listening");
     let tls = with_alpn(tls);
-    let app = crate::router(ops);
+    let app = crate::router(ops.clone());
     server.tasks.push(tokio::spawn(accept_tls(
         listener,
         tls,
@@ -79,7 +100,10 @@ pub async fn serve(https: &str, http: &str, tls: TlsAcceptor, ops: Ops) -> anyho
             "listening (redirects to https)"
         );
         let port = local.port();
-        let redirect = Router::new().fallback(move |req: Request| redirect(req, port));
+        let redirect = Router::new()
+            .merge(crate::monitor::health_routes())
+            .with_state(crate::AppState::new(ops))
+            .fallback(move |req: Request| redirect(req, port));
         let mut rx = stop_rx.clone();
         server.tasks.push(tokio::spawn(async move {
             let shutdown = async move { stopped(&mut rx).await };

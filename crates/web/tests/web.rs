@@ -252,3 +252,60 @@ async fn bodies_are_limited() {
     let a = app.post_form("/rules", Some(&s), &big).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn health_is_open_and_metrics_are_for_whole_gateway_roles() {
+    let plain = app().await;
+    let ops = plain.ops.clone().with_metrics(std::sync::Arc::new(|| {
+        "portcullis_smtp_connections_total{listener=\"smtp\"} 3\n".to_string()
+    }));
+    let app = App {
+        router: portcullis_web::router(ops.clone()),
+        ops,
+    };
+    let a = app.get("/health/live", None).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, r#"{"status":"live"}"#)
+    );
+    // No spool yet under the data directory: not ready, and why.
+    let a = app.get("/health/ready", None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+    assert_eq!(v["status"], "unavailable");
+    assert!(v["reason"].as_str().unwrap().starts_with("spool: "), "{v}");
+    std::fs::create_dir_all(app.ops.config().data_dir.join("spool/tmp")).expect("spool");
+    let a = app.get("/health/ready", None).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, r#"{"status":"ready"}"#)
+    );
+
+    // A scraper without credentials gets 401 JSON, not the login page.
+    let a = app.get("/metrics", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let admin = app.login().await;
+    let a = app.get("/metrics", Some(&admin)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert_eq!(
+        a.body,
+        "portcullis_smtp_connections_total{listener=\"smtp\"} 3\n"
+    );
+    let desk = app
+        .login_as("desk@example.com", portcullis_ops::Role::Helpdesk, &[])
+        .await;
+    let a = app.get("/metrics", Some(&desk)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // Without a renderer (not a running gateway), an administrator hears why.
+    // (The same store: the administrator's session holds there too.)
+    assert_eq!(
+        plain.get("/metrics", Some(&admin)).await.status,
+        StatusCode::CONFLICT
+    );
+}
