@@ -21,6 +21,7 @@ use utoipa::OpenApi;
     ),
     paths(
         api::messages::search,
+        api::messages::export,
         api::messages::show,
         api::messages::dashboard,
         api::messages::services,

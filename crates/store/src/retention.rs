@@ -1,0 +1,117 @@
+//! Retention: deleting what is older than an age, in bounded batches (`[retention]`), and
+//! reading the message log in time order a page at a time for its export. The tables
+//! belong to their modules (`log`, `quarantine`, `reports`, `audit`); this one only
+//! deletes by age and reads.
+
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+
+use crate::engine::on_pool;
+use crate::log::{Bind, MESSAGE_COLUMNS, Sees, bind_all};
+use crate::{MessageRecord, Store, StoreError};
+
+/// What a retention purge deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Purge {
+    /// Messages of the log (their recipients and search rows go with them). The
+    /// dashboard's counters stay: they are the history.
+    MessageLog,
+    /// Held messages (their per-recipient items with them), whatever their expiry.
+    Quarantine,
+    /// Incoming DMARC aggregate and TLS-RPT reports.
+    Reports,
+    /// Rows of the audit log.
+    Audit,
+}
+
+impl Purge {
+    /// The table and its time column.
+    fn table(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Purge::MessageLog => ("messages", "id", "received_at"),
+            Purge::Quarantine => ("quarantine_messages", "id", "received_at"),
+            Purge::Reports => ("reports", "id", "received_at"),
+            Purge::Audit => ("audit_log", "id", "at"),
+        }
+    }
+}
+
+impl Store {
+    /// Deletes the rows of `what` from before `before` (unix seconds), at most `batch`
+    /// per statement (each its own transaction, so that the mail path's writes get
+    /// their turn between them), until none is left; how many.
+    pub async fn purge_older(
+        &self,
+        what: Purge,
+        before: i64,
+        batch: u64,
+    ) -> Result<u64, StoreError> {
+        let (table, key, at) = what.table();
+        let context = format!("deleting old rows of {table}");
+        let sql = format!(
+            "DELETE FROM {table} WHERE {key} IN \
+             (SELECT {key} FROM {table} WHERE {at} < $1 ORDER BY {at} LIMIT $2)"
+        );
+        let batch = batch.clamp(1, i64::MAX as u64) as i64;
+        let mut total = 0;
+        loop {
+            let done = on_pool!(&self.pool, |p| sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(before)
+                .bind(batch)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+            .map_err(StoreError::query(&context))?;
+            total += done;
+            if done < batch as u64 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Up to `limit` messages received in `[from, to)` that `sees` allows, oldest first,
+    /// with their recipients, after the message `after` (its `(received_at, id)`) when
+    /// given: one page of an export, read by keyset so that each page costs the same
+    /// however far into the range it is.
+    pub async fn log_export_page(
+        &self,
+        from: i64,
+        to: i64,
+        after: Option<(i64, &str)>,
+        limit: i64,
+        sees: &Sees,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let context = "reading the message log for an export";
+        let mut binds = vec![Bind::Int(from), Bind::Int(to)];
+        let mut sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.received_at >= $1 \
+             AND m.received_at < $2"
+        );
+        if let Some((at, id)) = after {
+            binds.push(Bind::Int(at));
+            binds.push(Bind::Text(id.to_string()));
+            sql.push_str(" AND (m.received_at > $3 OR (m.received_at = $3 AND m.id > $4))");
+        }
+        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
+            let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
+            sql.push_str(&format!(
+                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
+                 WHERE r.message = m.id AND {on_recipient}))"
+            ));
+        }
+        binds.push(Bind::Int(limit.max(1)));
+        sql.push_str(&format!(
+            " ORDER BY m.received_at, m.id LIMIT ${}",
+            binds.len()
+        ));
+        let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &binds)
+                .fetch_all(p)
+                .await
+        })
+        .map_err(StoreError::query(context))?;
+        self.fill_recipients(context, &mut messages).await?;
+        Ok(messages)
+    }
+}
