@@ -414,7 +414,11 @@ impl Writer {
             .next()
             .ok_or_else(|| std::io::Error::other("the host name has no address"))?;
         if t.transport == Transport::Udp {
-            let local = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let local = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let socket = UdpSocket::bind(local)?;
             socket.connect(addr)?;
             return Ok(Conn::Udp(socket));
@@ -428,7 +432,8 @@ impl Writer {
         };
         let name = rustls_pki_types::ServerName::try_from(t.host.clone())
             .map_err(|e| std::io::Error::other(format!("server name {}: {e}", t.host)))?;
-        let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+        let conn =
+            rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // The handshake now, so that a certificate the collector's CA did not sign is
         // an error of connecting, said once, not of every line.
@@ -446,7 +451,10 @@ mod tests {
     #[test]
     fn targets() {
         let t = Target::parse("tcp://[::1]:6514").unwrap();
-        assert_eq!((t.transport, t.host.as_str(), t.port), (Transport::Tcp, "::1", 6514));
+        assert_eq!(
+            (t.transport, t.host.as_str(), t.port),
+            (Transport::Tcp, "::1", 6514)
+        );
         assert_eq!(Target::parse("udp://127.0.0.1:514").unwrap().port, 514);
         assert!(Target::parse("tls://log.example.org").is_err());
         assert!(Target::parse("http://x:1").is_err());

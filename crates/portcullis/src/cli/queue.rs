@@ -303,9 +303,10 @@ async fn export(
         anyhow::bail!("--to must be after --from");
     }
     let mut sink: Box<dyn Write> = match &out {
-        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(
-            |e| anyhow::anyhow!("--out {}: {e}", path.display()),
-        )?)),
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?,
+        )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let written = ops.log_export(from, to, format, &mut sink).await?;

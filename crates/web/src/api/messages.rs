@@ -160,7 +160,9 @@ pub async fn export(
     let to = time("to", &q.to, t + 1)?;
     let format = match blank(&q.format) {
         None => ExportFormat::Jsonl,
-        Some(f) => ExportFormat::parse(&f).map_err(|e| ApiError::invalid("format", e.to_string()))?,
+        Some(f) => {
+            ExportFormat::parse(&f).map_err(|e| ApiError::invalid("format", e.to_string()))?
+        }
     };
     let export = caller.ops.log_export(from, to, format)?;
     // One page in memory at a time: each chunk is read when the client takes the last.
@@ -174,15 +176,19 @@ pub async fn export(
             }
         }
     });
-    let extension = if format == ExportFormat::Csv { "csv" } else { "jsonl" };
-    Ok(axum::response::Response::builder()
+    let extension = if format == ExportFormat::Csv {
+        "csv"
+    } else {
+        "jsonl"
+    };
+    axum::response::Response::builder()
         .header(axum::http::header::CONTENT_TYPE, format.content_type())
         .header(
             axum::http::header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"portcullis-log-{from}-{to}.{extension}\""),
         )
         .body(axum::body::Body::from_stream(chunks))
-        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 pub fn routes() -> Router<AppState> {
