@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::engine::on_pool;
-use crate::log::{Bind, MESSAGE_COLUMNS, Sees, bind_all};
+use crate::log::{Bind, MESSAGE_COLUMNS, Sees};
 use crate::{MessageRecord, Store, StoreError};
 
 /// What a retention purge deletes.
@@ -93,25 +93,14 @@ impl Store {
             binds.push(Bind::Text(id.to_string()));
             sql.push_str(" AND (m.received_at > $3 OR (m.received_at = $3 AND m.id > $4))");
         }
-        if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
-            let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
-            sql.push_str(&format!(
-                " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
-                 WHERE r.message = m.id AND {on_recipient}))"
-            ));
+        if let Some(seen) = sees.message_condition(&mut binds) {
+            sql.push_str(&format!(" AND {seen}"));
         }
         binds.push(Bind::Int(limit.max(1)));
         sql.push_str(&format!(
             " ORDER BY m.received_at, m.id LIMIT ${}",
             binds.len()
         ));
-        let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
-            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &binds)
-                .fetch_all(p)
-                .await
-        })
-        .map_err(StoreError::query(context))?;
-        self.fill_recipients(context, &mut messages).await?;
-        Ok(messages)
+        self.messages_with_recipients(sql, &binds, context).await
     }
 }
