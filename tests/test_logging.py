@@ -69,6 +69,25 @@ def test_log_lines_reach_rsyslog_as_rfc5424(tmp_path, sink, transport):
             assert held.startswith(f"158 portcullis {spam['id']} [{SD_ID} ") and "checked" in held, held
         finally:
             g.stop()
+        # The gateway's last line still reaches the collector as it stops.
+        collector.wait_line("158 portcullis - -\t", "shutting down", timeout=5)
+
+
+def test_tls_to_a_collector_of_another_ca_sends_nothing(tmp_path, sink):
+    with Rsyslog(tmp_path / "rsyslog", pki=Pki(tmp_path / "pki")) as collector:
+        other = Pki(tmp_path / "other", subject="Another CA")
+        g = gateway(tmp_path, sink)
+        g.config.write_text(g.config.read_text().replace(
+            "[log]\n", f'[log]\nsyslog = "tls://localhost:{collector.tls}"\nsyslog_ca = "{other.ca}"\n', 1))
+        g.start()
+        try:
+            assert send(g.smtp, "alice@outside.test", message=message("untrusted")) == {}
+            wait_for(lambda: sink.files(), what="delivery all the same")
+            wait_for(lambda: "cannot reach localhost" in g.log_text(), what="the refusal said")
+            assert "certificate" in g.log_text().lower()
+            assert not any("portcullis" in l for l in collector.lines()), collector.lines()
+        finally:
+            g.stop()
 
 
 def test_a_collector_that_is_down_costs_lines_not_mail(tmp_path, sink):

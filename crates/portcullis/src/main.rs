@@ -241,6 +241,8 @@ fn main() -> ExitCode {
             Command::Audit { action } => cli::accounts::audit(&target, action).await,
         }
     });
+    // The last lines of `serve` (why it stopped) to the collector, if it takes them soon.
+    syslog::flush(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -52,6 +52,18 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Lines handed to the writer and not yet sent or dropped by it.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// Wait (at most `limit`) for the writer to have dealt with every line queued so far:
+/// at the end of `serve`, so that its last lines reach the collector.
+pub fn flush(limit: Duration) {
+    let until = Instant::now() + limit;
+    while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Lines dropped since start (queue full, collector unreachable, a failed write).
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
@@ -180,9 +192,11 @@ impl<S: Subscriber> Layer<S> for SyslogLayer {
             &self.procid,
             &fields,
         );
+        PENDING.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                PENDING.fetch_sub(1, Ordering::AcqRel);
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -342,10 +356,11 @@ impl Writer {
             if self.conn.is_some() {
                 self.report_drops();
             }
-            if let Some(line) = line
-                && !self.send(&line)
-            {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
+            if let Some(line) = line {
+                if !self.send(&line) {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                PENDING.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }

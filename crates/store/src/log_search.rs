@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
-use crate::engine::{Engines, on_pool};
+use crate::engine::Engines;
 use crate::log::{
     Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, bind_all,
     contains_pattern, given,
@@ -413,6 +413,7 @@ fn search_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::on_pool;
 
     #[test]
     fn whole_values() {
