@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use crate::engine::on_pool;
+use crate::engine::{Engines, on_pool};
 use crate::log::{Bind, MESSAGE_COLUMNS, Sees};
 use crate::{MessageRecord, Store, StoreError};
 
@@ -47,21 +47,62 @@ impl Store {
         batch: u64,
     ) -> Result<u64, StoreError> {
         let (table, key, at) = what.table();
-        let context = format!("deleting old rows of {table}");
+        let batch = batch.clamp(1, i64::MAX as u64) as i64;
+        if what == Purge::MessageLog {
+            // The cut first, then SQLite's search rows older than it in batches: the
+            // per-message trigger would read the whole index for each message (0022).
+            let context = "recording the cut of a message-log purge";
+            on_pool!(&self.pool, |p| sqlx::query(
+                "INSERT INTO log_purge (id, cut) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET cut = excluded.cut"
+            )
+            .bind(before)
+            .execute(p)
+            .await
+            .map(|_| ()))
+            .map_err(StoreError::query(context))?;
+            if let Engines::Sqlite(_) = &self.pool {
+                self.delete_batches(
+                    "DELETE FROM message_text WHERE rowid IN \
+                     (SELECT rowid FROM message_text WHERE received_at < $1 LIMIT $2)",
+                    before,
+                    batch,
+                    "deleting old rows of the message-log search index",
+                )
+                .await?;
+            }
+        }
         let sql = format!(
             "DELETE FROM {table} WHERE {key} IN \
              (SELECT {key} FROM {table} WHERE {at} < $1 ORDER BY {at} LIMIT $2)"
         );
-        let batch = batch.clamp(1, i64::MAX as u64) as i64;
+        self.delete_batches(
+            &sql,
+            before,
+            batch,
+            &format!("deleting old rows of {table}"),
+        )
+        .await
+    }
+
+    /// Runs `sql` (bound to `before` and `batch`) until it deletes fewer than `batch`
+    /// rows; how many in all.
+    async fn delete_batches(
+        &self,
+        sql: &str,
+        before: i64,
+        batch: i64,
+        context: &str,
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let done = on_pool!(&self.pool, |p| sqlx::query(AssertSqlSafe(sql.clone()))
+            let done = on_pool!(&self.pool, |p| sqlx::query(AssertSqlSafe(sql.to_string()))
                 .bind(before)
                 .bind(batch)
                 .execute(p)
                 .await
                 .map(|r| r.rows_affected()))
-            .map_err(StoreError::query(&context))?;
+            .map_err(StoreError::query(context))?;
             total += done;
             if done < batch as u64 {
                 return Ok(total);
