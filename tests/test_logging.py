@@ -136,9 +136,9 @@ def test_bad_syslog_settings_are_config_errors(tmp_path):
         assert r.returncode == 2 and f"key `{key}`" in r.stderr and "portcullis.toml:" in r.stderr, r.stderr
 
 
-def api(g, path, token):
+def api(g, path, token, method="GET"):
     ctx = ssl.create_default_context(cafile=str(g.dir / "data" / "tls" / "selfsigned.crt"))
-    req = urllib.request.Request(f"https://localhost:{g.https}{path}",
+    req = urllib.request.Request(f"https://localhost:{g.https}{path}", method=method,
                                  headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
@@ -283,6 +283,15 @@ def test_retention_deletes_what_is_older_than_its_settings(tmp_path, sink):
         assert counts(g, "young", ids)[0] == 1
         wait_for(lambda: "retention run: deleted 1 messages of the log" in g.log_text(),
                  what="the run logged with its counts")
+        # Through the REST API (and so `portcullis --url ... retention run`): admins only.
+        wait_port(g.https, proc=g.proc)
+        admin = token(g, "root", "admin")
+        auditor = token(g, "audrey", "auditor")
+        status, _, body = api(g, "/api/v1/retention/run", admin, method="POST")
+        assert status == 200 and json.loads(body) == {"log": 0, "quarantine": 0, "reports": 0,
+                                                      "audit": 0}, body
+        status, _, body = api(g, "/api/v1/retention/run", auditor, method="POST")
+        assert status == 403, (status, body)
     finally:
         g.stop()
 

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::dates::DAY;
 
 /// How many rows one pass deleted, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Purged {
     pub log: u64,
     pub quarantine: u64,

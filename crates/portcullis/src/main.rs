@@ -234,7 +234,7 @@ fn main() -> ExitCode {
             Command::Report { action } => cli::report::report(&target, action).await,
             Command::Psl { action } => cli::psl::psl(config, action).await,
             Command::Store { action } => cli::store::store(config, action).await,
-            Command::Retention { action } => cli::store::retention(config, action).await,
+            Command::Retention { action } => cli::store::retention(&target, action).await,
             Command::Settings { action } => cli::settings::settings(&target, action).await,
             Command::Account { action } => cli::accounts::account(&target, action).await,
             Command::Token { action } => cli::accounts::token(&target, action).await,
@@ -263,7 +263,6 @@ impl Command {
             Command::Directory { .. } => Some("directory"),
             Command::Psl { .. } => Some("psl"),
             Command::Store { .. } => Some("store"),
-            Command::Retention { .. } => Some("retention"),
             _ => None,
         }
     }

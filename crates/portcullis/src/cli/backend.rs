@@ -473,6 +473,17 @@ impl Backend {
         Ok(written)
     }
 
+    /// The retention pass, now.
+    pub async fn retention_run(&self) -> Result<portcullis_gateway::retention::Purged> {
+        match self {
+            Backend::Local(ops) => Ok(ops.retention_run().await?),
+            Backend::Remote(r) => {
+                r.send(Method::POST, &["retention", "run"], Body::None)
+                    .await
+            }
+        }
+    }
+
     pub async fn quarantine_list(&self, q: &QuarantineQuery) -> Result<Vec<QuarantineItem>> {
         match self {
             Backend::Local(ops) => Ok(ops.quarantine_list(q).await?),

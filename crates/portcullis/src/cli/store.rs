@@ -43,10 +43,10 @@ pub enum RetentionCmd {
     Run,
 }
 
-pub async fn retention(config: &Config, action: RetentionCmd) -> Result<ExitCode> {
+pub async fn retention(target: &super::Target, action: RetentionCmd) -> Result<ExitCode> {
     match action {
         RetentionCmd::Run => {
-            let purged = super::ops(config).await?.retention_run().await?;
+            let purged = target.backend().await?.retention_run().await?;
             println!("{purged}");
             Ok(ExitCode::SUCCESS)
         }

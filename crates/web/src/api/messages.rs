@@ -191,9 +191,21 @@ pub async fn export(
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// Delete what is older than the `[retention]` settings now (what the gateway's job does
+/// every `interval_secs`): how many messages of the log, held messages, reports and audit
+/// rows. Administrators only; audited.
+#[utoipa::path(post, path = "/api/v1/retention/run", tag = "messages",
+    responses((status = 200, body = Object), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn retention_run(
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<portcullis_gateway::retention::Purged>> {
+    Ok(Json(caller.ops.retention_run().await?))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/log/export", get(export))
+        .route("/api/v1/retention/run", axum::routing::post(retention_run))
         .route("/api/v1/messages", get(search))
         .route("/api/v1/messages/{id}", get(show))
         .route("/api/v1/dashboard", get(dashboard))
