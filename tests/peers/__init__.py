@@ -11,6 +11,7 @@
     clamd     Clamd (with the EICAR test signature)
     opendkim  OpenDkim (the milter, signing)
     fake_smtp a scripted SMTP server (refuses recipients, counts connections): start()
+    rsyslog   Rsyslog (a private rsyslogd: UDP, TCP and TLS inputs, what it got in a file)
     slapd     Slapd (OpenLDAP with a small tree: users, an alias, nested groups, a disabled account)
 
 The fixtures stay in conftest.py."""

@@ -34,6 +34,8 @@ pub struct Config {
     pub attachments: portcullis_filter::attachments::AttachmentLimits,
     pub external: portcullis_filter::external::ExternalSettings,
     pub reports: Reports,
+    /// What is kept how long, and the job that deletes the rest.
+    pub retention: Retention,
     /// Console and API accounts: sessions and password checks.
     pub accounts: Accounts,
     /// Directory sources (`[directory.NAME]`): LDAP/Active Directory, static lists, the
@@ -323,6 +325,49 @@ pub struct Log {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Also send every log line to a syslog collector as RFC 5424: `udp://HOST:PORT`,
+    /// `tcp://HOST:PORT` (octet-counting framing, RFC 6587) or `tls://HOST:PORT`
+    /// (RFC 5425). Empty: no syslog.
+    pub syslog: String,
+    /// The syslog facility: `mail` (default), `daemon`, `user`, `local0` … `local7`, …
+    pub syslog_facility: String,
+    /// For `tls://`: the collector's CA certificates (PEM), trusted instead of the
+    /// WebPKI roots.
+    pub syslog_ca: Option<PathBuf>,
+}
+
+/// How long stored data is kept, and the background job that deletes what is older
+/// (`[retention]`). 0 days keeps that kind forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Days the message log keeps a message (its recipients and search rows with it).
+    pub log_days: u64,
+    /// Days a held message is kept; the same setting as `[quarantine] expiry_days`,
+    /// which it replaces when given (the two may not disagree).
+    pub quarantine_days: Option<u64>,
+    /// Days incoming DMARC aggregate and TLS-RPT reports are kept.
+    pub reports_days: u64,
+    /// Days the audit log keeps a row.
+    pub audit_days: u64,
+    /// Seconds between runs of the retention job.
+    pub interval_secs: u64,
+    /// Rows deleted per statement: a large purge is many short transactions, not one
+    /// long lock.
+    pub batch: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            log_days: 90,
+            quarantine_days: None,
+            reports_days: 180,
+            audit_days: 0,
+            interval_secs: 3600,
+            batch: 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -347,6 +392,7 @@ impl Default for Config {
             attachments: Default::default(),
             external: Default::default(),
             reports: Reports::default(),
+            retention: Retention::default(),
             accounts: Accounts::default(),
             directory: BTreeMap::new(),
             domain: BTreeMap::new(),
@@ -429,6 +475,9 @@ impl Default for Log {
         Log {
             level: "info".into(),
             format: "text".into(),
+            syslog: String::new(),
+            syslog_facility: "mail".into(),
+            syslog_ca: None,
         }
     }
 }

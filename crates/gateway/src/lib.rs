@@ -28,6 +28,7 @@ pub mod node;
 pub mod policy;
 pub mod psl;
 pub mod reports;
+pub mod retention;
 mod scan;
 pub mod smtp;
 pub mod submission;

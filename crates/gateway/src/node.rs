@@ -69,6 +69,7 @@ impl Node {
         )
         .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
         spawn_purges(policy.clone(), store.clone());
+        crate::retention::spawn(config.clone(), store.clone());
         crate::psl::watch(&config.auth.public_suffix_file(&config.data_dir));
         let client_tls = crate::tls::client_configs(&config)?;
         let (deliverer, tls_counters) = deliverer(&config, &policy, resolver.clone(), &client_tls)?;

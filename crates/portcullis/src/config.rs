@@ -122,6 +122,48 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
     if !matches!(config.log.format.as_str(), "text" | "json") {
         return Err(err("format", "expected `text` or `json`".into()));
     }
+    if !config.log.syslog.is_empty()
+        && let Err(e) = crate::syslog::Target::parse(&config.log.syslog)
+    {
+        return Err(err("syslog", e));
+    }
+    if crate::syslog::facility(&config.log.syslog_facility).is_none() {
+        return Err(err(
+            "syslog_facility",
+            format!(
+                "`{}` is not a syslog facility (kern, user, mail, daemon, auth, syslog, \
+                 lpr, news, uucp, cron, authpriv, ftp, local0 … local7)",
+                config.log.syslog_facility
+            ),
+        ));
+    }
+    if let Some(ca) = &config.log.syslog_ca
+        && !ca.is_file()
+    {
+        return Err(err("syslog_ca", format!("{} is not a file", ca.display())));
+    }
+    if let Some(days) = config.retention.quarantine_days {
+        if days == 0 {
+            return Err(err("quarantine_days", "must be at least 1".into()));
+        }
+        // `[quarantine] expiry_days` is the older name of the same setting.
+        if find_key_line(text, "expiry_days") != 0 && config.quarantine.expiry_days != days {
+            return Err(err(
+                "quarantine_days",
+                format!(
+                    "disagrees with [quarantine] expiry_days = {}: give one of them",
+                    config.quarantine.expiry_days
+                ),
+            ));
+        }
+        config.quarantine.expiry_days = days;
+    }
+    if config.retention.interval_secs == 0 {
+        return Err(err("interval_secs", "must be at least 1".into()));
+    }
+    if config.retention.batch == 0 {
+        return Err(err("batch", "must be at least 1".into()));
+    }
     if config.hostname.is_empty() || config.hostname.contains(char::is_whitespace) {
         return Err(err("hostname", "must be a host name".into()));
     }
@@ -323,6 +365,36 @@ recipients = "list"
             .unwrap_err()
             .0;
         assert!(e.starts_with("p.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn log_and_retention_sections() {
+        let c = parse(
+            "[log]\nsyslog = \"tcp://127.0.0.1:6514\"\nsyslog_facility = \"local3\"\n\
+             [retention]\nlog_days = 30\nquarantine_days = 7\n",
+            "p.toml",
+        )
+        .expect("parse");
+        assert_eq!(c.quarantine.expiry_days, 7);
+        assert_eq!(c.retention.log_days, 30);
+        assert_eq!(c.retention.reports_days, 180);
+        let e = parse("[log]\nsyslog = \"http://x:1\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2: key `syslog`"), "{e}");
+        let e = parse("[log]\nsyslog_facility = \"mailx\"\n", "p.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("p.toml:2: key `syslog_facility`"), "{e}");
+        let e = parse(
+            "[quarantine]\nexpiry_days = 10\n[retention]\nquarantine_days = 7\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("p.toml:4: key `quarantine_days`"), "{e}");
+        let c = parse("[quarantine]\nexpiry_days = 10\n", "p.toml").expect("parse");
+        assert_eq!(c.quarantine.expiry_days, 10);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod config;
 mod metrics;
 mod serve;
 mod snmp;
+mod syslog;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -141,6 +142,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::accounts::AuditCmd,
     },
+    /// Delete what is older than the `[retention]` settings, now (the gateway's job does
+    /// it every `interval_secs`).
+    Retention {
+        #[command(subcommand)]
+        action: cli::store::RetentionCmd,
+    },
     /// The store itself: schema migrations.
     Store {
         #[command(subcommand)]
@@ -194,7 +201,10 @@ fn main() -> ExitCode {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
-    init_logging(&config, matches!(cli.command, Command::Serve));
+    if let Err(e) = init_logging(&config, matches!(cli.command, Command::Serve)) {
+        eprintln!("portcullis: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -234,6 +244,7 @@ fn main() -> ExitCode {
             Command::Report { action } => cli::report::report(&target, action).await,
             Command::Psl { action } => cli::psl::psl(config, action).await,
             Command::Store { action } => cli::store::store(config, action).await,
+            Command::Retention { action } => cli::store::retention(&target, action).await,
             Command::Settings { action } => cli::settings::settings(&target, action).await,
             Command::Account { action } => cli::accounts::account(&target, action).await,
             Command::Token { action } => cli::accounts::token(&target, action).await,
@@ -250,6 +261,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // The last lines of `serve` (why it stopped) to the collector, if it takes them soon.
+    syslog::flush(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -276,7 +289,9 @@ impl Command {
     }
 }
 
-fn init_logging(config: &config::Config, serving: bool) {
+fn init_logging(config: &config::Config, serving: bool) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if serving {
         config.log.level.as_str()
     } else {
@@ -284,13 +299,41 @@ fn init_logging(config: &config::Config, serving: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Syslog is the running gateway's: a command's few warnings stay on stderr.
+    let syslog = match &config.log.syslog {
+        url if serving && !url.is_empty() => {
+            let target = syslog::Target::parse(url).map_err(|e| format!("[log] syslog: {e}"))?;
+            let facility = syslog::facility(&config.log.syslog_facility)
+                .ok_or_else(|| "[log] syslog_facility: not a facility".to_string())?;
+            let layer = syslog::layer(
+                &target,
+                facility,
+                &config.hostname,
+                config.log.syslog_ca.as_deref(),
+            )
+            .map_err(|e| format!("[log] syslog: {e:#}"))?;
+            Some(layer)
+        }
+        _ => None,
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let registry = tracing_subscriber::registry().with(filter).with(syslog);
     if config.log.format == "json" {
-        builder.json().init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
     } else {
-        builder.init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            )
+            .init();
     }
+    Ok(())
 }

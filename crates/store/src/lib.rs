@@ -31,6 +31,7 @@ mod networks;
 mod quarantine;
 mod rates;
 mod reports;
+mod retention;
 mod rules;
 mod sessions;
 mod settings;
@@ -66,6 +67,7 @@ pub use log::{
 pub use log_search::{LogPage, LogQuery, TEXT_MATCHES_CAP};
 pub use quarantine::{HeldMessage, QUARANTINE_STATES, QuarantineItem, QuarantineQuery};
 pub use reports::{MAX_REPORT_LIMIT, REPORT_KINDS, ReportQuery, ReportSummary, StoredReport};
+pub use retention::Purge;
 pub use rules::{ContentRow, LIST_FIELDS, LIST_KINDS, ListEntry};
 pub use sessions::SessionRow;
 pub use settings::ConfigOverride;

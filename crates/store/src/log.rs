@@ -186,6 +186,19 @@ impl Sees {
     }
 }
 
+impl Sees {
+    /// The condition on a message `m` (its sender, or any of its recipients, in what is
+    /// seen), binds appended to `binds`; None for [`Sees::All`].
+    pub(crate) fn message_condition(&self, binds: &mut Vec<Bind>) -> Option<String> {
+        let on_sender = self.condition("m.sender", binds)?;
+        let on_recipient = self.condition("r.address", binds).unwrap_or_default();
+        Some(format!(
+            "({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
+             WHERE r.message = m.id AND {on_recipient}))"
+        ))
+    }
+}
+
 /// `query` with every value of `binds` (a `&[Bind]`) bound, in order: a macro, so that one
 /// spelling serves both engines' query types inside `on_pool!`.
 macro_rules! bind_all {
@@ -339,6 +352,23 @@ impl Store {
         let mut messages = vec![row];
         self.fill_recipients(&context, &mut messages).await?;
         Ok(messages.pop())
+    }
+
+    /// The messages a query of `MESSAGE_COLUMNS` finds, with their recipients.
+    pub(crate) async fn messages_with_recipients(
+        &self,
+        sql: String,
+        binds: &[Bind],
+        context: &str,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), binds)
+                .fetch_all(p)
+                .await
+        })
+        .map_err(StoreError::query(context))?;
+        self.fill_recipients(context, &mut messages).await?;
+        Ok(messages)
     }
 
     /// Loads the recipients of `messages` in a few batched queries rather than one per message.

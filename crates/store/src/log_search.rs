@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
-use crate::engine::{Engines, on_pool};
+use crate::engine::Engines;
 use crate::log::{
     Bind, DIRECTIONS, LIKE_ESCAPE, MAX_SEARCH_LIMIT, MESSAGE_COLUMNS, Sees, bind_all,
     contains_pattern, given,
@@ -122,14 +122,7 @@ impl Store {
         let context = "searching the message log";
         let indexed = self.rare_text_fields(q, context).await?;
         let (sql, binds) = search_sql(q, sees, limit, self.engine(), &indexed, context)?;
-        let mut messages: Vec<MessageRecord> = on_pool!(&self.pool, |p| {
-            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &binds)
-                .fetch_all(p)
-                .await
-        })
-        .map_err(StoreError::query(context))?;
-        self.fill_recipients(context, &mut messages).await?;
-        Ok(messages)
+        self.messages_with_recipients(sql, &binds, context).await
     }
 
     /// The engine's plan for the search `q` (SQLite's `EXPLAIN QUERY PLAN` details,
@@ -313,12 +306,8 @@ fn search_sql(
         Some(format!("m.id IN (SELECT value FROM json_each(${n}))"))
     };
 
-    if let Some(on_sender) = sees.condition("m.sender", &mut binds) {
-        let on_recipient = sees.condition("r.address", &mut binds).unwrap_or_default();
-        sql.push_str(&format!(
-            " AND ({on_sender} OR EXISTS (SELECT 1 FROM message_recipients r \
-             WHERE r.message = m.id AND {on_recipient}))"
-        ));
+    if let Some(seen) = sees.message_condition(&mut binds) {
+        sql.push_str(&format!(" AND {seen}"));
     }
     if let Some(text) = given(&q.text) {
         if is_message_id(&text) {
@@ -424,6 +413,7 @@ fn search_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::on_pool;
 
     #[test]
     fn whole_values() {

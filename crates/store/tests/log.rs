@@ -791,3 +791,50 @@ store_test! {
         assert_eq!(ids(&store.search_log(&q).await.unwrap()), ["c00001", "c00000", "old01"]);
     }
 }
+
+db_test! {
+    async fn retention_purges_in_batches_and_export_pages(db) {
+        use portcullis_store::{Purge, Sees};
+        let store = db.open().await;
+        for i in 0..7 {
+            let rec = message(&format!("OLD{i}"), 1_000 + i, "a@example.org", &["b@example.com"]);
+            store.log_message(&rec).await.unwrap();
+        }
+        store
+            .log_message(&message("NEW", 5_000, "c@example.net", &["d@example.net"]))
+            .await
+            .unwrap();
+        // The export: oldest first, page by page, narrowed to what the caller sees.
+        let page = store.log_export_page(0, 10_000, None, 3, &Sees::All).await.unwrap();
+        assert_eq!(ids(&page), ["OLD0", "OLD1", "OLD2"]);
+        assert_eq!(page[0].recipients.len(), 1);
+        let last = page.last().unwrap();
+        let page = store
+            .log_export_page(0, 10_000, Some((last.received_at, &last.id)), 10, &Sees::All)
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["OLD3", "OLD4", "OLD5", "OLD6", "NEW"]);
+        let page = store
+            .log_export_page(0, 5_000, None, 100, &Sees::Domains(vec!["example.com".into()]))
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 7);
+        let page = store
+            .log_export_page(0, 10_000, None, 100, &Sees::Domains(vec!["example.net".into()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["NEW"]);
+        // The purge: everything before the cut, two rows a statement.
+        assert_eq!(store.purge_older(Purge::MessageLog, 4_000, 2).await.unwrap(), 7);
+        assert!(store.get_message("OLD3").await.unwrap().is_none());
+        assert!(store.get_message("NEW").await.unwrap().is_some());
+        let left = store.log_export_page(0, 10_000, None, 100, &Sees::All).await.unwrap();
+        assert_eq!(ids(&left), ["NEW"]);
+        // The search index forgot them too.
+        let q = LogQuery { text: Some("example.org".into()), ..LogQuery::default() };
+        assert!(store.search_log(&q).await.unwrap().is_empty());
+        assert_eq!(store.purge_older(Purge::Audit, 4_000, 2).await.unwrap(), 0);
+        assert_eq!(store.purge_older(Purge::Reports, 4_000, 2).await.unwrap(), 0);
+        assert_eq!(store.purge_older(Purge::Quarantine, 4_000, 2).await.unwrap(), 0);
+    }
+}

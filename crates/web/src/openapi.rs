@@ -21,6 +21,8 @@ use utoipa::OpenApi;
     ),
     paths(
         api::messages::search,
+        api::messages::export,
+        api::messages::retention_run,
         api::messages::show,
         api::messages::dashboard,
         api::messages::services,

@@ -441,6 +441,49 @@ impl Backend {
         }
     }
 
+    /// The message log of `[from, to)` written to `out` as it is read, a page at a time
+    /// (CSV or JSON lines); how many bytes.
+    pub async fn log_export(
+        &self,
+        from: i64,
+        to: i64,
+        format: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let mut written = 0;
+        match self {
+            Backend::Local(ops) => {
+                let format = portcullis_ops::log_export::ExportFormat::parse(format)?;
+                let mut export = ops.log_export(from, to, format)?;
+                while let Some(chunk) = export.next_chunk().await? {
+                    out.write_all(chunk.as_bytes())?;
+                    written += chunk.len() as u64;
+                }
+            }
+            Backend::Remote(r) => {
+                let query = [
+                    ("from", from.to_string()),
+                    ("to", to.to_string()),
+                    ("format", format.to_string()),
+                ];
+                written = r.download(&["log", "export"], &query, out).await?;
+            }
+        }
+        out.flush()?;
+        Ok(written)
+    }
+
+    /// The retention pass, now.
+    pub async fn retention_run(&self) -> Result<portcullis_gateway::retention::Purged> {
+        match self {
+            Backend::Local(ops) => Ok(ops.retention_run().await?),
+            Backend::Remote(r) => {
+                r.send(Method::POST, &["retention", "run"], Body::None)
+                    .await
+            }
+        }
+    }
+
     pub async fn quarantine_list(&self, q: &QuarantineQuery) -> Result<Vec<QuarantineItem>> {
         match self {
             Backend::Local(ops) => Ok(ops.quarantine_list(q).await?),

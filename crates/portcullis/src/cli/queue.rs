@@ -69,6 +69,23 @@ pub enum LogCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the messages of a time range, oldest first, as CSV (one row per recipient)
+    /// or JSON lines (one message a line); read a page at a time, however long.
+    Export {
+        /// Received at or after: unix seconds, 7d (back from now), 2026-12-01 or
+        /// 2026-12-01T08:30:00Z (UTC); default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// Received before (as --from); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// csv or jsonl.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn queue(target: &Target, cmd: QueueCmd) -> Result<ExitCode> {
@@ -194,6 +211,15 @@ fn print_queue(rows: &[QueueItem], json: bool) -> Result<()> {
 
 pub async fn log(target: &Target, cmd: LogCmd) -> Result<ExitCode> {
     let ops = target.backend().await?;
+    if let LogCmd::Export {
+        from,
+        to,
+        format,
+        out,
+    } = cmd
+    {
+        return export(&ops, from, to, &format, out).await;
+    }
     let LogCmd::Search {
         sender,
         recipient,
@@ -207,7 +233,10 @@ pub async fn log(target: &Target, cmd: LogCmd) -> Result<ExitCode> {
         limit,
         offset,
         json,
-    } = cmd;
+    } = cmd
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let time = |t: Option<String>| {
         t.map(|s| portcullis_ops::log::parse_since(&s, now()))
             .transpose()
@@ -252,6 +281,37 @@ pub async fn log(target: &Target, cmd: LogCmd) -> Result<ExitCode> {
                 rc.reply.unwrap_or_default()
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `log export`: to a file (made only when the export starts well) or standard output.
+async fn export(
+    ops: &super::backend::Backend,
+    from: Option<String>,
+    to: Option<String>,
+    format: &str,
+    out: Option<std::path::PathBuf>,
+) -> Result<ExitCode> {
+    use portcullis_ops::log_export::{ExportFormat, parse_time};
+    use std::io::Write;
+    ExportFormat::parse(format)?;
+    let t = now();
+    let from = from.map(|s| parse_time(&s, t)).transpose()?.unwrap_or(0);
+    let to = to.map(|s| parse_time(&s, t)).transpose()?.unwrap_or(t + 1);
+    if to <= from {
+        anyhow::bail!("--to must be after --from");
+    }
+    let mut sink: Box<dyn Write> = match &out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let written = ops.log_export(from, to, format, &mut sink).await?;
+    if let Some(path) = out {
+        eprintln!("wrote {written} bytes to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,7 +62,7 @@ impl Remote {
             base.set_path(&path);
         }
         let token = token(opts.token_file.as_deref())?;
-        let tls = tls_config(opts.ca_file.as_deref())?;
+        let tls = tls_config(opts.ca_file.as_deref(), "--ca-file")?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)
@@ -115,6 +115,38 @@ impl Remote {
             return Err(api_error(&method, &url, status, &text));
         }
         Ok(text)
+    }
+
+    /// A GET whose body is copied to `out` as it arrives, not held whole; how many bytes.
+    pub async fn download(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let url = self.url(segments, query);
+        let mut response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.base, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(api_error(&Method::GET, &url, status, &text));
+        }
+        let mut written = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(&self.base, &e))?
+        {
+            out.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// A GET answered with JSON.
@@ -242,9 +274,10 @@ fn token(file: Option<&Path>) -> Result<String> {
     Ok(token)
 }
 
-/// rustls on aws-lc-rs, TLS 1.2 and 1.3, verifying the gateway's certificate against
-/// `ca_file` when given (its certificates only), else against the WebPKI roots.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
+/// rustls on aws-lc-rs, TLS 1.2 and 1.3, verifying the server's certificate against
+/// `ca_file` when given (its certificates only), else against the WebPKI roots; errors
+/// name the file by `option` (`--ca-file`, `syslog_ca`).
+pub(crate) fn tls_config(ca_file: Option<&Path>, option: &str) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -253,15 +286,15 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|i| i.collect())
                 .with_context(|| {
-                    format!("--ca-file {}: not a PEM certificate file", path.display())
+                    format!("{option} {}: not a PEM certificate file", path.display())
                 })?;
             if certs.is_empty() {
-                bail!("--ca-file {}: no certificate in it", path.display());
+                bail!("{option} {}: no certificate in it", path.display());
             }
             for cert in certs {
                 roots
                     .add(cert)
-                    .with_context(|| format!("--ca-file {}", path.display()))?;
+                    .with_context(|| format!("{option} {}", path.display()))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -125,8 +125,87 @@ pub async fn services(
     Ok(Json(caller.ops.service_health().await?))
 }
 
+/// The range and format of a message-log export.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportRange {
+    /// Received at or after: unix seconds, a span back from now (`7d`), a day
+    /// (`2026-12-01`) or a UTC time (`2026-12-01T08:30:00Z`); default: the beginning.
+    pub from: Option<String>,
+    /// Received before (as `from`); default: now.
+    pub to: Option<String>,
+    /// `csv` (one row per recipient, a header first) or `jsonl` (one message a line);
+    /// default `jsonl`.
+    pub format: Option<String>,
+}
+
+/// The message log of a time range, oldest first, streamed as it is read (CSV or JSON
+/// lines). Whole-gateway roles export everything, a domain administrator the mail of
+/// their domains; user accounts may not.
+#[utoipa::path(get, path = "/api/v1/log/export", tag = "messages", params(ExportRange),
+    responses((status = 200, description = "CSV (text/csv) or JSON lines (application/x-ndjson)", content_type = "application/x-ndjson"),
+              (status = 400, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody)))]
+pub async fn export(
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ExportRange>,
+) -> ApiResult<axum::response::Response> {
+    use portcullis_ops::log_export::{ExportFormat, parse_time};
+    let t = now();
+    let time = |name: &'static str, v: &Option<String>, default: i64| match blank(v) {
+        None => Ok(default),
+        Some(v) => parse_time(&v, t).map_err(|e| ApiError::invalid(name, e.to_string())),
+    };
+    let from = time("from", &q.from, 0)?;
+    let to = time("to", &q.to, t + 1)?;
+    let format = match blank(&q.format) {
+        None => ExportFormat::Jsonl,
+        Some(f) => {
+            ExportFormat::parse(&f).map_err(|e| ApiError::invalid("format", e.to_string()))?
+        }
+    };
+    let export = caller.ops.log_export(from, to, format)?;
+    // One page in memory at a time: each chunk is read when the client takes the last.
+    let chunks = futures_util::stream::try_unfold(export, |mut export| async move {
+        match export.next_chunk().await {
+            Ok(Some(text)) => Ok(Some((axum::body::Bytes::from(text), export))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "message-log export failed midway");
+                Err(std::io::Error::other(e.to_string()))
+            }
+        }
+    });
+    let extension = if format == ExportFormat::Csv {
+        "csv"
+    } else {
+        "jsonl"
+    };
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, format.content_type())
+        .header(
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"portcullis-log-{from}-{to}.{extension}\""),
+        )
+        .body(axum::body::Body::from_stream(chunks))
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Delete what is older than the `[retention]` settings now (what the gateway's job does
+/// every `interval_secs`): how many messages of the log, held messages, reports and audit
+/// rows. Administrators only; audited.
+#[utoipa::path(post, path = "/api/v1/retention/run", tag = "messages",
+    responses((status = 200, body = Object), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn retention_run(
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<portcullis_gateway::retention::Purged>> {
+    Ok(Json(caller.ops.retention_run().await?))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/log/export", get(export))
+        .route("/api/v1/retention/run", axum::routing::post(retention_run))
         .route("/api/v1/messages", get(search))
         .route("/api/v1/messages/{id}", get(show))
         .route("/api/v1/dashboard", get(dashboard))
