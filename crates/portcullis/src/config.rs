@@ -79,6 +79,24 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
     if config.reports.send_hour_utc > 23 {
         return Err(err("send_hour_utc", "expected an hour from 0 to 23".into()));
     }
+    if config.backup.daily_hour_utc > 23 {
+        return Err(err("daily_hour_utc", "expected an hour from 0 to 23".into()));
+    }
+    if !config.backup.schedule_hours.is_finite() || config.backup.schedule_hours < 0.0 {
+        return Err(err(
+            "schedule_hours",
+            "expected hours between backups (0: daily at daily_hour_utc)".into(),
+        ));
+    }
+    if !config.backup.to.is_empty() {
+        let check = portcullis_gateway::backup::schedule::Plan::from_config(&config.backup);
+        if let Err((key, e)) = check {
+            return Err(err(key, e));
+        }
+        if config.backup.keep == 0 {
+            return Err(err("keep", "expected at least 1 archive to keep".into()));
+        }
+    }
     if !config.reports.from.is_empty() && !config.reports.from.contains('@') {
         return Err(err(
             "from",

@@ -9,6 +9,11 @@ use portcullis_ops::Ops;
 
 pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()> {
     let node = Node::start(config).await?;
+    portcullis_gateway::backup::schedule::spawn(
+        node.config.clone(),
+        file.clone(),
+        node.store.clone(),
+    );
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
     let ops = Ops::new(node.store.clone(), node.config.clone())
         .with_injector(node.inject.clone())

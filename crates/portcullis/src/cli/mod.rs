@@ -5,6 +5,7 @@
 //! ([`backend::Backend`]); their printing is the same either way.
 
 pub mod accounts;
+pub mod backup;
 pub mod backend;
 pub mod corpus;
 pub mod directory;
