@@ -80,7 +80,10 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
         return Err(err("send_hour_utc", "expected an hour from 0 to 23".into()));
     }
     if config.backup.daily_hour_utc > 23 {
-        return Err(err("daily_hour_utc", "expected an hour from 0 to 23".into()));
+        return Err(err(
+            "daily_hour_utc",
+            "expected an hour from 0 to 23".into(),
+        ));
     }
     if !config.backup.schedule_hours.is_finite() || config.backup.schedule_hours < 0.0 {
         return Err(err(

@@ -34,6 +34,12 @@ use crate::{Store, StoreError};
 /// The migrations' own table: the schema version is recorded in the manifest instead.
 const SKIPPED: &[&str] = &["_sqlx_migrations"];
 
+/// Tables that triggers write as others are filled (the dashboard's counters, kept by
+/// triggers on `message_recipients`): loaded last, emptied again just before, so that the
+/// dump's counts (the history, including messages since removed) replace what the
+/// triggers counted while the log was loaded.
+const FILLED_BY_TRIGGERS: &[&str] = &["message_counts", "message_domain_counts"];
+
 /// Tables whose rows decide whether a store is in use: a restore refuses to overwrite
 /// one that has any unless forced.
 const IN_USE_TABLES: &[&str] = &[
@@ -186,11 +192,19 @@ fn postgres_cells(row: &PgRow) -> Result<Vec<Cell>, sqlx::Error> {
             let kind = row.column(i).type_info().name().to_string();
             let cell = match kind.as_str() {
                 "INT8" => row.try_get::<Option<i64>, _>(i)?.map(Cell::Int),
-                "INT4" => row.try_get::<Option<i32>, _>(i)?.map(|v| Cell::Int(v.into())),
-                "INT2" => row.try_get::<Option<i16>, _>(i)?.map(|v| Cell::Int(v.into())),
+                "INT4" => row
+                    .try_get::<Option<i32>, _>(i)?
+                    .map(|v| Cell::Int(v.into())),
+                "INT2" => row
+                    .try_get::<Option<i16>, _>(i)?
+                    .map(|v| Cell::Int(v.into())),
                 "FLOAT8" => row.try_get::<Option<f64>, _>(i)?.map(Cell::Real),
-                "FLOAT4" => row.try_get::<Option<f32>, _>(i)?.map(|v| Cell::Real(v.into())),
-                "BOOL" => row.try_get::<Option<bool>, _>(i)?.map(|v| Cell::Int(v.into())),
+                "FLOAT4" => row
+                    .try_get::<Option<f32>, _>(i)?
+                    .map(|v| Cell::Real(v.into())),
+                "BOOL" => row
+                    .try_get::<Option<bool>, _>(i)?
+                    .map(|v| Cell::Int(v.into())),
                 "BYTEA" => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Cell::Blob),
                 "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
                     row.try_get::<Option<String>, _>(i)?.map(Cell::Text)
@@ -302,9 +316,9 @@ impl TableReader {
         };
         self.line += 1;
         let line = line.map_err(dump_io(&self.table))?;
-        serde_json::from_str(&line).map(Some).map_err(|e| {
-            StoreError::Dump(format!("table {} line {}: {e}", self.table, self.line))
-        })
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| StoreError::Dump(format!("table {} line {}: {e}", self.table, self.line)))
     }
 
     /// The next row, as many cells as there are columns.
@@ -409,6 +423,12 @@ impl Store {
             .collect();
         let mut written = Vec::new();
         match &self.pool {
+            // An in-memory store (tests) has one connection, which serializes every
+            // statement: read it directly (VACUUM INTO from it makes another in-memory
+            // database, not a file).
+            Engines::Sqlite(live) if self.in_memory => {
+                written = sqlite_tables(live, dir, &tables, progress).await?;
+            }
             Engines::Sqlite(live) => {
                 let copy = dir.join("store-copy.db");
                 let _ = std::fs::remove_file(&copy);
@@ -422,43 +442,10 @@ impl Store {
                     .connect_with(SqliteConnectOptions::new().filename(&copy).read_only(true))
                     .await
                     .map_err(StoreError::query("opening the copy of the database"))?;
-                let result = async {
-                    for table in &tables {
-                        progress(table);
-                        let sql = format!("SELECT * FROM {}", quote(table));
-                        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&pool);
-                        let mut writer: Option<TableWriter> = None;
-                        while let Some(row) = rows
-                            .try_next()
-                            .await
-                            .map_err(StoreError::query("reading a table"))?
-                        {
-                            let w = match writer.as_mut() {
-                                Some(w) => w,
-                                None => writer.insert(TableWriter::create(
-                                    dir,
-                                    table,
-                                    &column_names(&row),
-                                )?),
-                            };
-                            w.row(&sqlite_cells(&row).map_err(StoreError::query("reading a row"))?)?;
-                        }
-                        drop(rows);
-                        let writer = match writer {
-                            Some(w) => w,
-                            None => {
-                                let columns = sqlite_columns(&pool, table).await?;
-                                TableWriter::create(dir, table, &columns)?
-                            }
-                        };
-                        written.push(writer.finish()?);
-                    }
-                    Ok::<_, StoreError>(())
-                }
-                .await;
+                let result = sqlite_tables(&pool, dir, &tables, progress).await;
                 pool.close().await;
                 let _ = std::fs::remove_file(&copy);
-                result?;
+                written = result?;
             }
             Engines::Postgres(p) => {
                 let mut tx = p
@@ -503,7 +490,10 @@ impl Store {
     /// Whether the store holds policy, accounts, keys or mail already.
     pub async fn in_use(&self) -> Result<bool, StoreError> {
         let present = self.dump_tables().await?;
-        for table in IN_USE_TABLES.iter().filter(|t| present.iter().any(|p| p == *t)) {
+        for table in IN_USE_TABLES
+            .iter()
+            .filter(|t| present.iter().any(|p| p == *t))
+        {
             let sql = format!("SELECT 1 FROM {} LIMIT 1", quote(table));
             let row: Option<(i32,)> = on_pool_query(&self.pool, sql).await?;
             if row.is_some() {
@@ -530,7 +520,8 @@ impl Store {
             )));
         }
         let parents = self.foreign_keys().await?;
-        let order = parents_first(tables, &parents);
+        let mut order = parents_first(tables, &parents);
+        order.sort_by_key(|t| FILLED_BY_TRIGGERS.contains(&t.as_str()));
         let mut tx = self
             .pool
             .begin()
@@ -539,13 +530,26 @@ impl Store {
         for table in order.iter().rev() {
             let sql = format!("DELETE FROM {}", quote(table));
             crate::engine::on_conn!(&mut tx, |c| {
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ())
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(c)
+                    .await
+                    .map(|_| ())
             })
             .map_err(StoreError::query("emptying a table"))?;
         }
         let mut total = 0;
         for table in &order {
             progress(table);
+            if FILLED_BY_TRIGGERS.contains(&table.as_str()) {
+                let sql = format!("DELETE FROM {}", quote(table));
+                crate::engine::on_conn!(&mut tx, |c| {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(c)
+                        .await
+                        .map(|_| ())
+                })
+                .map_err(StoreError::query("emptying a table"))?;
+            }
             let mut reader = TableReader::open(dir, table)?;
             let kinds: BTreeMap<String, Kind> = match &mut tx {
                 Engines::Sqlite(c) => sqlite_declared(c, table).await?,
@@ -564,7 +568,9 @@ impl Store {
                 column_kinds.push(*kind);
             }
             let list = reader.columns.iter().map(|c| quote(c)).collect::<Vec<_>>();
-            let params = (1..=list.len()).map(|i| format!("${i}")).collect::<Vec<_>>();
+            let params = (1..=list.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>();
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES ({})",
                 quote(table),
@@ -573,7 +579,8 @@ impl Store {
             );
             while let Some(row) = reader.next_row()? {
                 let mut cells = Vec::with_capacity(row.len());
-                for ((cell, kind), column) in row.into_iter().zip(&column_kinds).zip(&reader.columns)
+                for ((cell, kind), column) in
+                    row.into_iter().zip(&column_kinds).zip(&reader.columns)
                 {
                     let shown = format!("{cell:?}");
                     cells.push(convert(cell, *kind).ok_or_else(|| {
@@ -629,12 +636,48 @@ impl Store {
     }
 }
 
+/// Writes each of `tables` of a SQLite database into `dir`.
+async fn sqlite_tables(
+    pool: &sqlx::SqlitePool,
+    dir: &Path,
+    tables: &[String],
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut written = Vec::new();
+    for table in tables {
+        progress(table);
+        let sql = format!("SELECT * FROM {}", quote(table));
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(pool);
+        let mut writer: Option<TableWriter> = None;
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(StoreError::query("reading a table"))?
+        {
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(TableWriter::create(dir, table, &column_names(&row))?),
+            };
+            w.row(&sqlite_cells(&row).map_err(StoreError::query("reading a row"))?)?;
+        }
+        drop(rows);
+        let writer = match writer {
+            Some(w) => w,
+            None => TableWriter::create(dir, table, &sqlite_columns(pool, table).await?)?,
+        };
+        written.push(writer.finish()?);
+    }
+    Ok(written)
+}
+
 async fn on_pool_query(
     pool: &crate::engine::Pool,
     sql: String,
 ) -> Result<Option<(i32,)>, StoreError> {
     crate::engine::on_pool!(pool, |p| {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_optional(p).await
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(p)
+            .await
     })
     .map_err(StoreError::query("looking for rows"))
 }
@@ -643,10 +686,7 @@ fn column_names<R: Row>(row: &R) -> Vec<String> {
     row.columns().iter().map(|c| c.name().to_string()).collect()
 }
 
-async fn sqlite_columns(
-    pool: &sqlx::SqlitePool,
-    table: &str,
-) -> Result<Vec<String>, StoreError> {
+async fn sqlite_columns(pool: &sqlx::SqlitePool, table: &str) -> Result<Vec<String>, StoreError> {
     let mut conn = pool
         .acquire()
         .await
@@ -729,7 +769,13 @@ mod tests {
     fn parents_come_first() {
         let tables: Vec<String> = ["a_child", "b_parent", "c"].map(String::from).to_vec();
         let mut parents = BTreeMap::new();
-        parents.insert("a_child".to_string(), BTreeSet::from(["b_parent".to_string()]));
-        assert_eq!(parents_first(&tables, &parents), ["b_parent", "c", "a_child"]);
+        parents.insert(
+            "a_child".to_string(),
+            BTreeSet::from(["b_parent".to_string()]),
+        );
+        assert_eq!(
+            parents_first(&tables, &parents),
+            ["b_parent", "c", "a_child"]
+        );
     }
 }

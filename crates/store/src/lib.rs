@@ -57,8 +57,8 @@ pub use bayes::{BayesCounts, BayesSummary};
 pub use digests::DigestSchedule;
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
 pub use dmarc_results::{DMARC_CLAIM_SECS, DmarcResultRow};
-pub use dump::{Cell, DumpInfo, TableReader, table_file};
 pub use domains::{Domain, Route, TLS_MODES};
+pub use dump::{Cell, DumpInfo, TableReader, table_file};
 pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
 pub use log::{
@@ -83,11 +83,7 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The newest schema version this build's migrations make (the same on both engines).
 pub fn newest_schema_version() -> i64 {
-    SQLITE_MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0)
+    SQLITE_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// How long a writer waits for another writer's lock before giving up. Log writes are short, so a

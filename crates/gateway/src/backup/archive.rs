@@ -70,13 +70,19 @@ impl Manifest {
         let mut seen = std::collections::BTreeSet::new();
         for entry in &self.entries {
             if !safe_path(&entry.path) || entry.path == MANIFEST {
-                return Err(format!("the manifest names an unsafe path {:?}", entry.path));
+                return Err(format!(
+                    "the manifest names an unsafe path {:?}",
+                    entry.path
+                ));
             }
             if !seen.insert(entry.path.as_str()) {
                 return Err(format!("the manifest names {} twice", entry.path));
             }
             if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("the manifest's checksum of {} is malformed", entry.path));
+                return Err(format!(
+                    "the manifest's checksum of {} is malformed",
+                    entry.path
+                ));
             }
         }
         Ok(())
@@ -179,11 +185,14 @@ impl Encryption {
 
 /// The first line of a file, without its end of line: a passphrase file.
 pub fn read_passphrase(path: &Path) -> Result<SecretString, String> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| format!("passphrase file {}: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("passphrase file {}: {e}", path.display()))?;
     let line = text.lines().next().unwrap_or("").to_string();
     if line.is_empty() {
-        return Err(format!("passphrase file {}: the first line is empty", path.display()));
+        return Err(format!(
+            "passphrase file {}: the first line is empty",
+            path.display()
+        ));
     }
     Ok(SecretString::from(line))
 }
@@ -196,7 +205,10 @@ pub fn read_identities(path: &Path) -> Result<Decryption, String> {
         .into_identities()
         .map_err(|e| format!("identity file {}: {e}", path.display()))?;
     if identities.is_empty() {
-        return Err(format!("identity file {}: no identities in it", path.display()));
+        return Err(format!(
+            "identity file {}: no identities in it",
+            path.display()
+        ));
     }
     Ok(Decryption::Identities(identities))
 }
@@ -351,7 +363,8 @@ pub fn extract(
         ));
     };
     let mut gz = flate2::read::GzDecoder::new(plain);
-    let corrupt = |what: String| format!("{}: damaged or truncated archive: {what}", path.display());
+    let corrupt =
+        |what: String| format!("{}: damaged or truncated archive: {what}", path.display());
     let manifest = {
         let mut archive = tar::Archive::new(&mut gz);
         let mut entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
@@ -373,7 +386,9 @@ pub fn extract(
             .map_err(|e| corrupt(e.to_string()))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| corrupt(format!("the manifest cannot be read: {e}")))?;
-        manifest.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        manifest
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut found = std::collections::BTreeSet::new();
         for entry in entries {
             let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
@@ -454,17 +469,19 @@ mod tests {
     use super::*;
 
     fn staging(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "portcullis-archive-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-archive-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("store")).unwrap();
         dir
     }
 
     fn sample(dir: &Path) -> Manifest {
-        fs::write(dir.join("store/domains.jsonl"), b"[\"name\"]\n[\"example.com\"]\n").unwrap();
+        fs::write(
+            dir.join("store/domains.jsonl"),
+            b"[\"name\"]\n[\"example.com\"]\n",
+        )
+        .unwrap();
         let (sha256, size) = file_digest(&dir.join("store/domains.jsonl")).unwrap();
         Manifest {
             format: FORMAT_VERSION,
@@ -491,7 +508,10 @@ mod tests {
         let out = dir.join("a.tar.gz");
         write(&out, &dir, &manifest, &Encryption::None, &quiet).unwrap();
         let back = staging("rt-out");
-        assert_eq!(extract(&out, &back, &Decryption::None, &quiet).unwrap(), manifest);
+        assert_eq!(
+            extract(&out, &back, &Decryption::None, &quiet).unwrap(),
+            manifest
+        );
         assert_eq!(
             fs::read(back.join("store/domains.jsonl")).unwrap(),
             fs::read(dir.join("store/domains.jsonl")).unwrap()
@@ -507,7 +527,10 @@ mod tests {
         let err = extract(&sealed, &staging("rt-wrong"), &other, &quiet).unwrap_err();
         assert!(err.contains("wrong passphrase or key"), "{err}");
         let right = Decryption::Identities(vec![Box::new(key)]);
-        assert_eq!(extract(&sealed, &staging("rt-right"), &right, &quiet).unwrap(), manifest);
+        assert_eq!(
+            extract(&sealed, &staging("rt-right"), &right, &quiet).unwrap(),
+            manifest
+        );
     }
 
     #[test]
@@ -526,7 +549,10 @@ mod tests {
             flipped[at] ^= 0x01;
             let path = dir.join("f.tar.gz");
             fs::write(&path, &flipped).unwrap();
-            assert!(extract(&path, &staging("dmg-f"), &Decryption::None, &quiet).is_err(), "byte {at}");
+            assert!(
+                extract(&path, &staging("dmg-f"), &Decryption::None, &quiet).is_err(),
+                "byte {at}"
+            );
         }
     }
 

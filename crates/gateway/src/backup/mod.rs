@@ -49,7 +49,9 @@ impl Location {
         if text.starts_with("sftp://") {
             Ok(Location::Sftp(SftpUrl::parse(text)?))
         } else if text.contains("://") {
-            Err(format!("{text:?}: a file path or sftp://user@host[:port]/path"))
+            Err(format!(
+                "{text:?}: a file path or sftp://user@host[:port]/path"
+            ))
         } else if text.is_empty() {
             Err("an empty path".into())
         } else {
@@ -175,7 +177,9 @@ pub async fn create(
     }
     let skip: &[&str] = if options.without_log { LOG_TABLES } else { &[] };
     let dump = store
-        .dump(&staging.0.join("store"), skip, &|t| progress(&format!("table {t}")))
+        .dump(&staging.0.join("store"), skip, &|t| {
+            progress(&format!("table {t}"))
+        })
         .await
         .map_err(|e| format!("copying the store: {e}"))?;
     let mut paths: Vec<String> = dump
@@ -195,8 +199,8 @@ pub async fn create(
     paths.extend(copied.into_iter().map(|n| format!("spool/{n}")));
     let mut entries = Vec::new();
     for path in paths {
-        let (sha256, size) = archive::file_digest(&staging.0.join(&path))
-            .map_err(|e| format!("{path}: {e}"))?;
+        let (sha256, size) =
+            archive::file_digest(&staging.0.join(&path)).map_err(|e| format!("{path}: {e}"))?;
         entries.push(archive::Entry { path, size, sha256 });
     }
     let manifest = Manifest {
@@ -212,10 +216,16 @@ pub async fn create(
     let written = match to {
         Location::File(path) => {
             let partial = partial_path(path);
-            let result = archive::write(&partial, &staging.0, &manifest, &options.encryption, progress)
-                .and_then(|()| {
-                    fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))
-                });
+            let result = archive::write(
+                &partial,
+                &staging.0,
+                &manifest,
+                &options.encryption,
+                progress,
+            )
+            .and_then(|()| {
+                fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))
+            });
             if result.is_err() {
                 let _ = fs::remove_file(&partial);
             }
@@ -486,12 +496,15 @@ mod tests {
 
     #[test]
     fn names_carry_their_time() {
-        let t = 1_796_620_500; // 2026-12-07T03:15:00Z
+        let t = 1_796_613_300; // 2026-12-07T03:15:00Z
         let name = archive_name(t, false);
         assert_eq!(name, "portcullis-20261207T031500Z.tar.gz");
         assert_eq!(archive_time(&name), Some(t));
         assert_eq!(archive_time(&archive_name(t, true)), Some(t));
-        assert_eq!(archive_time("portcullis-20261207T031500Z.tar.gz.part"), None);
+        assert_eq!(
+            archive_time("portcullis-20261207T031500Z.tar.gz.part"),
+            None
+        );
         assert_eq!(archive_time("other.tar.gz"), None);
     }
 

@@ -44,7 +44,8 @@ impl Plan {
         }
         Ok(Plan {
             dir,
-            interval: (b.schedule_hours > 0.0).then(|| ((b.schedule_hours * 3600.0) as i64).max(60)),
+            interval: (b.schedule_hours > 0.0)
+                .then(|| ((b.schedule_hours * 3600.0) as i64).max(60)),
             daily_hour: i64::from(b.daily_hour_utc),
             keep: b.keep.max(1),
             without_log: b.without_log,
@@ -190,7 +191,9 @@ pub fn spawn(config: Config, config_file: Option<PathBuf>, store: Store) {
                             tracing::info!(removed = ?removed, keep = plan.keep, "old backups removed");
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "backup: removing old archives failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "backup: removing old archives failed")
+                        }
                     }
                 }
                 Err(e) => {
@@ -219,7 +222,7 @@ mod tests {
 
     #[test]
     fn due_times() {
-        let now = 1_796_620_500; // 2026-12-07T03:15:00Z
+        let now = 1_796_613_300; // 2026-12-07T03:15:00Z
         let every = plan(6.0, 0);
         assert_eq!(every.due(now, None), now);
         assert_eq!(every.due(now, Some(now - 3600)), now + 5 * 3600);
@@ -231,7 +234,8 @@ mod tests {
         assert_eq!(daily.due(now, Some(slot - 10)), now);
         let later = plan(0.0, 5);
         // 05:00 today has not come: yesterday's slot counts.
-        assert_eq!(later.due(now, Some(now - 3600)), now - 3600 - 15 * 60 + 2 * 3600 + DAY - DAY);
+        assert_eq!(later.due(now, Some(now - 3600)), now + 3600 + 45 * 60);
+        assert_eq!(later.due(now, Some(now - 23 * 3600)), now);
     }
 
     #[test]
@@ -246,6 +250,9 @@ mod tests {
             recipients: vec!["age1nope".into()],
             ..Backup::default()
         };
-        assert_eq!(Plan::from_config(&bad).err().map(|e| e.0), Some("recipients"));
+        assert_eq!(
+            Plan::from_config(&bad).err().map(|e| e.0),
+            Some("recipients")
+        );
     }
 }

@@ -22,7 +22,9 @@ pub struct SftpUrl {
 impl SftpUrl {
     pub fn parse(url: &str) -> Result<SftpUrl, String> {
         let bad = |why: &str| format!("{url:?}: {why} (expected sftp://user@host[:port]/path)");
-        let rest = url.strip_prefix("sftp://").ok_or_else(|| bad("not an sftp URL"))?;
+        let rest = url
+            .strip_prefix("sftp://")
+            .ok_or_else(|| bad("not an sftp URL"))?;
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
@@ -74,7 +76,11 @@ pub struct SshOptions {
 /// Runs one batch of sftp commands against the server of `url`; returns its output.
 fn batch(url: &SftpUrl, ssh: &SshOptions, commands: &str) -> Result<String, String> {
     let mut cmd = Command::new("sftp");
-    cmd.arg("-q").arg("-b").arg("-").arg("-o").arg("BatchMode=yes");
+    cmd.arg("-q")
+        .arg("-b")
+        .arg("-")
+        .arg("-o")
+        .arg("BatchMode=yes");
     if let Some(port) = url.port {
         cmd.arg("-P").arg(port.to_string());
     }
@@ -194,10 +200,19 @@ mod tests {
         assert_eq!(u.path, "srv/pc");
         assert_eq!(u.join("a.tar.gz").path, "srv/pc/a.tar.gz");
         let u = SftpUrl::parse("sftp://h//abs/x.tar.gz").unwrap();
-        assert_eq!((u.user, u.port, u.path.as_str()), (None, None, "/abs/x.tar.gz"));
+        assert_eq!(
+            (u.user, u.port, u.path.as_str()),
+            (None, None, "/abs/x.tar.gz")
+        );
         let u = SftpUrl::parse("sftp://u@[::1]:22/x").unwrap();
         assert_eq!(u.host, "::1");
-        for bad in ["http://h/x", "sftp://h", "sftp://@h/x", "sftp://h:99999/x", "sftp://-oProxy/x"] {
+        for bad in [
+            "http://h/x",
+            "sftp://h",
+            "sftp://@h/x",
+            "sftp://h:99999/x",
+            "sftp://-oProxy/x",
+        ] {
             assert!(SftpUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -95,7 +95,9 @@ pub async fn backup(
 ) -> Result<ExitCode> {
     let to = Location::parse(&args.to).map_err(|e| anyhow!("--to {e}"))?;
     let encryption = match (&args.passphrase_file, args.recipient.is_empty()) {
-        (Some(file), _) => Encryption::Passphrase(archive::read_passphrase(file).map_err(|e| anyhow!(e))?),
+        (Some(file), _) => {
+            Encryption::Passphrase(archive::read_passphrase(file).map_err(|e| anyhow!(e))?)
+        }
         (None, false) => Encryption::recipients(&args.recipient).map_err(|e| anyhow!(e))?,
         (None, true) => Encryption::None,
     };

@@ -5,8 +5,8 @@
 //! ([`backend::Backend`]); their printing is the same either way.
 
 pub mod accounts;
-pub mod backup;
 pub mod backend;
+pub mod backup;
 pub mod corpus;
 pub mod directory;
 pub mod dkim;
