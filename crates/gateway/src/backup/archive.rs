@@ -517,20 +517,31 @@ mod tests {
             fs::read(dir.join("store/domains.jsonl")).unwrap()
         );
 
-        let key = age::x25519::Identity::generate();
-        let enc = Encryption::Recipients(vec![Box::new(key.to_public())]);
-        let sealed = dir.join("b.tar.gz.age");
-        write(&sealed, &dir, &manifest, &enc, &quiet).unwrap();
-        let err = extract(&sealed, &staging("rt-none"), &Decryption::None, &quiet).unwrap_err();
-        assert!(err.contains("is encrypted"), "{err}");
-        let other = Decryption::Identities(vec![Box::new(age::x25519::Identity::generate())]);
-        let err = extract(&sealed, &staging("rt-wrong"), &other, &quiet).unwrap_err();
-        assert!(err.contains("wrong passphrase or key"), "{err}");
-        let right = Decryption::Identities(vec![Box::new(key)]);
-        assert_eq!(
-            extract(&sealed, &staging("rt-right"), &right, &quiet).unwrap(),
-            manifest
-        );
+        // X25519 keys (deprecated by age for new keys, still the common ones) and
+        // post-quantum hybrid keys, each parsed from its text form as the CLI does.
+        #[allow(deprecated)]
+        let x25519 = age::x25519::Identity::generate();
+        #[allow(deprecated)]
+        let x25519_public = x25519.to_public().to_string();
+        let pq = age::pq::Identity::generate();
+        let pq_public = pq.to_public().to_string();
+        let keys: [(Box<dyn age::Identity + Send + Sync>, String); 2] =
+            [(Box::new(x25519), x25519_public), (Box::new(pq), pq_public)];
+        for (key, public) in keys {
+            let enc = Encryption::recipients(&[public]).unwrap();
+            let sealed = dir.join("b.tar.gz.age");
+            write(&sealed, &dir, &manifest, &enc, &quiet).unwrap();
+            let err = extract(&sealed, &staging("rt-none"), &Decryption::None, &quiet).unwrap_err();
+            assert!(err.contains("is encrypted"), "{err}");
+            let other = Decryption::Identities(vec![Box::new(age::pq::Identity::generate())]);
+            let err = extract(&sealed, &staging("rt-wrong"), &other, &quiet).unwrap_err();
+            assert!(err.contains("wrong passphrase or key"), "{err}");
+            let right = Decryption::Identities(vec![key]);
+            assert_eq!(
+                extract(&sealed, &staging("rt-right"), &right, &quiet).unwrap(),
+                manifest
+            );
+        }
     }
 
     #[test]
