@@ -94,6 +94,12 @@ def test_restored_gateway_delivers_signs_and_logs_in(tmp_path):
     assert (b.dir / "data" / "portcullis.toml.restored").read_bytes() == a.config.read_bytes()
     held = json.loads(b.cli("quarantine", "list", "--json").stdout)
     assert [(h["subject"], h["class"]) for h in held] == [("offer", "spam")], held
+    # Both ends are in the audit logs: the backup on the source (after its snapshot), the
+    # restore on the target, above the source's history (the console's first account too).
+    audit = lambda g: [e["action"] for e in json.loads(g.cli("audit", "list", "--json").stdout)]
+    assert audit(a)[0] == "backup.create"
+    restored = audit(b)
+    assert restored[0] == "backup.restore" and "account.bootstrap" in restored, restored
     # A second restore onto the now used store is refused.
     again = b.cli("restore", str(archive), check=False)
     assert again.returncode != 0 and "--force" in again.stderr, again.stderr

@@ -118,8 +118,23 @@ pub async fn backup(
     })
     .await;
     bar.finish_and_clear();
+    let audited = match &result {
+        // An archive holds secrets: who took one, and where it went, is worth a row.
+        Ok(created) => {
+            let details = serde_json::json!({
+                "encrypted": !options.encryption.is_none(),
+                "with_log": created.manifest.with_log,
+                "bytes": created.size,
+            });
+            portcullis_ops::audit_cli(&store, "backup.create", &to.to_string(), Some(details)).await
+        }
+        Err(_) => Ok(()),
+    };
     store.close().await;
     let created = result.map_err(|e| anyhow!(e))?;
+    if let Err(e) = audited {
+        eprintln!("warning: the backup is written, but its audit row is not: {e}");
+    }
     let tables = created.manifest.under("store").count();
     println!(
         "backup written to {to}: {} bytes, {} store {tables} tables (schema {}), {} queued messages{}{}",
@@ -164,6 +179,33 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let restored = result.map_err(|e| anyhow!("restore refused or failed: {e}"))?;
     let m = &restored.manifest;
+    // The restored store's audit log says where its contents came from.
+    let details = serde_json::json!({
+        "hostname": m.hostname,
+        "created_at": m.created_at,
+        "gateway_version": m.gateway_version,
+        "engine": m.engine,
+        "rows": restored.rows,
+        "queued_messages": restored.queued_messages,
+    });
+    let audited = match Store::open(&config.store_url()).await {
+        Ok(store) => {
+            let r = portcullis_ops::audit_cli(
+                &store,
+                "backup.restore",
+                &from.to_string(),
+                Some(details),
+            )
+            .await
+            .map_err(|e| e.to_string());
+            store.close().await;
+            r
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = audited {
+        eprintln!("warning: restored, but the audit row is not written: {e}");
+    }
     println!(
         "restored the backup of {} made {} by Portcullis {} ({} store, schema {}): {} rows, {} queued messages into {}",
         m.hostname,
