@@ -559,27 +559,13 @@ impl Store {
             .await
             .map_err(StoreError::query("starting the restore transaction"))?;
         for table in order.iter().rev() {
-            let sql = format!("DELETE FROM {}", quote(table));
-            crate::engine::on_conn!(&mut tx, |c| {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(c)
-                    .await
-                    .map(|_| ())
-            })
-            .map_err(StoreError::query("emptying a table"))?;
+            empty(&mut tx, table).await?;
         }
         let mut total = 0;
         for table in &order {
             progress(table);
             if FILLED_BY_TRIGGERS.contains(&table.as_str()) {
-                let sql = format!("DELETE FROM {}", quote(table));
-                crate::engine::on_conn!(&mut tx, |c| {
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(c)
-                        .await
-                        .map(|_| ())
-                })
-                .map_err(StoreError::query("emptying a table"))?;
+                empty(&mut tx, table).await?;
             }
             let mut reader = TableReader::open(dir, table)?;
             let kinds: BTreeMap<String, Kind> = match &mut tx {
@@ -704,6 +690,18 @@ async fn sqlite_tables(
         written.push(writer.finish()?);
     }
     Ok(written)
+}
+
+/// Removes every row of `table` inside the restore's transaction.
+async fn empty(tx: &mut crate::engine::Tx<'_>, table: &str) -> Result<(), StoreError> {
+    let sql = format!("DELETE FROM {}", quote(table));
+    crate::engine::on_conn!(tx, |c| {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(c)
+            .await
+            .map(|_| ())
+    })
+    .map_err(StoreError::query("emptying a table"))
 }
 
 async fn on_pool_query(

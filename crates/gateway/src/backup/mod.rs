@@ -365,21 +365,8 @@ pub async fn restore(
             data_dir.display()
         ));
     }
-    let made_data_dir = !data_dir.exists();
-    let result = restore_checked(config, from, options, progress).await;
-    if result.is_err() && made_data_dir {
-        let _ = fs::remove_dir_all(data_dir);
-    }
-    result
-}
-
-async fn restore_checked(
-    config: &Config,
-    from: &Location,
-    options: &RestoreOptions,
-    progress: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Restored, String> {
-    let data_dir = &config.data_dir;
+    // A data directory made here is removed again if the restore fails.
+    let mut made = MadeDir((!data_dir.exists()).then(|| data_dir.clone()));
     let staging = Staging::new(data_dir, "restore")?;
     let source = match from {
         Location::File(p) => p.clone(),
@@ -454,12 +441,24 @@ async fn restore_checked(
         }
         None => None,
     };
+    made.0 = None;
     Ok(Restored {
         manifest,
         rows,
         queued_messages,
         config_written,
     })
+}
+
+/// A directory removed when dropped, unless taken out first.
+struct MadeDir(Option<PathBuf>);
+
+impl Drop for MadeDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Puts the archive's spool files into `<data_dir>/spool/queue` as the spool commits

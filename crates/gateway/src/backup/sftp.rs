@@ -125,6 +125,14 @@ fn batch(url: &SftpUrl, ssh: &SshOptions, commands: &str) -> Result<String, Stri
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// A local path as a batch command can carry it (quoted: no quotes or line ends in it).
+fn batch_path(local: &Path) -> Result<&str, String> {
+    local
+        .to_str()
+        .filter(|l| !l.contains(['"', '\n']))
+        .ok_or_else(|| format!("{}: unusable local path for sftp", local.display()))
+}
+
 fn quoted(path: &str) -> String {
     format!("\"{path}\"")
 }
@@ -133,10 +141,7 @@ fn quoted(path: &str) -> String {
 /// so that a cut connection never leaves a half archive under the final name.
 pub fn put(local: &Path, url: &SftpUrl, ssh: &SshOptions) -> Result<(), String> {
     let partial = format!("{}.part", url.path);
-    let local = local
-        .to_str()
-        .filter(|l| !l.contains(['"', '\n']))
-        .ok_or_else(|| format!("{}: unusable local path for sftp", local.display()))?;
+    let local = batch_path(local)?;
     batch(
         url,
         ssh,
@@ -152,10 +157,7 @@ pub fn put(local: &Path, url: &SftpUrl, ssh: &SshOptions) -> Result<(), String> 
 
 /// Downloads `url` (a file path) to `local`.
 pub fn get(url: &SftpUrl, local: &Path, ssh: &SshOptions) -> Result<(), String> {
-    let local = local
-        .to_str()
-        .filter(|l| !l.contains(['"', '\n']))
-        .ok_or_else(|| format!("{}: unusable local path for sftp", local.display()))?;
+    let local = batch_path(local)?;
     batch(
         url,
         ssh,
