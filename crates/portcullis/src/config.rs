@@ -300,6 +300,30 @@ recipients = "list"
     }
 
     #[test]
+    fn backup_section() {
+        let c = parse(
+            "[backup]\nto = \"sftp://b@vault.test:2222/pc\"\nschedule_hours = 0.5\nkeep = 3\n",
+            "p.toml",
+        )
+        .expect("parse");
+        assert_eq!((c.backup.schedule_hours, c.backup.keep), (0.5, 3));
+        for (text, key, line) in [
+            ("[backup]\nto = \"ftp://x/y\"\n", "to", 2),
+            ("[backup]\nto = \"/b\"\nkeep = 0\n", "keep", 3),
+            (
+                "[backup]\nto = \"/b\"\nrecipients = [\"age1nope\"]\n",
+                "recipients",
+                3,
+            ),
+            ("[backup]\ndaily_hour_utc = 24\n", "daily_hour_utc", 2),
+            ("[backup]\nschedule_hours = -1.0\n", "schedule_hours", 2),
+        ] {
+            let e = parse(text, "p.toml").unwrap_err().0;
+            assert!(e.starts_with(&format!("p.toml:{line}: key `{key}`")), "{e}");
+        }
+    }
+
+    #[test]
     fn accounts_section() {
         let dir = std::env::temp_dir().join(format!("portcullis-breach-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
