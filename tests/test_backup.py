@@ -214,6 +214,25 @@ def test_sftp_round_trip(tmp_path):
                                         "--ssh-key", str(sshd.client_key), check=False)
         assert r.returncode != 0 and "sftp" in r.stderr, r.stderr
 
+        # Scheduled backups to the server, the older archives there beyond `keep` removed.
+        for name in ("portcullis-20250101T030000Z.tar.gz", "portcullis-20250102T030000Z.tar.gz"):
+            (remote / name).write_bytes(b"old")
+        s = Gateway(tmp_path / "s", extra_config=(
+            f'[backup]\nto = "{sshd.url(str(remote))}"\nkeep = 2\n'
+            f'ssh_config = "{sshd.client_config}"\n'))
+        s.cli("domain", "add", "example.org", "--route", "127.0.0.1:9")
+        s.start()
+        try:
+            def ours():
+                return sorted(p.name for p in remote.iterdir() if p.name.startswith("portcullis-"))
+            wait_for(lambda: len(ours()) == 2 and ours()[0] == "portcullis-20250102T030000Z.tar.gz",
+                     30, "a new archive on the server and one old kept")
+        finally:
+            s.stop()
+        assert (remote / "gw.tar.gz").exists()
+        out = Gateway(tmp_path / "d").cli("restore", sshd.url(f"{remote}/{ours()[1]}"), *ssh).stdout
+        assert "restored the backup of gw.test" in out
+
 
 def test_scheduled_backups_keep_the_newest(tmp_path):
     backups = tmp_path / "backups"

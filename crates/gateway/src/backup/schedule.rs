@@ -181,7 +181,16 @@ pub fn spawn(config: Config, config_file: Option<PathBuf>, store: Store) {
                 tokio::time::sleep(Duration::from_secs((due - now) as u64)).await;
             }
             let started = std::time::Instant::now();
-            let result = run_once(&config, config_file.as_deref(), &store, &plan).await;
+            // The archive is written with blocking file and sftp work: the runtime moves
+            // this worker's other tasks elsewhere meanwhile.
+            let result = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(run_once(
+                    &config,
+                    config_file.as_deref(),
+                    &store,
+                    &plan,
+                ))
+            });
             match result {
                 Ok((to, size)) => {
                     retry_at = None;
