@@ -75,6 +75,9 @@ def test_restored_gateway_delivers_signs_and_logs_in(tmp_path):
     archive = tmp_path / "gw.tar.gz"
     try:
         r = a.cli("backup", "--to", str(archive))
+        # Restoring under a running gateway is refused.
+        busy = a.cli("restore", str(archive), "--force", check=False)
+        assert busy.returncode != 0 and "stop it before restoring" in busy.stderr, busy.stderr
     finally:
         a.stop()
     assert "DKIM private keys" in r.stderr and "not encrypted" in r.stderr, r.stderr
