@@ -44,6 +44,51 @@ pub struct Config {
     /// Per domain (`[domain."example.org"]`, `"*"` for the rest): which source verifies
     /// recipients, which checks logins, what happens when it is down.
     pub domain: BTreeMap<String, portcullis_directory::DomainConfig>,
+    /// Scheduled backups (`portcullis backup` run by the node itself).
+    pub backup: Backup,
+}
+
+/// Scheduled backups with retention (crates/gateway/src/backup/schedule.rs). Off while
+/// `to` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    /// A directory, or `sftp://user@host[:port]/path` (a directory on the server).
+    pub to: String,
+    /// Hours between backups (fractions allowed, e.g. 0.5); 0: once a day at
+    /// `daily_hour_utc`.
+    pub schedule_hours: f64,
+    /// Hour of the day (UTC, 0–23) of the daily backup when `schedule_hours` is 0.
+    pub daily_hour_utc: u8,
+    /// Archives kept in `to`; older ones (by the time in their names) are removed.
+    pub keep: usize,
+    /// age X25519 recipients (`age1...`) the archives are encrypted to; empty: not
+    /// encrypted (unless `passphrase_file`).
+    pub recipients: Vec<String>,
+    /// A file whose first line is the passphrase the archives are encrypted with.
+    pub passphrase_file: Option<PathBuf>,
+    /// Leave the message log out.
+    pub without_log: bool,
+    /// SSH private key for an sftp `to` (`sftp -i`).
+    pub ssh_key: Option<PathBuf>,
+    /// ssh_config file for an sftp `to` (`sftp -F`): known hosts, port, identity.
+    pub ssh_config: Option<PathBuf>,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup {
+            to: String::new(),
+            schedule_hours: 0.0,
+            daily_hour_utc: 3,
+            keep: 7,
+            recipients: Vec::new(),
+            passphrase_file: None,
+            without_log: false,
+            ssh_key: None,
+            ssh_config: None,
+        }
+    }
 }
 
 /// Outgoing reports about other domains' mail: DMARC aggregate reports (RFC 7489 §7.2)
@@ -396,6 +441,7 @@ impl Default for Config {
             accounts: Accounts::default(),
             directory: BTreeMap::new(),
             domain: BTreeMap::new(),
+            backup: Backup::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! settings, and the binary loads those settings and starts it.
 
 pub mod actions;
+pub mod backup;
 pub mod batcher;
 pub mod callout;
 pub mod checks;

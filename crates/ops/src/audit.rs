@@ -40,6 +40,17 @@ impl Ops {
     }
 }
 
+/// Writes the audit row of work the command line does beside the operations layer on the
+/// store itself (`backup.create`, `backup.restore`), as the command line's actor.
+pub async fn append_cli(
+    store: &Store,
+    action: &str,
+    target: &str,
+    after: Option<Value>,
+) -> Result<()> {
+    append(store, &Actor::cli(), action, target, None, after).await
+}
+
 /// Appends one row to the audit log of `store`.
 pub(crate) async fn append(
     store: &Store,

@@ -33,6 +33,7 @@ mod tokens;
 pub mod tracking;
 
 pub use actor::{Access, Actor, Role, Scope, Via};
+pub use audit::append_cli as audit_cli;
 pub use error::{OpsError, Result};
 
 use portcullis_gateway::Injector;

@@ -83,6 +83,27 @@ fn validate(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigE
     if config.reports.send_hour_utc > 23 {
         return Err(err("send_hour_utc", "expected an hour from 0 to 23".into()));
     }
+    if config.backup.daily_hour_utc > 23 {
+        return Err(err(
+            "daily_hour_utc",
+            "expected an hour from 0 to 23".into(),
+        ));
+    }
+    if !config.backup.schedule_hours.is_finite() || config.backup.schedule_hours < 0.0 {
+        return Err(err(
+            "schedule_hours",
+            "expected hours between backups (0: daily at daily_hour_utc)".into(),
+        ));
+    }
+    if !config.backup.to.is_empty() {
+        let check = portcullis_gateway::backup::schedule::Plan::from_config(&config.backup);
+        if let Err((key, e)) = check {
+            return Err(err(key, e));
+        }
+        if config.backup.keep == 0 {
+            return Err(err("keep", "expected at least 1 archive to keep".into()));
+        }
+    }
     if !config.reports.from.is_empty() && !config.reports.from.contains('@') {
         return Err(err(
             "from",
@@ -395,6 +416,30 @@ recipients = "list"
         assert!(e.starts_with("p.toml:4: key `quarantine_days`"), "{e}");
         let c = parse("[quarantine]\nexpiry_days = 10\n", "p.toml").expect("parse");
         assert_eq!(c.quarantine.expiry_days, 10);
+    }
+
+    #[test]
+    fn backup_section() {
+        let c = parse(
+            "[backup]\nto = \"sftp://b@vault.test:2222/pc\"\nschedule_hours = 0.5\nkeep = 3\n",
+            "p.toml",
+        )
+        .expect("parse");
+        assert_eq!((c.backup.schedule_hours, c.backup.keep), (0.5, 3));
+        for (text, key, line) in [
+            ("[backup]\nto = \"ftp://x/y\"\n", "to", 2),
+            ("[backup]\nto = \"/b\"\nkeep = 0\n", "keep", 3),
+            (
+                "[backup]\nto = \"/b\"\nrecipients = [\"age1nope\"]\n",
+                "recipients",
+                3,
+            ),
+            ("[backup]\ndaily_hour_utc = 24\n", "daily_hour_utc", 2),
+            ("[backup]\nschedule_hours = -1.0\n", "schedule_hours", 2),
+        ] {
+            let e = parse(text, "p.toml").unwrap_err().0;
+            assert!(e.starts_with(&format!("p.toml:{line}: key `{key}`")), "{e}");
+        }
     }
 
     #[test]

@@ -148,6 +148,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::store::RetentionCmd,
     },
+    /// Write an archive of this gateway's state (configuration file, store, queued
+    /// mail) while it runs.
+    Backup(cli::backup::BackupArgs),
+    /// Restore an archive onto this configuration's data directory and store (stop the
+    /// gateway first; a fresh data directory unless --force).
+    Restore(cli::backup::RestoreArgs),
     /// The store itself: schema migrations.
     Store {
         #[command(subcommand)]
@@ -245,6 +251,10 @@ fn main() -> ExitCode {
             Command::Psl { action } => cli::psl::psl(config, action).await,
             Command::Store { action } => cli::store::store(config, action).await,
             Command::Retention { action } => cli::store::retention(&target, action).await,
+            Command::Backup(args) => {
+                cli::backup::backup(config, target.config_file.as_deref(), args).await
+            }
+            Command::Restore(args) => cli::backup::restore(config, args).await,
             Command::Settings { action } => cli::settings::settings(&target, action).await,
             Command::Account { action } => cli::accounts::account(&target, action).await,
             Command::Token { action } => cli::accounts::token(&target, action).await,
@@ -284,6 +294,8 @@ impl Command {
             Command::Psl { .. } => Some("psl"),
             Command::Store { .. } => Some("store"),
             Command::SnmpPassPersist { .. } => Some("snmp-pass-persist"),
+            Command::Backup(_) => Some("backup"),
+            Command::Restore(_) => Some("restore"),
             _ => None,
         }
     }

@@ -18,6 +18,11 @@ pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()>
     let metrics = crate::metrics::install();
     let node = Node::start(config).await?;
     crate::metrics::spawn_queue_gauges(node.queue.spool().clone());
+    portcullis_gateway::backup::schedule::spawn(
+        node.config.clone(),
+        file.clone(),
+        node.store.clone(),
+    );
     portcullis_ops::quarantine::resume_releases(&node.store, &node.inject).await?;
     let ops = Ops::new(node.store.clone(), node.config.clone())
         .with_injector(node.inject.clone())

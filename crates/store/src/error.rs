@@ -65,6 +65,10 @@ pub enum StoreError {
     /// or by a newer version.
     #[error("{context}: stored value is corrupt: {reason}")]
     Corrupt { context: String, reason: String },
+
+    /// Writing or reading a backup's copy of the tables (`dump`) failed.
+    #[error("{0}")]
+    Dump(String),
 }
 
 impl StoreError {

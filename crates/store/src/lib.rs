@@ -22,6 +22,7 @@ mod digests;
 mod dkim;
 mod dmarc_results;
 mod domains;
+mod dump;
 mod engine;
 mod error;
 mod greylist;
@@ -58,6 +59,7 @@ pub use digests::DigestSchedule;
 pub use dkim::{DKIM_ALGORITHMS, DKIM_STATES, DkimKey};
 pub use dmarc_results::{DMARC_CLAIM_SECS, DmarcResultRow};
 pub use domains::{Domain, Route, TLS_MODES};
+pub use dump::{Cell, DumpInfo, TableReader, table_file};
 pub use error::StoreError;
 pub use greylist::{GreylistClient, GreylistCounts, GreylistEntry, GreylistPurged};
 pub use log::{
@@ -80,6 +82,11 @@ pub use tokens::TokenRow;
 /// releases applied, unchanged, so their recorded checksums still match.
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The newest schema version this build's migrations make (the same on both engines).
+pub fn newest_schema_version() -> i64 {
+    SQLITE_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
 
 /// How long a writer waits for another writer's lock before giving up. Log writes are short, so a
 /// few seconds covers any real contention without hanging an SMTP session forever.
