@@ -45,20 +45,26 @@ def wait_exit(proc, timeout):
         raise AssertionError(f"the gateway did not exit within {timeout} s of SIGTERM") from None
 
 
-def test_sigterm_drains_and_keeps_a_transaction_under_way(tmp_path, sink):
-    g = Gateway(tmp_path / "gw", extra_config="[limits]\nshutdown_grace_secs = 20\n")
+def gateway_with_grace(tmp_path, sink, grace):
+    g = Gateway(tmp_path / "gw", extra_config=f"[limits]\nshutdown_grace_secs = {grace}\n")
     g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
-    g.start()
+    return g.start()
+
+
+def half_a_message(port, subject):
+    """A session inside DATA, half its body sent."""
+    s, f = open_session(port)
+    s.sendall(b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+    assert reply(f)[0] == 250 and reply(f)[0] == 250 and reply(f)[0] == 354
+    s.sendall(b"Subject: " + subject + b"\r\n\r\nfirst half\r\n")
+    return s, f
+
+
+def test_sigterm_drains_and_keeps_a_transaction_under_way(tmp_path, sink):
+    g = gateway_with_grace(tmp_path, sink, 20)
     try:
         idle, idle_f = open_session(g.smtp)
-        busy, busy_f = open_session(g.smtp)
-        busy.sendall(b"MAIL FROM:<a@outside.test>\r\n")
-        assert reply(busy_f)[0] == 250
-        busy.sendall(b"RCPT TO:<bob@example.com>\r\n")
-        assert reply(busy_f)[0] == 250
-        busy.sendall(b"DATA\r\n")
-        assert reply(busy_f)[0] == 354
-        busy.sendall(b"Subject: in flight at SIGTERM\r\n\r\nfirst half\r\n")
+        busy, busy_f = half_a_message(g.smtp, b"in flight at SIGTERM")
 
         g.proc.send_signal(signal.SIGTERM)
         # The idle session is told at once why it ends.
@@ -99,14 +105,9 @@ def test_sigterm_drains_and_keeps_a_transaction_under_way(tmp_path, sink):
 
 
 def test_sigterm_ends_within_the_grace_when_a_client_stalls(tmp_path, sink):
-    g = Gateway(tmp_path / "gw", extra_config="[limits]\nshutdown_grace_secs = 2\n")
-    g.cli("domain", "add", "example.com", "--route", f"127.0.0.1:{sink.port}")
-    g.start()
+    g = gateway_with_grace(tmp_path, sink, 2)
     try:
-        s, f = open_session(g.smtp)
-        s.sendall(b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
-        assert reply(f)[0] == 250 and reply(f)[0] == 250 and reply(f)[0] == 354
-        s.sendall(b"Subject: never finished\r\n\r\nhalf a message\r\n")
+        stalled = half_a_message(g.smtp, b"never finished")  # open until the gateway exits
         started = time.monotonic()
         g.proc.send_signal(signal.SIGTERM)
         assert wait_exit(g.proc, 10) == 0
@@ -116,6 +117,7 @@ def test_sigterm_ends_within_the_grace_when_a_client_stalls(tmp_path, sink):
         assert "still open at the end of the shutdown grace" in g.log.read_text()
         # Nothing was acknowledged, so nothing is queued.
         assert g.queue_ids() == []
+        stalled[0].close()
     finally:
         g.stop()
 
