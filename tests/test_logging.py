@@ -116,6 +116,12 @@ def test_a_collector_that_is_down_costs_lines_not_mail(tmp_path, sink):
             time.sleep(1)
         dropped = collector.wait_line("dropped_total=")
         assert "log lines were dropped" in dropped and dropped.startswith("20 portcullis - "), dropped
+        # The same count, for monitoring (taken every few seconds).
+        def dropped_metric():
+            body = urllib.request.urlopen(f"http://127.0.0.1:{g.metrics}/metrics", timeout=10).read().decode()
+            return next((float(l.split()[-1]) for l in body.splitlines()
+                         if l.startswith("portcullis_syslog_dropped_lines_total ")), 0)
+        wait_for(lambda: dropped_metric() > 0, 15, "portcullis_syslog_dropped_lines_total above 0")
         collector.wait_line("queued", 'id="')
         assert "cannot reach 127.0.0.1" in g.log_text()
     finally:

@@ -43,11 +43,18 @@ pub fn install() -> Option<RenderMetrics> {
         metrics::Unit::Seconds,
         "Time taken by commits of the store's write transactions"
     );
+    metrics::describe_counter!(
+        "portcullis_syslog_dropped_lines_total",
+        "Log lines not sent to the syslog collector (queue full, collector unreachable, a failed write)"
+    );
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP);
         loop {
             tick.tick().await;
+            // Counted by the syslog writer, which must not depend on the recorder.
+            metrics::counter!("portcullis_syslog_dropped_lines_total")
+                .absolute(crate::syslog::dropped());
             upkeep.run_upkeep();
         }
     });
