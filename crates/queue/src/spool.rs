@@ -328,25 +328,39 @@ impl Spool {
     /// How many messages are committed, and when the oldest arrived (Unix seconds, read
     /// from its id, which begins with its arrival time), for the queue gauges.
     pub fn census(&self) -> io::Result<(usize, Option<i64>)> {
-        let ids = self.list()?;
-        let oldest = ids.first().and_then(|id| id_time(id));
-        Ok((ids.len(), oldest))
+        // One pass, keeping only the smallest id (ids sort by time): the gauges run every
+        // few seconds, and a large queue need not be collected and sorted for them.
+        let mut count = 0;
+        let mut oldest: Option<String> = None;
+        self.each_id(|id| {
+            count += 1;
+            if oldest.as_deref().is_none_or(|o| id < o) {
+                oldest = Some(id.to_string());
+            }
+        })?;
+        Ok((count, oldest.as_deref().and_then(id_time)))
     }
 
     /// Ids of every committed message, oldest first.
     pub fn list(&self) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();
+        self.each_id(|id| ids.push(id.to_string()))?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Call `f` with the id of every committed message, in directory order.
+    fn each_id(&self, mut f: impl FnMut(&str)) -> io::Result<()> {
         for entry in fs::read_dir(&self.queue)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
             if let Some(id) = name.strip_suffix(".msg")
                 && valid_id(id)
             {
-                ids.push(id.to_string());
+                f(id);
             }
         }
-        ids.sort();
-        Ok(ids)
+        Ok(())
     }
 
     /// Read a committed message's envelope.
