@@ -16,6 +16,7 @@ import pytest
 
 from peers import Gateway, free_port, send, wait_for, wait_port
 from peers.pki import Pki
+from peers.prometheus import value
 from peers.rsyslog import Rsyslog
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -119,8 +120,7 @@ def test_a_collector_that_is_down_costs_lines_not_mail(tmp_path, sink):
         # The same count, for monitoring (taken every few seconds).
         def dropped_metric():
             body = urllib.request.urlopen(f"http://127.0.0.1:{g.metrics}/metrics", timeout=10).read().decode()
-            return next((float(l.split()[-1]) for l in body.splitlines()
-                         if l.startswith("portcullis_syslog_dropped_lines_total ")), 0)
+            return value(body, "portcullis_syslog_dropped_lines_total")
         wait_for(lambda: dropped_metric() > 0, 15, "portcullis_syslog_dropped_lines_total above 0")
         collector.wait_line("queued", 'id="')
         assert "cannot reach 127.0.0.1" in g.log_text()

@@ -6,7 +6,6 @@ gone; and the main counters over SNMP, through Debian's snmpd running
 
 import json
 import os
-import re
 import smtplib
 import ssl
 import subprocess
@@ -18,9 +17,9 @@ import pytest
 
 from conftest import BIN, Gateway, free_port, require, wait_for
 from peers.common import stop_process
+from peers.prometheus import samples, value
 
 BASE_OID = ".1.3.6.1.4.1.32473.25"
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
 def get(url, token=None):
@@ -36,24 +35,6 @@ def get(url, token=None):
             return r.status, r.headers.get("Content-Type", ""), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type", ""), e.read().decode()
-
-
-def samples(text):
-    """{(name, frozenset of label pairs): value} of a Prometheus text exposition."""
-    out = {}
-    for line in text.splitlines():
-        m = SAMPLE.match(line)
-        if not m:
-            continue
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
-def value(text, name, **labels):
-    """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples(text).items() if n == name and want <= ls)
 
 
 def scrape(g):

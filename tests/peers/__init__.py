@@ -12,6 +12,7 @@
     opendkim  OpenDkim (the milter, signing)
     fake_smtp a scripted SMTP server (refuses recipients, counts connections): start()
     rsyslog   Rsyslog (a private rsyslogd: UDP, TCP and TLS inputs, what it got in a file)
+    prometheus samples/value (reading the gateway's /metrics text)
     slapd     Slapd (OpenLDAP with a small tree: users, an alias, nested groups, a disabled account)
 
 The fixtures stay in conftest.py."""
